@@ -1,0 +1,193 @@
+//! The boundary between tandem's arch-neutral core and its back ends.
+//!
+//! The core (the `tandem` binary) only ever talks to the [`Arch`] trait and
+//! the plain data types here. Each back end lives in its own module and is
+//! chosen at compile time through the [`Host`] alias: this file is the only
+//! place outside the back-end modules that names a target architecture.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+/// The back end for the architecture tandem was built for.
+#[cfg(target_arch = "aarch64")]
+pub type Host = aarch64::AArch64;
+/// The back end for the architecture tandem was built for.
+#[cfg(target_arch = "x86_64")]
+pub type Host = x86_64::X86_64;
+
+/// Which interrupt controller the guest gets, where the architecture has a
+/// choice (aarch64). `Auto` is the only value x86_64 accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GicChoice {
+    /// GICv3 when the host has it, else GICv2.
+    #[default]
+    Auto,
+    /// Force GICv2 (GIC-400 hosts such as the Raspberry Pi 4/5).
+    V2,
+    /// Force GICv3.
+    V3,
+}
+
+/// Everything a back end needs to know to build and boot a VM.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Number of vCPUs, at least 1.
+    pub vcpus: u8,
+    /// Guest RAM in bytes.
+    pub memory_size: u64,
+    /// Kernel image (bzImage or ELF vmlinux on x86_64, `Image` on aarch64).
+    pub kernel: PathBuf,
+    /// Optional initial ramdisk.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line, without the console argument the back end adds.
+    pub cmdline: String,
+    /// Interrupt controller choice (aarch64 only).
+    pub gic: GicChoice,
+    /// Where to write the generated device tree, for inspection (aarch64).
+    pub dump_fdt: Option<PathBuf>,
+}
+
+/// The address space a device is reached through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressSpace {
+    /// x86 port I/O (`in`/`out`).
+    Pio,
+    /// Memory-mapped I/O.
+    Mmio,
+}
+
+/// What a device is, as far as boot tables (FDT, ACPI) care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// 16550-compatible UART, the console.
+    Serial,
+    /// PL031 real-time clock.
+    Rtc,
+    /// i8042 keyboard controller: only its reset line is modelled.
+    I8042,
+    /// ACPI sleep control/status registers: guest power-off.
+    AcpiSleep,
+    /// A virtio-mmio transport.
+    VirtioMmio,
+}
+
+/// One device's place in the machine: where it lives and which interrupt
+/// line (a KVM GSI: IOAPIC pin on x86_64, SPI number on aarch64) it raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// What the device is.
+    pub kind: DeviceKind,
+    /// Port or memory space.
+    pub space: AddressSpace,
+    /// First port or guest-physical address.
+    pub base: u64,
+    /// Length of the register window in bytes.
+    pub len: u64,
+    /// Interrupt line, if the device has one.
+    pub irq: Option<u32>,
+}
+
+/// The guest-physical layout a back end chose for a [`VmConfig`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryLayout {
+    /// Guest RAM regions (start, size), sorted, each a multiple of the host
+    /// page size.
+    pub ram: Vec<(GuestAddress, u64)>,
+    /// MMIO addresses free for virtio-mmio transports.
+    pub device_mmio: Range<u64>,
+    /// Interrupt lines (GSIs) free for those devices.
+    pub device_irqs: Range<u32>,
+}
+
+/// What the core should do after an exit the back end interpreted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Run the vCPU again.
+    Continue,
+    /// The guest powered off: end the run successfully.
+    PowerOff,
+    /// The guest asked for a reset: end the run successfully.
+    Reset,
+    /// Something went wrong that the guest cannot recover from.
+    Fatal(String),
+}
+
+/// Errors a back end reports to the core. Messages are one line and say
+/// what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration cannot be satisfied on this host.
+    #[error("{0}")]
+    Config(String),
+    /// A kernel or initrd could not be read or is not a kernel.
+    #[error("{0}")]
+    Image(String),
+    /// A KVM ioctl failed.
+    #[error("KVM: {what}: {source}")]
+    Kvm {
+        /// What was being done.
+        what: &'static str,
+        /// The error KVM returned.
+        source: kvm_ioctls::Error,
+    },
+    /// Writing boot data into guest memory failed.
+    #[error("guest memory: {0}")]
+    GuestMemory(String),
+}
+
+/// Shorthand for back-end results.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Wraps a KVM error with what was being done, for `map_err`.
+pub fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |source| Error::Kvm { what, source }
+}
+
+/// What a back end provides to the arch-neutral core.
+///
+/// The core calls these in order: [`Arch::create_vm`], [`Arch::layout`] and
+/// [`Arch::platform_devices`] to build memory and devices,
+/// [`Arch::create_vcpu`] once per vCPU, then [`Arch::configure_boot`] once,
+/// then runs the vCPUs and hands every exit that is not port or MMIO I/O to
+/// [`Arch::handle_exit`].
+pub trait Arch: Sized + Send + Sync + 'static {
+    /// Checks `config` against the host and creates the VM with whatever
+    /// must exist before the first vCPU (x86: IRQCHIP, PIT, TSS).
+    fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)>;
+
+    /// The guest-physical layout chosen for this VM.
+    fn layout(&self) -> &MemoryLayout;
+
+    /// Devices every guest of this architecture gets (console, clock, reset
+    /// and power controls), with their addresses and interrupt lines.
+    fn platform_devices(&self) -> Vec<DeviceInfo>;
+
+    /// Creates vCPU `index` and sets everything that does not depend on the
+    /// kernel (CPUID, MSRs, LAPIC; or KVM_ARM_VCPU_INIT).
+    fn create_vcpu(&self, vm: &VmFd, index: u8) -> Result<VcpuFd>;
+
+    /// Finishes the machine after all vCPUs exist: the interrupt controller
+    /// where KVM wants it late (aarch64), kernel and initrd loading, boot
+    /// tables (FDT or ACPI + boot_params) describing `devices`, and the boot
+    /// vCPU's registers.
+    fn configure_boot(
+        &mut self,
+        vm: &VmFd,
+        vcpus: &mut [VcpuFd],
+        mem: &GuestMemoryMmap,
+        config: &VmConfig,
+        devices: &[DeviceInfo],
+    ) -> Result<()>;
+
+    /// Interprets an exit the core does not handle itself (everything but
+    /// port and MMIO I/O).
+    fn handle_exit(&self, vcpu_index: u8, exit: VcpuExit<'_>) -> ExitAction;
+}

@@ -1,0 +1,17 @@
+//! tandem's device models: the buses exits are dispatched on, the legacy
+//! devices every guest needs, and virtio over MMIO.
+//!
+//! Nothing here knows about an architecture or an interrupt controller:
+//! devices raise interrupts through [`IrqTrigger`] (an `EventFd` the VMM
+//! binds to a GSI with KVM_IRQFD) and ask the VMM to stop through
+//! [`ExitSignal`].
+
+pub mod bus;
+pub mod exit;
+pub mod irq;
+pub mod legacy;
+pub mod virtio;
+
+pub use bus::{Bus, BusDevice, BusError};
+pub use exit::{ExitReason, ExitSignal};
+pub use irq::IrqTrigger;

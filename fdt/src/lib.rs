@@ -1,0 +1,1 @@
+//! Device tree for aarch64 guests (in progress).
