@@ -1,1 +1,46 @@
-fn main() {}
+//! The `tandem` command: parses the command line, runs the VM, and turns
+//! the outcome into one line and an exit code.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use tandem::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                let _ = err.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap's first line says what is wrong; the usage text after it
+            // is what --help is for.
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "tandem: {} (see tandem run --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => {
+            tandem::logger::init(args.log_level);
+            match tandem::vmm::run(&args, started) {
+                Ok(code) => ExitCode::from(code as u8),
+                Err(err) => {
+                    log::error!("{err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -102,7 +102,9 @@ impl Bus {
 /// Locks a device, carrying on past a poisoned lock: a device that panicked
 /// once must not take the whole VMM down with it.
 fn lock(device: &SharedDevice) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
-    device.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    device
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -134,15 +136,24 @@ mod tests {
         bus.insert(probe(), 0x100, 0x10).unwrap();
         assert_eq!(
             bus.insert(probe(), 0x108, 0x10),
-            Err(BusError::Overlap { base: 0x108, len: 0x10 })
+            Err(BusError::Overlap {
+                base: 0x108,
+                len: 0x10
+            })
         );
         assert_eq!(
             bus.insert(probe(), 0xf8, 0x10),
-            Err(BusError::Overlap { base: 0xf8, len: 0x10 })
+            Err(BusError::Overlap {
+                base: 0xf8,
+                len: 0x10
+            })
         );
         assert!(bus.insert(probe(), 0xf0, 0x10).is_ok(), "adjacent below");
         assert!(bus.insert(probe(), 0x110, 0x10).is_ok(), "adjacent above");
-        assert!(matches!(bus.insert(probe(), 0x200, 0), Err(BusError::InvalidRange { .. })));
+        assert!(matches!(
+            bus.insert(probe(), 0x200, 0),
+            Err(BusError::InvalidRange { .. })
+        ));
         assert!(matches!(
             bus.insert(probe(), u64::MAX, 2),
             Err(BusError::InvalidRange { .. })

@@ -1,2 +1,16 @@
 //! Legacy devices: the console UART, the i8042 reset line, the ACPI sleep
-//! registers and the PL031 clock.
+//! registers and the PL031 clock, plus the console escape filter for host
+//! input. Each is a [`BusDevice`](crate::BusDevice) addressed by offsets
+//! from the base the VMM inserts it at; none knows its base or architecture.
+
+pub mod acpi_sleep;
+pub mod console_input;
+pub mod i8042;
+pub mod rtc_pl031;
+pub mod serial;
+
+pub use acpi_sleep::AcpiSleep;
+pub use console_input::EscapeFilter;
+pub use i8042::I8042;
+pub use rtc_pl031::Pl031;
+pub use serial::Serial;

@@ -1,0 +1,105 @@
+//! Tiny hand-made guest programs for testing the KVM plumbing (run loop,
+//! port and MMIO dispatch, exit counts) on any KVM, including hosts that
+//! cannot boot a stock kernel. Each is loaded at guest address 0x1000 into
+//! a VM the test created without a back end.
+
+use kvm_ioctls::{VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::{kvm_err, Error, Result};
+
+/// What the payload does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Writes 0, 1, 2, … as 16-bit values to port 0x10 forever.
+    PortCounter,
+    /// Stores the bytes 0, 1, 2, … to [`MMIO_TARGET`] forever.
+    MmioStoreLoop,
+    /// Reads port 0x20 (nothing there), writes the value to port 0x10, halts.
+    UnclaimedPortThenHalt,
+}
+
+/// Port the port payloads write to.
+pub const PORT: u16 = 0x10;
+/// Port nothing should claim.
+pub const UNCLAIMED_PORT: u16 = 0x20;
+/// Address the MMIO payload stores to; outside guest RAM.
+pub const MMIO_TARGET: u64 = 0x2_0004;
+/// Guest RAM the payloads need, from address 0.
+pub const RAM_SIZE: usize = 0x1_0000;
+const LOAD_ADDR: u64 = 0x1000;
+
+/// Writes `payload` into `mem` and points `vcpu` at it. Returns false when
+/// this architecture has no such payload (port I/O outside x86).
+pub fn load(vcpu: &VcpuFd, vm: &VmFd, mem: &GuestMemoryMmap, payload: Payload) -> Result<bool> {
+    let Some(code) = imp::code(payload) else {
+        return Ok(false);
+    };
+    mem.write_slice(code, GuestAddress(LOAD_ADDR))
+        .map_err(|e| Error::GuestMemory(e.to_string()))?;
+    imp::point_vcpu_at(vcpu, vm, LOAD_ADDR)?;
+    Ok(true)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::*;
+
+    /// 16-bit real-mode code, assembled with `as --32` (`.code16`).
+    pub fn code(payload: Payload) -> Option<&'static [u8]> {
+        Some(match payload {
+            // mov $0,%ax; 1: out %ax,$0x10; inc %ax; jmp 1b
+            Payload::PortCounter => &[0xb8, 0x00, 0x00, 0xe7, 0x10, 0x40, 0xeb, 0xfb],
+            // mov $0x2000,%ax; mov %ax,%ds; xor %cx,%cx; 2: movb %cl,(0x4); inc %cx; jmp 2b
+            Payload::MmioStoreLoop => &[
+                0xb8, 0x00, 0x20, 0x8e, 0xd8, 0x31, 0xc9, 0x88, 0x0e, 0x04, 0x00, 0x41, 0xeb,
+                0xf9,
+            ],
+            // in $0x20,%al; out %al,$0x10; hlt
+            Payload::UnclaimedPortThenHalt => &[0xe4, 0x20, 0xe6, 0x10, 0xf4],
+        })
+    }
+
+    pub fn point_vcpu_at(vcpu: &VcpuFd, _vm: &VmFd, addr: u64) -> Result<()> {
+        let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+        let mut regs = vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        regs.rip = addr;
+        regs.rflags = 2;
+        vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod imp {
+    use kvm_bindings::{kvm_vcpu_init, KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64};
+
+    use super::*;
+
+    /// A64 code.
+    pub fn code(payload: Payload) -> Option<&'static [u8]> {
+        match payload {
+            // movz x1,#0x4; movk x1,#0x2,lsl #16; mov w2,#0
+            // 1: strb w2,[x1]; add w2,w2,#1; b 1b
+            Payload::MmioStoreLoop => Some(&[
+                0x81, 0x00, 0x80, 0xd2, 0x41, 0x00, 0xa0, 0xf2, 0x02, 0x00, 0x80, 0x52, 0x22,
+                0x00, 0x00, 0x39, 0x42, 0x04, 0x00, 0x11, 0xfe, 0xff, 0xff, 0x17,
+            ]),
+            Payload::PortCounter | Payload::UnclaimedPortThenHalt => None,
+        }
+    }
+
+    pub fn point_vcpu_at(vcpu: &VcpuFd, vm: &VmFd, addr: u64) -> Result<()> {
+        let mut init = kvm_vcpu_init::default();
+        vm.get_preferred_target(&mut init)
+            .map_err(kvm_err("KVM_ARM_PREFERRED_TARGET"))?;
+        vcpu.vcpu_init(&init).map_err(kvm_err("KVM_ARM_VCPU_INIT"))?;
+        // The PC is core register 32 (regs.pc), in 32-bit units of offset.
+        let pc = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | u64::from(KVM_REG_ARM_CORE) | 64;
+        vcpu.set_one_reg(pc, &u128::from(addr).to_le_bytes()[..8])
+            .map_err(kvm_err("KVM_SET_ONE_REG(pc)"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! The console UART: a 16550 (vm-superio's model) behind a [`BusDevice`],
+//! with host input pushed into its receive FIFO and guest output written
+//! (and flushed byte by byte) to any writer.
+//!
+//! Registers are one byte apart, so the same device serves a port I/O base
+//! on x86 and an MMIO base on aarch64.
+
+use std::io::{self, Write};
+
+use vm_superio::serial::{Error as UartError, SerialEvents};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::{BusDevice, IrqTrigger};
+
+/// Number of byte-wide registers a 16550 decodes.
+pub const SERIAL_REGISTERS: u64 = 8;
+
+/// Where the guest's output goes.
+pub type SerialOutput = Box<dyn Write + Send>;
+
+/// Signals when the guest has drained the receive FIFO, so the VMM can push
+/// host input it could not fit earlier.
+struct RxDrained {
+    evt: EventFd,
+}
+
+impl SerialEvents for RxDrained {
+    fn buffer_read(&self) {}
+    fn out_byte(&self) {}
+    fn tx_lost_byte(&self) {}
+    fn in_buffer_empty(&self) {
+        // A counter already at its maximum still leaves the fd readable.
+        let _ = self.evt.write(1);
+    }
+}
+
+/// A 16550 UART wired to an interrupt line and an output writer.
+pub struct Serial {
+    uart: vm_superio::Serial<IrqTrigger, RxDrained, SerialOutput>,
+    /// Whether an output failure was reported already: a closed stdout
+    /// would otherwise log once per guest byte.
+    output_error_reported: bool,
+}
+
+impl Serial {
+    /// A UART raising `irq` and writing guest output to `out`.
+    pub fn new(irq: IrqTrigger, out: SerialOutput) -> io::Result<Self> {
+        let events = RxDrained {
+            evt: EventFd::new(EFD_NONBLOCK)?,
+        };
+        Ok(Self {
+            uart: vm_superio::Serial::with_events(irq, events, out),
+            output_error_reported: false,
+        })
+    }
+
+    /// Pushes host input into the receive FIFO and raises the interrupt if
+    /// the guest enabled it. Returns how many bytes fit: the caller keeps
+    /// the rest and retries once [`Self::rx_drained_event`] fires.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        let room = self.uart.fifo_capacity().min(bytes.len());
+        match self.uart.enqueue_raw_bytes(bytes) {
+            Ok(accepted) => accepted,
+            Err(UartError::FullFifo) => 0,
+            // The bytes are queued; only the interrupt was lost.
+            Err(UartError::Trigger(e)) => {
+                log::warn!("serial: cannot raise the receive interrupt: {e}");
+                room
+            }
+            Err(UartError::IOError(e)) => {
+                log::warn!("serial: input not queued: {e}");
+                0
+            }
+        }
+    }
+
+    /// Free space in the receive FIFO.
+    pub fn input_capacity(&self) -> usize {
+        self.uart.fifo_capacity()
+    }
+
+    /// Becomes readable each time the guest empties the receive FIFO.
+    pub fn rx_drained_event(&self) -> &EventFd {
+        &self.uart.events().evt
+    }
+}
+
+impl BusDevice for Serial {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        match data {
+            [byte] if offset < SERIAL_REGISTERS => *byte = self.uart.read(offset as u8),
+            _ => log::debug!("serial: ignored {}-byte read at {offset:#x}", data.len()),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let &[value] = data else {
+            log::debug!("serial: ignored {}-byte write at {offset:#x}", data.len());
+            return;
+        };
+        if offset >= SERIAL_REGISTERS {
+            log::debug!("serial: ignored write at {offset:#x}");
+            return;
+        }
+        match self.uart.write(offset as u8, value) {
+            Ok(()) => self.output_error_reported = false,
+            Err(UartError::IOError(e)) => {
+                if !self.output_error_reported {
+                    log::warn!("serial: guest output lost: {e}");
+                    self.output_error_reported = true;
+                }
+            }
+            Err(e) => log::warn!("serial: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    const THR: u64 = 0;
+    const RBR: u64 = 0;
+    const IER: u64 = 1;
+    const IIR: u64 = 2;
+    const LCR: u64 = 3;
+    const MCR: u64 = 4;
+    const LSR: u64 = 5;
+    const IER_RX_DATA: u8 = 0x01;
+    const LSR_DATA_READY: u8 = 0x01;
+    const LSR_THR_EMPTY: u8 = 0x20;
+    const IIR_RX_DATA: u8 = 0x04;
+    const MCR_LOOPBACK: u8 = 0x10;
+    const FIFO_SIZE: usize = 64;
+
+    /// A buffered writer the test can inspect after handing it to the UART:
+    /// bytes become visible only once flushed, like a terminal's.
+    #[derive(Clone, Default)]
+    struct SharedBuf {
+        flushed: Arc<Mutex<Vec<u8>>>,
+        pending: Vec<u8>,
+    }
+
+    impl SharedBuf {
+        fn flushed(&self) -> Vec<u8> {
+            self.flushed.lock().unwrap().clone()
+        }
+    }
+
+    impl Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.pending.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.flushed.lock().unwrap().append(&mut self.pending);
+            Ok(())
+        }
+    }
+
+    /// A writer whose reader went away.
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn serial() -> (Serial, IrqTrigger, SharedBuf) {
+        let irq = IrqTrigger::new().unwrap();
+        let out = SharedBuf::default();
+        let serial = Serial::new(irq.clone(), Box::new(out.clone())).unwrap();
+        (serial, irq, out)
+    }
+
+    fn read_reg(serial: &mut Serial, offset: u64) -> u8 {
+        let mut byte = [0xaa];
+        serial.read(offset, &mut byte);
+        byte[0]
+    }
+
+    /// Interrupts raised since the last call (0 if none).
+    fn irq_count(irq: &IrqTrigger) -> u64 {
+        irq.event_fd().read().unwrap_or(0)
+    }
+
+    #[test]
+    fn transmitted_bytes_reach_the_writer_at_once() {
+        let (mut serial, _, out) = serial();
+        serial.write(THR, b"h");
+        assert_eq!(out.flushed(), b"h", "flushed per byte");
+        serial.write(THR, b"i");
+        assert_eq!(out.flushed(), b"hi");
+        assert_ne!(read_reg(&mut serial, LSR) & LSR_THR_EMPTY, 0);
+    }
+
+    #[test]
+    fn input_is_readable_and_interrupts_when_enabled() {
+        let (mut serial, irq, _) = serial();
+        assert_eq!(serial.enqueue_input(b"ab"), 2);
+        assert_eq!(irq_count(&irq), 0, "receive interrupt still disabled");
+        assert_ne!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
+
+        serial.write(IER, &[IER_RX_DATA]);
+        assert!(irq_count(&irq) > 0, "enabling with data pending asserts it");
+        assert_eq!(read_reg(&mut serial, IIR) & 0x0f, IIR_RX_DATA);
+
+        assert_eq!(read_reg(&mut serial, RBR), b'a');
+        assert_eq!(serial.rx_drained_event().read().ok(), None);
+        assert_eq!(read_reg(&mut serial, RBR), b'b');
+        assert_eq!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
+        assert_eq!(serial.rx_drained_event().read().unwrap(), 1);
+
+        assert_eq!(serial.enqueue_input(b"c"), 1);
+        assert_eq!(irq_count(&irq), 1, "new input with IER set interrupts");
+    }
+
+    #[test]
+    fn full_fifo_accepts_only_what_fits() {
+        let (mut serial, _, _) = serial();
+        let input = [b'x'; FIFO_SIZE + 10];
+        assert_eq!(serial.enqueue_input(&input), FIFO_SIZE);
+        assert_eq!(serial.input_capacity(), 0);
+        assert_eq!(serial.enqueue_input(b"y"), 0);
+        assert_eq!(serial.enqueue_input(&[]), 0);
+        read_reg(&mut serial, RBR);
+        assert_eq!(serial.enqueue_input(b"yz"), 1);
+    }
+
+    #[test]
+    fn loopback_input_is_refused_not_lost() {
+        let (mut serial, _, _) = serial();
+        serial.write(MCR, &[MCR_LOOPBACK]);
+        assert_eq!(serial.enqueue_input(b"a"), 0);
+    }
+
+    #[test]
+    fn wide_and_out_of_range_accesses_are_ignored() {
+        let (mut serial, _, out) = serial();
+        serial.write(LCR, &[0x03]);
+        serial.write(LCR, &[0x80, 0x80]);
+        serial.write(THR, b"abcd");
+        serial.write(SERIAL_REGISTERS, &[0x80]);
+        assert_eq!(read_reg(&mut serial, LCR), 0x03);
+        assert!(out.flushed().is_empty());
+
+        let mut wide = [0xffu8; 4];
+        serial.read(LSR, &mut wide);
+        assert_eq!(wide, [0; 4]);
+        assert_eq!(read_reg(&mut serial, 0x100), 0);
+    }
+
+    #[test]
+    fn broken_output_does_not_stop_the_uart() {
+        let irq = IrqTrigger::new().unwrap();
+        let mut serial = Serial::new(irq, Box::new(Broken)).unwrap();
+        serial.write(THR, b"a");
+        serial.write(THR, b"b");
+        serial.write(LCR, &[0x1b]);
+        assert_eq!(read_reg(&mut serial, LCR), 0x1b);
+    }
+}

@@ -1,0 +1,120 @@
+//! What a virtio device model implements to sit behind a transport, and
+//! what the transport hands it when the driver sets DRIVER_OK.
+
+use std::io;
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::Interrupt;
+
+/// One virtqueue as the driver configured it, with the `EventFd` its
+/// kicks arrive on (signalled by KVM_IOEVENTFD or by the transport).
+#[derive(Debug)]
+pub struct ActiveQueue {
+    /// Ring addresses, size, EVENT_IDX state.
+    pub queue: Queue,
+    /// Becomes readable when the driver notifies this queue.
+    pub kick: EventFd,
+}
+
+/// Everything a device needs to start serving its queues.
+#[derive(Debug)]
+pub struct ActivateContext {
+    /// Guest memory the rings and buffers live in.
+    pub mem: GuestMemoryMmap,
+    /// Features the driver accepted (a subset of [`VirtioDevice::features`]).
+    pub features: u64,
+    /// The queues, in the device's queue-index order.
+    pub queues: Vec<ActiveQueue>,
+    /// How the device signals used buffers, config changes and failures.
+    pub interrupt: Arc<Interrupt>,
+}
+
+/// Why a device could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver set up a different number of queues than the device has.
+    #[error("the device has {expected} queues, the driver set up {got}")]
+    QueueCount {
+        /// Queues the device serves.
+        expected: usize,
+        /// Queues handed over.
+        got: usize,
+    },
+    /// The worker thread or its epoll set could not be created.
+    #[error("cannot start the device worker: {0}")]
+    Worker(#[source] io::Error),
+    /// The backend refused the negotiated configuration.
+    #[error("backend setup failed: {0}")]
+    Backend(#[source] io::Error),
+}
+
+/// A virtio device model, independent of the transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (`VIRTIO_ID_*`).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits offered, including `VIRTIO_F_VERSION_1`.
+    fn features(&self) -> u64;
+    /// Reads device configuration space at `offset`; bytes past its end
+    /// read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes device configuration space; most devices ignore this.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts serving the queues (spawns the worker).
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
+    /// Stops the worker and forgets the queues. Returns true once the
+    /// device is back in its pre-activation state.
+    fn reset(&mut self) -> bool;
+}
+
+/// The feature mask of bit `bit`.
+pub const fn feature(bit: u32) -> u64 {
+    1 << bit
+}
+
+/// Copies `config[offset..]` into `data`, zero-filling what lies past the
+/// end of `config`: the common body of [`VirtioDevice::read_config`].
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+/// Checks that `ctx` carries `expected` queues.
+pub fn check_queue_count(ctx: &ActivateContext, expected: usize) -> Result<(), ActivateError> {
+    if ctx.queues.len() == expected {
+        Ok(())
+    } else {
+        Err(ActivateError::QueueCount {
+            expected,
+            got: ctx.queues.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_zero_fill_past_the_end() {
+        let config = [1u8, 2, 3, 4];
+        let mut data = [0xffu8; 4];
+        read_config_bytes(&config, 2, &mut data);
+        assert_eq!(data, [3, 4, 0, 0]);
+        read_config_bytes(&config, 9, &mut data);
+        assert_eq!(data, [0; 4]);
+        read_config_bytes(&config, u64::MAX, &mut data);
+        assert_eq!(data, [0; 4]);
+    }
+}

@@ -1,0 +1,174 @@
+//! The interrupt side of one virtio device: the ISR bits the guest reads
+//! from InterruptStatus, the line that raises them, the NEEDS_RESET flag a
+//! failing worker sets, the config generation, and counters of the
+//! notifications sent and suppressed (EVENT_IDX) for benchmarks.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use log::warn;
+use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use crate::IrqTrigger;
+
+/// ISR bit: the device put buffers in a used ring.
+pub const INT_USED_BUFFER: u32 = VIRTIO_MMIO_INT_VRING;
+/// ISR bit: the device configuration (or NEEDS_RESET) changed.
+pub const INT_CONFIG_CHANGE: u32 = VIRTIO_MMIO_INT_CONFIG;
+
+/// Counters a benchmark can read while the guest runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Guest kicks (queue notifications) the workers consumed.
+    pub queue_kicks: AtomicU64,
+    /// Used-buffer interrupts raised.
+    pub interrupts_sent: AtomicU64,
+    /// Used-buffer interrupts skipped because the driver's `used_event`
+    /// said it did not need one yet.
+    pub interrupts_suppressed: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// See [`Stats::queue_kicks`].
+    pub queue_kicks: u64,
+    /// See [`Stats::interrupts_sent`].
+    pub interrupts_sent: u64,
+    /// See [`Stats::interrupts_suppressed`].
+    pub interrupts_suppressed: u64,
+}
+
+impl Stats {
+    /// The current values.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            queue_kicks: self.queue_kicks.load(Ordering::Relaxed),
+            interrupts_sent: self.interrupts_sent.load(Ordering::Relaxed),
+            interrupts_suppressed: self.interrupts_suppressed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Interrupt state shared by a transport and its device's worker.
+#[derive(Debug)]
+pub struct Interrupt {
+    status: AtomicU32,
+    needs_reset: AtomicBool,
+    config_generation: AtomicU32,
+    irq: IrqTrigger,
+    stats: Stats,
+}
+
+impl Interrupt {
+    /// Interrupt state raising `irq`.
+    pub fn new(irq: IrqTrigger) -> Self {
+        Self {
+            status: AtomicU32::new(0),
+            needs_reset: AtomicBool::new(false),
+            config_generation: AtomicU32::new(0),
+            irq,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The ISR bits pending (InterruptStatus).
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::Acquire)
+    }
+
+    /// Clears the ISR bits the driver acknowledged (InterruptACK).
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::AcqRel);
+    }
+
+    /// Raises a used-buffer interrupt unconditionally.
+    pub fn signal_used(&self) {
+        self.stats.interrupts_sent.fetch_add(1, Ordering::Relaxed);
+        self.raise(INT_USED_BUFFER);
+    }
+
+    /// Raises a used-buffer interrupt for `queue` unless EVENT_IDX says the
+    /// driver does not want one yet. Call after adding used buffers.
+    pub fn notify_queue(
+        &self,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), virtio_queue::Error> {
+        if queue.needs_notification(mem)? {
+            self.signal_used();
+        } else {
+            self.stats
+                .interrupts_suppressed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Tells the driver the configuration space changed.
+    pub fn signal_config_change(&self) {
+        self.config_generation.fetch_add(1, Ordering::AcqRel);
+        self.raise(INT_CONFIG_CHANGE);
+    }
+
+    /// Marks the device broken until the driver resets it (status bit
+    /// NEEDS_RESET) and tells the driver through a config interrupt.
+    pub fn set_needs_reset(&self) {
+        self.needs_reset.store(true, Ordering::Release);
+        self.raise(INT_CONFIG_CHANGE);
+    }
+
+    /// Whether the device asked to be reset.
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset.load(Ordering::Acquire)
+    }
+
+    /// ConfigGeneration: changes whenever the configuration space does.
+    pub fn config_generation(&self) -> u32 {
+        self.config_generation.load(Ordering::Acquire)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Back to power-on state (device reset). Counters are kept: they
+    /// cover the whole run.
+    pub fn reset(&self) {
+        self.status.store(0, Ordering::Release);
+        self.needs_reset.store(false, Ordering::Release);
+    }
+
+    fn raise(&self, bit: u32) {
+        self.status.fetch_or(bit, Ordering::AcqRel);
+        if let Err(e) = self.irq.trigger() {
+            warn!("virtio: cannot raise interrupt: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_accumulate_until_acknowledged() {
+        let irq = IrqTrigger::new().unwrap();
+        let interrupt = Interrupt::new(irq.clone());
+        interrupt.signal_used();
+        interrupt.signal_config_change();
+        assert_eq!(interrupt.status(), INT_USED_BUFFER | INT_CONFIG_CHANGE);
+        assert_eq!(irq.event_fd().read().unwrap(), 2);
+        assert_eq!(interrupt.config_generation(), 1);
+        interrupt.ack(INT_USED_BUFFER);
+        assert_eq!(interrupt.status(), INT_CONFIG_CHANGE);
+        interrupt.set_needs_reset();
+        assert!(interrupt.needs_reset());
+        interrupt.reset();
+        assert_eq!(interrupt.status(), 0);
+        assert!(!interrupt.needs_reset());
+        assert_eq!(interrupt.stats().snapshot().interrupts_sent, 1);
+    }
+}

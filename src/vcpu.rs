@@ -1,0 +1,130 @@
+//! The KVM_RUN loop of one vCPU and its exit dispatch: port and MMIO I/O go
+//! to the buses here, every other exit to the back end, and whatever ends
+//! the run is raised on the shared [`ExitSignal`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arch::ExitAction;
+use devices::{Bus, ExitReason, ExitSignal};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use log::{debug, warn};
+
+/// Unclaimed accesses logged at `warn` before going quiet, so a guest
+/// probing for hardware cannot flood the log.
+const UNCLAIMED_WARNINGS: u64 = 8;
+
+/// The two buses exits are dispatched to.
+#[derive(Default, Clone)]
+pub struct Buses {
+    /// Port I/O (x86 only; empty elsewhere).
+    pub pio: Bus,
+    /// Memory-mapped I/O.
+    pub mmio: Bus,
+}
+
+/// Exit counts of one VM, shared by its vCPUs.
+#[derive(Debug, Default)]
+pub struct ExitCounters {
+    /// Port I/O exits.
+    pub pio: AtomicU64,
+    /// MMIO exits.
+    pub mmio: AtomicU64,
+    /// Accesses no device claimed.
+    pub unclaimed: AtomicU64,
+    /// Every other exit, handed to the back end.
+    pub other: AtomicU64,
+}
+
+impl ExitCounters {
+    /// All exits so far.
+    pub fn total(&self) -> u64 {
+        self.pio.load(Ordering::Relaxed)
+            + self.mmio.load(Ordering::Relaxed)
+            + self.other.load(Ordering::Relaxed)
+    }
+
+    fn unclaimed(&self, what: &str, addr: u64, len: usize) {
+        let seen = self.unclaimed.fetch_add(1, Ordering::Relaxed);
+        if seen < UNCLAIMED_WARNINGS {
+            warn!("guest {what} of {len} bytes at {addr:#x}: no device there");
+        } else {
+            debug!("guest {what} of {len} bytes at {addr:#x}: no device there");
+        }
+    }
+}
+
+/// What a vCPU thread shares with the rest of the VMM.
+pub struct VcpuShared<'a> {
+    /// Where I/O exits go.
+    pub buses: &'a Buses,
+    /// Raised when this vCPU ends the run.
+    pub exit: &'a ExitSignal,
+    /// Set by the VMM to make every vCPU leave its loop.
+    pub stop: &'a AtomicBool,
+    /// Exit statistics.
+    pub counters: &'a ExitCounters,
+}
+
+/// Runs vCPU `index` until the guest, an error, or `shared.stop` ends it.
+/// `arch_exit` interprets the exits that are not I/O.
+pub fn run_loop(
+    vcpu: &mut VcpuFd,
+    index: u8,
+    shared: &VcpuShared<'_>,
+    arch_exit: impl Fn(u8, VcpuExit<'_>) -> ExitAction,
+) {
+    let counters = shared.counters;
+    while !shared.stop.load(Ordering::Acquire) {
+        let exit = match vcpu.run() {
+            Ok(exit) => exit,
+            // A kick from the VMM (signal) or a spurious wake: re-check stop.
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) => {
+                shared.exit.raise(ExitReason::Fatal(format!(
+                    "vCPU {index}: KVM_RUN failed: {e}"
+                )));
+                return;
+            }
+        };
+        match exit {
+            VcpuExit::IoIn(port, data) => {
+                counters.pio.fetch_add(1, Ordering::Relaxed);
+                if !shared.buses.pio.read(port.into(), data) {
+                    // An empty ISA bus floats high.
+                    data.fill(0xff);
+                    counters.unclaimed("port read", port.into(), data.len());
+                }
+            }
+            VcpuExit::IoOut(port, data) => {
+                counters.pio.fetch_add(1, Ordering::Relaxed);
+                if !shared.buses.pio.write(port.into(), data) {
+                    counters.unclaimed("port write", port.into(), data.len());
+                }
+            }
+            VcpuExit::MmioRead(addr, data) => {
+                counters.mmio.fetch_add(1, Ordering::Relaxed);
+                if !shared.buses.mmio.read(addr, data) {
+                    data.fill(0);
+                    counters.unclaimed("MMIO read", addr, data.len());
+                }
+            }
+            VcpuExit::MmioWrite(addr, data) => {
+                counters.mmio.fetch_add(1, Ordering::Relaxed);
+                if !shared.buses.mmio.write(addr, data) {
+                    counters.unclaimed("MMIO write", addr, data.len());
+                }
+            }
+            other => {
+                counters.other.fetch_add(1, Ordering::Relaxed);
+                let reason = match arch_exit(index, other) {
+                    ExitAction::Continue => continue,
+                    ExitAction::PowerOff => ExitReason::PowerOff,
+                    ExitAction::Reset => ExitReason::Reset,
+                    ExitAction::Fatal(message) => ExitReason::Fatal(message),
+                };
+                shared.exit.raise(reason);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The VM lifecycle: build the machine through the back end, run one thread
+//! per vCPU, serve the console and signals on the main thread, and stop
+//! everything when the guest, the host or an error ends the run.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use arch::{Arch, Host};
+use devices::legacy::{EscapeFilter, Serial};
+use devices::{ExitReason, ExitSignal};
+use kvm_ioctls::{Kvm, VcpuFd};
+use log::{info, warn};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::config::RunArgs;
+use crate::console::{read_stdin, RawTerminal};
+use crate::device_manager::DeviceManager;
+use crate::memory::create_guest_memory;
+use crate::vcpu::{run_loop, ExitCounters, VcpuShared};
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Says so when this host's KVM is PVM, which runs only PVM-built kernels.
+fn warn_if_pvm() {
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        warn!("this host's KVM is PVM (kvm_pvm): stock Linux kernels will not boot here; use a host with hardware KVM or the emulated hosts in ci/");
+    }
+}
+
+/// Builds the VM described by `args`, runs it to the end and returns the
+/// process exit code.
+pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
+    let config = args.vm_config()?;
+    warn_if_pvm();
+    let kvm = Kvm::new().context("cannot open /dev/kvm (is KVM enabled and accessible?)")?;
+    if kvm.get_api_version() != 12 {
+        bail!(
+            "/dev/kvm speaks API {}, tandem needs 12",
+            kvm.get_api_version()
+        );
+    }
+    let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
+    let mem = create_guest_memory(&vm, &arch.layout().ram)?;
+    let exit = Arc::new(ExitSignal::new()?);
+    let devices = DeviceManager::new(
+        &vm,
+        &arch.platform_devices(),
+        &exit,
+        Box::new(std::io::stdout()),
+    )?;
+    let mut vcpus = (0..config.vcpus)
+        .map(|index| arch.create_vcpu(&vm, index))
+        .collect::<arch::Result<Vec<VcpuFd>>>()?;
+    arch.configure_boot(&vm, &mut vcpus, &mem, &config, &devices.info)?;
+
+    register_signal_handler(kick_signal(), ignore_kick)
+        .context("installing the vCPU kick handler")?;
+    let stop_signals = StopSignals::install()?;
+    let shared = Arc::new(Shared {
+        arch,
+        buses: devices.buses.clone(),
+        exit: exit.clone(),
+        stop: AtomicBool::new(false),
+        counters: ExitCounters::default(),
+    });
+    info!(
+        "{} vCPU(s), {} MiB: first KVM_RUN {:.1} ms after start",
+        config.vcpus,
+        config.memory_size >> 20,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let threads = vcpus
+        .into_iter()
+        .enumerate()
+        .map(|(index, vcpu)| spawn_vcpu(shared.clone(), index as u8, vcpu))
+        .collect::<Result<Vec<_>>>()?;
+
+    let terminal = RawTerminal::enter();
+    let served = serve(&exit, devices.serial.as_ref(), &stop_signals);
+    stop_vcpus(&shared.stop, threads);
+    drop(terminal);
+    let guest_run = started.elapsed();
+    served?;
+    report_stats(&shared.counters, guest_run);
+    // Guest memory lives until here, after every vCPU thread was joined.
+    drop(mem);
+
+    Ok(match exit.reason() {
+        Some(ExitReason::PowerOff) => {
+            info!("guest powered off");
+            0
+        }
+        Some(ExitReason::Reset) => {
+            info!("guest requested a reset: exiting");
+            0
+        }
+        Some(ExitReason::Stopped(why)) => {
+            info!("stopped: {why}");
+            stop_signals.exit_code()
+        }
+        Some(ExitReason::Fatal(message)) => {
+            log::error!("{message}");
+            1
+        }
+        None => bail!("the VM stopped without a reason"),
+    })
+}
+
+/// What every vCPU thread shares.
+struct Shared {
+    arch: Host,
+    buses: crate::vcpu::Buses,
+    exit: Arc<ExitSignal>,
+    stop: AtomicBool,
+    counters: ExitCounters,
+}
+
+fn spawn_vcpu(shared: Arc<Shared>, index: u8, mut vcpu: VcpuFd) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || {
+            let view = VcpuShared {
+                buses: &shared.buses,
+                exit: &shared.exit,
+                stop: &shared.stop,
+                counters: &shared.counters,
+            };
+            run_loop(&mut vcpu, index, &view, |i, e| {
+                shared.arch.handle_exit(i, e)
+            });
+        })
+        .context("cannot start a vCPU thread")
+}
+
+/// Asks every vCPU to stop and kicks each out of KVM_RUN until it has: a
+/// kick that lands just before KVM_RUN is entered would be lost, so it is
+/// repeated.
+fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    for thread in threads {
+        while !thread.is_finished() {
+            let _ = thread.kill(kick_signal());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.join().is_err() {
+            warn!("a vCPU thread panicked");
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, each turned into a readable socket.
+struct StopSignals {
+    sockets: Vec<(i32, UnixStream)>,
+    last: Mutex<Option<i32>>,
+}
+
+impl StopSignals {
+    const SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    fn install() -> Result<Self> {
+        let mut sockets = Vec::new();
+        for signal in Self::SIGNALS {
+            let (read_end, write_end) = UnixStream::pair()?;
+            read_end.set_nonblocking(true)?;
+            signal_hook::low_level::pipe::register(signal, write_end)
+                .with_context(|| format!("installing the handler for signal {signal}"))?;
+            sockets.push((signal, read_end));
+        }
+        Ok(StopSignals {
+            sockets,
+            last: Mutex::new(None),
+        })
+    }
+
+    /// Consumes the notification of the signal at `index` and returns it.
+    fn take(&self, index: usize) -> i32 {
+        use std::io::Read;
+        let (signal, socket) = &self.sockets[index];
+        let _ = (&*socket).read(&mut [0u8; 16]);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(*signal);
+        *signal
+    }
+
+    /// Exit code after a stop by signal: 128 + the signal, by convention.
+    fn exit_code(&self) -> i32 {
+        match *self.last.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(signal) => 128 + signal,
+            None => 0,
+        }
+    }
+}
+
+const TOKEN_EXIT: u64 = 0;
+const TOKEN_STDIN: u64 = 1;
+const TOKEN_RX_DRAINED: u64 = 2;
+/// Stop signal `i` uses token `TOKEN_SIGNALS + i`.
+const TOKEN_SIGNALS: u64 = 16;
+
+/// The main thread's loop: console input, stop signals, and the exit
+/// signal. Returns once a reason to stop was raised.
+fn serve(
+    exit: &ExitSignal,
+    serial: Option<&Arc<Mutex<Serial>>>,
+    signals: &StopSignals,
+) -> Result<()> {
+    let epoll = Epoll::new()?;
+    let add = |fd: i32, token: u64| {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token),
+        )
+    };
+    add(exit.event_fd().as_raw_fd(), TOKEN_EXIT)?;
+    for (index, (_, socket)) in signals.sockets.iter().enumerate() {
+        add(socket.as_raw_fd(), TOKEN_SIGNALS + index as u64)?;
+    }
+    let stdin_fd = std::io::stdin().as_raw_fd();
+    let mut console = serial.map(|serial| ConsoleInput {
+        serial: serial.clone(),
+        filter: EscapeFilter::new(),
+        pending: Vec::new(),
+    });
+    if let Some(console) = &console {
+        let drained = console.lock_serial().rx_drained_event().as_raw_fd();
+        add(drained, TOKEN_RX_DRAINED)?;
+        // stdin may be closed or not pollable (a regular file): no input then.
+        if add(stdin_fd, TOKEN_STDIN).is_err() {
+            info!("stdin cannot be polled: the guest console takes no input");
+        }
+    }
+    let mut events = vec![EpollEvent::default(); 8];
+    loop {
+        let count = match epoll.wait(-1, &mut events) {
+            Ok(count) => count,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("epoll_wait"),
+        };
+        for event in &events[..count] {
+            match event.data() {
+                TOKEN_EXIT => return Ok(()),
+                TOKEN_STDIN => {
+                    let Some(console) = console.as_mut() else {
+                        continue;
+                    };
+                    let mut buf = [0u8; 256];
+                    match read_stdin(&mut buf) {
+                        Ok(Some(n)) => {
+                            if console.push(&buf[..n]) {
+                                exit.raise(ExitReason::Stopped("console escape (Ctrl-A x)".into()));
+                            }
+                        }
+                        Ok(None) | Err(_) => {
+                            let _ = epoll.ctl(
+                                ControlOperation::Delete,
+                                stdin_fd,
+                                EpollEvent::default(),
+                            );
+                        }
+                    }
+                }
+                TOKEN_RX_DRAINED => {
+                    if let Some(console) = console.as_mut() {
+                        console.retry();
+                    }
+                }
+                token => {
+                    let signal = signals.take((token - TOKEN_SIGNALS) as usize);
+                    exit.raise(ExitReason::Stopped(format!("signal {signal}")));
+                }
+            }
+        }
+    }
+}
+
+/// Host keystrokes on their way to the guest's UART.
+struct ConsoleInput {
+    serial: Arc<Mutex<Serial>>,
+    filter: EscapeFilter,
+    /// Bytes the receive FIFO had no room for yet.
+    pending: Vec<u8>,
+}
+
+impl ConsoleInput {
+    fn lock_serial(&self) -> std::sync::MutexGuard<'_, Serial> {
+        self.serial.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Filters and queues `input`; true when the user asked to quit.
+    fn push(&mut self, input: &[u8]) -> bool {
+        let (bytes, quit) = self.filter.feed(input);
+        self.pending.extend_from_slice(&bytes);
+        self.retry();
+        quit
+    }
+
+    /// Moves as much pending input into the FIFO as fits.
+    fn retry(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let taken = self.lock_serial().enqueue_input(&self.pending);
+        self.pending.drain(..taken);
+    }
+}
+
+/// Logs exit statistics at info level.
+fn report_stats(counters: &ExitCounters, elapsed: Duration) {
+    let total = counters.total();
+    info!(
+        "{total} exits in {:.2} s ({:.0}/s): {} PIO, {} MMIO, {} other",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64().max(1e-9),
+        counters.pio.load(Ordering::Relaxed),
+        counters.mmio.load(Ordering::Relaxed),
+        counters.other.load(Ordering::Relaxed),
+    );
+    let _ = std::io::stdout().flush();
+}
