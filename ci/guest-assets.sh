@@ -134,7 +134,8 @@ write_module_set() {
     shift 2
     VISITED=() LOAD_ORDER=()
     for m in "$@"; do add_module "$m" "$out"; done
-    printf '%s\n' ${LOAD_ORDER[@]+"${LOAD_ORDER[@]}"} >"$order_file"
+    : >"$order_file"
+    [ "${#LOAD_ORDER[@]}" -eq 0 ] || printf '%s\n' "${LOAD_ORDER[@]}" >"$order_file"
 }
 
 # Cuts the ELF vmlinux out of a bzImage, as scripts/extract-vmlinux does:
@@ -158,7 +159,7 @@ write_guest_init() {
     cat >"$1" <<'INIT'
 #!/bin/busybox sh
 # The nested test guest's init. Modes (kernel argument tandem.mode=):
-#   (default) print the marker line and power off
+#   (default) print the marker lines and power off
 #   reboot    print the marker line and reboot
 #   shell     a shell on the console
 #   checks    print the marker, source /checks.d/*.sh, run /checks.sh, power off
@@ -182,6 +183,7 @@ for word in $(cat /proc/cmdline); do
 done
 
 marker() {
+    echo "TANDEM-GUEST-MEMORY kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
     read -r uptime _ </proc/uptime
     echo "TANDEM-GUEST-UP uptime=$uptime cpus=$(nproc)"
 }
@@ -220,6 +222,21 @@ build_guest_initramfs() {
     write_guest_init "$stage/init"
     chmod -R u=rwX,go=rX "$stage"
     reproducible_cpio_gz "$stage" "$out/initramfs.cpio.gz"
+}
+
+# Prints "kernel-package kernel-version busybox-version". apt-cache takes
+# about a second per query, so the answer is kept until apt's lists change.
+resolve_cached() {
+    local arch=$1 version=$2 bpkg=$3 da cache kpkg kver bver
+    da=$(deb_arch "$arch")
+    cache=$GUEST_ROOT/.resolved-$arch-$version
+    if [ -s "$cache" ] && [ "$cache" -nt /var/lib/apt/lists ] && [ "$cache" -nt "$0" ]; then
+        cat "$cache"; return
+    fi
+    kpkg=$(resolve_kernel_package "$arch" "$version")
+    kver=$(candidate_version "$kpkg:$da")
+    bver=$(candidate_version "$bpkg:$da")
+    echo "$kpkg $kver $bver" | tee "$cache"
 }
 
 inputs_hash() {
@@ -263,9 +280,8 @@ main() {
     exec 9>"$GUEST_ROOT/.lock"
     flock 9
 
-    kpkg=$(resolve_kernel_package "$arch" "$version")
-    kver=$(candidate_version "$kpkg:$da")
-    bver=$(candidate_version "$bpkg:$da")
+    read -r kpkg kver bver < <(resolve_cached "$arch" "$version" "$bpkg")
+    [ -n "$bver" ] || die "could not resolve the packages for $arch $version"
     local release=${kpkg#linux-image-}
     release=${release%-unsigned}
     out=$GUEST_ROOT/$arch-$release

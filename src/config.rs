@@ -53,7 +53,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub dump_fdt: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
     pub log_level: log::LevelFilter,
 }
 
@@ -76,6 +76,12 @@ impl From<GicArg> for GicChoice {
             GicArg::V3 => GicChoice::V3,
         }
     }
+}
+
+/// Parses a log level name.
+fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
+    text.parse()
+        .map_err(|_| format!("'{text}' is not a log level (error, warn, info, debug, trace)"))
 }
 
 /// Parses `512M`, `3G`, `3GiB`, `1024` (MiB) … into bytes.

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use arch::{AddressSpace, DeviceInfo, DeviceKind};
-use devices::legacy::{AcpiSleep, Pl031, Serial, SerialOutput, I8042};
+use devices::legacy::serial::SerialOutput;
+use devices::legacy::{AcpiSleep, Pl031, Serial, I8042};
 use devices::{BusDevice, ExitSignal, IrqTrigger};
 use kvm_ioctls::VmFd;
 

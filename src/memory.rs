@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Maps `regions` (start, size) and hands them to KVM.
 pub fn create_guest_memory(vm: &VmFd, regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMmap> {

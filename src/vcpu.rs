@@ -71,7 +71,7 @@ pub fn run_loop(
     vcpu: &mut VcpuFd,
     index: u8,
     shared: &VcpuShared<'_>,
-    arch_exit: impl Fn(u8, VcpuExit<'_>) -> ExitAction,
+    mut arch_exit: impl FnMut(u8, VcpuExit<'_>) -> ExitAction,
 ) {
     let counters = shared.counters;
     while !shared.stop.load(Ordering::Acquire) {

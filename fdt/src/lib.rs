@@ -182,7 +182,10 @@ fn validate(m: &MachineDescription) -> Result<()> {
             ));
         }
         if d.region.size == 0 {
-            return invalid(format!("{:?} at {:#x} has no registers", d.kind, d.region.base));
+            return invalid(format!(
+                "{:?} at {:#x} has no registers",
+                d.kind, d.region.base
+            ));
         }
     }
     if let Some(initrd) = m.chosen.initrd {

@@ -1,1 +1,185 @@
-//! aarch64 back end (in progress).
+//! The aarch64 back end: a `virt`-like machine with an in-kernel VGIC (v3,
+//! or v2 on GIC-400 hosts), PSCI, the generic timer, a 16550 console, a
+//! PL031 clock and virtio-mmio, described to the kernel by a device tree.
+//! Memory map: see [`layout`]; design notes: docs/aarch64.md.
+
+mod counter;
+mod exit;
+mod gic;
+mod image;
+pub mod layout;
+mod machine_fdt;
+mod vcpu;
+
+#[cfg(test)]
+mod tests;
+
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+pub use counter::CounterPath;
+pub use gic::GicVersion;
+
+use crate::{
+    AddressSpace, Arch, DeviceInfo, DeviceKind, Error, ExitAction, MemoryLayout, Result, VmConfig,
+};
+use fdt::Region;
+use gic::Vgic;
+use layout::{RAM_BASE, RTC, RTC_SPI, SERIAL, SERIAL_SPI};
+use machine_fdt::BootMachine;
+
+/// The aarch64 back end's state for one VM.
+#[derive(Debug)]
+pub struct AArch64 {
+    layout: MemoryLayout,
+    page_size: u64,
+    vgic: Vgic,
+}
+
+/// The host's page size (4, 16 or 64 KiB on arm64).
+fn host_page_size() -> Result<u64> {
+    // SAFETY: sysconf only reads a system constant; no memory is involved.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .ok_or_else(|| Error::Config(format!("cannot read the host page size (got {size})")))
+}
+
+/// The single RAM region of `layout`.
+fn ram_region(layout: &MemoryLayout) -> Region {
+    let (start, size) = layout.ram[0];
+    Region::new(start.0, size)
+}
+
+impl AArch64 {
+    /// The GIC the guest got.
+    pub fn gic_version(&self) -> GicVersion {
+        self.vgic.version()
+    }
+}
+
+impl Arch for AArch64 {
+    fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
+        let page_size = host_page_size()?;
+        let layout = layout::memory_layout(config.memory_size, page_size)?;
+        let ram = ram_region(&layout);
+        let ipa_bits = layout::ipa_bits_needed(ram.base + ram.size);
+        let vm_type = layout::vm_type_for_ipa(ipa_bits, kvm.get_host_ipa_limit())?;
+        let vm = kvm
+            .create_vm_with_type(vm_type)
+            .map_err(crate::kvm_err("create VM"))?;
+        let vgic = Vgic::create(&vm, config.gic)?;
+        // Asked of the VM: KVM lowers the limit once a GICv2 exists.
+        let kvm_max = match usize::try_from(vm.check_extension_int(Cap::MaxVcpus)) {
+            Ok(max) if max > 0 => max,
+            _ => kvm.get_max_vcpus(),
+        };
+        let version = vgic.version();
+        layout::check_vcpus(config.vcpus, version.max_vcpus(), kvm_max, version.name())?;
+        log::info!(
+            "aarch64 VM: {} MiB RAM at {RAM_BASE:#x}, host pages {} KiB, IPA {} bits{}",
+            ram.size >> 20,
+            page_size >> 10,
+            ipa_bits,
+            if vm_type == 0 {
+                " (default VM type)"
+            } else {
+                ""
+            },
+        );
+        Ok((
+            Self {
+                layout,
+                page_size,
+                vgic,
+            },
+            vm,
+        ))
+    }
+
+    fn layout(&self) -> &MemoryLayout {
+        &self.layout
+    }
+
+    fn platform_devices(&self) -> Vec<DeviceInfo> {
+        platform_devices()
+    }
+
+    fn create_vcpu(&self, vm: &VmFd, index: u8) -> Result<VcpuFd> {
+        vcpu::create(vm, index)
+    }
+
+    fn configure_boot(
+        &mut self,
+        vm: &VmFd,
+        vcpus: &mut [VcpuFd],
+        mem: &GuestMemoryMmap,
+        config: &VmConfig,
+        devices: &[DeviceInfo],
+    ) -> Result<()> {
+        let Some(boot_vcpu) = vcpus.first() else {
+            return Err(Error::Config("no vCPUs to boot".into()));
+        };
+        let mpidrs = vcpus.iter().map(vcpu::mpidr).collect::<Result<Vec<_>>>()?;
+        self.vgic.init()?;
+        counter::zero_guest_counter(vm, vcpus)?;
+
+        let ram = ram_region(&self.layout);
+        let kernel = image::load_kernel(mem, &config.kernel)?;
+        let initrd_size = config
+            .initrd
+            .as_deref()
+            .map(image::initrd_size)
+            .transpose()?;
+        let placed = layout::place_boot_data(ram, kernel.end, initrd_size, self.page_size)?;
+        if let (Some(path), Some(initrd)) = (&config.initrd, placed.initrd) {
+            image::load_initrd(mem, path, initrd.base, initrd.size)?;
+            log::info!(
+                "initrd at {:#x}..{:#x}",
+                initrd.base,
+                initrd.base + initrd.size
+            );
+        }
+
+        let blob = machine_fdt::build(&BootMachine {
+            mpidrs,
+            ram,
+            gic: self.vgic.fdt_gic(vcpus.len()),
+            cmdline: &config.cmdline,
+            initrd: placed.initrd,
+            devices,
+        })?;
+        mem.write_slice(&blob, GuestAddress(placed.fdt))
+            .map_err(|e| Error::GuestMemory(format!("writing the device tree: {e}")))?;
+        if let Some(path) = &config.dump_fdt {
+            std::fs::write(path, &blob).map_err(|e| {
+                Error::Config(format!(
+                    "cannot write the device tree to {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        log::info!("device tree ({} bytes) at {:#x}", blob.len(), placed.fdt);
+        vcpu::set_boot_regs(boot_vcpu, kernel.entry, placed.fdt)
+    }
+
+    fn handle_exit(&self, vcpu_index: u8, exit: VcpuExit<'_>) -> ExitAction {
+        exit::exit_action(vcpu_index, exit)
+    }
+}
+
+/// The console UART and the RTC, at their fixed places.
+fn platform_devices() -> Vec<DeviceInfo> {
+    let mmio = |kind, region: Region, spi| DeviceInfo {
+        kind,
+        space: AddressSpace::Mmio,
+        base: region.base,
+        len: region.size,
+        irq: Some(spi),
+    };
+    vec![
+        mmio(DeviceKind::Serial, SERIAL, SERIAL_SPI),
+        mmio(DeviceKind::Rtc, RTC, RTC_SPI),
+    ]
+}

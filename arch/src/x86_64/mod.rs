@@ -1,1 +1,345 @@
-//! x86_64 back end (in progress).
+//! The x86_64 back end: a PC without PCI or legacy firmware — in-kernel
+//! LAPICs, IOAPIC and PIT, a COM port, the i8042 reset line and ACPI
+//! sleep registers — booting Linux through the 64-bit boot protocol
+//! (bzImage, ELF) or PVH (ELF with the PVH note), described by ACPI.
+//!
+//! This file holds the [`Arch`] implementation and config checks; each
+//! concern it calls on lives in its own module.
+
+mod acpi;
+mod boot_info;
+mod cpuid;
+mod dsdt;
+mod exit;
+mod gdt;
+mod interrupts;
+pub mod layout;
+mod loader;
+mod msr;
+mod paging;
+mod regs;
+
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use crate::{
+    kvm_err, AddressSpace, Arch, DeviceInfo, DeviceKind, Error, ExitAction, GicChoice,
+    MemoryLayout, Result, VmConfig,
+};
+use boot_info::BootInfo;
+use gdt::EntryMode;
+
+/// Most vCPUs: APIC IDs are 8 bits in leaf 1 and the MADT, 0xff is the
+/// broadcast ID, and the IOAPIC takes one more.
+pub const MAX_VCPUS: usize = 254;
+
+/// COM1.
+const SERIAL_PORT: u64 = 0x3f8;
+const SERIAL_LEN: u64 = 8;
+const SERIAL_IRQ: u32 = 4;
+/// i8042 data (0x60) through command/status (0x64).
+const I8042_PORT: u64 = 0x60;
+const I8042_LEN: u64 = 5;
+/// ACPI sleep control (0x600) and status (0x601) registers.
+const ACPI_SLEEP_PORT: u64 = 0x600;
+const ACPI_SLEEP_LEN: u64 = 2;
+
+/// The x86_64 back end.
+#[derive(Debug)]
+pub struct X86_64 {
+    layout: MemoryLayout,
+    memory_size: u64,
+    vcpus: u8,
+    /// KVM_GET_SUPPORTED_CPUID, normalised per vCPU in `create_vcpu`.
+    supported_cpuid: Vec<kvm_cpuid_entry2>,
+    /// Whether vCPUs can report their TSC frequency (KVM_CAP_GET_TSC_KHZ).
+    tsc_khz_known: bool,
+}
+
+/// Host RAM plus swap, the most a guest can be given without the host
+/// refusing or thrashing.
+fn host_memory_limit() -> u64 {
+    // SAFETY: sysinfo only writes the struct it is given, which is a
+    // properly sized, writable local.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the return value is checked.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return u64::MAX;
+    }
+    let unit = u64::from(info.mem_unit.max(1));
+    (info.totalram as u64)
+        .saturating_add(info.totalswap as u64)
+        .saturating_mul(unit)
+}
+
+/// Checks `config` against what x86_64 and this host support.
+fn validate_config(config: &VmConfig, kvm_max_vcpus: usize, host_memory: u64) -> Result<()> {
+    if config.gic != GicChoice::Auto {
+        return Err(Error::Config("--gic applies only to aarch64".into()));
+    }
+    if config.dump_fdt.is_some() {
+        return Err(Error::Config("--dump-fdt applies only to aarch64".into()));
+    }
+    let max = MAX_VCPUS.min(kvm_max_vcpus);
+    if config.vcpus == 0 || usize::from(config.vcpus) > max {
+        return Err(Error::Config(format!(
+            "{} vCPUs requested: this host allows 1 to {max}",
+            config.vcpus
+        )));
+    }
+    layout::validate_memory_size(config.memory_size, host_memory)
+}
+
+/// Rejects RAM that would end beyond the guest's physical address width.
+fn check_address_width(supported: &[kvm_cpuid_entry2], layout: &MemoryLayout) -> Result<()> {
+    let Some(bits) = supported
+        .iter()
+        .find(|e| e.function == 0x8000_0008)
+        .map(|e| e.eax & 0xff)
+        .filter(|&bits| (32..64).contains(&bits))
+    else {
+        return Ok(());
+    };
+    let end = layout
+        .ram
+        .iter()
+        .map(|(start, len)| start.0 + len)
+        .max()
+        .unwrap_or(0);
+    if end > 1 << bits {
+        return Err(Error::Config(format!(
+            "guest RAM would end at {end:#x}, beyond this CPU's {bits}-bit physical addresses"
+        )));
+    }
+    Ok(())
+}
+
+impl Arch for X86_64 {
+    fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
+        validate_config(config, kvm.get_max_vcpus(), host_memory_limit())?;
+        let layout = layout::memory_layout(config.memory_size);
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?
+            .as_slice()
+            .to_vec();
+        check_address_width(&supported_cpuid, &layout)?;
+
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        vm.set_tss_address(layout::KVM_TSS_ADDR as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
+            .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        interrupts::mask_pics(&vm)?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+
+        let arch = X86_64 {
+            layout,
+            memory_size: config.memory_size,
+            vcpus: config.vcpus,
+            supported_cpuid,
+            tsc_khz_known: kvm.check_extension(Cap::GetTscKhz),
+        };
+        Ok((arch, vm))
+    }
+
+    fn layout(&self) -> &MemoryLayout {
+        &self.layout
+    }
+
+    fn platform_devices(&self) -> Vec<DeviceInfo> {
+        let pio = |kind, base, len, irq| DeviceInfo {
+            kind,
+            space: AddressSpace::Pio,
+            base,
+            len,
+            irq,
+        };
+        vec![
+            pio(
+                DeviceKind::Serial,
+                SERIAL_PORT,
+                SERIAL_LEN,
+                Some(SERIAL_IRQ),
+            ),
+            pio(DeviceKind::I8042, I8042_PORT, I8042_LEN, None),
+            pio(DeviceKind::AcpiSleep, ACPI_SLEEP_PORT, ACPI_SLEEP_LEN, None),
+        ]
+    }
+
+    fn create_vcpu(&self, vm: &VmFd, index: u8) -> Result<VcpuFd> {
+        if index >= self.vcpus {
+            return Err(Error::Config(format!(
+                "vCPU {index} requested but the VM has {} vCPUs",
+                self.vcpus
+            )));
+        }
+        let vcpu = vm
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        // Without a frequency the guest calibrates the TSC itself.
+        let tsc_khz = self
+            .tsc_khz_known
+            .then(|| vcpu.get_tsc_khz().ok())
+            .flatten()
+            .filter(|&khz| khz > 0);
+        let entries = cpuid::normalize(&self.supported_cpuid, index, self.vcpus, tsc_khz);
+        let cpuid = CpuId::from_entries(&entries)
+            .map_err(|e| Error::Config(format!("CPUID list too long: {e:?}")))?;
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        msr::setup_msrs(&vcpu)?;
+        regs::setup_fpu(&vcpu)?;
+        interrupts::setup_lapic(&vcpu)?;
+        Ok(vcpu)
+    }
+
+    fn configure_boot(
+        &mut self,
+        _vm: &VmFd,
+        vcpus: &mut [VcpuFd],
+        mem: &GuestMemoryMmap,
+        config: &VmConfig,
+        devices: &[DeviceInfo],
+    ) -> Result<()> {
+        let boot_vcpu = vcpus
+            .first()
+            .ok_or_else(|| Error::Config("no vCPU to boot".into()))?;
+        let kernel = loader::load_kernel(mem, &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(path) => {
+                loader::load_initrd(mem, path, &kernel, layout::low_ram_end(self.memory_size))?
+            }
+            None => None,
+        };
+        loader::write_cmdline(mem, &config.cmdline, kernel.cmdline_max)?;
+        let rsdp = acpi::write_acpi_tables(mem, self.vcpus, devices)?;
+        let e820 = layout::e820_map(self.memory_size);
+        let info = BootInfo {
+            e820: &e820,
+            cmdline_len: config.cmdline.len(),
+            initrd,
+            rsdp,
+        };
+        match kernel.mode {
+            EntryMode::Long => boot_info::write_zero_page(mem, kernel.setup_header, &info)?,
+            EntryMode::Protected32 => boot_info::write_start_info(mem, &info)?,
+        }
+        log::debug!(
+            "x86_64: {:?} entry at {:#x}, initrd {initrd:x?}, RSDP at {rsdp:#x}",
+            kernel.mode,
+            kernel.entry
+        );
+        regs::setup_boot_vcpu(boot_vcpu, mem, kernel.mode, kernel.entry)
+    }
+
+    fn handle_exit(&self, vcpu_index: u8, exit: VcpuExit<'_>) -> ExitAction {
+        exit::handle_exit(vcpu_index, exit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn config(vcpus: u8, memory_size: u64) -> VmConfig {
+        VmConfig {
+            vcpus,
+            memory_size,
+            kernel: PathBuf::from("/boot/vmlinuz"),
+            initrd: None,
+            cmdline: String::new(),
+            gic: GicChoice::Auto,
+            dump_fdt: None,
+        }
+    }
+
+    #[test]
+    fn vcpu_count_limits() {
+        let host = 1 << 40;
+        assert!(validate_config(&config(1, 128 << 20), 1024, host).is_ok());
+        assert!(validate_config(&config(254, 128 << 20), 1024, host).is_ok());
+        for (vcpus, kvm_max) in [(0, 1024), (255, 1024), (9, 8)] {
+            let err = validate_config(&config(vcpus, 128 << 20), kvm_max, host).unwrap_err();
+            assert!(err.to_string().contains("vCPUs requested"), "{err}");
+        }
+    }
+
+    #[test]
+    fn aarch64_only_options_are_refused() {
+        let mut c = config(1, 128 << 20);
+        c.gic = GicChoice::V3;
+        let err = validate_config(&c, 8, u64::MAX).unwrap_err().to_string();
+        assert_eq!(err, "--gic applies only to aarch64");
+        let mut c = config(1, 128 << 20);
+        c.dump_fdt = Some(PathBuf::from("/tmp/x.dtb"));
+        let err = validate_config(&c, 8, u64::MAX).unwrap_err().to_string();
+        assert_eq!(err, "--dump-fdt applies only to aarch64");
+    }
+
+    #[test]
+    fn memory_limits() {
+        let err = validate_config(&config(1, 16 << 20), 8, u64::MAX).unwrap_err();
+        assert!(
+            matches!(err, Error::Config(ref m) if m.contains("at least 64 MiB")),
+            "{err}"
+        );
+        let err = validate_config(&config(1, 8 << 30), 8, 4 << 30).unwrap_err();
+        assert!(
+            err.to_string().contains("more than this host allows"),
+            "{err}"
+        );
+        assert!(host_memory_limit() > 64 << 20, "this host has some RAM");
+    }
+
+    #[test]
+    fn physical_address_width_is_respected() {
+        let cpuid = |bits| {
+            vec![kvm_cpuid_entry2 {
+                function: 0x8000_0008,
+                eax: bits,
+                ..Default::default()
+            }]
+        };
+        let big = layout::memory_layout(1 << 40);
+        assert!(check_address_width(&cpuid(40), &big).is_err());
+        assert!(check_address_width(&cpuid(48), &big).is_ok());
+        assert!(
+            check_address_width(&[], &big).is_ok(),
+            "unknown width: no check"
+        );
+    }
+
+    #[test]
+    fn platform_devices_match_the_pc_ports() {
+        let arch = X86_64 {
+            layout: layout::memory_layout(128 << 20),
+            memory_size: 128 << 20,
+            vcpus: 1,
+            supported_cpuid: vec![],
+            tsc_khz_known: false,
+        };
+        let devices = arch.platform_devices();
+        let find = |kind| *devices.iter().find(|d| d.kind == kind).unwrap();
+        let serial = find(DeviceKind::Serial);
+        assert_eq!((serial.base, serial.len, serial.irq), (0x3f8, 8, Some(4)));
+        let i8042 = find(DeviceKind::I8042);
+        assert_eq!((i8042.base, i8042.len, i8042.irq), (0x60, 5, None));
+        let sleep = find(DeviceKind::AcpiSleep);
+        assert_eq!((sleep.base, sleep.len), (0x600, 2));
+        assert!(devices.iter().all(|d| d.space == AddressSpace::Pio));
+        assert!(!devices.iter().any(|d| d
+            .irq
+            .is_some_and(|irq| arch.layout().device_irqs.contains(&irq))));
+    }
+}

@@ -96,14 +96,19 @@ impl Interrupt {
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<(), virtio_queue::Error> {
-        if queue.needs_notification(mem)? {
+        self.notify_if(queue.needs_notification(mem)?);
+        Ok(())
+    }
+
+    /// Raises a used-buffer interrupt if `needed`, else counts it as
+    /// suppressed.
+    pub fn notify_if(&self, needed: bool) {
+        if needed {
             self.signal_used();
         } else {
-            self.stats
-                .interrupts_suppressed
-                .fetch_add(1, Ordering::Relaxed);
+            let suppressed = &self.stats.interrupts_suppressed;
+            suppressed.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
     }
 
     /// Tells the driver the configuration space changed.

@@ -4,12 +4,31 @@
 //! device implements [`VirtioDevice`] and, once the driver sets DRIVER_OK,
 //! serves its queues on a [`worker`] thread.
 
+pub mod block;
+mod chain;
+pub mod console;
 mod device;
 mod interrupt;
+mod mmio;
+pub mod net;
+mod ring;
+pub mod rng;
+pub mod tap;
 pub mod worker;
 
+#[cfg(test)]
+mod testing;
+
+pub use chain::{Buffer, Chain, ChainError, Segments};
 pub use device::{
     check_queue_count, feature, read_config_bytes, ActivateContext, ActivateError, ActiveQueue,
     VirtioDevice,
 };
 pub use interrupt::{Interrupt, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER};
+pub use mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
+pub use ring::{add_used_batch, drain_queue, notify_since, pop_chain};
+
+pub use block::{Block, BlockConfig, BlockError};
+pub use console::{Console, ConsoleInput, ConsoleOutput};
+pub use net::{parse_mac, Net, NetConfig, NetError};
+pub use rng::Rng;

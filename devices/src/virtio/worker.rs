@@ -165,3 +165,67 @@ impl<H: WorkerHandler> EventLoop<H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{channel, Sender};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::IrqTrigger;
+
+    /// Reports each queue event; fails on queue 1.
+    struct Probe(Sender<usize>);
+
+    impl WorkerHandler for Probe {
+        fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
+            let _ = self.0.send(index);
+            if index == 1 {
+                let e = io::Error::other("queue 1 is broken");
+                return Err(WorkerError::Backend(e));
+            }
+            Ok(())
+        }
+    }
+
+    fn spawn(
+        queues: usize,
+    ) -> (
+        Worker,
+        Vec<EventFd>,
+        Arc<Interrupt>,
+        std::sync::mpsc::Receiver<usize>,
+    ) {
+        let kicks: Vec<EventFd> = (0..queues)
+            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+            .collect();
+        let clones = kicks.iter().map(|k| k.try_clone().unwrap()).collect();
+        let interrupt = Arc::new(Interrupt::new(IrqTrigger::new().unwrap()));
+        let (tx, rx) = channel();
+        let worker = Worker::spawn("test-worker", clones, interrupt.clone(), Probe(tx)).unwrap();
+        (worker, kicks, interrupt, rx)
+    }
+
+    #[test]
+    fn kicks_reach_the_handler_and_stop_joins() {
+        let (mut worker, kicks, interrupt, events) = spawn(1);
+        let wait = Duration::from_secs(5);
+        assert_eq!(events.recv_timeout(wait), Ok(0), "initial pass");
+        kicks[0].write(3).unwrap();
+        assert_eq!(events.recv_timeout(wait), Ok(0));
+        assert!(worker.stop());
+        assert_eq!(interrupt.stats().snapshot().queue_kicks, 3);
+        assert!(!interrupt.needs_reset());
+    }
+
+    #[test]
+    fn a_handler_error_sets_needs_reset() {
+        let (mut worker, _kicks, interrupt, events) = spawn(2);
+        let wait = Duration::from_secs(5);
+        assert_eq!(events.recv_timeout(wait), Ok(0));
+        assert_eq!(events.recv_timeout(wait), Ok(1));
+        assert!(worker.stop(), "the thread ended without panicking");
+        assert!(interrupt.needs_reset());
+        assert_ne!(interrupt.status() & crate::virtio::INT_CONFIG_CHANGE, 0);
+    }
+}

@@ -1,0 +1,320 @@
+//! The aarch64 guest-physical memory map and the pure arithmetic around it:
+//! RAM sizing to the host page size, the IPA width the VM needs, the vCPU
+//! limit per GIC, and where the initrd and device tree go in RAM.
+//!
+//! ```text
+//!   0x0800_0000  GIC distributor            64 KiB
+//!   0x0801_0000  GICv2 CPU interface        8 KiB (in a 64 KiB slot)
+//!   0x0802_0000  GICv3 ITS                  128 KiB
+//!   0x0804_0000  GICv3 redistributors       128 KiB per vCPU, up to 0x0900_0000
+//!   0x0900_0000  16550 UART                 4 KiB, SPI 1
+//!   0x0901_0000  PL031 RTC                  4 KiB, SPI 2
+//!   0x0a00_0000  virtio-mmio window         32 MiB, SPIs 8..96
+//!   0x8000_0000  RAM                        kernel at the start, initrd and
+//!                                           device tree at the end
+//! ```
+//! Every MMIO slot is 64 KiB aligned so the map holds for 64 KiB host pages.
+
+use std::ops::Range;
+
+use fdt::Region;
+use vm_memory::GuestAddress;
+
+use crate::{Error, MemoryLayout, Result};
+
+/// GIC distributor (GICv3 size; GICv2 uses the first 4 KiB).
+pub const GIC_DIST: Region = Region::new(0x0800_0000, 0x1_0000);
+/// GICv2 CPU interface (KVM_VGIC_V2_CPU_SIZE).
+pub const GICV2_CPU: Region = Region::new(0x0801_0000, 0x2000);
+/// GICv2 distributor size (KVM_VGIC_V2_DIST_SIZE).
+pub const GICV2_DIST_SIZE: u64 = 0x1000;
+/// GICv3 interrupt translation service (KVM_VGIC_V3_ITS_SIZE).
+pub const GIC_ITS: Region = Region::new(0x0802_0000, 0x2_0000);
+/// First GICv3 redistributor; one frame pair per vCPU follows.
+pub const GIC_REDIST_BASE: u64 = 0x0804_0000;
+/// One vCPU's redistributor (RD_base + SGI_base frames).
+pub const GIC_REDIST_SIZE: u64 = 0x2_0000;
+/// The console UART.
+pub const SERIAL: Region = Region::new(0x0900_0000, 0x1000);
+/// The PL031 real-time clock.
+pub const RTC: Region = Region::new(0x0901_0000, 0x1000);
+/// Where virtio-mmio transports go.
+pub const VIRTIO_MMIO: Range<u64> = 0x0a00_0000..0x0c00_0000;
+/// SPI of the UART (its KVM irqfd GSI).
+pub const SERIAL_SPI: u32 = 1;
+/// SPI of the RTC.
+pub const RTC_SPI: u32 = 2;
+/// SPIs handed to virtio devices.
+pub const DEVICE_SPIS: Range<u32> = 8..96;
+/// Interrupt lines the VGIC is sized for: 32 private ones, then the SPIs.
+pub const VGIC_NR_IRQS: u32 = 32 + DEVICE_SPIS.end;
+/// Start of RAM: 2 GiB, above every device.
+pub const RAM_BASE: u64 = 0x8000_0000;
+/// Smallest RAM a guest may have.
+pub const MIN_RAM: u64 = 64 << 20;
+/// Largest device tree and the block it must not cross (arm64 booting.rst).
+pub const FDT_MAX_SIZE: u64 = 2 << 20;
+/// The initrd must lie in a 1 GiB aligned window of at most 32 GiB that also
+/// holds the kernel (arm64 booting.rst); the kernel is at RAM_BASE.
+const INITRD_WINDOW_END: u64 = RAM_BASE + (32 << 30);
+/// IPA width KVM uses when the VM type does not name one.
+pub const DEFAULT_IPA_BITS: u32 = 40;
+/// Smallest IPA width KVM accepts.
+const MIN_IPA_BITS: u32 = 32;
+
+/// Most vCPUs whose GICv3 redistributors fit below the UART.
+pub const GICV3_MAX_VCPUS: usize = ((SERIAL.base - GIC_REDIST_BASE) / GIC_REDIST_SIZE) as usize;
+
+// The slots of the map do not overlap and all sit below RAM.
+const _: () = {
+    assert!(GIC_DIST.base + GIC_DIST.size <= GICV2_CPU.base);
+    assert!(GICV2_CPU.base + GICV2_CPU.size <= GIC_ITS.base);
+    assert!(GIC_ITS.base + GIC_ITS.size <= GIC_REDIST_BASE);
+    assert!(SERIAL.base + SERIAL.size <= RTC.base);
+    assert!(RTC.base + RTC.size <= VIRTIO_MMIO.start);
+    assert!(VIRTIO_MMIO.end <= RAM_BASE);
+    assert!(SERIAL_SPI < DEVICE_SPIS.start && RTC_SPI < DEVICE_SPIS.start);
+    // KVM sizes the VGIC in multiples of 32 interrupts.
+    assert!(VGIC_NR_IRQS & 31 == 0);
+};
+
+/// Rounds `value` up to a multiple of `align` (a power of two).
+pub fn align_up(value: u64, align: u64) -> Option<u64> {
+    Some(value.checked_add(align - 1)? & !(align - 1))
+}
+
+/// Rounds `value` down to a multiple of `align` (a power of two).
+pub fn align_down(value: u64, align: u64) -> u64 {
+    value & !(align - 1)
+}
+
+/// The memory map for `memory_size` bytes of RAM on a host with
+/// `page_size` pages: RAM rounded up to whole pages.
+pub fn memory_layout(memory_size: u64, page_size: u64) -> Result<MemoryLayout> {
+    if !page_size.is_power_of_two() || page_size < 4096 {
+        return Err(Error::Config(format!(
+            "host page size {page_size} is not a power of two of at least 4096"
+        )));
+    }
+    if memory_size < MIN_RAM {
+        return Err(Error::Config(format!(
+            "memory {} MiB is below the aarch64 minimum of {} MiB",
+            memory_size >> 20,
+            MIN_RAM >> 20
+        )));
+    }
+    let size = align_up(memory_size, page_size)
+        .filter(|size| RAM_BASE.checked_add(*size).is_some())
+        .ok_or_else(|| Error::Config(format!("memory size {memory_size:#x} is too large")))?;
+    Ok(MemoryLayout {
+        ram: vec![(GuestAddress(RAM_BASE), size)],
+        device_mmio: VIRTIO_MMIO,
+        device_irqs: DEVICE_SPIS,
+    })
+}
+
+/// IPA bits needed to address everything below `end` (exclusive).
+pub fn ipa_bits_needed(end: u64) -> u32 {
+    let bits = u64::BITS - end.saturating_sub(1).leading_zeros();
+    bits.max(MIN_IPA_BITS)
+}
+
+/// The KVM_CREATE_VM type for a VM needing `needed_bits` of IPA, given the
+/// host's KVM_CAP_ARM_VM_IPA_SIZE (`host_limit`, 0 when the capability is
+/// missing and the width is fixed at 40 bits).
+pub fn vm_type_for_ipa(needed_bits: u32, host_limit: i32) -> Result<u64> {
+    let (limit, vm_type) = match u32::try_from(host_limit) {
+        Ok(0) | Err(_) => (DEFAULT_IPA_BITS, 0),
+        Ok(limit) => (limit, u64::from(needed_bits)),
+    };
+    if needed_bits > limit {
+        return Err(Error::Config(format!(
+            "guest memory ends above the host's {limit}-bit guest physical address \
+             space ({needed_bits} bits needed): use less memory"
+        )));
+    }
+    Ok(vm_type)
+}
+
+/// Checks `vcpus` against KVM's limit and the GIC's.
+pub fn check_vcpus(vcpus: u8, gic_limit: usize, kvm_max: usize, gic_name: &str) -> Result<()> {
+    let limit = gic_limit.min(kvm_max);
+    if vcpus == 0 || usize::from(vcpus) > limit {
+        return Err(Error::Config(format!(
+            "{vcpus} vCPUs requested; this host allows 1..={limit} with {gic_name} \
+             (KVM max {kvm_max}, {gic_name} max {gic_limit})"
+        )));
+    }
+    Ok(())
+}
+
+/// Where boot data lands in RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootPlacement {
+    /// Device tree address: 2 MiB aligned, the last such block of RAM.
+    pub fdt: u64,
+    /// Initrd range, page aligned, just below the device tree.
+    pub initrd: Option<Region>,
+}
+
+/// Places the device tree at the top 2 MiB block of `ram` and the initrd
+/// (if `initrd_size` is given) below it, above `kernel_end`.
+pub fn place_boot_data(
+    ram: Region,
+    kernel_end: u64,
+    initrd_size: Option<u64>,
+    page_size: u64,
+) -> Result<BootPlacement> {
+    let ram_end = ram.base + ram.size;
+    let fdt = align_down(ram_end.saturating_sub(FDT_MAX_SIZE), FDT_MAX_SIZE);
+    let no_room = |what: &str| {
+        Error::Config(format!(
+            "{what} does not fit in {} MiB of RAM after the kernel: give the VM more memory",
+            ram.size >> 20
+        ))
+    };
+    if fdt < align_up(kernel_end, page_size).unwrap_or(u64::MAX) {
+        return Err(no_room("the device tree"));
+    }
+    let initrd = match initrd_size {
+        None => None,
+        Some(size) => {
+            let top = fdt.min(INITRD_WINDOW_END);
+            let base = top
+                .checked_sub(size)
+                .map(|b| align_down(b, page_size))
+                .filter(|&b| b >= kernel_end)
+                .ok_or_else(|| no_room("the initrd"))?;
+            Some(Region::new(base, size))
+        }
+    };
+    Ok(BootPlacement { fdt, initrd })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE_SIZES: [u64; 3] = [4 << 10, 16 << 10, 64 << 10];
+
+    #[test]
+    fn ram_is_rounded_up_to_every_host_page_size() {
+        for page in PAGE_SIZES {
+            let layout = memory_layout((128 << 20) + 1, page).unwrap();
+            let (start, size) = layout.ram[0];
+            assert_eq!(start, GuestAddress(RAM_BASE));
+            assert_eq!(size, (128 << 20) + page, "page size {page}");
+            assert_eq!(start.0 % page, 0);
+            let exact = memory_layout(256 << 20, page).unwrap();
+            assert_eq!(exact.ram[0].1, 256 << 20);
+        }
+    }
+
+    #[test]
+    fn mmio_slots_are_64k_aligned_and_redistributors_fill_their_window() {
+        let slots = [GIC_DIST.base, GICV2_CPU.base, GIC_ITS.base, GIC_REDIST_BASE];
+        let slots = slots
+            .into_iter()
+            .chain([SERIAL.base, RTC.base, VIRTIO_MMIO.start]);
+        for base in slots.chain([VIRTIO_MMIO.end, RAM_BASE]) {
+            assert_eq!(base % (64 << 10), 0, "{base:#x}");
+        }
+        let redist_end = GIC_REDIST_BASE + GICV3_MAX_VCPUS as u64 * GIC_REDIST_SIZE;
+        assert!(redist_end <= SERIAL.base);
+        assert!(
+            redist_end + GIC_REDIST_SIZE > SERIAL.base,
+            "limit uses the whole window"
+        );
+    }
+
+    #[test]
+    fn bad_memory_sizes_and_page_sizes_are_refused() {
+        assert!(memory_layout(MIN_RAM - 1, 4096).is_err());
+        assert!(memory_layout(u64::MAX - 4096, 4096).is_err());
+        assert!(memory_layout(u64::MAX, 4096).is_err());
+        assert!(memory_layout(MIN_RAM, 3000).is_err());
+        assert!(memory_layout(MIN_RAM, 0).is_err());
+        assert!(memory_layout(MIN_RAM, 4096).is_ok());
+    }
+
+    #[test]
+    fn ipa_bits_cover_the_end_of_ram() {
+        assert_eq!(ipa_bits_needed(RAM_BASE + (64 << 20)), 32);
+        assert_eq!(ipa_bits_needed(1 << 32), 32);
+        assert_eq!(ipa_bits_needed((1 << 32) + 1), 33);
+        assert_eq!(ipa_bits_needed(RAM_BASE + (4 << 30)), 33);
+        assert_eq!(ipa_bits_needed(1 << 40), 40);
+        assert_eq!(ipa_bits_needed((1 << 40) + 4096), 41);
+        assert_eq!(ipa_bits_needed(u64::MAX), 64);
+    }
+
+    #[test]
+    fn ipa_limit_check_picks_the_vm_type() {
+        // Capability present: ask for exactly what is needed.
+        assert_eq!(vm_type_for_ipa(33, 44).unwrap(), 33);
+        assert_eq!(vm_type_for_ipa(44, 44).unwrap(), 44);
+        let err = vm_type_for_ipa(45, 44).unwrap_err().to_string();
+        assert!(err.contains("44-bit") && err.contains("45 bits"), "{err}");
+        // Capability absent: default type, fixed 40 bits.
+        assert_eq!(vm_type_for_ipa(32, 0).unwrap(), 0);
+        assert_eq!(vm_type_for_ipa(40, 0).unwrap(), 0);
+        assert!(vm_type_for_ipa(41, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("40-bit"));
+    }
+
+    #[test]
+    fn vcpu_limits_follow_the_gic_and_kvm() {
+        assert!(check_vcpus(8, fdt::GICV2_MAX_CPUS, 512, "GICv2").is_ok());
+        let err = check_vcpus(9, fdt::GICV2_MAX_CPUS, 512, "GICv2").unwrap_err();
+        assert!(err.to_string().contains("1..=8"), "{err}");
+        assert!(check_vcpus(0, GICV3_MAX_VCPUS, 512, "GICv3").is_err());
+        assert!(check_vcpus(4, GICV3_MAX_VCPUS, 2, "GICv3").is_err());
+        assert!(check_vcpus(126, GICV3_MAX_VCPUS, 512, "GICv3").is_ok());
+        assert!(check_vcpus(127, GICV3_MAX_VCPUS, 512, "GICv3").is_err());
+    }
+
+    #[test]
+    fn fdt_sits_in_the_last_2m_block_and_initrd_below_it() {
+        for page in PAGE_SIZES {
+            let ram = Region::new(RAM_BASE, (256 << 20) + page);
+            let kernel_end = RAM_BASE + (40 << 20);
+            let placed = place_boot_data(ram, kernel_end, Some(5_000_001), page).unwrap();
+            assert_eq!(placed.fdt % FDT_MAX_SIZE, 0);
+            assert!(placed.fdt + FDT_MAX_SIZE <= ram.base + ram.size);
+            assert!(placed.fdt + FDT_MAX_SIZE > ram.base + ram.size - FDT_MAX_SIZE);
+            let initrd = placed.initrd.unwrap();
+            assert_eq!(initrd.base % page, 0);
+            assert_eq!(initrd.size, 5_000_001);
+            assert!(initrd.base >= kernel_end);
+            assert!(initrd.base + initrd.size <= placed.fdt);
+            assert_eq!(
+                place_boot_data(ram, kernel_end, None, page).unwrap().initrd,
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn initrd_stays_within_32g_of_the_kernel_on_big_guests() {
+        let ram = Region::new(RAM_BASE, 64 << 30);
+        let placed = place_boot_data(ram, RAM_BASE + (64 << 20), Some(1 << 20), 4096).unwrap();
+        assert_eq!(placed.fdt, RAM_BASE + (64 << 30) - FDT_MAX_SIZE);
+        let initrd = placed.initrd.unwrap();
+        assert!(initrd.base + initrd.size <= RAM_BASE + (32 << 30));
+    }
+
+    #[test]
+    fn boot_data_that_does_not_fit_is_an_error() {
+        let ram = Region::new(RAM_BASE, 64 << 20);
+        let err = place_boot_data(ram, RAM_BASE + (60 << 20), Some(3 << 20), 4096).unwrap_err();
+        assert!(err.to_string().contains("initrd does not fit"), "{err}");
+        let err = place_boot_data(ram, RAM_BASE + (63 << 20), None, 4096).unwrap_err();
+        assert!(
+            err.to_string().contains("device tree does not fit"),
+            "{err}"
+        );
+        assert!(place_boot_data(ram, RAM_BASE + (60 << 20), Some(2 << 20), 4096).is_ok());
+    }
+}

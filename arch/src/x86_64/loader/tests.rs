@@ -1,0 +1,267 @@
+//! Loader tests on hand-made images: minimal ELF64 kernels with and
+//! without the PVH note, a minimal bzImage, and garbage.
+
+use std::io::Write;
+
+use linux_loader::loader::bootparam::setup_header;
+use vm_memory::ByteValued;
+use vmm_sys_util::tempfile::TempFile;
+
+use super::*;
+
+const MIB: u64 = 1 << 20;
+
+fn guest(size: u64) -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)]).unwrap()
+}
+
+fn file_with(bytes: &[u8]) -> TempFile {
+    let file = TempFile::new().unwrap();
+    file.as_file().write_all(bytes).unwrap();
+    file
+}
+
+/// An ELF64 x86_64 executable with one PT_LOAD of `code` at `paddr`
+/// (entry there too) and, if `pvh_entry` is given, a PT_NOTE holding the
+/// Xen PHYS32_ENTRY note.
+pub fn elf_image(code: &[u8], paddr: u64, pvh_entry: Option<u32>) -> Vec<u8> {
+    let phnum: u16 = if pvh_entry.is_some() { 2 } else { 1 };
+    let note_offset = 64 + 56 * u64::from(phnum);
+    let note: Vec<u8> = match pvh_entry {
+        Some(entry) => [4u32, 4, 18]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .chain(*b"Xen\0")
+            .chain(entry.to_le_bytes())
+            .collect(),
+        None => vec![],
+    };
+    let code_offset = (note_offset + note.len() as u64).next_multiple_of(16);
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&paddr.to_le_bytes()); // e_entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, phnum, 64, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    let mut phdr = |p_type: u32, offset: u64, addr: u64, size: u64| {
+        elf.extend_from_slice(&p_type.to_le_bytes());
+        elf.extend_from_slice(&5u32.to_le_bytes());
+        for v in [offset, addr, addr, size, size, 16] {
+            elf.extend_from_slice(&v.to_le_bytes());
+        }
+    };
+    phdr(1, code_offset, paddr, code.len() as u64);
+    if pvh_entry.is_some() {
+        phdr(4, note_offset, 0, note.len() as u64);
+    }
+    elf.extend_from_slice(&note);
+    elf.resize(code_offset as usize, 0);
+    elf.extend_from_slice(code);
+    elf
+}
+
+/// A bzImage with one setup sector and `payload` as the protected-mode
+/// kernel.
+fn bzimage(version: u16, payload: &[u8]) -> Vec<u8> {
+    let hdr = setup_header {
+        setup_sects: 1,
+        boot_flag: 0xaa55,
+        header: BOOT_HEADER_MAGIC,
+        version,
+        loadflags: 1,
+        code32_start: 0x10_0000,
+        initrd_addr_max: 0x37ff_ffff,
+        kernel_alignment: 0x20_0000,
+        xloadflags: 1,
+        cmdline_size: 2047,
+        pref_address: 0x100_0000,
+        init_size: 0x200_0000,
+        ..Default::default()
+    };
+    let mut image = vec![0u8; 1024];
+    image[0x1f1..0x1f1 + std::mem::size_of::<setup_header>()].copy_from_slice(hdr.as_slice());
+    image.extend_from_slice(payload);
+    image
+}
+
+#[test]
+fn elf_with_pvh_note_enters_through_pvh() {
+    let mem = guest(64 * MIB);
+    let file = file_with(&elf_image(&[0xf4; 100], 0x100_0000, Some(0x100_0040)));
+    let kernel = load_kernel(&mem, file.as_path()).unwrap();
+    assert_eq!(
+        (kernel.mode, kernel.entry),
+        (EntryMode::Protected32, 0x100_0040)
+    );
+    assert_eq!(kernel.initrd_floor, 0x100_0000 + 100);
+    assert_eq!(kernel.cmdline_max, ELF_CMDLINE_MAX);
+    assert!(kernel.setup_header.is_none());
+    let byte: u8 = mem.read_obj(GuestAddress(0x100_0063)).unwrap();
+    assert_eq!(byte, 0xf4, "segment loaded at p_paddr");
+}
+
+#[test]
+fn elf_without_pvh_note_enters_in_long_mode() {
+    let mem = guest(64 * MIB);
+    let file = file_with(&elf_image(&[0x90; 16], 0x20_0000, None));
+    let kernel = load_kernel(&mem, file.as_path()).unwrap();
+    assert_eq!((kernel.mode, kernel.entry), (EntryMode::Long, 0x20_0000));
+}
+
+#[test]
+fn bzimage_enters_at_the_64_bit_entry() {
+    let mem = guest(64 * MIB);
+    let file = file_with(&bzimage(0x020f, &[0xcc; 4096]));
+    let kernel = load_kernel(&mem, file.as_path()).unwrap();
+    assert_eq!(
+        (kernel.mode, kernel.entry),
+        (EntryMode::Long, HIMEM_START + 0x200)
+    );
+    assert_eq!(
+        kernel.initrd_floor, 0x300_0000,
+        "past pref_address + init_size"
+    );
+    assert_eq!(kernel.initrd_ceiling, 0x3800_0000);
+    assert_eq!(kernel.cmdline_max, 2047);
+    let byte: u8 = mem.read_obj(GuestAddress(HIMEM_START + 4095)).unwrap();
+    assert_eq!(byte, 0xcc);
+    let hdr = kernel.setup_header.unwrap();
+    assert_eq!({ hdr.version }, 0x020f);
+}
+
+#[test]
+fn old_bzimage_without_64_bit_entry_is_refused() {
+    let mem = guest(64 * MIB);
+    let file = file_with(&bzimage(0x0206, &[0; 512]));
+    let err = load_kernel(&mem, file.as_path()).unwrap_err().to_string();
+    assert!(err.contains("no 64-bit entry point"), "{err}");
+}
+
+#[test]
+fn garbage_is_not_a_kernel() {
+    let mem = guest(64 * MIB);
+    let mut random = vec![0u8; 64 * 1024];
+    let mut seed = 0x1234_5678u32;
+    for byte in &mut random {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        *byte = seed as u8;
+    }
+    for (name, bytes) in [
+        ("empty", vec![]),
+        ("short", vec![0x7f, b'E']),
+        ("random", random),
+    ] {
+        let file = file_with(&bytes);
+        match load_kernel(&mem, file.as_path()) {
+            Err(Error::Image(msg)) => assert!(
+                msg.ends_with("is not a bzImage or ELF vmlinux"),
+                "{name}: {msg}"
+            ),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn corrupt_kernels_are_image_errors() {
+    let mem = guest(64 * MIB);
+    let mut elf32 = elf_image(&[0x90], 0x20_0000, None);
+    elf32[4] = 1;
+    let truncated_elf = elf_image(&[0x90; 64], 0x20_0000, Some(0x20_0000))[..100].to_vec();
+    let outside_ram = elf_image(&[0x90; 64], 0x1_0000_0000, None);
+    let mut bad_bzimage = bzimage(0x020f, &[]);
+    bad_bzimage.truncate(0x300);
+    let huge_header = {
+        let mut image = elf_image(&[0x90; 64], 0x20_0000, Some(0x20_0000));
+        image[56..58].copy_from_slice(&0xffffu16.to_le_bytes()); // e_phnum
+        image
+    };
+    for (name, bytes) in [
+        ("elf32", elf32),
+        ("truncated elf", truncated_elf),
+        ("outside ram", outside_ram),
+        ("truncated bzImage", bad_bzimage),
+        ("phnum 65535", huge_header),
+    ] {
+        let file = file_with(&bytes);
+        let err = load_kernel(&mem, file.as_path()).unwrap_err();
+        assert!(
+            matches!(err, Error::Image(_) | Error::Config(_)),
+            "{name}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn missing_kernel_names_the_path() {
+    let mem = guest(64 * MIB);
+    let err = load_kernel(&mem, Path::new("/nonexistent/vmlinux")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
+}
+
+#[test]
+fn initrd_goes_high_and_page_aligned() {
+    assert_eq!(
+        place_initrd(0x1800, 0x200_0000, 0x400_0000).unwrap(),
+        0x3ff_e000
+    );
+    assert_eq!(place_initrd(MIB, 0, 0x400_0000).unwrap(), 0x3f0_0000);
+    let err = place_initrd(5 * MIB, 0x300_0000, 0x340_0000)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not fit"), "{err}");
+    assert_eq!(
+        place_initrd(4 * MIB, 0x300_0000, 0x340_0000).unwrap(),
+        0x300_0000,
+        "exact fit"
+    );
+    assert!(place_initrd(u64::MAX, 0, 0x400_0000).is_err());
+}
+
+#[test]
+fn initrd_is_loaded_below_the_kernel_limit() {
+    let mem = guest(64 * MIB);
+    let kernel = LoadedKernel {
+        mode: EntryMode::Long,
+        entry: HIMEM_START,
+        setup_header: None,
+        initrd_floor: 0x200_0000,
+        initrd_ceiling: 0x300_0000,
+        cmdline_max: 100,
+    };
+    let file = file_with(&[0xab; 5000]);
+    let (addr, size) = load_initrd(&mem, file.as_path(), &kernel, 64 * MIB)
+        .unwrap()
+        .unwrap();
+    assert_eq!((addr, size), (0x2ff_e000, 5000));
+    let byte: u8 = mem.read_obj(GuestAddress(addr + 4999)).unwrap();
+    assert_eq!(byte, 0xab);
+    let empty = file_with(&[]);
+    assert_eq!(
+        load_initrd(&mem, empty.as_path(), &kernel, 64 * MIB).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn cmdline_is_written_with_its_nul_and_bounded() {
+    let mem = guest(MIB);
+    write_cmdline(&mem, "console=ttyS0 panic=-1", 100).unwrap();
+    let mut bytes = [0xffu8; 23];
+    mem.read_slice(&mut bytes, GuestAddress(CMDLINE_ADDR))
+        .unwrap();
+    assert_eq!(&bytes, b"console=ttyS0 panic=-1\0");
+    let err = write_cmdline(&mem, &"x".repeat(101), 100)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 100"), "{err}");
+    assert!(write_cmdline(&mem, "a\0b", 100).is_err());
+}

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+#! The end-to-end suite: boots Debian's kernel as a nested guest under tandem,
+#! one row per case, each through ci/emulated-host.sh (inside an emulated KVM
+#! host, or directly when this machine has hardware KVM for the row's arch).
+#! Prints one line per row and a summary; logs go to target/e2e-logs/.
+#! Usage: ci/e2e.sh [options] [x86_64|aarch64|all|ROW-NAME...]   (default: all)
+#!   -j N          rows run N at a time (default 2)
+#!   --list        print the rows and exit
+#!   --host-only   only boot each row's emulated host and check KVM (no tandem)
+#!   --emulated    use emulated hosts even where hardware KVM is present
+#!   --no-build    use the existing target/<triple>/release/tandem
+#! Exit status: 0 when no row failed. With CI=true a missing QEMU or asset
+#! is a failure, otherwise that row is reported as SKIP.
+set -euo pipefail
+LOG_PREFIX=e2e
+. "$(dirname "$0")/lib.sh"
+
+GUEST_CMDLINE="quiet panic=-1"
+JOBS=2 HOST_ONLY=0 FORCE_EMULATED=0 BUILD=1
+ROW_NAMES=() ROW_ARCHES=() ROW_FLAVOUR=() ROW_ARGS=()
+declare -A SELECTED_ARCH=()
+
+# Registers a row: ARCH NAME FLAVOUR [emulated-host.sh options...]. FLAVOUR
+# "host" marks rows about the emulated host itself, which a direct run on
+# real hardware cannot reproduce; "guest" rows run anywhere.
+row() {
+    ROW_ARCHES+=("$1") ROW_NAMES+=("$2") ROW_FLAVOUR+=("$3")
+    shift 3
+    ROW_ARGS+=("$(printf '%q ' "$@")")
+}
+
+# tandem's arguments for the test guest: KERNEL-FILE CPUS MEMORY [EXTRA-CMDLINE].
+boot() {
+    printf "run --kernel /guest/%s --initrd /guest/initramfs.cpio.gz --cpus %s --memory %s --cmdline '%s'" \
+        "$1" "$2" "$3" "$GUEST_CMDLINE${4:+ $4}"
+}
+
+# Expectation that the guest came up with N vCPUs.
+cpus() { printf '%s\n' --expect "TANDEM-GUEST-UP uptime=[0-9.]+ cpus=$1"; }
+
+# Rows both arches share: vCPU counts, reboot, and a corrupt kernel.
+common_rows() {
+    local arch=$1 p=$2 kernel=$3
+    row "$arch" "$p-1cpu" guest --run "$(boot "$kernel" 1 512M)" $(cpus 1)
+    row "$arch" "$p-2cpu" guest --run "$(boot "$kernel" 2 512M)" $(cpus 2)
+    row "$arch" "$p-reboot" guest --run "$(boot "$kernel" 1 512M tandem.mode=reboot)" $(cpus 1)
+    row "$arch" "$p-corrupt-kernel" guest --add "$CORRUPT_KERNEL:/guest/corrupt-kernel" \
+        --run "$(boot corrupt-kernel 1 512M)" \
+        --expect-exit nonzero --no-guest-marker --expect-stderr-lines 1
+}
+
+define_rows() {
+    common_rows x86_64 x86 vmlinuz
+    row x86_64 x86-pvh-vmlinux guest --run "$(boot vmlinux 1 512M)" $(cpus 1)
+    # 3.5 GiB crosses the 32-bit PCI hole; the emulated host needs room too.
+    row x86_64 x86-3584M guest --memory 6144 --timeout 600 --run "$(boot vmlinux 2 3584M)" \
+        --expect 'TANDEM-GUEST-MEMORY kb=3[0-9]{6}' $(cpus 2)
+
+    common_rows aarch64 a64 vmlinuz
+    row aarch64 a64-vhe-gicv3 host --run "$(boot vmlinuz 2 512M)" --expect 'VHE mode initialized' $(cpus 2)
+    row aarch64 a64-nvhe host --host-args kvm-arm.mode=nvhe --run "$(boot vmlinuz 2 512M)" \
+        --expect 'Hyp mode initialized' $(cpus 2)
+    row aarch64 a64-protected host --host-args kvm-arm.mode=protected --run "$(boot vmlinuz 1 512M)" \
+        --expect 'Protected nVHE mode initialized' $(cpus 1)
+    row aarch64 a64-cortex-a72 host --cpu cortex-a72 --run "$(boot vmlinuz 2 512M)" \
+        --expect 'IPA Size Limit: 44 bits' $(cpus 2)
+    row aarch64 a64-gicv2 host --gic 2 --run "$(boot vmlinuz 2 512M)" \
+        --expect 'GICv2m' $(cpus 2)
+    row aarch64 a64-612-16k host --host-kernel-version 6.12-16k --run "$(boot vmlinuz 2 512M)" \
+        --expect 'KernelPageSize: +16 kB' $(cpus 2)
+    row aarch64 a64-612-4k host --host-kernel-version 6.12 --run "$(boot vmlinuz 1 512M)" \
+        --expect 'IPA Size Limit: 52 bits' $(cpus 1)
+}
+
+parse_args() {
+    local arg any=0
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -j) JOBS=$2; shift ;;
+            --list) define_rows; list_rows; exit 0 ;;
+            --host-only) HOST_ONLY=1 BUILD=0 ;;
+            --emulated) FORCE_EMULATED=1 ;;
+            --no-build) BUILD=0 ;;
+            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+            -*) die "unknown option $1" ;;
+            *) SELECTED_ARCH[$1]=1; any=1 ;;
+        esac
+        shift
+    done
+    [ "$any" = 1 ] || SELECTED_ARCH[all]=1
+    for arg in "${!SELECTED_ARCH[@]}"; do
+        case $arg in x86_64|aarch64|all) ;; *) row_exists "$arg" || die "no row or arch '$arg' (--list)" ;; esac
+    done
+}
+
+row_exists() { local n; for n in "${ROW_NAMES[@]}"; do [ "$n" != "$1" ] || return 0; done; return 1; }
+
+list_rows() {
+    local i
+    for i in "${!ROW_NAMES[@]}"; do
+        printf '%-20s %-8s %-5s %s\n' "${ROW_NAMES[$i]}" "${ROW_ARCHES[$i]}" "${ROW_FLAVOUR[$i]}" "${ROW_ARGS[$i]}"
+    done
+}
+
+selected() {
+    local i=$1
+    [ -n "${SELECTED_ARCH[all]:-}${SELECTED_ARCH[${ROW_ARCHES[$i]}]:-}${SELECTED_ARCH[${ROW_NAMES[$i]}]:-}" ]
+}
+
+direct_for() { [ "$FORCE_EMULATED" = 0 ] && [ "$HOST_ONLY" = 0 ] && hardware_kvm "$1"; }
+
+build_tandem() {
+    local arch=$1
+    [ "$BUILD" = 1 ] || return 0
+    log "building tandem for $arch"
+    "$ROOT/ci/build-static.sh" "$arch" >/dev/null
+}
+
+# Runs row I in the background job slot; its output goes to OUT.
+run_row() {
+    local i=$1 out=$2 arch=${ROW_ARCHES[$i]} mode_args=() start=$SECONDS status=0 line extra
+    if direct_for "$arch"; then
+        if [ "${ROW_FLAVOUR[$i]}" = host ]; then
+            echo "RESULT: SKIP ${ROW_NAMES[$i]} (host-flavour row; needs --emulated)" >"$out"
+            return 0
+        fi
+        mode_args=(--direct)
+    fi
+    [ "$HOST_ONLY" = 0 ] || mode_args=(--host-only)
+    eval "set -- ${ROW_ARGS[$i]}"
+    line=$("$ROOT/ci/emulated-host.sh" "$arch" --name "${ROW_NAMES[$i]}" \
+        ${mode_args[@]+"${mode_args[@]}"} "$@" 2>>"$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr") || status=$?
+    if [ "$status" = "$SKIP_STATUS" ]; then
+        line="RESULT: SKIP ${ROW_NAMES[$i]} ($(tail -n 1 "$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr"))"
+    fi
+    extra=$(grep -aoE 'TANDEM-GUEST-UP uptime=[0-9.]+' "$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.log" 2>/dev/null |
+            tail -n 1 | sed 's/.*=/guest uptime /') || true
+    echo "${line:-RESULT: FAIL ${ROW_NAMES[$i]} (emulated-host.sh printed no result)}  [$((SECONDS - start)) s${extra:+, $extra s}]" >"$out"
+}
+
+# Runs the selected rows JOBS at a time, printing each row's line as it ends.
+run_rows() {
+    local i pid results=$1 running=0 done_pid
+    declare -A out_of=()
+    for i in "${!ROW_NAMES[@]}"; do
+        selected "$i" || continue
+        if [ "$running" -ge "$JOBS" ]; then
+            wait -n -p done_pid || true
+            cat "${out_of[$done_pid]}" | tee -a "$results"
+            running=$((running - 1))
+        fi
+        run_row "$i" "$WORK/row.$i" &
+        out_of[$!]=$WORK/row.$i
+        running=$((running + 1))
+    done
+    while [ "$running" -gt 0 ]; do
+        wait -n -p done_pid || true
+        cat "${out_of[$done_pid]}" | tee -a "$results"
+        running=$((running - 1))
+    done
+}
+
+prepare() {
+    local arch i needed=()
+    declare -A need=()
+    for i in "${!ROW_NAMES[@]}"; do selected "$i" && need[${ROW_ARCHES[$i]}]=1; done
+    for arch in x86_64 aarch64; do [ -z "${need[$arch]:-}" ] || needed+=("$arch"); done
+    for arch in ${needed[@]+"${needed[@]}"}; do build_tandem "$arch"; done
+    # Fetch the shared assets once, before rows race for them.
+    for arch in ${needed[@]+"${needed[@]}"}; do
+        "$ROOT/ci/guest-assets.sh" "$arch" >/dev/null || skip_or_fail "assets for $arch"
+    done
+}
+
+main() {
+    mkdir -p "$ROOT/target/e2e-logs" "$ROOT/target/e2e-work"
+    WORK=$(mktemp -d "$ROOT/target/e2e-work/suite.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT
+    CORRUPT_KERNEL=$WORK/corrupt-kernel
+    head -c 1M /dev/urandom >"$CORRUPT_KERNEL"
+    define_rows
+    parse_args "$@"
+    prepare
+    local results=$ROOT/target/e2e-logs/summary.log start=$SECONDS failed
+    : >"$results"
+    run_rows "$results"
+    failed=$(grep -c '^RESULT: FAIL' "$results" || true)
+    echo "e2e: $(grep -c '^RESULT: PASS' "$results" || true) passed, $failed failed," \
+         "$(grep -c '^RESULT: SKIP' "$results" || true) skipped in $((SECONDS - start)) s" | tee -a "$results"
+    [ "$failed" = 0 ]
+}
+
+main "$@"

@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+#! Runs tandem once against the nested test guest and judges the run.
+#! Default: inside an emulated KVM host, i.e. a Debian kernel booted under
+#! QEMU TCG with SVM (x86_64) or EL2 (aarch64), whose busybox initramfs loads
+#! KVM, reports the KVM mode, runs `tandem ARGS`, prints TANDEM-EXIT=<code>
+#! and powers off. --direct runs tandem on this machine instead (needs
+#! hardware KVM). The whole serial log goes to target/e2e-logs/<name>.log; the
+#! last line is `RESULT: PASS <name>` or `RESULT: FAIL <name> (<why>)`.
+#! Usage: ci/emulated-host.sh x86_64|aarch64 [options]
+#!   --name NAME                 log/result name (default: <arch>)
+#!   --tandem PATH               static tandem for ARCH (default: ci/build-static.sh's output)
+#!   --run "ARGS"                tandem's arguments, shell-quoted; the guest's files are
+#!                               /guest/vmlinuz, /guest/vmlinux (x86_64), /guest/initramfs.cpio.gz
+#!   --add SRC:DEST              put file SRC at DEST in the emulated host (repeatable)
+#!   --host-kernel-version V     6.1 (default) | 6.12 | 6.12-16k | a release (see guest-assets.sh)
+#!   --guest-kernel-version V    same choices, for the nested guest (default 6.1)
+#!   --cpu MODEL                 QEMU CPU (default: EPYC,+svm,+npt | max)
+#!   --gic 2|3                   aarch64: the emulated host's GIC (default 3)
+#!   --host-args "ARGS"          extra host kernel arguments, e.g. kvm-arm.mode=nvhe
+#!   --smp N / --memory MIB      emulated host size (default 2 / 2048)
+#!   --expect-exit N|nonzero     tandem's expected exit status (default 0)
+#!   --expect REGEX              the log must match REGEX (repeatable)
+#!   --expect-stderr-lines N     tandem must print exactly N lines on stderr
+#!   --no-guest-marker           do not require the guest's TANDEM-GUEST-UP line
+#!   --host-only                 boot the host, check /dev/kvm and the guest files, skip tandem
+#!   --timeout SECONDS           wall-clock limit (default 300)
+#!   --direct                    run tandem on this machine (hardware KVM)
+#!   --verbose                   also copy the serial log to stderr
+#! Exit status: 0 pass, 1 fail, 77 skipped (missing QEMU/assets outside CI).
+set -euo pipefail
+LOG_PREFIX=emulated-host
+. "$(dirname "$0")/lib.sh"
+
+ARCH="" NAME="" TANDEM="" RUN_ARGS="run --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz"
+HOST_KVER=6.1 GUEST_KVER=6.1 CPU="" GIC=3 HOST_ARGS="" SMP=2 MEMORY=2048
+EXPECT_EXIT=0 EXPECT_STDERR_LINES="" GUEST_MARKER=1 HOST_ONLY=0 TIMEOUT=300
+DIRECT=0 VERBOSE=0
+EXPECT=() ADD=()
+WORK="" LOG=""
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --name) NAME=$2; shift ;;
+            --tandem) TANDEM=$2; shift ;;
+            --run) RUN_ARGS=$2; shift ;;
+            --add) ADD+=("$2"); shift ;;
+            --host-kernel-version) HOST_KVER=$2; shift ;;
+            --guest-kernel-version) GUEST_KVER=$2; shift ;;
+            --cpu) CPU=$2; shift ;;
+            --gic) GIC=$2; shift ;;
+            --host-args) HOST_ARGS=$2; shift ;;
+            --smp) SMP=$2; shift ;;
+            --memory) MEMORY=$2; shift ;;
+            --expect-exit) EXPECT_EXIT=$2; shift ;;
+            --expect) EXPECT+=("$2"); shift ;;
+            --expect-stderr-lines) EXPECT_STDERR_LINES=$2; shift ;;
+            --no-guest-marker) GUEST_MARKER=0 ;;
+            --host-only) HOST_ONLY=1 ;;
+            --timeout) TIMEOUT=$2; shift ;;
+            --direct) DIRECT=1 ;;
+            --verbose) VERBOSE=1 ;;
+            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+            -*) die "unknown option $1" ;;
+            *) ARCH=$1 ;;
+        esac
+        shift
+    done
+    [ -n "$ARCH" ] || die "usage: $0 x86_64|aarch64 [options] (--help)"
+    check_arch "$ARCH"
+    NAME=${NAME:-$ARCH}
+    TANDEM=${TANDEM:-$(default_tandem "$ARCH")}
+    case $GIC in 2|3) ;; *) die "--gic takes 2 or 3" ;; esac
+}
+
+# Prints the asset directory for a kernel version (guest-assets.sh's last line).
+assets() {
+    local out
+    out=$("$ROOT/ci/guest-assets.sh" "$ARCH" --kernel-version "$1" | tail -n 1) ||
+        skip_or_fail "ci/guest-assets.sh $ARCH --kernel-version $1 failed"
+    echo "$out"
+}
+
+# The nested guest's files, as the emulated host sees them under /guest.
+stage_guest_files() {
+    local guest=$1 dest=$2 spec
+    mkdir -p "$dest/guest"
+    ln -sf "$guest/vmlinuz" "$guest/initramfs.cpio.gz" "$dest/guest/"
+    [ ! -f "$guest/vmlinux" ] || ln -sf "$guest/vmlinux" "$dest/guest/"
+    for spec in ${ADD[@]+"${ADD[@]}"}; do
+        [ -f "${spec%%:*}" ] || die "--add: no file ${spec%%:*}"
+        mkdir -p "$dest/$(dirname "${spec#*:}")"
+        ln -sf "$(realpath "${spec%%:*}")" "$dest/${spec#*:}"
+    done
+}
+
+write_host_init() {
+    cat >"$1" <<'INIT'
+#!/bin/busybox sh
+# Emulated KVM host's init: load KVM, report its mode, run tandem, power off.
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
+while read -r module; do
+    insmod "/lib/modules/$module.ko" || echo "tandem-host: insmod $module failed"
+done </lib/modules/order
+echo "tandem-host: $(uname -r), $(nproc) cpus, $(grep -m1 KernelPageSize /proc/self/smaps)"
+dmesg | grep -iE 'kvm|hyp mode|vhe|svm|nested|gicv2m|gic: ' | sed 's/^/tandem-host: /'
+if [ -c /dev/kvm ]; then echo "TANDEM-HOST-KVM=yes"; else echo "TANDEM-HOST-KVM=no"; poweroff -f; fi
+if [ -f /host-only ]; then
+    ls -lL /guest /bin/tandem 2>&1 | sed 's/^/tandem-host: /'
+    echo "TANDEM-HOST-READY"
+    poweroff -f
+fi
+eval "set -- $(cat /run.args)"
+echo "tandem-host: running tandem $*"
+mkfifo /tmp/stderr.pipe
+tee /tmp/stderr </tmp/stderr.pipe >&2 &
+read -r start _ </proc/uptime
+/bin/tandem "$@" 2>/tmp/stderr.pipe
+code=$?
+wait
+read -r end _ </proc/uptime
+echo
+echo "TANDEM-STDERR-LINES=$(wc -l </tmp/stderr)"
+echo "TANDEM-RUN-SECONDS=$(awk "BEGIN { print $end - $start }")"
+echo "TANDEM-EXIT=$code"
+poweroff -f
+INIT
+    chmod 755 "$1"
+}
+
+# Builds the host's uncompressed initramfs (the kernel unpacks it faster
+# under TCG than a gzip'd one).
+build_host_initramfs() {
+    local host=$1 guest=$2 out=$3 stage=$WORK/host-root m
+    mkdir -p "$stage"/{bin,dev,proc,sys,tmp,lib/modules}
+    cp "$host/busybox" "$stage/bin/busybox"
+    ln -s busybox "$stage/bin/sh"
+    while read -r m; do cp "$host/modules/$m.ko" "$stage/lib/modules/"; done <"$host/modules/host.order"
+    cp "$host/modules/host.order" "$stage/lib/modules/order"
+    stage_guest_files "$guest" "$stage"
+    if [ "$HOST_ONLY" = 1 ]; then
+        touch "$stage/host-only"
+        [ ! -f "$TANDEM" ] || cp "$TANDEM" "$stage/bin/tandem"
+    else
+        cp "$TANDEM" "$stage/bin/tandem"
+    fi
+    printf '%s\n' "$RUN_ARGS" >"$stage/run.args"
+    write_host_init "$stage/init"
+    (cd "$stage" && find . -print0 | LC_ALL=C sort -z |
+        cpio --quiet --null -o -H newc -L --owner=0:0) >"$out"
+}
+
+qemu_command() {
+    local host=$1 initrd=$2 console
+    case $ARCH in
+        x86_64)
+            console=ttyS0
+            QEMU_CMD=(qemu-system-x86_64 -M q35 -cpu "${CPU:-EPYC,+svm,+npt}") ;;
+        aarch64)
+            console=ttyAMA0
+            QEMU_CMD=(qemu-system-aarch64 -M "virt,virtualization=on,gic-version=$GIC"
+                      -cpu "${CPU:-max}") ;;
+    esac
+    QEMU_CMD+=(-accel tcg -smp "$SMP" -m "$MEMORY" -display none -nodefaults
+               -no-reboot -serial stdio -monitor none
+               -kernel "$host/vmlinuz" -initrd "$initrd"
+               -append "console=$console panic=-1 rdinit=/init quiet $HOST_ARGS")
+}
+
+run_emulated() {
+    local host guest initrd=$WORK/host-initramfs.cpio
+    command -v "$(qemu_binary "$ARCH")" >/dev/null ||
+        skip_or_fail "$(qemu_binary "$ARCH") not installed (ci/setup-host.sh)"
+    host=$(assets "$HOST_KVER")
+    guest=$(assets "$GUEST_KVER")
+    build_host_initramfs "$host" "$guest" "$initrd"
+    qemu_command "$host" "$initrd"
+    echo "# ${QEMU_CMD[*]}" >>"$LOG"
+    timeout --kill-after=10 "$TIMEOUT" "${QEMU_CMD[@]}" </dev/null >>"$LOG" 2>&1 || RUN_STATUS=$?
+}
+
+run_direct() {
+    local guest args
+    hardware_kvm "$ARCH" || die "--direct needs hardware KVM for $ARCH on this machine"
+    guest=$(assets "$GUEST_KVER")
+    stage_guest_files "$guest" "$WORK"
+    args=${RUN_ARGS//\/guest\//$WORK/guest/}
+    {
+        echo "tandem-host: direct on $(uname -r)"
+        echo "TANDEM-HOST-KVM=yes"
+        local code=0
+        eval "timeout --kill-after=10 $TIMEOUT \"\$TANDEM\" $args" \
+            </dev/null 2> >(tee "$WORK/stderr" >&2) || code=$?
+        wait $! 2>/dev/null || true
+        [ "$code" -ne 124 ] && [ "$code" -ne 137 ] || RUN_STATUS=$code
+        echo
+        echo "TANDEM-STDERR-LINES=$(wc -l <"$WORK/stderr")"
+        echo "TANDEM-EXIT=$code"
+    } >>"$LOG" 2>&1
+}
+
+# Sets WHY to the first unmet expectation ("" when the run passed).
+judge() {
+    local code lines pattern
+    WHY=""
+    if [ "${RUN_STATUS:-0}" = 124 ] || [ "${RUN_STATUS:-0}" = 137 ]; then
+        WHY="timed out after ${TIMEOUT}s"
+    fi
+    if ! grep -aq 'TANDEM-HOST-KVM=yes' "$LOG"; then
+        WHY=${WHY:-"no /dev/kvm in the emulated host"}; return
+    fi
+    if [ "$HOST_ONLY" = 1 ]; then
+        grep -aq 'TANDEM-HOST-READY' "$LOG" || WHY=${WHY:-"host did not reach tandem"}
+        return
+    fi
+    code=$(grep -ao 'TANDEM-EXIT=[0-9]*' "$LOG" | tail -n 1 | cut -d= -f2)
+    [ -n "$code" ] || { WHY=${WHY:-"tandem did not finish"}; return; }
+    [ -z "$WHY" ] || return
+    case $EXPECT_EXIT in
+        nonzero) [ "$code" != 0 ] || WHY="tandem exited 0, expected an error" ;;
+        *) [ "$code" = "$EXPECT_EXIT" ] || WHY="tandem exited $code, expected $EXPECT_EXIT" ;;
+    esac
+    [ -z "$WHY" ] || return
+    if [ "$GUEST_MARKER" = 1 ] && ! grep -aq 'TANDEM-GUEST-UP uptime=' "$LOG"; then
+        WHY="no TANDEM-GUEST-UP from the guest"; return
+    fi
+    for pattern in ${EXPECT[@]+"${EXPECT[@]}"}; do
+        grep -aqE -- "$pattern" "$LOG" || { WHY="log does not match '$pattern'"; return; }
+    done
+    if [ -n "$EXPECT_STDERR_LINES" ]; then
+        lines=$(grep -ao 'TANDEM-STDERR-LINES=[0-9]*' "$LOG" | tail -n 1 | cut -d= -f2)
+        [ "$lines" = "$EXPECT_STDERR_LINES" ] ||
+            WHY="tandem printed ${lines:-?} stderr lines, expected $EXPECT_STDERR_LINES"
+    fi
+}
+
+main() {
+    parse_args "$@"
+    mkdir -p "$ROOT/target/e2e-logs" "$ROOT/target/e2e-work"
+    LOG=$ROOT/target/e2e-logs/$NAME.log
+    WORK=$(mktemp -d "$ROOT/target/e2e-work/$NAME.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT
+    if [ "$HOST_ONLY" = 0 ] && [ ! -x "$TANDEM" ]; then
+        die "no tandem binary at $TANDEM (ci/build-static.sh $ARCH, or --tandem PATH)"
+    fi
+    local start=$SECONDS
+    RUN_STATUS=0
+    : >"$LOG"
+    if [ "$VERBOSE" = 1 ]; then
+        tail -n +1 -f "$LOG" >&2 &
+        TAIL_PID=$!
+        trap 'kill "$TAIL_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+    fi
+    if [ "$DIRECT" = 1 ]; then run_direct; else run_emulated; fi
+    judge
+    log "$NAME: $((SECONDS - start)) s, log $LOG"
+    if [ -z "$WHY" ]; then
+        echo "RESULT: PASS $NAME"
+    else
+        echo "RESULT: FAIL $NAME ($WHY)"
+        exit 1
+    fi
+}
+
+main "$@"

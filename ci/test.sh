@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+#! The whole test suite, as CI runs it: host set-up, formatting and lints on
+#! both targets, unit tests (aarch64 ones under qemu-user), the direct KVM
+#! payload tests on this host's /dev/kvm, the static binaries, and the
+#! end-to-end boots (directly on hardware KVM, else in emulated KVM hosts).
+#! Usage: ci/test.sh [--quick]   (--quick: everything but the end-to-end boots)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "host set-up"
+bash ci/setup-host.sh
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy x86_64"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "clippy aarch64"
+cargo clippy --workspace --all-targets --locked --target aarch64-unknown-linux-gnu -- -D warnings
+
+step "unit and direct KVM tests (x86_64)"
+cargo test --workspace --locked
+step "unit tests (aarch64, under qemu-user)"
+cargo test --workspace --locked --target aarch64-unknown-linux-gnu --lib --bins
+
+step "static release binaries"
+bash ci/build-static.sh all
+
+if [ "${1:-}" = --quick ]; then
+    exit 0
+fi
+
+step "end-to-end"
+bash ci/e2e.sh all

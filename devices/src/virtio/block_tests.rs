@@ -1,0 +1,307 @@
+//! virtio-blk tests: request round trips through a temporary file, and
+//! every kind of bad request getting the right status without a panic.
+
+use std::io::{Read, Write};
+
+use std::time::{Duration, Instant};
+use vm_memory::GuestAddress;
+
+use vmm_sys_util::tempfile::TempFile;
+
+use super::*;
+use crate::virtio::testing::{test_memory, TestRing};
+use crate::virtio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::{BusDevice, IrqTrigger};
+
+const SECTORS: u64 = 8;
+const HDR: u64 = 0x10000;
+const DATA: u64 = 0x20000;
+const STATUS: u64 = 0x30000;
+const OK: u8 = VIRTIO_BLK_S_OK as u8;
+const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+
+/// A disk file whose sector `n` is filled with byte `n`.
+fn disk_file() -> TempFile {
+    let file = TempFile::new().unwrap();
+    for sector in 0..SECTORS {
+        file.as_file().write_all(&[sector as u8; 512]).unwrap();
+    }
+    file
+}
+
+fn file_contents(file: &TempFile) -> Vec<u8> {
+    let mut data = Vec::new();
+    File::open(file.as_path())
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
+    data
+}
+
+struct Fixture {
+    file: TempFile,
+    block: Block,
+    mem: GuestMemoryMmap,
+    ring: TestRing,
+    handler: BlockHandler,
+}
+
+fn fixture(readonly: bool) -> Fixture {
+    let file = disk_file();
+    let config = BlockConfig {
+        path: file.as_path().to_path_buf(),
+        readonly,
+        id: Some("serial-1".into()),
+    };
+    let block = Block::new(&config).unwrap();
+    let mem = test_memory();
+    let ring = TestRing::new(&mem, 0, 16);
+    let handler = BlockHandler {
+        disk: block.disk.clone(),
+        mem: mem.clone(),
+        queue: ring.queue(false),
+        interrupt: Arc::new(Interrupt::new(IrqTrigger::new().unwrap())),
+    };
+    Fixture {
+        file,
+        block,
+        mem,
+        ring,
+        handler,
+    }
+}
+
+impl Fixture {
+    fn header(&self, request_type: u32, sector: u64) {
+        let mut header = [0u8; 16];
+        header[0..4].copy_from_slice(&request_type.to_le_bytes());
+        header[8..16].copy_from_slice(&sector.to_le_bytes());
+        self.mem.write_slice(&header, GuestAddress(HDR)).unwrap();
+        self.mem.write_obj(0xaau8, GuestAddress(STATUS)).unwrap();
+    }
+
+    /// Queues `buffers`, runs the device, returns (used length, status byte).
+    fn run(&mut self, buffers: &[(u64, u32, bool)]) -> (u32, u8) {
+        let head = self.ring.add_chain(buffers);
+        self.handler.queue_event(0).unwrap();
+        let (id, len) = *self.ring.used().last().unwrap();
+        assert_eq!(id, u32::from(head));
+        (len, self.mem.read_obj(GuestAddress(STATUS)).unwrap())
+    }
+
+    fn request(&mut self, request_type: u32, sector: u64, data: (u32, bool)) -> (u32, u8) {
+        self.header(request_type, sector);
+        self.run(&[(HDR, 16, false), (DATA, data.0, data.1), (STATUS, 1, true)])
+    }
+
+    fn data(&self, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        self.mem.read_slice(&mut buf, GuestAddress(DATA)).unwrap();
+        buf
+    }
+}
+
+#[test]
+fn read_write_flush_round_trip() {
+    let mut f = fixture(false);
+    assert_eq!(f.request(VIRTIO_BLK_T_IN, 2, (1024, true)), (1025, OK));
+    let mut expected = vec![2u8; 512];
+    expected.extend([3u8; 512]);
+    assert_eq!(f.data(1024), expected);
+
+    f.mem.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
+    assert_eq!(f.request(VIRTIO_BLK_T_OUT, 7, (512, false)), (1, OK));
+    f.header(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(f.run(&[(HDR, 16, false), (STATUS, 1, true)]), (1, OK));
+    let contents = file_contents(&f.file);
+    assert_eq!(&contents[7 * 512..], &[0x5a; 512]);
+    assert_eq!(
+        &contents[6 * 512..7 * 512],
+        &[6; 512],
+        "neighbour untouched"
+    );
+}
+
+#[test]
+fn header_and_data_may_span_descriptors() {
+    let mut f = fixture(false);
+    f.header(VIRTIO_BLK_T_IN, 1);
+    let chain = [
+        (HDR, 10, false),
+        (HDR + 10, 6, false),
+        (DATA, 256, true),
+        (DATA + 256, 257, true),
+    ];
+    f.mem.write_obj(0xaau8, GuestAddress(DATA + 512)).unwrap();
+    f.ring.add_chain(&chain);
+    f.handler.queue_event(0).unwrap();
+    assert_eq!(f.ring.used(), vec![(0, 513)]);
+    assert_eq!(f.data(513)[..512], [1u8; 512]);
+    assert_eq!(f.data(513)[512], OK, "status is the chain's last byte");
+}
+
+#[test]
+fn get_id_returns_the_serial() {
+    let mut f = fixture(false);
+    assert_eq!(f.request(VIRTIO_BLK_T_GET_ID, 0, (20, true)), (21, OK));
+    let mut expected = b"serial-1".to_vec();
+    expected.resize(20, 0);
+    assert_eq!(f.data(20), expected);
+}
+
+#[test]
+fn readonly_disk_refuses_writes() {
+    let mut f = fixture(true);
+    assert_ne!(f.block.features() & feature(VIRTIO_BLK_F_RO), 0);
+    assert_eq!(f.request(VIRTIO_BLK_T_OUT, 0, (512, false)), (1, IOERR));
+    assert_eq!(f.request(VIRTIO_BLK_T_IN, 0, (512, true)), (513, OK));
+    assert_eq!(file_contents(&f.file), file_contents(&disk_file()));
+}
+
+#[test]
+fn out_of_range_and_unaligned_requests_fail() {
+    let mut f = fixture(false);
+    assert_eq!(
+        f.request(VIRTIO_BLK_T_IN, SECTORS - 1, (1024, true)),
+        (1, IOERR)
+    );
+    assert_eq!(
+        f.request(VIRTIO_BLK_T_IN, u64::MAX, (512, true)),
+        (1, IOERR)
+    );
+    assert_eq!(
+        f.request(VIRTIO_BLK_T_OUT, SECTORS, (512, false)),
+        (1, IOERR)
+    );
+    assert_eq!(f.request(VIRTIO_BLK_T_IN, 0, (100, true)), (1, IOERR));
+    assert_eq!(
+        f.request(99, 0, (512, true)),
+        (1, VIRTIO_BLK_S_UNSUPP as u8)
+    );
+    assert_eq!(file_contents(&f.file), file_contents(&disk_file()));
+}
+
+#[test]
+fn buffers_outside_guest_memory_fail() {
+    let mut f = fixture(false);
+    f.header(VIRTIO_BLK_T_IN, 0);
+    let outside = 0x10_0000 - 256;
+    let chain = [(HDR, 16, false), (outside, 512, true), (STATUS, 1, true)];
+    assert_eq!(f.run(&chain), (1, IOERR));
+    let chain = [
+        (HDR, 16, false),
+        (u64::MAX - 100, 512, true),
+        (STATUS, 1, true),
+    ];
+    assert_eq!(f.run(&chain), (1, IOERR));
+    // No writable status byte in memory: returned with length 0.
+    assert_eq!(f.run(&[(HDR, 16, false), (0x20_0000, 1, true)]).0, 0);
+}
+
+#[test]
+fn wrong_directions_fail() {
+    let mut f = fixture(false);
+    f.mem.write_slice(&[0x77; 512], GuestAddress(DATA)).unwrap();
+    assert_eq!(f.request(VIRTIO_BLK_T_IN, 0, (512, false)), (1, IOERR));
+    assert_eq!(f.request(VIRTIO_BLK_T_OUT, 0, (512, true)), (1, IOERR));
+    assert_eq!(f.request(VIRTIO_BLK_T_GET_ID, 0, (20, false)), (1, IOERR));
+    assert_eq!(f.data(512), vec![0x77; 512], "guest buffer untouched");
+    // Readable after writable breaks the layout rule.
+    f.header(VIRTIO_BLK_T_IN, 0);
+    let chain = [(DATA, 512, true), (HDR, 16, false), (STATUS, 1, true)];
+    assert_eq!(f.run(&chain), (1, IOERR));
+    // A device-readable status byte cannot be written.
+    f.header(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(f.run(&[(HDR, 16, false), (STATUS, 1, false)]), (0, 0xaa));
+    assert_eq!(file_contents(&f.file), file_contents(&disk_file()));
+}
+
+#[test]
+fn truncated_chains_fail() {
+    let mut f = fixture(false);
+    f.header(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(f.run(&[(HDR, 16, false)]), (0, 0xaa), "header only");
+    assert_eq!(f.run(&[(HDR, 8, false), (STATUS, 1, true)]), (1, IOERR));
+    assert_eq!(f.run(&[(STATUS, 1, true)]), (1, IOERR), "status only");
+}
+
+#[test]
+fn config_space_reports_capacity() {
+    let f = fixture(false);
+    let block = Block::new(&BlockConfig {
+        path: f.file.as_path().to_path_buf(),
+        readonly: false,
+        id: None,
+    })
+    .unwrap();
+    let mut capacity = [0u8; 8];
+    block.read_config(0, &mut capacity);
+    assert_eq!(u64::from_le_bytes(capacity), SECTORS);
+    assert_eq!(block.features() & feature(VIRTIO_BLK_F_RO), 0);
+    let id = BlockConfig {
+        path: f.file.as_path().to_path_buf(),
+        readonly: false,
+        id: Some("x".repeat(21)),
+    };
+    assert!(matches!(Block::new(&id), Err(BlockError::IdTooLong(_))));
+    let missing = BlockConfig {
+        path: "/nonexistent/disk.img".into(),
+        readonly: true,
+        id: None,
+    };
+    assert!(matches!(Block::new(&missing), Err(BlockError::Open { .. })));
+}
+
+/// The whole path: transport registers, DRIVER_OK, a kick, the worker
+/// thread, the interrupt.
+#[test]
+fn serves_requests_through_the_transport() {
+    let file = disk_file();
+    let config = BlockConfig {
+        path: file.as_path().to_path_buf(),
+        readonly: false,
+        id: None,
+    };
+    let mem = test_memory();
+    let irq = IrqTrigger::new().unwrap();
+    let block = Box::new(Block::new(&config).unwrap());
+    let mut transport = MmioTransport::new(mem.clone(), irq.clone(), block).unwrap();
+    let write =
+        |t: &mut MmioTransport, offset: u64, value: u32| t.write(offset, &value.to_le_bytes());
+    for status in [1, 3] {
+        write(&mut transport, 0x70, status);
+    }
+    write(&mut transport, 0x24, 1);
+    write(&mut transport, 0x20, 1); // VERSION_1
+    write(&mut transport, 0x70, 11);
+    let mut ring = TestRing::new(&mem, 0, 16);
+    for (offset, value) in [
+        (0x38, 16),
+        (0x80, 0),
+        (0x90, 0x1000),
+        (0xa0, 0x2000),
+        (0x44, 1),
+    ] {
+        write(&mut transport, offset, value);
+    }
+    write(&mut transport, 0x70, 15);
+
+    let mut header = [0u8; 16];
+    header[8] = 5; // sector 5
+    mem.write_slice(&header, GuestAddress(HDR)).unwrap();
+    ring.add_chain(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+    write(&mut transport, QUEUE_NOTIFY_OFFSET, 0);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while irq.event_fd().read().is_err() {
+        assert!(Instant::now() < deadline, "no interrupt from the worker");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(ring.used(), vec![(0, 513)]);
+    let mut data = [0u8; 512];
+    mem.read_slice(&mut data, GuestAddress(DATA)).unwrap();
+    assert_eq!(data, [5u8; 512]);
+    assert!(transport.stats().interrupts_sent >= 1);
+    write(&mut transport, 0x70, 0); // reset joins the worker
+    assert_eq!(transport.stats().interrupts_sent, 1);
+}

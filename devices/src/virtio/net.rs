@@ -1,0 +1,421 @@
+//! virtio-net on a host TAP interface: one receive and one transmit queue,
+//! checksum/TSO offloads passed through the 12-byte `virtio_net_hdr_v1`,
+//! mergeable receive buffers, and a config space with the MAC and link
+//! status. The worker sleeps in epoll on the TAP fd and the queue kicks.
+//!
+//! A receive buffer the driver placed outside guest memory (or with no
+//! writable bytes) is a broken driver: the device asks for a reset.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use libc::c_uint;
+use log::{debug, warn};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+use virtio_bindings::virtio_net::*;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
+
+use super::tap::{Tap, VNET_HDR_LEN};
+use super::worker::{Worker, WorkerError, WorkerHandler};
+use super::{
+    add_used_batch, check_queue_count, drain_queue, feature, notify_since, pop_chain,
+    read_config_bytes, ActivateContext, ActivateError, Chain, ChainError, Interrupt, VirtioDevice,
+};
+
+const QUEUE_SIZE: u16 = 256;
+const RX_QUEUE: usize = 0;
+const TX_QUEUE: usize = 1;
+/// Header plus the largest frame a TAP with TSO hands over (64 KiB of IP
+/// plus Ethernet and VLAN headers).
+const MAX_FRAME: usize = VNET_HDR_LEN + 0x1_0000 + 64;
+/// Where `num_buffers` sits in the header.
+const NUM_BUFFERS_OFFSET: usize = 10;
+
+/// How the user described a NIC (`--net tap=NAME[,mac=MAC]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Host TAP interface to create or attach to.
+    pub tap: String,
+    /// Guest MAC address; random (locally administered) if absent.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next().filter(|p| p.len() == 2)?;
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Why a NIC could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The TAP could not be opened or configured.
+    #[error("tap {name}: {source}")]
+    Tap {
+        /// Interface name.
+        name: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No randomness for a MAC address.
+    #[error("cannot generate a MAC address: {0}")]
+    Mac(#[source] io::Error),
+}
+
+/// A virtio-net device.
+pub struct Net {
+    tap: Arc<Tap>,
+    config: [u8; 8],
+    worker: Option<Worker>,
+}
+
+impl Net {
+    /// Opens the TAP named in `config`.
+    pub fn new(config: &NetConfig) -> Result<Self, NetError> {
+        let tap = Tap::open(&config.tap).map_err(|source| NetError::Tap {
+            name: config.tap.clone(),
+            source,
+        })?;
+        let mac = match config.mac {
+            Some(mac) => mac,
+            None => random_mac().map_err(NetError::Mac)?,
+        };
+        Ok(Self::with_tap(tap, mac))
+    }
+
+    fn with_tap(tap: Tap, mac: [u8; 6]) -> Self {
+        let mut config = [0u8; 8];
+        config[..6].copy_from_slice(&mac);
+        config[6..].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        Self {
+            tap: Arc::new(tap),
+            config,
+            worker: None,
+        }
+    }
+
+    /// The guest's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&self.config[..6]);
+        mac
+    }
+
+    /// The host interface name.
+    pub fn tap_name(&self) -> &str {
+        self.tap.name()
+    }
+}
+
+/// A random unicast, locally administered MAC.
+fn random_mac() -> io::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut mac)?;
+    mac[0] = (mac[0] & !0x01) | 0x02;
+    Ok(mac)
+}
+
+/// The TAP offloads (`TUN_F_*`) matching the receive features the guest
+/// accepted; TSO only with checksum offload, as the TAP requires.
+fn tap_offload(features: u64) -> c_uint {
+    let has = |bit| features & feature(bit) != 0;
+    if !has(VIRTIO_NET_F_GUEST_CSUM) {
+        return 0;
+    }
+    let mut flags = libc::TUN_F_CSUM;
+    for (bit, flag) in [
+        (VIRTIO_NET_F_GUEST_TSO4, libc::TUN_F_TSO4),
+        (VIRTIO_NET_F_GUEST_TSO6, libc::TUN_F_TSO6),
+        (VIRTIO_NET_F_GUEST_ECN, libc::TUN_F_TSO_ECN),
+    ] {
+        if has(bit) {
+            flags |= flag;
+        }
+    }
+    flags
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        [
+            VIRTIO_F_VERSION_1,
+            VIRTIO_RING_F_EVENT_IDX,
+            VIRTIO_RING_F_INDIRECT_DESC,
+            VIRTIO_NET_F_MAC,
+            VIRTIO_NET_F_STATUS,
+            VIRTIO_NET_F_MRG_RXBUF,
+            VIRTIO_NET_F_CSUM,
+            VIRTIO_NET_F_HOST_TSO4,
+            VIRTIO_NET_F_HOST_TSO6,
+            VIRTIO_NET_F_HOST_ECN,
+            VIRTIO_NET_F_GUEST_CSUM,
+            VIRTIO_NET_F_GUEST_TSO4,
+            VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_NET_F_GUEST_ECN,
+        ]
+        .into_iter()
+        .fold(0, |features, bit| features | feature(bit))
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data)
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        debug!("virtio-net: config write at {offset:#x} ignored");
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        check_queue_count(&ctx, 2)?;
+        let offload = tap_offload(ctx.features);
+        self.tap
+            .set_offload(offload)
+            .map_err(ActivateError::Backend)?;
+        let mergeable = ctx.features & feature(VIRTIO_NET_F_MRG_RXBUF) != 0;
+        let (queues, kicks) = ctx.queues.into_iter().map(|q| (q.queue, q.kick)).unzip();
+        let handler = NetHandler::new(self.tap.clone(), ctx.mem, queues, ctx.interrupt.clone());
+        let handler = NetHandler {
+            mergeable,
+            ..handler
+        };
+        let worker = Worker::spawn("virtio-net", kicks, ctx.interrupt, handler);
+        self.worker = Some(worker.map_err(ActivateError::Worker)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        self.worker.take().is_none_or(|mut worker| worker.stop())
+    }
+}
+
+/// How many bytes of a `len`-byte frame go into each buffer of the given
+/// capacities, filling them in order; `None` if they cannot hold it.
+fn split_frame(len: usize, capacities: &[usize]) -> Option<Vec<usize>> {
+    let mut left = len;
+    let mut pieces = Vec::new();
+    for &capacity in capacities {
+        if left == 0 {
+            break;
+        }
+        let piece = capacity.min(left);
+        pieces.push(piece);
+        left -= piece;
+    }
+    (left == 0).then_some(pieces)
+}
+
+struct NetHandler {
+    tap: Arc<Tap>,
+    mem: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    interrupt: Arc<Interrupt>,
+    mergeable: bool,
+    /// A frame read from the TAP, waiting for receive buffers.
+    rx_frame: Vec<u8>,
+    rx_len: usize,
+    /// Receive buffers popped but not yet filled, with their capacities.
+    rx_held: VecDeque<(Chain, usize)>,
+    tx_frame: Vec<u8>,
+}
+
+impl NetHandler {
+    fn new(tap: Arc<Tap>, mem: GuestMemoryMmap, queues: Vec<Queue>, irq: Arc<Interrupt>) -> Self {
+        Self {
+            tap,
+            mem,
+            queues,
+            interrupt: irq,
+            mergeable: false,
+            rx_frame: vec![0; MAX_FRAME],
+            rx_len: 0,
+            rx_held: VecDeque::new(),
+            tx_frame: vec![0; MAX_FRAME],
+        }
+    }
+
+    /// Moves frames from the TAP into receive buffers until the TAP is
+    /// empty or the buffers run out, then interrupts once.
+    fn receive(&mut self) -> Result<(), WorkerError> {
+        let old_used = self.queues[RX_QUEUE].next_used();
+        let result = self.receive_frames();
+        let rx = &self.queues[RX_QUEUE];
+        notify_since(rx, &self.mem, &self.interrupt, old_used).map_err(rx_error)?;
+        result
+    }
+
+    fn receive_frames(&mut self) -> Result<(), WorkerError> {
+        let mut last_rearm = None;
+        loop {
+            if self.rx_len == 0 {
+                match self.tap.read_frame(&mut self.rx_frame) {
+                    Ok(len) if len <= VNET_HDR_LEN => debug!("virtio-net: runt frame dropped"),
+                    Ok(len) => self.rx_len = len,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(WorkerError::Backend(e)),
+                }
+                continue;
+            }
+            if self.deliver_frame()? {
+                continue;
+            }
+            // Every available buffer is held and they are not enough: ask
+            // for a kick at the next one the driver adds (avail_event =
+            // next_avail), and look again if it just added some, unless
+            // nothing could be popped since the last look (a broken ring).
+            let rx = &mut self.queues[RX_QUEUE];
+            let position = rx.next_avail();
+            let more = rx.enable_notification(&self.mem).map_err(rx_error)?;
+            if !more || last_rearm == Some(position) {
+                return Ok(());
+            }
+            last_rearm = Some(position);
+        }
+    }
+
+    /// Copies the pending frame into receive buffers. False when there are
+    /// not enough buffers yet: the frame and the buffers popped so far stay
+    /// held for the next attempt.
+    fn deliver_frame(&mut self) -> Result<bool, WorkerError> {
+        let (mem, rx, held) = (&self.mem, &mut self.queues[RX_QUEUE], &mut self.rx_held);
+        let (mergeable, len, max) = (self.mergeable, self.rx_len, usize::from(rx.size()));
+        while needs_buffers(held, len, mergeable, max) {
+            let Some(chain) = pop_chain(rx, mem).map_err(rx_error)? else {
+                return Ok(false);
+            };
+            chain.validate(mem).map_err(|e| bad_rx_buffer(&chain, e))?;
+            let capacity = chain.writable().len();
+            if capacity == 0 {
+                let e = ChainError::TooShort {
+                    needed: 1,
+                    available: 0,
+                };
+                return Err(bad_rx_buffer(&chain, e));
+            }
+            held.push_back((chain, capacity));
+        }
+        let frame = &mut self.rx_frame[..len];
+        self.rx_len = 0;
+        let capacities: Vec<usize> = held.iter().map(|h| h.1).collect();
+        let Some(pieces) = split_frame(len, &capacities) else {
+            // The buffers stay held for smaller frames.
+            debug!("virtio-net: {len}-byte frame larger than the receive buffers, dropped");
+            return Ok(true);
+        };
+        // Without MRG_RXBUF this is always 1, as the spec requires.
+        let num_buffers = pieces.len() as u16;
+        frame[NUM_BUFFERS_OFFSET..VNET_HDR_LEN].copy_from_slice(&num_buffers.to_le_bytes());
+        let mut used = Vec::with_capacity(pieces.len());
+        let mut offset = 0;
+        for ((chain, _), piece) in held.drain(..pieces.len()).zip(pieces) {
+            let bytes = &frame[offset..offset + piece];
+            let written = chain
+                .writable()
+                .write_from(mem, bytes)
+                .map_err(|e| bad_rx_buffer(&chain, e))?;
+            used.push((chain.head, written as u32));
+            offset += piece;
+        }
+        add_used_batch(rx, mem, &used).map_err(rx_error)?;
+        Ok(true)
+    }
+
+    fn transmit(&mut self) -> Result<(), WorkerError> {
+        let (mem, tap, frame) = (&self.mem, &self.tap, &mut self.tx_frame);
+        drain_queue(&mut self.queues[TX_QUEUE], mem, &self.interrupt, |chain| {
+            if let Err(e) = send_frame(mem, tap, frame, chain) {
+                debug!("virtio-net: frame {} dropped: {e}", chain.head);
+            }
+            0
+        })
+        .map_err(|source| WorkerError::Queue {
+            index: TX_QUEUE,
+            source,
+        })
+    }
+}
+
+/// Whether `held` receive buffers are too few for a `len`-byte frame:
+/// one buffer without MRG_RXBUF, enough bytes (up to `max` buffers) with.
+fn needs_buffers(held: &VecDeque<(Chain, usize)>, len: usize, mergeable: bool, max: usize) -> bool {
+    if !mergeable {
+        return held.is_empty();
+    }
+    held.iter().map(|h| h.1).sum::<usize>() < len && held.len() < max
+}
+
+/// Sends one transmit chain (header and frame) to the TAP.
+fn send_frame(mem: &GuestMemoryMmap, tap: &Tap, buf: &mut [u8], chain: &Chain) -> io::Result<()> {
+    let invalid = |e: ChainError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    chain.validate(mem).map_err(invalid)?;
+    let readable = chain.readable();
+    let len = readable.len();
+    if len <= VNET_HDR_LEN || len > buf.len() {
+        let message = format!("{len}-byte frame");
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
+    readable.read_into(mem, &mut buf[..len]).map_err(invalid)?;
+    let sent = tap.write_frame(&buf[..len])?;
+    if sent != len {
+        warn!("virtio-net: tap took {sent} of {len} bytes");
+    }
+    Ok(())
+}
+
+fn rx_error(source: virtio_queue::Error) -> WorkerError {
+    WorkerError::Queue {
+        index: RX_QUEUE,
+        source,
+    }
+}
+
+fn bad_rx_buffer(chain: &Chain, e: ChainError) -> WorkerError {
+    let message = format!("receive buffer {}: {e}", chain.head);
+    WorkerError::Backend(io::Error::new(io::ErrorKind::InvalidData, message))
+}
+
+impl WorkerHandler for NetHandler {
+    fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
+        match index {
+            RX_QUEUE => self.receive(),
+            _ => self.transmit(),
+        }
+    }
+
+    fn backend_fds(&self) -> Vec<(RawFd, EventSet)> {
+        // Edge-triggered: the TAP is drained until it would block or the
+        // buffers run out, and a receive kick resumes it.
+        vec![(
+            self.tap.as_raw_fd(),
+            EventSet::IN | EventSet::EDGE_TRIGGERED,
+        )]
+    }
+
+    fn backend_event(&mut self, _index: usize, _events: EventSet) -> Result<(), WorkerError> {
+        self.receive()
+    }
+}
+
+#[cfg(test)]
+#[path = "net_tests.rs"]
+mod tests;
