@@ -20,6 +20,8 @@
 #!   --smp N / --memory MIB      emulated host size (default 2 / 2048)
 #!   --expect-exit N|nonzero     tandem's expected exit status (default 0)
 #!   --expect REGEX              the log must match REGEX (repeatable)
+#!   --expect-host REGEX         same, but only checked in an emulated host (host dmesg)
+#!   --guest-cpus N              the guest's marker must say cpus=N
 #!   --expect-stderr-lines N     tandem must print exactly N lines on stderr
 #!   --no-guest-marker           do not require the guest's TANDEM-GUEST-UP line
 #!   --host-only                 boot the host, check /dev/kvm and the guest files, skip tandem
@@ -35,7 +37,7 @@ ARCH="" NAME="" TANDEM="" RUN_ARGS="run --kernel /guest/vmlinuz --initrd /guest/
 HOST_KVER=6.1 GUEST_KVER=6.1 CPU="" GIC=3 HOST_ARGS="" SMP=2 MEMORY=2048
 EXPECT_EXIT=0 EXPECT_STDERR_LINES="" GUEST_MARKER=1 HOST_ONLY=0 TIMEOUT=300
 DIRECT=0 VERBOSE=0
-EXPECT=() ADD=()
+EXPECT=() EXPECT_HOST=() ADD=() GUEST_CPUS=""
 WORK="" LOG=""
 
 parse_args() {
@@ -54,6 +56,8 @@ parse_args() {
             --memory) MEMORY=$2; shift ;;
             --expect-exit) EXPECT_EXIT=$2; shift ;;
             --expect) EXPECT+=("$2"); shift ;;
+            --expect-host) EXPECT_HOST+=("$2"); shift ;;
+            --guest-cpus) GUEST_CPUS=$2; shift ;;
             --expect-stderr-lines) EXPECT_STDERR_LINES=$2; shift ;;
             --no-guest-marker) GUEST_MARKER=0 ;;
             --host-only) HOST_ONLY=1 ;;
@@ -204,18 +208,26 @@ run_direct() {
     } >>"$LOG" 2>&1
 }
 
+# Sets WHY to "" when every pattern given matches the log, else says which did not.
+match_all() {
+    local pattern
+    for pattern in "$@"; do
+        grep -aqE -- "$pattern" "$LOG" || { WHY="log does not match '$pattern'"; return; }
+    done
+}
+
 # Sets WHY to the first unmet expectation ("" when the run passed).
 judge() {
-    local code lines pattern
+    local code lines host_patterns=()
+    [ "$DIRECT" = 1 ] || host_patterns=(${EXPECT_HOST[@]+"${EXPECT_HOST[@]}"})
     WHY=""
-    if [ "${RUN_STATUS:-0}" = 124 ] || [ "${RUN_STATUS:-0}" = 137 ]; then
-        WHY="timed out after ${TIMEOUT}s"
-    fi
+    case ${RUN_STATUS:-0} in 124|137) WHY="timed out after ${TIMEOUT}s" ;; esac
     if ! grep -aq 'TANDEM-HOST-KVM=yes' "$LOG"; then
         WHY=${WHY:-"no /dev/kvm in the emulated host"}; return
     fi
     if [ "$HOST_ONLY" = 1 ]; then
         grep -aq 'TANDEM-HOST-READY' "$LOG" || WHY=${WHY:-"host did not reach tandem"}
+        [ -n "$WHY" ] || match_all ${host_patterns[@]+"${host_patterns[@]}"}
         return
     fi
     code=$(grep -ao 'TANDEM-EXIT=[0-9]*' "$LOG" | tail -n 1 | cut -d= -f2)
@@ -229,9 +241,9 @@ judge() {
     if [ "$GUEST_MARKER" = 1 ] && ! grep -aq 'TANDEM-GUEST-UP uptime=' "$LOG"; then
         WHY="no TANDEM-GUEST-UP from the guest"; return
     fi
-    for pattern in ${EXPECT[@]+"${EXPECT[@]}"}; do
-        grep -aqE -- "$pattern" "$LOG" || { WHY="log does not match '$pattern'"; return; }
-    done
+    [ -z "$GUEST_CPUS" ] || match_all "TANDEM-GUEST-UP uptime=[0-9.]+ cpus=$GUEST_CPUS\b"
+    [ -n "$WHY" ] || match_all ${EXPECT[@]+"${EXPECT[@]}"} ${host_patterns[@]+"${host_patterns[@]}"}
+    [ -z "$WHY" ] || return
     if [ -n "$EXPECT_STDERR_LINES" ]; then
         lines=$(grep -ao 'TANDEM-STDERR-LINES=[0-9]*' "$LOG" | tail -n 1 | cut -d= -f2)
         [ "$lines" = "$EXPECT_STDERR_LINES" ] ||

@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use arch::{GicChoice, VmConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use devices::virtio::{parse_mac, BlockConfig, NetConfig};
 
-/// Command line used when `--cmdline` is not given.
+/// Command line used when `--cmdline` is not given (serial console).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+/// Command line used when `--cmdline` is not given and `--console virtio`.
+pub const DEFAULT_CMDLINE_HVC: &str = "console=hvc0 panic=-1";
 
 /// tandem: a virtual machine monitor for Linux guests on KVM.
 #[derive(Debug, Parser)]
@@ -36,9 +39,10 @@ pub struct RunArgs {
     /// Initial ramdisk.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
-    pub cmdline: String,
+    /// Kernel command line [default: "console=ttyS0 panic=-1", or
+    /// console=hvc0 with --console virtio].
+    #[arg(long, value_name = "STR")]
+    pub cmdline: Option<String>,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub cpus: u8,
@@ -52,9 +56,34 @@ pub struct RunArgs {
     /// Write the guest's device tree to FILE (aarch64).
     #[arg(long, value_name = "FILE")]
     pub dump_fdt: Option<PathBuf>,
+    /// A virtio-blk disk backed by a host file (repeatable).
+    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,id=ID]", value_parser = parse_disk)]
+    pub disks: Vec<BlockConfig>,
+    /// A virtio-net interface on a host TAP device, created if missing
+    /// (repeatable).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
+    pub nets: Vec<NetConfig>,
+    /// A virtio-rng device fed from the host's getrandom.
+    #[arg(long)]
+    pub rng: bool,
+    /// Which device the terminal is attached to.
+    #[arg(long, value_enum, default_value_t = ConsoleArg::Serial)]
+    pub console: ConsoleArg,
+    /// Print exit and virtio notification counts when the VM stops.
+    #[arg(long)]
+    pub stats: bool,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
     pub log_level: log::LevelFilter,
+}
+
+/// `--console` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConsoleArg {
+    /// The UART (ttyS0).
+    Serial,
+    /// virtio-console (hvc0).
+    Virtio,
 }
 
 /// `--gic` values.
@@ -76,6 +105,68 @@ impl From<GicArg> for GicChoice {
             GicArg::V3 => GicChoice::V3,
         }
     }
+}
+
+/// Splits `key=value,key=value` and checks every key is one of `known`.
+fn parse_keys<'a>(text: &'a str, known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+    text.split(',')
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("'{pair}' is not key=value"))?;
+            if !known.contains(&key) {
+                return Err(format!("unknown key '{key}' (known: {})", known.join(", ")));
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// Parses `on`/`off` (and the usual synonyms).
+fn parse_switch(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("{key}={value}: use on or off")),
+    }
+}
+
+/// Parses a `--disk` value.
+pub fn parse_disk(text: &str) -> Result<BlockConfig, String> {
+    let mut disk = BlockConfig {
+        path: PathBuf::new(),
+        readonly: false,
+        id: None,
+    };
+    for (key, value) in parse_keys(text, &["path", "readonly", "id"])? {
+        match key {
+            "path" => disk.path = PathBuf::from(value),
+            "readonly" => disk.readonly = parse_switch(key, value)?,
+            _ => disk.id = Some(value.to_string()),
+        }
+    }
+    if disk.path.as_os_str().is_empty() {
+        return Err("a disk needs path=FILE".into());
+    }
+    Ok(disk)
+}
+
+/// Parses a `--net` value.
+pub fn parse_net(text: &str) -> Result<NetConfig, String> {
+    let mut net = NetConfig {
+        tap: String::new(),
+        mac: None,
+    };
+    for (key, value) in parse_keys(text, &["tap", "mac"])? {
+        match key {
+            "tap" => net.tap = value.to_string(),
+            _ => net.mac = Some(parse_mac(value).ok_or(format!("'{value}' is not a MAC address"))?),
+        }
+    }
+    if net.tap.is_empty() || net.tap.len() > 15 {
+        return Err("a net device needs tap=NAME (1 to 15 characters)".into());
+    }
+    Ok(net)
 }
 
 /// Parses a log level name.
@@ -127,6 +218,9 @@ impl RunArgs {
         if let Some(initrd) = &self.initrd {
             check_readable_file("initrd", initrd)?;
         }
+        for disk in &self.disks {
+            check_readable_file("disk", &disk.path)?;
+        }
         if self.cpus == 0 {
             bail!("--cpus must be at least 1");
         }
@@ -135,7 +229,13 @@ impl RunArgs {
             memory_size: self.memory,
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
-            cmdline: self.cmdline.clone(),
+            cmdline: self.cmdline.clone().unwrap_or_else(|| {
+                match self.console {
+                    ConsoleArg::Serial => DEFAULT_CMDLINE,
+                    ConsoleArg::Virtio => DEFAULT_CMDLINE_HVC,
+                }
+                .to_string()
+            }),
             gic: self.gic.into(),
             dump_fdt: self.dump_fdt.clone(),
         })
@@ -203,5 +303,41 @@ mod tests {
             .is_err());
         assert!(run_args(&["--kernel", kernel, "--bogus"]).is_err());
         assert!(run_args(&["--kernel", kernel, "--cpus", "300"]).is_err());
+        let cfg = run_args(&["--kernel", kernel, "--console", "virtio"]).unwrap();
+        assert_eq!(cfg.vm_config().unwrap().cmdline, DEFAULT_CMDLINE_HVC);
+    }
+
+    #[test]
+    fn disk_and_net_options_parse_or_say_why_not() {
+        let disk = parse_disk("path=/tmp/a.img,readonly=on,id=data").unwrap();
+        assert_eq!(disk.path, PathBuf::from("/tmp/a.img"));
+        assert!(disk.readonly);
+        assert_eq!(disk.id.as_deref(), Some("data"));
+        assert!(!parse_disk("path=/x").unwrap().readonly);
+        assert!(parse_disk("readonly=on").unwrap_err().contains("path=FILE"));
+        assert!(parse_disk("path=/x,readonly=maybe")
+            .unwrap_err()
+            .contains("on or off"));
+        assert!(parse_disk("path=/x,size=3")
+            .unwrap_err()
+            .contains("unknown key 'size'"));
+        let net = parse_net("tap=tap0,mac=52:54:00:12:34:56").unwrap();
+        assert_eq!(net.tap, "tap0");
+        assert_eq!(net.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        assert!(parse_net("tap=tap0,mac=zz").unwrap_err().contains("MAC"));
+        assert!(parse_net("mac=52:54:00:12:34:56").is_err());
+    }
+
+    #[test]
+    fn missing_disk_file_is_one_clear_error() {
+        let kernel = std::env::current_exe().unwrap();
+        let args = run_args(&[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            "path=/nonexistent.img",
+        ]);
+        let err = format!("{:#}", args.unwrap().vm_config().unwrap_err());
+        assert!(err.starts_with("disk /nonexistent.img"), "{err}");
     }
 }

@@ -2,14 +2,17 @@
 //! its interrupt trigger to its GSI with KVM_IRQFD. Owns the list of
 //! [`DeviceInfo`] the boot tables describe.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
-use arch::{AddressSpace, DeviceInfo, DeviceKind};
+use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout};
 use devices::legacy::serial::SerialOutput;
 use devices::legacy::{AcpiSleep, Pl031, Serial, I8042};
+use devices::virtio::{Interrupt, MmioTransport, VirtioDevice, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 use devices::{BusDevice, ExitSignal, IrqTrigger};
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{IoEventAddress, VmFd};
+use vm_memory::GuestMemoryMmap;
 
 use crate::vcpu::Buses;
 
@@ -21,13 +24,22 @@ pub struct DeviceManager {
     pub info: Vec<DeviceInfo>,
     /// The console UART, fed with host input.
     pub serial: Option<Arc<Mutex<Serial>>>,
+    /// Each virtio device's name and interrupt counters.
+    pub virtio: Vec<(String, Arc<Interrupt>)>,
+    free_mmio: Range<u64>,
+    free_irqs: Range<u32>,
 }
+
+/// Address stride between virtio-mmio windows: one 4 KiB page each keeps
+/// them apart and aligned whatever the window length.
+const VIRTIO_STRIDE: u64 = 0x1000;
 
 impl DeviceManager {
     /// Creates the back end's platform devices. Guest console output goes
     /// to `console_out`; reset and power-off requests to `exit`.
     pub fn new(
         vm: &VmFd,
+        layout: &MemoryLayout,
         platform: &[DeviceInfo],
         exit: &Arc<ExitSignal>,
         console_out: SerialOutput,
@@ -36,6 +48,9 @@ impl DeviceManager {
             buses: Buses::default(),
             info: Vec::new(),
             serial: None,
+            virtio: Vec::new(),
+            free_mmio: layout.device_mmio.clone(),
+            free_irqs: layout.device_irqs.clone(),
         };
         let mut console_out = Some(console_out);
         for info in platform {
@@ -60,6 +75,46 @@ impl DeviceManager {
             }
         }
         Ok(manager)
+    }
+
+    /// Gives `device` a virtio-mmio window and an interrupt line, binds its
+    /// queue notifications to ioeventfds and its interrupt to an irqfd.
+    pub fn add_virtio(
+        &mut self,
+        vm: &VmFd,
+        mem: &GuestMemoryMmap,
+        name: String,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<()> {
+        let base = self.free_mmio.start;
+        if base + VIRTIO_STRIDE > self.free_mmio.end {
+            bail!("no MMIO space left for {name}");
+        }
+        let gsi = self
+            .free_irqs
+            .next()
+            .with_context(|| format!("no interrupt line left for {name}"))?;
+        self.free_mmio.start += VIRTIO_STRIDE;
+        let info = DeviceInfo {
+            kind: DeviceKind::VirtioMmio,
+            space: AddressSpace::Mmio,
+            base,
+            len: MMIO_LEN,
+            irq: Some(gsi),
+        };
+        let irq = irq_line(vm, &info)?;
+        let transport = MmioTransport::new(mem.clone(), irq, device)
+            .with_context(|| format!("cannot create the transport for {name}"))?;
+        for (queue, event) in transport.queue_events() {
+            vm.register_ioevent(
+                event,
+                &IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET),
+                queue,
+            )
+            .with_context(|| format!("KVM_IOEVENTFD for {name} queue {queue}"))?;
+        }
+        self.virtio.push((name, transport.interrupt()));
+        self.place(&info, Arc::new(Mutex::new(transport)))
     }
 
     /// Puts `device` on the bus `info` names and records it.

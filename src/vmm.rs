@@ -13,16 +13,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arch::{Arch, Host};
 use devices::legacy::{EscapeFilter, Serial};
+use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Interrupt, Net, Rng};
 use devices::{ExitReason, ExitSignal};
 use kvm_ioctls::{Kvm, VcpuFd};
 use log::{info, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::config::RunArgs;
+use crate::config::{ConsoleArg, RunArgs};
 use crate::console::{read_stdin, RawTerminal};
 use crate::device_manager::DeviceManager;
-use crate::memory::create_guest_memory;
+use crate::memory::{create_guest_memory, rss_report};
 use crate::vcpu::{run_loop, ExitCounters, VcpuShared};
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
@@ -54,12 +55,14 @@ pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
     let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
     let mem = create_guest_memory(&vm, &arch.layout().ram)?;
     let exit = Arc::new(ExitSignal::new()?);
-    let devices = DeviceManager::new(
+    let mut devices = DeviceManager::new(
         &vm,
+        arch.layout(),
         &arch.platform_devices(),
         &exit,
         Box::new(std::io::stdout()),
     )?;
+    let virtio_console = add_virtio_devices(args, &vm, &mem, &mut devices)?;
     let mut vcpus = (0..config.vcpus)
         .map(|index| arch.create_vcpu(&vm, index))
         .collect::<arch::Result<Vec<VcpuFd>>>()?;
@@ -88,12 +91,23 @@ pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
 
     let terminal = RawTerminal::enter();
-    let served = serve(&exit, devices.serial.as_ref(), &stop_signals);
+    let target = match virtio_console {
+        Some(input) => Some(InputTarget::Virtio(input)),
+        None => devices.serial.clone().map(InputTarget::Uart),
+    };
+    let console = target.map(|target| ConsoleInput {
+        target,
+        filter: EscapeFilter::new(),
+        pending: Vec::new(),
+    });
+    let served = serve(&exit, console, &stop_signals);
     stop_vcpus(&shared.stop, threads);
     drop(terminal);
     let guest_run = started.elapsed();
     served?;
-    report_stats(&shared.counters, guest_run);
+    if args.stats {
+        report_stats(&shared.counters, &devices.virtio, &mem, guest_run);
+    }
     // Guest memory lives until here, after every vCPU thread was joined.
     drop(mem);
 
@@ -116,6 +130,34 @@ pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
         }
         None => bail!("the VM stopped without a reason"),
     })
+}
+
+/// Creates the virtio devices `args` ask for; returns the virtio console's
+/// input when the terminal is attached to it.
+fn add_virtio_devices(
+    args: &RunArgs,
+    vm: &kvm_ioctls::VmFd,
+    mem: &vm_memory::GuestMemoryMmap,
+    devices: &mut DeviceManager,
+) -> Result<Option<VirtioConsoleInput>> {
+    for (index, disk) in args.disks.iter().enumerate() {
+        let block = Block::new(disk).with_context(|| format!("disk {}", disk.path.display()))?;
+        devices.add_virtio(vm, mem, format!("disk{index}"), Box::new(block))?;
+    }
+    for (index, net) in args.nets.iter().enumerate() {
+        let device = Net::new(net).with_context(|| format!("net tap={}", net.tap))?;
+        devices.add_virtio(vm, mem, format!("net{index}"), Box::new(device))?;
+    }
+    if args.rng {
+        devices.add_virtio(vm, mem, "rng".into(), Box::new(Rng::new()?))?;
+    }
+    if args.console != ConsoleArg::Virtio {
+        return Ok(None);
+    }
+    let console = Console::new(Box::new(std::io::stdout()))?;
+    let input = console.input_sink();
+    devices.add_virtio(vm, mem, "console".into(), Box::new(console))?;
+    Ok(Some(input))
 }
 
 /// What every vCPU thread shares.
@@ -212,7 +254,7 @@ const TOKEN_SIGNALS: u64 = 16;
 /// signal. Returns once a reason to stop was raised.
 fn serve(
     exit: &ExitSignal,
-    serial: Option<&Arc<Mutex<Serial>>>,
+    mut console: Option<ConsoleInput>,
     signals: &StopSignals,
 ) -> Result<()> {
     let epoll = Epoll::new()?;
@@ -228,14 +270,11 @@ fn serve(
         add(socket.as_raw_fd(), TOKEN_SIGNALS + index as u64)?;
     }
     let stdin_fd = std::io::stdin().as_raw_fd();
-    let mut console = serial.map(|serial| ConsoleInput {
-        serial: serial.clone(),
-        filter: EscapeFilter::new(),
-        pending: Vec::new(),
-    });
     if let Some(console) = &console {
-        let drained = console.lock_serial().rx_drained_event().as_raw_fd();
-        add(drained, TOKEN_RX_DRAINED)?;
+        if let InputTarget::Uart(serial) = &console.target {
+            let serial = serial.lock().unwrap_or_else(|p| p.into_inner());
+            add(serial.rx_drained_event().as_raw_fd(), TOKEN_RX_DRAINED)?;
+        }
         // stdin may be closed or not pollable (a regular file): no input then.
         if add(stdin_fd, TOKEN_STDIN).is_err() {
             info!("stdin cannot be polled: the guest console takes no input");
@@ -285,19 +324,21 @@ fn serve(
     }
 }
 
-/// Host keystrokes on their way to the guest's UART.
+/// The device host keystrokes go to.
+enum InputTarget {
+    Uart(Arc<Mutex<Serial>>),
+    Virtio(VirtioConsoleInput),
+}
+
+/// Host keystrokes on their way to the guest's console.
 struct ConsoleInput {
-    serial: Arc<Mutex<Serial>>,
+    target: InputTarget,
     filter: EscapeFilter,
-    /// Bytes the receive FIFO had no room for yet.
+    /// Bytes the UART's receive FIFO had no room for yet.
     pending: Vec<u8>,
 }
 
 impl ConsoleInput {
-    fn lock_serial(&self) -> std::sync::MutexGuard<'_, Serial> {
-        self.serial.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Filters and queues `input`; true when the user asked to quit.
     fn push(&mut self, input: &[u8]) -> bool {
         let (bytes, quit) = self.filter.feed(input);
@@ -311,21 +352,51 @@ impl ConsoleInput {
         if self.pending.is_empty() {
             return;
         }
-        let taken = self.lock_serial().enqueue_input(&self.pending);
-        self.pending.drain(..taken);
+        match &self.target {
+            InputTarget::Uart(serial) => {
+                let mut serial = serial.lock().unwrap_or_else(|p| p.into_inner());
+                let taken = serial.enqueue_input(&self.pending);
+                self.pending.drain(..taken);
+            }
+            InputTarget::Virtio(input) => {
+                input.push(&self.pending);
+                self.pending.clear();
+            }
+        }
     }
 }
 
-/// Logs exit statistics at info level.
-fn report_stats(counters: &ExitCounters, elapsed: Duration) {
+/// Prints exit and virtio notification statistics, one `tandem-stats:` line
+/// each, for benchmarks to parse.
+fn report_stats(
+    counters: &ExitCounters,
+    virtio: &[(String, Arc<Interrupt>)],
+    mem: &vm_memory::GuestMemoryMmap,
+    elapsed: Duration,
+) {
     let total = counters.total();
-    info!(
-        "{total} exits in {:.2} s ({:.0}/s): {} PIO, {} MMIO, {} other",
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "tandem-stats: seconds={:.3} exits={total} pio={} mmio={} other={} unclaimed={}",
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64().max(1e-9),
         counters.pio.load(Ordering::Relaxed),
         counters.mmio.load(Ordering::Relaxed),
         counters.other.load(Ordering::Relaxed),
+        counters.unclaimed.load(Ordering::Relaxed),
     );
-    let _ = std::io::stdout().flush();
+    for (name, interrupt) in virtio {
+        let stats = interrupt.stats().snapshot();
+        eprintln!(
+            "tandem-stats: device={name} kicks={} interrupts={} suppressed={}",
+            stats.queue_kicks, stats.interrupts_sent, stats.interrupts_suppressed
+        );
+    }
+    if let Ok(rss) = rss_report(mem) {
+        eprintln!(
+            "tandem-stats: guest_rss_kib={} vmm_rss_kib={} vmm_peak_rss_kib={}",
+            rss.guest_kib,
+            rss.vmm_kib,
+            rss.vmm_peak_kib()
+        );
+    }
 }

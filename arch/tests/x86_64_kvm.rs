@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use arch::x86_64::X86_64;
 use arch::{Arch, GicChoice, VmConfig};
-use kvm_bindings::{kvm_irqchip, kvm_msr_entry, Msrs, KVM_IRQCHIP_PIC_MASTER, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{
+    kvm_irqchip, kvm_msr_entry, Msrs, KVM_IRQCHIP_PIC_MASTER, KVM_MAX_CPUID_ENTRIES,
+};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::tempfile::TempFile;
@@ -41,8 +43,12 @@ fn config(vcpus: u8, kernel: PathBuf) -> VmConfig {
 
 /// Maps the layout's RAM and registers it with KVM, as the core does.
 fn guest_memory(vm: &VmFd, arch: &X86_64) -> GuestMemoryMmap {
-    let ranges: Vec<(GuestAddress, usize)> =
-        arch.layout().ram.iter().map(|&(start, len)| (start, len as usize)).collect();
+    let ranges: Vec<(GuestAddress, usize)> = arch
+        .layout()
+        .ram
+        .iter()
+        .map(|&(start, len)| (start, len as usize))
+        .collect();
     let mem = GuestMemoryMmap::from_ranges(&ranges).unwrap();
     for (slot, region) in mem.iter().enumerate() {
         let region_info = kvm_bindings::kvm_userspace_memory_region {
