@@ -15,7 +15,7 @@ set -euo pipefail
 LOG_PREFIX=e2e
 . "$(dirname "$0")/lib.sh"
 
-GUEST_CMDLINE="quiet panic=-1"
+GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 JOBS=2 HOST_ONLY=0 FORCE_EMULATED=0 BUILD=1
 ROW_NAMES=() ROW_ARCHES=() ROW_FLAVOUR=() ROW_ARGS=()
 declare -A SELECTED_ARCH=()

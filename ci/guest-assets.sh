@@ -250,7 +250,7 @@ build_assets() {
     local -n host_modules="HOST_MODULES_$arch"
     work=$(mktemp -d "$GUEST_ROOT/.work.XXXXXX")
     WORK_DIR=$work
-    rm -rf "$out"; mkdir -p "$out/modules"
+    mkdir -p "$out/modules"
     log "extracting $(basename "$kernel_deb")"
     dpkg-deb -x "$kernel_deb" "$work/kernel"
     dpkg-deb -x "$busybox_deb" "$work/busybox"
@@ -290,9 +290,15 @@ main() {
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         log "up to date: $out"
     else
-        build_assets "$arch" "$out" "$(fetch_deb "$kpkg" "$da" "$kver")" \
+        # Built aside and swapped in, so runs reading the old files are not
+        # left with half a directory.
+        rm -rf "$out.new" "$out.old"
+        build_assets "$arch" "$out.new" "$(fetch_deb "$kpkg" "$da" "$kver")" \
             "$(fetch_deb "$bpkg" "$da" "$bver")" "$release"
-        echo "$want" >"$stamp"
+        echo "$want" >"$out.new/stamp"
+        [ ! -d "$out" ] || mv "$out" "$out.old"
+        mv "$out.new" "$out"
+        rm -rf "$out.old"
         log "built $out"
     fi
     echo "$out"

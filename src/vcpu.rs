@@ -9,8 +9,10 @@ use devices::{Bus, ExitReason, ExitSignal};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
 
-/// Unclaimed accesses logged at `warn` before going quiet, so a guest
-/// probing for hardware cannot flood the log.
+/// Unclaimed MMIO accesses logged at `warn` before going quiet, so a guest
+/// poking at nothing cannot flood the log. Unclaimed ports are only logged
+/// at `debug`: x86 guests probe for ISA and PCI hardware as a matter of
+/// course.
 const UNCLAIMED_WARNINGS: u64 = 8;
 
 /// The two buses exits are dispatched to.
@@ -45,7 +47,7 @@ impl ExitCounters {
 
     fn unclaimed(&self, what: &str, addr: u64, len: usize) {
         let seen = self.unclaimed.fetch_add(1, Ordering::Relaxed);
-        if seen < UNCLAIMED_WARNINGS {
+        if seen < UNCLAIMED_WARNINGS && what.starts_with("MMIO") {
             warn!("guest {what} of {len} bytes at {addr:#x}: no device there");
         } else {
             debug!("guest {what} of {len} bytes at {addr:#x}: no device there");
