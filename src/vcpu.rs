@@ -35,6 +35,8 @@ pub struct ExitCounters {
     pub unclaimed: AtomicU64,
     /// Every other exit, handed to the back end.
     pub other: AtomicU64,
+    /// Unclaimed MMIO accesses, for rate-limiting their warnings.
+    unclaimed_mmio: AtomicU64,
 }
 
 impl ExitCounters {
@@ -46,8 +48,9 @@ impl ExitCounters {
     }
 
     fn unclaimed(&self, what: &str, addr: u64, len: usize) {
-        let seen = self.unclaimed.fetch_add(1, Ordering::Relaxed);
-        if seen < UNCLAIMED_WARNINGS && what.starts_with("MMIO") {
+        self.unclaimed.fetch_add(1, Ordering::Relaxed);
+        let is_mmio = what.starts_with("MMIO");
+        if is_mmio && self.unclaimed_mmio.fetch_add(1, Ordering::Relaxed) < UNCLAIMED_WARNINGS {
             warn!("guest {what} of {len} bytes at {addr:#x}: no device there");
         } else {
             debug!("guest {what} of {len} bytes at {addr:#x}: no device there");
