@@ -28,6 +28,8 @@ pub struct DeviceManager {
     pub virtio: Vec<(String, Arc<Interrupt>)>,
     free_mmio: Range<u64>,
     free_irqs: Range<u32>,
+    /// Triggers waiting for [`DeviceManager::connect_irqs`].
+    unconnected: Vec<(IrqTrigger, u32, DeviceKind)>,
 }
 
 /// Address stride between virtio-mmio windows: one 4 KiB page each keeps
@@ -38,7 +40,6 @@ impl DeviceManager {
     /// Creates the back end's platform devices. Guest console output goes
     /// to `console_out`; reset and power-off requests to `exit`.
     pub fn new(
-        vm: &VmFd,
         layout: &MemoryLayout,
         platform: &[DeviceInfo],
         exit: &Arc<ExitSignal>,
@@ -51,18 +52,19 @@ impl DeviceManager {
             virtio: Vec::new(),
             free_mmio: layout.device_mmio.clone(),
             free_irqs: layout.device_irqs.clone(),
+            unconnected: Vec::new(),
         };
         let mut console_out = Some(console_out);
         for info in platform {
             match info.kind {
                 DeviceKind::Serial => {
                     let out = console_out.take().context("two serial consoles")?;
-                    let serial = Arc::new(Mutex::new(Serial::new(irq_line(vm, info)?, out)?));
+                    let serial = Arc::new(Mutex::new(Serial::new(manager.irq_line(info)?, out)?));
                     manager.serial = Some(serial.clone());
                     manager.place(info, serial)?;
                 }
                 DeviceKind::Rtc => {
-                    let rtc = Pl031::new(irq_line(vm, info)?);
+                    let rtc = Pl031::new(manager.irq_line(info)?);
                     manager.place(info, Arc::new(Mutex::new(rtc)))?;
                 }
                 DeviceKind::I8042 => {
@@ -102,7 +104,7 @@ impl DeviceManager {
             len: MMIO_LEN,
             irq: Some(gsi),
         };
-        let irq = irq_line(vm, &info)?;
+        let irq = self.irq_line(&info)?;
         let transport = MmioTransport::new(mem.clone(), irq, device)
             .with_context(|| format!("cannot create the transport for {name}"))?;
         for (queue, event) in transport.queue_events() {
@@ -128,15 +130,25 @@ impl DeviceManager {
         self.info.push(*info);
         Ok(())
     }
-}
 
-/// A trigger bound to the device's GSI, or an error if it has none.
-fn irq_line(vm: &VmFd, info: &DeviceInfo) -> Result<IrqTrigger> {
-    let gsi = info
-        .irq
-        .with_context(|| format!("{:?} has no interrupt line", info.kind))?;
-    let trigger = IrqTrigger::new()?;
-    vm.register_irqfd(trigger.event_fd(), gsi)
-        .with_context(|| format!("KVM_IRQFD for {:?} on GSI {gsi}", info.kind))?;
-    Ok(trigger)
+    /// A trigger for the device's GSI, bound by [`Self::connect_irqs`].
+    fn irq_line(&mut self, info: &DeviceInfo) -> Result<IrqTrigger> {
+        let gsi = info
+            .irq
+            .with_context(|| format!("{:?} has no interrupt line", info.kind))?;
+        let trigger = IrqTrigger::new()?;
+        self.unconnected.push((trigger.clone(), gsi, info.kind));
+        Ok(trigger)
+    }
+
+    /// Binds every trigger to its GSI with KVM_IRQFD. Called once the
+    /// interrupt controller exists (on aarch64 that is after the vCPUs);
+    /// KVM delivers anything a device raised before then at binding time.
+    pub fn connect_irqs(&mut self, vm: &VmFd) -> Result<()> {
+        for (trigger, gsi, kind) in self.unconnected.drain(..) {
+            vm.register_irqfd(trigger.event_fd(), gsi)
+                .with_context(|| format!("KVM_IRQFD for {kind:?} on GSI {gsi}"))?;
+        }
+        Ok(())
+    }
 }

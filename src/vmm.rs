@@ -56,7 +56,6 @@ pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
     let mem = create_guest_memory(&vm, &arch.layout().ram)?;
     let exit = Arc::new(ExitSignal::new()?);
     let mut devices = DeviceManager::new(
-        &vm,
         arch.layout(),
         &arch.platform_devices(),
         &exit,
@@ -67,6 +66,7 @@ pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
         .map(|index| arch.create_vcpu(&vm, index))
         .collect::<arch::Result<Vec<VcpuFd>>>()?;
     arch.configure_boot(&vm, &mut vcpus, &mem, &config, &devices.info)?;
+    devices.connect_irqs(&vm)?;
 
     register_signal_handler(kick_signal(), ignore_kick)
         .context("installing the vCPU kick handler")?;

@@ -21,15 +21,6 @@ ioctl_iow_nr!(
     kvm_arm_counter_offset
 );
 
-/// How the counter was set, for the log and for tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CounterPath {
-    /// KVM_ARM_SET_COUNTER_OFFSET on the VM.
-    VmOffset,
-    /// KVM_REG_ARM_TIMER_CNT written on each vCPU.
-    PerVcpuRegister,
-}
-
 /// The host's virtual counter, CNTVCT_EL0 (readable from EL0 on Linux;
 /// KVM keeps the host's CNTVOFF at 0, so it equals the physical count).
 fn host_counter() -> u64 {
@@ -58,12 +49,12 @@ fn set_vm_offset(vm: &VmFd, offset: u64) -> std::io::Result<()> {
 
 /// Makes the guest counter start near zero, by whichever interface the
 /// host kernel has. Call before any vCPU runs.
-pub fn zero_guest_counter(vm: &VmFd, vcpus: &[VcpuFd]) -> Result<CounterPath> {
+pub fn zero_guest_counter(vm: &VmFd, vcpus: &[VcpuFd]) -> Result<()> {
     if vm.check_extension(Cap::CounterOffset) {
         match set_vm_offset(vm, host_counter()) {
             Ok(()) => {
                 log::info!("guest counter zeroed with KVM_ARM_SET_COUNTER_OFFSET");
-                return Ok(CounterPath::VmOffset);
+                return Ok(());
             }
             // Protected VMs advertise nothing, but be lenient with kernels
             // that refuse the ioctl: the register path still works.
@@ -79,7 +70,7 @@ pub fn zero_guest_counter(vm: &VmFd, vcpus: &[VcpuFd]) -> Result<CounterPath> {
         )?;
     }
     log::info!("guest counter zeroed through KVM_REG_ARM_TIMER_CNT on each vCPU");
-    Ok(CounterPath::PerVcpuRegister)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ mod tests;
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-pub use counter::CounterPath;
 pub use gic::GicVersion;
 
 use crate::{
