@@ -212,9 +212,12 @@ run_direct() {
 match_all() {
     local pattern
     for pattern in "$@"; do
-        grep -aqE -- "$pattern" "$LOG" || { WHY="log does not match '$pattern'"; return; }
+        grep -aqE -- "$pattern" "$LOG" || { WHY="log does not match '$pattern'"; return 0; }
     done
 }
+
+# The number after the last KEY= in the log, or nothing.
+last_value() { grep -ao "$1=[0-9]*" "$LOG" | tail -n 1 | cut -d= -f2 || true; }
 
 # Sets WHY to the first unmet expectation ("" when the run passed).
 judge() {
@@ -223,29 +226,29 @@ judge() {
     WHY=""
     case ${RUN_STATUS:-0} in 124|137) WHY="timed out after ${TIMEOUT}s" ;; esac
     if ! grep -aq 'TANDEM-HOST-KVM=yes' "$LOG"; then
-        WHY=${WHY:-"no /dev/kvm in the emulated host"}; return
+        WHY=${WHY:-"no /dev/kvm in the emulated host"}; return 0
     fi
     if [ "$HOST_ONLY" = 1 ]; then
         grep -aq 'TANDEM-HOST-READY' "$LOG" || WHY=${WHY:-"host did not reach tandem"}
         [ -n "$WHY" ] || match_all ${host_patterns[@]+"${host_patterns[@]}"}
-        return
+        return 0
     fi
-    code=$(grep -ao 'TANDEM-EXIT=[0-9]*' "$LOG" | tail -n 1 | cut -d= -f2)
-    [ -n "$code" ] || { WHY=${WHY:-"tandem did not finish"}; return; }
-    [ -z "$WHY" ] || return
+    code=$(last_value TANDEM-EXIT)
+    [ -n "$code" ] || { WHY=${WHY:-"tandem did not finish"}; return 0; }
+    [ -z "$WHY" ] || return 0
     case $EXPECT_EXIT in
         nonzero) [ "$code" != 0 ] || WHY="tandem exited 0, expected an error" ;;
         *) [ "$code" = "$EXPECT_EXIT" ] || WHY="tandem exited $code, expected $EXPECT_EXIT" ;;
     esac
-    [ -z "$WHY" ] || return
+    [ -z "$WHY" ] || return 0
     if [ "$GUEST_MARKER" = 1 ] && ! grep -aq 'TANDEM-GUEST-UP uptime=' "$LOG"; then
-        WHY="no TANDEM-GUEST-UP from the guest"; return
+        WHY="no TANDEM-GUEST-UP from the guest"; return 0
     fi
     [ -z "$GUEST_CPUS" ] || match_all "TANDEM-GUEST-UP uptime=[0-9.]+ cpus=$GUEST_CPUS\b"
     [ -n "$WHY" ] || match_all ${EXPECT[@]+"${EXPECT[@]}"} ${host_patterns[@]+"${host_patterns[@]}"}
-    [ -z "$WHY" ] || return
+    [ -z "$WHY" ] || return 0
     if [ -n "$EXPECT_STDERR_LINES" ]; then
-        lines=$(grep -ao 'TANDEM-STDERR-LINES=[0-9]*' "$LOG" | tail -n 1 | cut -d= -f2)
+        lines=$(last_value TANDEM-STDERR-LINES)
         [ "$lines" = "$EXPECT_STDERR_LINES" ] ||
             WHY="tandem printed ${lines:-?} stderr lines, expected $EXPECT_STDERR_LINES"
     fi

@@ -48,7 +48,7 @@ pub struct VmConfig {
     pub kernel: PathBuf,
     /// Optional initial ramdisk.
     pub initrd: Option<PathBuf>,
-    /// Kernel command line, without the console argument the back end adds.
+    /// Kernel command line, passed to the guest as given.
     pub cmdline: String,
     /// Interrupt controller choice (aarch64 only).
     pub gic: GicChoice,

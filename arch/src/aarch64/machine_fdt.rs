@@ -9,25 +9,6 @@ use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, Result};
 pub const APB_PCLK_HZ: u32 = 24_000_000;
 /// The 16550's input clock: the classic 1.8432 MHz crystal.
 pub const UART_CLOCK_HZ: u32 = 1_843_200;
-/// Console the back end names when the command line names none.
-pub const CONSOLE_ARG: &str = "console=ttyS0";
-
-/// The kernel command line for a user-supplied `cmdline`: the UART console
-/// first, unless the user chose a console.
-pub fn bootargs(cmdline: &str) -> String {
-    let cmdline = cmdline.trim();
-    if cmdline
-        .split_whitespace()
-        .any(|arg| arg.starts_with("console="))
-    {
-        cmdline.to_owned()
-    } else if cmdline.is_empty() {
-        CONSOLE_ARG.to_owned()
-    } else {
-        format!("{CONSOLE_ARG} {cmdline}")
-    }
-}
-
 /// The device tree view of one device the core built.
 pub fn fdt_device(device: &DeviceInfo) -> Result<FdtDevice> {
     let kind = match device.kind {
@@ -69,7 +50,8 @@ pub struct BootMachine<'a> {
     pub ram: Region,
     /// The VGIC as the guest sees it.
     pub gic: fdt::Gic,
-    /// User command line (the console argument is added here).
+    /// Kernel command line, as the user gave it (the FDT's stdout-path
+    /// names the UART for a command line without `console=`).
     pub cmdline: &'a str,
     /// Where the initrd was loaded.
     pub initrd: Option<Region>,
@@ -91,7 +73,7 @@ pub fn describe(machine: &BootMachine<'_>) -> Result<MachineDescription> {
         timer_ppis: fdt::ARMV8_TIMER_PPIS,
         psci: PsciMethod::Hvc,
         chosen: Chosen {
-            bootargs: bootargs(machine.cmdline),
+            bootargs: machine.cmdline.to_owned(),
             initrd: machine.initrd,
         },
         devices,
@@ -116,13 +98,4 @@ pub fn build(machine: &BootMachine<'_>) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn console_is_added_only_when_the_user_named_none() {
-        assert_eq!(bootargs(""), "console=ttyS0");
-        assert_eq!(bootargs(" quiet "), "console=ttyS0 quiet");
-        assert_eq!(bootargs("console=ttyS0 panic=-1"), "console=ttyS0 panic=-1");
-        assert_eq!(bootargs("quiet console=hvc0"), "quiet console=hvc0");
-        assert_eq!(bootargs("netconsole=x"), "console=ttyS0 netconsole=x");
-    }
 }

@@ -14,16 +14,14 @@ use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::dsdt::dsdt;
-use super::layout::{ACPI_START, HIMEM_START, IOAPIC_ADDR, LAPIC_ADDR};
+use super::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};
+use super::reset_vector::{I8042_COMMAND_OFFSET, I8042_RESET_COMMAND, RESET_VECTOR};
 use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, Result};
 
 /// OEM ID in every table header.
 pub const OEM_ID: [u8; 6] = *b"TANDEM";
 /// IA-PC boot architecture flags: no VGA (bit 2), no CMOS RTC (bit 5).
 const IAPC_BOOT_ARCH: u16 = (1 << 2) | (1 << 5);
-/// The i8042 command port is 4 past its base; 0xfe pulses the reset line.
-const I8042_COMMAND_OFFSET: u64 = 4;
-const I8042_RESET_VALUE: u8 = 0xfe;
 /// Tables start on 16-byte boundaries.
 const TABLE_ALIGN: u64 = 16;
 
@@ -52,7 +50,7 @@ fn fadt(dsdt_addr: u64, devices: &[DeviceInfo]) -> Vec<u8> {
     if let Some(i8042) = pio_device(devices, DeviceKind::I8042) {
         fadt = fadt.flag(Flags::ResetRegSup);
         fadt.reset_reg = io_register(i8042.base + I8042_COMMAND_OFFSET);
-        fadt.reset_value = I8042_RESET_VALUE;
+        fadt.reset_value = I8042_RESET_COMMAND;
     }
     to_bytes(&fadt.finalize())
 }
@@ -77,7 +75,8 @@ fn to_bytes(table: &dyn Aml) -> Vec<u8> {
     bytes
 }
 
-/// Appends tables to guest memory from [`ACPI_START`] up to 1 MiB.
+/// Appends tables to guest memory from [`ACPI_START`] up to the reset
+/// vector.
 struct TableWriter<'a> {
     mem: &'a GuestMemoryMmap,
     next: u64,
@@ -87,11 +86,11 @@ impl TableWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<u64> {
         let addr = self.next.next_multiple_of(TABLE_ALIGN);
         let end = addr + bytes.len() as u64;
-        if end > HIMEM_START {
+        if end > RESET_VECTOR {
             return Err(Error::Config(format!(
                 "ACPI tables need {} bytes more than the {} KiB BIOS area holds: too many devices",
-                end - HIMEM_START,
-                (HIMEM_START - ACPI_START) >> 10
+                end - RESET_VECTOR,
+                (RESET_VECTOR - ACPI_START) >> 10
             )));
         }
         self.mem

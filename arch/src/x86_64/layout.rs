@@ -11,6 +11,7 @@
 //! 0x0002_0000  kernel command line
 //! 0x0009_fc00  EBDA (reserved)          ─┐ not RAM in e820
 //! 0x000e_0000  RSDP, then ACPI tables    │ (0xa0000..0xe0000 unreported)
+//! 0x000f_fff0  reset-vector stub         │
 //! 0x0010_0000  kernel load area and RAM ─┘
 //! 0xc000_0000  32-bit hole: device MMIO window 0xd000_0000..0xe000_0000,
 //!              identity map page 0xfffb_c000, TSS 0xfffb_d000,

@@ -13,11 +13,12 @@ mod dsdt;
 mod exit;
 mod gdt;
 mod interrupts;
-pub mod layout;
+mod layout;
 mod loader;
 mod msr;
 mod paging;
 mod regs;
+mod reset_vector;
 
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -222,6 +223,7 @@ impl Arch for X86_64 {
         };
         loader::write_cmdline(mem, &config.cmdline, kernel.cmdline_max)?;
         let rsdp = acpi::write_acpi_tables(mem, self.vcpus, devices)?;
+        reset_vector::write_reset_vector(mem, devices)?;
         let e820 = layout::e820_map(self.memory_size);
         let info = BootInfo {
             e820: &e820,

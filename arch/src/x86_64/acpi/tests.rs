@@ -62,7 +62,7 @@ fn sum(bytes: &[u8]) -> u8 {
 fn table(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
     let len = u32_at(&read(mem, addr, 8), 4) as usize;
     assert!(
-        addr >= ACPI_START && addr + len as u64 <= HIMEM_START,
+        addr >= ACPI_START && addr + len as u64 <= RESET_VECTOR,
         "{addr:#x}+{len}"
     );
     let bytes = read(mem, addr, len);

@@ -265,3 +265,41 @@ fn cmdline_is_written_with_its_nul_and_bounded() {
     assert!(err.contains("at most 100"), "{err}");
     assert!(write_cmdline(&mem, "a\0b", 100).is_err());
 }
+
+/// Random bytes behind valid magic numbers: every outcome must be a clean
+/// `Result`, never a panic.
+#[test]
+fn random_images_behind_valid_magic_never_panic() {
+    let mem = guest(64 * MIB);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300 {
+        let len = 0x300 + (next() % 0x2000) as usize;
+        let mut image: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 2 == 0 {
+            image[..4].copy_from_slice(ELF_MAGIC);
+            image[4] = ELFCLASS64;
+            image[0x12..0x14].copy_from_slice(&EM_X86_64.to_le_bytes());
+            image[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+            image[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+            let phnum = 1 + next() % 4;
+            image[0x38..0x3a].copy_from_slice(&(phnum as u16).to_le_bytes());
+            for i in 0..phnum as usize {
+                // PT_LOAD or PT_NOTE, with random (often absurd) fields.
+                let p_type = if next() % 2 == 0 { 1u32 } else { 4 };
+                image[64 + i * 56..68 + i * 56].copy_from_slice(&p_type.to_le_bytes());
+            }
+        } else {
+            image[0x202..0x206].copy_from_slice(&BOOT_HEADER_MAGIC.to_le_bytes());
+            image[0x211] |= 1; // loadflags: LOADED_HIGH
+            image[0x1f1] = 1; // one setup sector
+        }
+        let file = file_with(&image);
+        let _ = load_kernel(&mem, file.as_path());
+    }
+}
