@@ -120,7 +120,7 @@ fn every_shape_describes_exactly_its_gic_cpus_and_initrd() {
         let chosen = root.find("/chosen").unwrap();
         assert_eq!(
             chosen.string("bootargs"),
-            Some("console=ttyS0 root=/dev/vda quiet")
+            Some("root=/dev/vda quiet")
         );
         match shape.initrd {
             Some(r) => {
