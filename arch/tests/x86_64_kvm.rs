@@ -71,44 +71,10 @@ fn guest_memory(vm: &VmFd, arch: &X86_64) -> GuestMemoryMmap {
 /// An x86_64 ELF with `code` loaded and entered at 16 MiB, and a PVH note
 /// pointing at the same code when `pvh`.
 fn elf_kernel(code: &[u8], pvh: bool) -> TempFile {
-    const LOAD: u64 = 0x100_0000;
-    let phnum: u16 = if pvh { 2 } else { 1 };
-    let note_offset = 64 + 56 * u64::from(phnum);
-    let note: Vec<u8> = if pvh {
-        [4u32, 4, 18, u32::from_le_bytes(*b"Xen\0"), LOAD as u32]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect()
-    } else {
-        vec![]
-    };
-    let code_offset = note_offset + note.len() as u64;
-    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
-    elf.extend_from_slice(&2u16.to_le_bytes());
-    elf.extend_from_slice(&62u16.to_le_bytes());
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    for v in [LOAD, 64, 0] {
-        elf.extend_from_slice(&v.to_le_bytes());
-    }
-    elf.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, phnum, 64, 0, 0] {
-        elf.extend_from_slice(&v.to_le_bytes());
-    }
-    let mut phdr = |p_type: u32, offset: u64, addr: u64, size: u64| {
-        elf.extend_from_slice(&p_type.to_le_bytes());
-        elf.extend_from_slice(&5u32.to_le_bytes());
-        for v in [offset, addr, addr, size, size, 4] {
-            elf.extend_from_slice(&v.to_le_bytes());
-        }
-    };
-    phdr(1, code_offset, LOAD, code.len() as u64);
-    if pvh {
-        phdr(4, note_offset, 0, note.len() as u64);
-    }
-    elf.extend_from_slice(&note);
-    elf.extend_from_slice(code);
     let file = TempFile::new().unwrap();
-    file.as_file().write_all(&elf).unwrap();
+    file.as_file()
+        .write_all(&arch::test_payloads::elf_kernel(code, pvh))
+        .unwrap();
     file
 }
 

@@ -118,10 +118,7 @@ fn every_shape_describes_exactly_its_gic_cpus_and_initrd() {
         );
 
         let chosen = root.find("/chosen").unwrap();
-        assert_eq!(
-            chosen.string("bootargs"),
-            Some("root=/dev/vda quiet")
-        );
+        assert_eq!(chosen.string("bootargs"), Some("root=/dev/vda quiet"));
         match shape.initrd {
             Some(r) => {
                 assert_eq!(chosen.u64("linux,initrd-start"), Some(r.base));
