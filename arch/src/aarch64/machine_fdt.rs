@@ -94,8 +94,3 @@ pub fn build(machine: &BootMachine<'_>) -> Result<Vec<u8>> {
     }
     Ok(blob)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
