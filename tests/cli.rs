@@ -214,3 +214,44 @@ fn impossible_vm_shapes_are_refused_with_one_line() {
         assert_eq!(errors, 1, "{flag} {value}: {lines:?}");
     }
 }
+
+#[test]
+fn ctrl_a_x_on_a_terminal_quits_and_restores_the_terminal() {
+    if !kvm_usable() {
+        return;
+    }
+    let Some(kernel) = kernel_file(TinyKernel::Spin) else {
+        return;
+    };
+    // script(1) gives tandem a pseudo-terminal as stdin; after tandem exits,
+    // `stty -a` on the same terminal shows whether canonical mode is back.
+    let inner = format!(
+        "{} run --memory 64M --kernel {}; echo tandem-exit=$?; stty -a",
+        env!("CARGO_BIN_EXE_tandem"),
+        kernel.as_path().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x01x").unwrap();
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "slow to quit: {text}"
+    );
+    assert!(text.contains("tandem-exit=0"), "{text}");
+    assert!(text.contains("console escape"), "{text}");
+    assert!(
+        text.contains(" icanon ") && text.contains(" echo "),
+        "{text}"
+    );
+}
