@@ -128,8 +128,12 @@ run_row() {
     [ "$HOST_ONLY" = 0 ] || mode_args=(--host-only)
     eval "set -- ${ROW_ARGS[$i]}"
     : >"$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr"
-    line=$("$ROOT/ci/emulated-host.sh" "$arch" --name "${ROW_NAMES[$i]}" \
-        ${mode_args[@]+"${mode_args[@]}"} "$@" 2>>"$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr") || status=$?
+    "$ROOT/ci/emulated-host.sh" "$arch" --name "${ROW_NAMES[$i]}" ${mode_args[@]+"${mode_args[@]}"} "$@" \
+        >"$out.result" 2>>"$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr" &
+    echo $! >"$out.pid"
+    wait "$(cat "$out.pid")" || status=$?
+    rm -f "$out.pid"
+    line=$(grep '^RESULT: ' "$out.result" || true)
     if [ "$status" = "$SKIP_STATUS" ]; then
         line="RESULT: SKIP ${ROW_NAMES[$i]} ($(tail -n 1 "$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr"))"
     fi
@@ -140,7 +144,7 @@ run_row() {
 
 # Runs the selected rows JOBS at a time, printing each row's line as it ends.
 run_rows() {
-    local i pid results=$1 running=0 done_pid
+    local i results=$1 running=0 done_pid
     declare -A out_of=()
     for i in "${!ROW_NAMES[@]}"; do
         selected "$i" || continue
@@ -172,10 +176,21 @@ prepare() {
     done
 }
 
+# Stops the rows still running (each stops its own QEMU) and removes WORK.
+cleanup() {
+    local pid_file
+    for pid_file in "$WORK"/row.*.pid; do
+        [ -f "$pid_file" ] && kill "$(cat "$pid_file")" 2>/dev/null || true
+    done
+    wait || true
+    rm -rf "$WORK"
+}
+
 main() {
     mkdir -p "$ROOT/target/e2e-logs" "$ROOT/target/e2e-work"
     WORK=$(mktemp -d "$ROOT/target/e2e-work/suite.XXXXXX")
-    trap 'rm -rf "$WORK"' EXIT
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
     CORRUPT_KERNEL=$WORK/corrupt-kernel
     head -c 1M /dev/urandom >"$CORRUPT_KERNEL"
     define_rows

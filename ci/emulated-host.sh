@@ -25,6 +25,11 @@
 #!   --expect-stderr-lines N     tandem must print exactly N lines on stderr
 #!   --no-guest-marker           do not require the guest's TANDEM-GUEST-UP line
 #!   --host-only                 boot the host, check /dev/kvm and the guest files, skip tandem
+#!   --share-root                share this machine's / read-only over 9p; the emulated host
+#!                               mounts it at /hostroot (with proc, sys, dev), so
+#!                               `chroot /hostroot CMD` runs this machine's programs (its QEMU)
+#!   --host-script FILE          run `sh FILE` in the emulated host instead of tandem; its exit
+#!                               status is reported as TANDEM-EXIT
 #!   --timeout SECONDS           wall-clock limit (default 300)
 #!   --direct                    run tandem on this machine (hardware KVM)
 #!   --verbose                   also copy the serial log to stderr
@@ -36,7 +41,7 @@ LOG_PREFIX=emulated-host
 ARCH="" NAME="" TANDEM="" RUN_ARGS="run --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz"
 HOST_KVER=6.1 GUEST_KVER=6.1 CPU="" GIC=3 HOST_ARGS="" SMP=2 MEMORY=2048
 EXPECT_EXIT=0 EXPECT_STDERR_LINES="" GUEST_MARKER=1 HOST_ONLY=0 TIMEOUT=300
-DIRECT=0 VERBOSE=0
+DIRECT=0 VERBOSE=0 SHARE_ROOT=0 HOST_SCRIPT=""
 EXPECT=() EXPECT_HOST=() ADD=() GUEST_CPUS=""
 WORK="" LOG=""
 
@@ -61,6 +66,8 @@ parse_args() {
             --expect-stderr-lines) EXPECT_STDERR_LINES=$2; shift ;;
             --no-guest-marker) GUEST_MARKER=0 ;;
             --host-only) HOST_ONLY=1 ;;
+            --share-root) SHARE_ROOT=1 ;;
+            --host-script) HOST_SCRIPT=$2; shift ;;
             --timeout) TIMEOUT=$2; shift ;;
             --direct) DIRECT=1 ;;
             --verbose) VERBOSE=1 ;;
@@ -71,6 +78,7 @@ parse_args() {
         shift
     done
     [ -n "$ARCH" ] || die "usage: $0 x86_64|aarch64 [options] (--help)"
+    [ -z "$HOST_SCRIPT" ] || [ -f "$HOST_SCRIPT" ] || die "--host-script: no file $HOST_SCRIPT"
     check_arch "$ARCH"
     NAME=${NAME:-$ARCH}
     TANDEM=${TANDEM:-$(default_tandem "$ARCH")}
@@ -114,9 +122,29 @@ done </lib/modules/order
 echo "tandem-host: $(uname -r), $(nproc) cpus, $(grep -m1 KernelPageSize /proc/self/smaps)"
 dmesg | grep -iE 'kvm|hyp mode|vhe|svm|nested|gicv2m|gic: ' | sed 's/^/tandem-host: /'
 if [ -c /dev/kvm ]; then echo "TANDEM-HOST-KVM=yes"; else echo "TANDEM-HOST-KVM=no"; poweroff -f; fi
+if [ -f /share-root ]; then
+    while read -r module; do
+        insmod "/lib/modules/extra/$module.ko" || echo "tandem-host: insmod $module failed"
+    done </lib/modules/extra/order
+    mkdir -p /hostroot
+    if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose hostroot /hostroot; then
+        mount -t proc proc /hostroot/proc
+        mount -t sysfs sysfs /hostroot/sys
+        mount -t devtmpfs devtmpfs /hostroot/dev
+        echo "tandem-host: this machine's root is at /hostroot"
+    else
+        echo "tandem-host: mounting the 9p share hostroot failed"
+    fi
+fi
 if [ -f /host-only ]; then
     ls -lL /guest /bin/tandem 2>&1 | sed 's/^/tandem-host: /'
     echo "TANDEM-HOST-READY"
+    poweroff -f
+fi
+if [ -f /host-script ]; then
+    echo "tandem-host: running the host script"
+    sh /host-script
+    echo "TANDEM-EXIT=$?"
     poweroff -f
 fi
 eval "set -- $(cat /run.args)"
@@ -154,6 +182,16 @@ build_host_initramfs() {
         cp "$TANDEM" "$stage/bin/tandem"
     fi
     printf '%s\n' "$RUN_ARGS" >"$stage/run.args"
+    [ -z "$HOST_SCRIPT" ] || cp "$HOST_SCRIPT" "$stage/host-script"
+    if [ "$SHARE_ROOT" = 1 ]; then
+        touch "$stage/share-root"
+        mkdir -p "$stage/lib/modules/extra"
+        [ -f "$host/modules/host-extra.order" ] ||
+            die "$host has no host-extra.order (rerun ci/guest-assets.sh)"
+        while read -r m; do cp "$host/modules/$m.ko" "$stage/lib/modules/extra/"; done \
+            <"$host/modules/host-extra.order"
+        cp "$host/modules/host-extra.order" "$stage/lib/modules/extra/order"
+    fi
     write_host_init "$stage/init"
     (cd "$stage" && find . -print0 | LC_ALL=C sort -z |
         cpio --quiet --null -o -H newc -L --owner=0:0) >"$out"
@@ -174,6 +212,8 @@ qemu_command() {
                -no-reboot -serial stdio -monitor none
                -kernel "$host/vmlinuz" -initrd "$initrd"
                -append "console=$console panic=-1 rdinit=/init quiet $HOST_ARGS")
+    [ "$SHARE_ROOT" = 0 ] ||
+        QEMU_CMD+=(-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on)
 }
 
 run_emulated() {
@@ -185,7 +225,18 @@ run_emulated() {
     build_host_initramfs "$host" "$guest" "$initrd"
     qemu_command "$host" "$initrd"
     echo "# ${QEMU_CMD[*]}" >>"$LOG"
-    timeout --kill-after=10 "$TIMEOUT" "${QEMU_CMD[@]}" </dev/null >>"$LOG" 2>&1 || RUN_STATUS=$?
+    run_bounded "${QEMU_CMD[@]}" >>"$LOG" 2>&1 || RUN_STATUS=$?
+}
+
+# Runs a command under the time limit, in the background so that a signal to
+# this script can stop it (cleanup()); returns its status (124: timed out).
+run_bounded() {
+    timeout --kill-after=10 "$TIMEOUT" "$@" </dev/null &
+    CHILD=$!
+    local status=0
+    wait "$CHILD" || status=$?
+    CHILD=""
+    return "$status"
 }
 
 run_direct() {
@@ -194,13 +245,16 @@ run_direct() {
     guest=$(assets "$GUEST_KVER")
     stage_guest_files "$guest" "$WORK"
     args=${RUN_ARGS//\/guest\//$WORK/guest/}
+    eval "set -- $args"
     {
         echo "tandem-host: direct on $(uname -r)"
         echo "TANDEM-HOST-KVM=yes"
-        local code=0
-        eval "timeout --kill-after=10 $TIMEOUT \"\$TANDEM\" $args" \
-            </dev/null 2> >(tee "$WORK/stderr" >&2) || code=$?
-        wait $! 2>/dev/null || true
+        local code=0 tee_pid
+        mkfifo "$WORK/stderr.pipe"
+        tee "$WORK/stderr" <"$WORK/stderr.pipe" >&2 &
+        tee_pid=$!
+        run_bounded "$TANDEM" "$@" 2>"$WORK/stderr.pipe" || code=$?
+        wait "$tee_pid" || true
         [ "$code" -ne 124 ] && [ "$code" -ne 137 ] || RUN_STATUS=$code
         echo
         echo "TANDEM-STDERR-LINES=$(wc -l <"$WORK/stderr")"
@@ -254,12 +308,21 @@ judge() {
     fi
 }
 
+CHILD="" TAIL_PID=""
+# Stops what this script started (QEMU or tandem under timeout, the log tail).
+cleanup() {
+    [ -z "$CHILD" ] || kill "$CHILD" 2>/dev/null || true
+    [ -z "$TAIL_PID" ] || kill "$TAIL_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+
 main() {
     parse_args "$@"
     mkdir -p "$ROOT/target/e2e-logs" "$ROOT/target/e2e-work"
     LOG=$ROOT/target/e2e-logs/$NAME.log
     WORK=$(mktemp -d "$ROOT/target/e2e-work/$NAME.XXXXXX")
-    trap 'rm -rf "$WORK"' EXIT
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
     if [ "$HOST_ONLY" = 0 ] && [ ! -x "$TANDEM" ]; then
         die "no tandem binary at $TANDEM (ci/build-static.sh $ARCH, or --tandem PATH)"
     fi
@@ -269,7 +332,6 @@ main() {
     if [ "$VERBOSE" = 1 ]; then
         tail -n +1 -f "$LOG" >&2 &
         TAIL_PID=$!
-        trap 'kill "$TAIL_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
     fi
     if [ "$DIRECT" = 1 ]; then run_direct; else run_emulated; fi
     judge

@@ -8,7 +8,7 @@
 #!     busybox            static busybox for ARCH
 #!     modules/*.ko       uncompressed modules: the nested guest's virtio set and
 #!                        (x86_64) the KVM modules an emulated host loads
-#!     modules/{guest,host}.order   load order, dependencies first
+#!     modules/{guest,host,host-extra}.order   load order, dependencies first
 #!     initramfs.cpio.gz  the nested guest: busybox + virtio modules + /init
 #! Cached: rebuilt only when the package versions or this script change.
 #! Usage: ci/guest-assets.sh x86_64|aarch64 [--kernel-version 6.1|6.12|6.12-16k|RELEASE]
@@ -30,6 +30,10 @@ GUEST_MODULES=(virtio_ring virtio virtio_mmio virtio_blk failover net_failover
 # What an emulated x86 KVM host loads (arm64 Debian kernels build KVM in).
 HOST_MODULES_x86_64=(irqbypass ccp kvm kvm_amd)
 HOST_MODULES_aarch64=()
+# Loaded only on request by an emulated host (emulated-host.sh --share-root
+# and host scripts): 9p over virtio-pci for sharing this machine's root, and
+# tun for TAP devices.
+HOST_EXTRA_MODULES=(tun virtio_pci 9pnet_virtio 9p)
 
 log() { echo "guest-assets: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -261,6 +265,7 @@ build_assets() {
     index_modules "$work/kernel"
     write_module_set "$out/modules" "$out/modules/guest.order" "${GUEST_MODULES[@]}"
     write_module_set "$out/modules" "$out/modules/host.order" ${host_modules[@]+"${host_modules[@]}"}
+    write_module_set "$out/modules" "$out/modules/host-extra.order" "${HOST_EXTRA_MODULES[@]}"
     build_guest_initramfs "$out" "$work/initramfs"
 }
 

@@ -1,0 +1,127 @@
+#!/bin/busybox sh
+#! Sourced inside an emulated KVM host (busybox sh) by the host scripts that
+#! ci/bench-boot.sh and ci/bench-io.sh write; never run on this machine.
+#! bench_run starts one VMM against the nested test guest, reads its console
+#! through a pipe, timestamps the guest's TANDEM-GUEST-UP marker as it
+#! arrives, and prints one line per run:
+#!   BENCH <label words> code=N marker_s=S guest_uptime_s=S exit_s=S hwm_kib=K [more]
+#! marker_s and exit_s count from the VMM's launch on the emulated host's
+#! /proc/uptime (10 ms steps); hwm_kib is the VMM's VmHWM (guest memory it
+#! touched included), sampled twice a second. [more] are tandem's --stats
+#! and "first KVM_RUN" numbers as key=value words (device counters as
+#! NAME.kicks=…), and the words of every `TANDEM-BENCH …` console line the
+#! guest printed. When the guest prints TANDEM-BENCH-START before a workload
+#! and TANDEM-BENCH … after it, the VMM's KVM counters (debugfs, as the
+#! emulated host's KVM counts them, for any VMM) are read at both lines and
+#! their differences added as kvm_<counter>=N words. Console lines are echoed
+#! as `C| <label>| …`, the VMM's stderr as `E| <label>| …`.
+
+# The nested guest's files are /guest for tandem and, bind-mounted, $QEMU_GUEST
+# inside /hostroot, where this machine's QEMU runs (emulated-host.sh --share-root).
+QEMU_GUEST=/mnt
+CR=$(printf '\r')
+
+# Makes /guest and /tmp visible at the same places inside the chroot.
+bench_prepare_chroot() {
+    if [ ! -d /hostroot/proc/1 ]; then
+        echo "bench: /hostroot is not mounted (emulated-host.sh --share-root)"
+        return 1
+    fi
+    mount -o bind /guest "/hostroot$QEMU_GUEST" && mount -o bind /tmp /hostroot/tmp
+}
+
+# Per-VM KVM counters read around a guest workload (kvm_vcpu_stat names).
+KVM_COUNTERS="exits io_exits mmio_exits irq_injections halt_exits"
+
+bench_mount_debugfs() {
+    [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug
+}
+
+# Reads PID's KVM counters into kvm_<counter>_<SUFFIX> ("none" if unreadable).
+bench_kvm_snapshot() {
+    dir=""
+    for candidate in /sys/kernel/debug/kvm/"$1"-*; do [ ! -d "$candidate" ] || dir=$candidate; done
+    for counter in $KVM_COUNTERS; do
+        value=none
+        [ -z "$dir" ] || [ ! -r "$dir/$counter" ] || read -r value <"$dir/$counter"
+        eval "kvm_${counter}_$2=\$value"
+    done
+}
+
+# " kvm_<counter>=END-START" words for the last workload.
+bench_kvm_words() {
+    for counter in $KVM_COUNTERS; do
+        eval "start=\$kvm_${counter}_start end=\$kvm_${counter}_end"
+        case "$start$end" in *none*) printf ' kvm_%s=none' "$counter" ;;
+            *) printf ' kvm_%s=%s' "$counter" $((end - start)) ;; esac
+    done
+}
+
+# Writes PID's VmHWM (KiB) to /tmp/bench.hwm every half second while it runs.
+bench_sample_hwm() {
+    while [ -d "/proc/$1" ]; do
+        while read -r key value _; do
+            [ "$key" != VmHWM: ] || echo "$value" >/tmp/bench.hwm
+        done <"/proc/$1/status"
+        sleep 0.5
+    done 2>/dev/null
+}
+
+# tandem's stderr as key=value words: the tandem-stats lines (device lines
+# as NAME.key=value) and the first-KVM_RUN time.
+bench_tandem_words() {
+    awk '/^tandem-stats: device=/ { split($2, d, "=")
+                                    for (i = 3; i <= NF; i++) printf " %s.%s", d[2], $i; next }
+         /^tandem-stats: /        { for (i = 2; i <= NF; i++) printf " %s", $i }
+         /first KVM_RUN/          { for (i = 1; i < NF; i++) if ($i == "KVM_RUN") printf " first_kvm_run_ms=%s", $(i + 1) }' "$1"
+}
+
+# bench_run "LABEL WORDS" COMMAND...: one VMM run, reported as above.
+bench_run() {
+    label=$1
+    shift
+    rm -f /tmp/bench.console /tmp/bench.hwm
+    mkfifo /tmp/bench.console
+    read -r t0 _ </proc/uptime
+    "$@" </dev/null >/tmp/bench.console 2>/tmp/bench.stderr &
+    pid=$!
+    bench_sample_hwm "$pid" &
+    sampler=$!
+    mark="" up="" extra=""
+    while IFS= read -r line; do
+        line=${line%"$CR"}
+        case $line in
+            *TANDEM-GUEST-UP\ uptime=*)
+                read -r mark _ </proc/uptime
+                up=${line#*uptime=}
+                up=${up%% *} ;;
+            TANDEM-BENCH-START) bench_kvm_snapshot "$pid" start ;;
+            TANDEM-BENCH\ *)
+                bench_kvm_snapshot "$pid" end
+                extra="$extra ${line#TANDEM-BENCH }$(bench_kvm_words)" ;;
+        esac
+        echo "C| $label| $line"
+    done </tmp/bench.console
+    wait "$pid"
+    code=$?
+    read -r t1 _ </proc/uptime
+    kill "$sampler" 2>/dev/null
+    wait "$sampler" 2>/dev/null
+    sed "s/^/E| $label| /" /tmp/bench.stderr
+    echo "BENCH $label code=$code" \
+        "marker_s=$(awk "BEGIN { if (\"$mark\" != \"\") print $mark - $t0; else print \"none\" }")" \
+        "guest_uptime_s=${up:-none} exit_s=$(awk "BEGIN { print $t1 - $t0 }")" \
+        "hwm_kib=$(cat /tmp/bench.hwm 2>/dev/null || echo none)$(bench_tandem_words /tmp/bench.stderr)$extra"
+}
+
+# QEMU's x86 microvm with KVM, the nested guest's kernel (a file in /guest),
+# initramfs, vCPUs, memory, command line; more QEMU options may follow. For
+# bench_run only: it execs, so that bench_run's PID is QEMU's.
+bench_qemu_microvm() {
+    kernel=$1 initrd=$2 cpus=$3 memory=$4 cmdline=$5
+    shift 5
+    exec chroot /hostroot qemu-system-x86_64 -M microvm -accel kvm -cpu host \
+        -smp "$cpus" -m "$memory" -nodefaults -no-user-config -display none \
+        -serial stdio -monitor none -no-reboot \
+        -kernel "$QEMU_GUEST/$kernel" -initrd "$QEMU_GUEST/$initrd" -append "$cmdline" "$@"
+}

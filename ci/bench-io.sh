@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+#! virtio I/O benchmark; results go to docs/benchmarks.md. Inside one
+#! emulated x86 KVM host (QEMU TCG, nested SVM), tandem and QEMU (-M microvm
+#! -accel kvm, virtio-mmio devices, modern, no vhost) boot the same guest
+#! kernel (the PVH vmlinux) and initramfs with the same disk file (tmpfs) and
+#! the same persistent TAP (10.0.0.1/24 on the host side); each boot runs one
+#! guest workload (ci/bench-io-guest.sh): virtio-blk sequential write / read
+#! with O_DIRECT, bs=1M; TCP over virtio-net guest→host and host→guest with
+#! busybox nc; idle (boot + 1 s) as the baseline. Runs interleave tandem and
+#! QEMU; run 0 (idle only) is a warm-up. Reported per workload: guest-timed
+#! throughput, and the emulated host's KVM counters over the workload (exits,
+#! userspace I/O and MMIO exits, interrupt injections) for both VMMs; for
+#! tandem also its own --stats (userspace exits, kicks, interrupts), minus
+#! the idle runs' median, per second and per MB.
+#! Usage: ci/bench-io.sh [options]
+#!   --runs N          runs per workload and VMM (default 3)
+#!   --blk-mb N        MiB written and read (default 256)
+#!   --net-mb N        MiB sent each way (default 128)
+#!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx
+#!   --wait-quiet MIN  wait up to MIN minutes for other QEMUs to end (default 10)
+#!   --no-build        use the existing static tandem
+#! Prints the raw lines and a summary; keeps both in target/bench/io-x86_64.txt.
+set -euo pipefail
+LOG_PREFIX=bench-io
+. "$(dirname "$0")/lib.sh"
+. "$ROOT/ci/bench-lib.sh"
+
+RUNS=3 BLK_MB=256 NET_MB=128 WORKLOADS="idle blk-write blk-read net-tx net-rx" WAIT_QUIET=10 BUILD=1
+CPUS=1 MEMORY=512M
+GUEST_CMDLINE="console=ttyS0 quiet panic=-1 rdinit=/bench-init"
+OUT_DIR=$ROOT/target/bench
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --runs) RUNS=$2; shift ;;
+            --blk-mb) BLK_MB=$2; shift ;;
+            --net-mb) NET_MB=$2; shift ;;
+            --workloads) WORKLOADS=$2; shift ;;
+            --wait-quiet) WAIT_QUIET=$2; shift ;;
+            --no-build) BUILD=0 ;;
+            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+            *) die "unknown argument $1 (--help)" ;;
+        esac
+        shift
+    done
+}
+
+# The test guest's initramfs with /bench-init added: a second gzip'd cpio
+# appended, which the kernel unpacks over the first.
+build_bench_initramfs() {
+    local guest=$1 out=$2 stage=$OUT_DIR/io-overlay
+    rm -rf "$stage"
+    mkdir -p "$stage"
+    cp "$ROOT/ci/bench-io-guest.sh" "$stage/bench-init"
+    chmod 755 "$stage/bench-init"
+    cp "$guest/initramfs.cpio.gz" "$out"
+    (cd "$stage" && echo bench-init | cpio --quiet -o -H newc --owner=0:0) | gzip -9 -n >>"$out"
+}
+
+write_io_host_script() {
+    cat >"$1" <<EOF
+. /bench/host-lib.sh
+bench_prepare_chroot || exit 1
+bench_mount_debugfs
+tunctl -t bench0 >/dev/null && ip addr add 10.0.0.1/24 dev bench0 && ip link set bench0 up || exit 1
+dd if=/dev/zero of=/tmp/disk.img bs=1M count=$BLK_MB 2>/dev/null || exit 1
+mkfifo /tmp/hold /tmp/net.pipe
+exec 3<>/tmp/hold
+
+# The host end of a network workload, in the background.
+listen() {
+    listeners=""
+    case \$1 in
+        net-tx)
+            wc -c </tmp/net.pipe >/tmp/host-received & listeners=\$!
+            nc -l -p 5001 <&3 >/tmp/net.pipe & listeners="\$listeners \$!" ;;
+        net-rx)
+            dd if=/dev/zero bs=1M count=$NET_MB 2>/dev/null >/tmp/net.pipe & listeners=\$!
+            nc -l -p 5002 </tmp/net.pipe >/dev/null & listeners="\$listeners \$!" ;;
+    esac
+}
+
+# Stops what listen started if the guest did not finish with it.
+unlisten() {
+    [ -z "\$listeners" ] || kill \$listeners 2>/dev/null
+    for pid in \$listeners; do wait \$pid 2>/dev/null; done
+    if [ -s /tmp/host-received ]; then echo "bench-host: host received \$(cat /tmp/host-received) bytes"; fi
+    rm -f /tmp/host-received
+}
+
+one() {
+    vmm=\$1 workload=\$2 run=\$3 mb=$BLK_MB
+    case \$workload in net-*) mb=$NET_MB ;; esac
+    cmdline="$GUEST_CMDLINE tandem.bench=\$workload tandem.bench_mb=\$mb"
+    label="bench=io vmm=\$vmm workload=\$workload run=\$run"
+    listen \$workload
+    case \$vmm in
+        tandem) bench_run "\$label" /bin/tandem run --kernel /guest/vmlinux \\
+                    --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS --memory $MEMORY \\
+                    --cmdline "\$cmdline" --disk path=/tmp/disk.img --net tap=bench0 \\
+                    --stats --log-level info ;;
+        qemu-microvm) bench_run "\$label" bench_qemu_microvm vmlinux bench-initramfs.cpio.gz \\
+                    $CPUS $MEMORY "\$cmdline" -global virtio-mmio.force-legacy=false \\
+                    -drive id=disk0,file=/tmp/disk.img,format=raw,if=none \\
+                    -device virtio-blk-device,drive=disk0 \\
+                    -netdev tap,id=net0,ifname=bench0,script=no,downscript=no \\
+                    -device virtio-net-device,netdev=net0 ;;
+    esac
+    unlisten
+}
+
+for vmm in tandem qemu-microvm; do one \$vmm idle 0; done
+for run in \$(seq 1 $RUNS); do
+    for workload in $WORKLOADS; do
+        for vmm in tandem qemu-microvm; do one \$vmm \$workload \$run; done
+    done
+done
+EOF
+}
+
+run_emulated() {
+    local out=$1 guest script=$OUT_DIR/io-host-script.sh log=$ROOT/target/e2e-logs/bench-io-x86_64.log
+    local initrd=$OUT_DIR/io-initramfs.cpio.gz boots status=0
+    command -v qemu-system-x86_64 >/dev/null || skip_or_fail "qemu-system-x86_64 not installed (ci/setup-host.sh)"
+    guest=$("$ROOT/ci/guest-assets.sh" x86_64 | tail -n 1)
+    build_bench_initramfs "$guest" "$initrd"
+    write_io_host_script "$script"
+    boots=$((2 + 2 * RUNS * $(wc -w <<<"$WORKLOADS")))
+    bench_wait_quiet "$WAIT_QUIET"
+    bench_machine_line >>"$out"
+    bench_load_start "$out" 1
+    "$ROOT/ci/emulated-host.sh" x86_64 --name bench-io-x86_64 --share-root --memory 2560 \
+        --host-script "$script" --add "$ROOT/ci/bench-host.sh:/bench/host-lib.sh" \
+        --add "$initrd:/guest/bench-initramfs.cpio.gz" --timeout $((240 + 90 * boots)) >&2 || status=$?
+    bench_load_stop
+    tr -d '\r' <"$log" | grep -a '^BENCH ' >>"$out" || true
+    [ "$status" = 0 ] || die "the emulated host run failed (log $log)"
+}
+
+# Median of KEY for VMM and WORKLOAD over the runs that succeeded.
+med() { bench_median "$OUT" "vmm=$1 workload=$2 rc=0" "$3"; }
+
+# Median of KEY for VMM and WORKLOAD minus its median over the idle runs.
+over_idle() {
+    awk -v a="$(med "$1" "$2" "$3")" -v b="$(med "$1" idle "$3")" 'BEGIN {
+        if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/) print a - b; else print "n/a" }'
+}
+
+summarise() {
+    local w mb t_s q_s t_mbs q_mbs key dev
+    echo "SUMMARY io: medians of $RUNS runs; throughput timed in the guest; nested guest $CPUS vCPU, $MEMORY"
+    echo "| workload | MB | tandem MB/s | QEMU microvm MB/s | tandem/QEMU |"
+    echo "|---|---|---|---|---|"
+    for w in $WORKLOADS; do
+        [ "$w" != idle ] || continue
+        mb=$(med tandem "$w" mb)
+        t_s=$(med tandem "$w" guest_s)
+        q_s=$(med qemu-microvm "$w" guest_s)
+        t_mbs=$(bench_per "$mb" "$t_s" 1 1)
+        q_mbs=$(bench_per "$mb" "$q_s" 1 1)
+        echo "| $w | $mb | $t_mbs | $q_mbs | $(bench_ratio "$t_mbs" "$q_mbs") |"
+    done
+    echo
+    echo "KVM counters in the emulated host over each workload (per second of workload / per MB):"
+    echo "| workload | counter | tandem /s | QEMU /s | tandem /MB | QEMU /MB |"
+    echo "|---|---|---|---|---|---|"
+    for w in $WORKLOADS; do
+        mb=$(med tandem "$w" mb)
+        t_s=$(med tandem "$w" guest_s)
+        q_s=$(med qemu-microvm "$w" guest_s)
+        for key in kvm_exits kvm_io_exits kvm_mmio_exits kvm_irq_injections guest_irqs; do
+            echo "| $w | $key | $(bench_per "$(med tandem "$w" "$key")" "$t_s" 1 0)" \
+                 "| $(bench_per "$(med qemu-microvm "$w" "$key")" "$q_s" 1 0)" \
+                 "| $(bench_per "$(med tandem "$w" "$key")" "$mb" 1 1)" \
+                 "| $(bench_per "$(med qemu-microvm "$w" "$key")" "$mb" 1 1) |"
+        done
+    done
+    echo
+    echo "tandem --stats over the whole run minus the idle runs' median (per second of workload / per MB):"
+    echo "| workload | counter | over idle | /s | /MB |"
+    echo "|---|---|---|---|---|"
+    for w in $WORKLOADS; do
+        [ "$w" != idle ] || continue
+        mb=$(med tandem "$w" mb)
+        t_s=$(med tandem "$w" guest_s)
+        case $w in blk-*) dev=disk0 ;; *) dev=net0 ;; esac
+        for key in exits pio mmio $dev.kicks $dev.interrupts $dev.suppressed; do
+            local d
+            d=$(over_idle tandem "$w" "$key")
+            echo "| $w | $key | $d | $(bench_per "$d" "$t_s" 1 0) | $(bench_per "$d" "$mb" 1 1) |"
+        done
+    done
+    echo
+    echo "runs counted (rc=0): $(for w in $WORKLOADS; do
+        printf '%s tandem %s qemu %s; ' "$w" "$(bench_count "$OUT" "vmm=tandem workload=$w rc=0")" \
+            "$(bench_count "$OUT" "vmm=qemu-microvm workload=$w rc=0")"; done)"
+}
+
+main() {
+    parse_args "$@"
+    mkdir -p "$OUT_DIR"
+    if [ "$BUILD" = 1 ]; then "$ROOT/ci/build-static.sh" x86_64 >/dev/null; fi
+    [ -x "$(default_tandem x86_64)" ] || die "no static tandem (ci/build-static.sh x86_64)"
+    OUT=$OUT_DIR/io-x86_64.txt
+    : >"$OUT"
+    run_emulated "$OUT"
+    summarise >>"$OUT"
+    cat "$OUT"
+}
+
+main "$@"

@@ -1,0 +1,51 @@
+# net: eth0 gets 10.77.0.2/24; the emulated host is 10.77.0.1 on its TAP
+# (these addresses exist only inside the emulated host). Down: wget the
+# host's down.bin and compare with its down.sha256. Up: serve up.bin with
+# httpd, print NET-UP-READY; the host fetches it and publishes the sha256 it
+# computed as up-received.sha256, which must match ours.
+net_fetch() { wget -q -T 10 -O "$2" "http://10.77.0.1:8080/$1" 2>/tmp/check.err; }
+
+# Retries net_fetch once a second for up to $3 seconds.
+net_fetch_retry() {
+    local tries=0
+    until net_fetch "$1" "$2"; do
+        tries=$((tries + 1))
+        [ "$tries" -lt "$3" ] || return 1
+        sleep 1
+    done
+}
+
+check_net() {
+    local mac want_mac down want_down up got_up httpd_pid
+    if [ ! -d /sys/class/net/eth0 ]; then check_result net FAIL "no eth0"; return; fi
+    mac=$(cat /sys/class/net/eth0/address)
+    want_mac=$(cmdline_value tandem.net_mac)
+    if [ "$mac" != "$want_mac" ]; then check_result net FAIL "MAC $mac, expected $want_mac"; return; fi
+    ip addr add 10.77.0.2/24 dev eth0 && ip link set eth0 up
+    if ! net_fetch_retry down.sha256 /tmp/down.sha256 60; then
+        check_result net FAIL "host 10.77.0.1 unreachable: $(last_error)"; return
+    fi
+    if ! net_fetch down.bin /tmp/down.bin; then check_result net FAIL "wget down.bin: $(last_error)"; return; fi
+    down=$(sha_of_stdin </tmp/down.bin)
+    want_down=$(cut -c1-64 /tmp/down.sha256)
+    rm -f /tmp/down.bin
+    if [ "$down" != "$want_down" ]; then
+        check_result net FAIL "down: got sha256 $down, host sent $want_down"; return
+    fi
+    mkdir -p /tmp/www
+    dd if=/dev/urandom of=/tmp/www/up.bin bs=1M count=8 2>/dev/null
+    up=$(sha_of_stdin </tmp/www/up.bin)
+    httpd -f -p 8080 -h /tmp/www &
+    httpd_pid=$!
+    echo "NET-UP-READY $up"
+    net_fetch_retry up-received.sha256 /tmp/up.sha256 120
+    kill "$httpd_pid" 2>/dev/null
+    rm -rf /tmp/www
+    got_up=$(cut -c1-64 /tmp/up.sha256 2>/dev/null)
+    if [ "$got_up" = "$up" ]; then
+        check_result net PASS "8 MiB each way, down sha256 $down, up sha256 $up, mac $mac"
+    else
+        check_result net FAIL "up: host received sha256 '${got_up:-nothing}', sent $up"
+    fi
+}
+check_wanted net && check_net

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+#! The virtio end-to-end checks: one row per host flavour (x86_64, aarch64
+#! GICv3 VHE, aarch64 GICv2 like a Raspberry Pi), each one emulated KVM host
+#! running ci/virtio-host.sh, which boots the test guest twice with the guest
+#! checks of ci/guest-checks.d:
+#!   blk          64 MiB random written to /dev/vda (O_DIRECT, fsync), read back
+#!   blk-file     (host) the disk file holds what the guest wrote
+#!   blk-ro       /dev/vdb (readonly=on) reads the host's data, refuses writes
+#!   blk-ro-file  (host) the read-only disk file is unchanged
+#!   rng          /dev/hwrng is virtio_rng and gives 256 varied bytes
+#!   net          8 MiB each way between guest and emulated host over a TAP
+#!   console      hvc0 is the guest's only console (--console virtio)
+#!   crash        (host) fsync'd blocks are in the disk file after SIGKILL
+#! A row passes when every check printed `CHECK <name> PASS`.
+#! Sourced by ci/e2e.sh, this file only defines virtio_rows (rows named
+#! *-virtio*). Run directly, it runs those rows through ci/e2e.sh and then
+#! prints each row's check lines.
+#! Usage: ci/virtio-e2e.sh [e2e.sh options] [ROW...]   (default: every virtio row)
+
+VIRTIO_CHECKS=(blk blk-file blk-ro blk-ro-file rng net console crash)
+VIRTIO_ROWS=(x86-virtio a64-virtio-gicv3 a64-virtio-gicv2)
+
+# Registers the virtio rows with e2e.sh's row(). Host flavour: the host
+# script needs an emulated host of its own (TAP, addresses, SIGKILL).
+virtio_rows() {
+    local check common=(--host-script "$ROOT/ci/virtio-host.sh" --timeout 900 --guest-cpus 2
+                        --run "run --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz --cpus 2 --memory 512M")
+    for check in "${VIRTIO_CHECKS[@]}"; do common+=(--expect "CHECK $check PASS"); done
+    row x86_64 x86-virtio host "${common[@]}"
+    row aarch64 a64-virtio-gicv3 host "${common[@]}" --expect-host 'VHE mode initialized'
+    row aarch64 a64-virtio-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m'
+}
+
+# Prints each check's line from ROW's log, or MISSING.
+print_checks() {
+    local row=$1 log=$ROOT/target/e2e-logs/$1.log check line
+    for check in "${VIRTIO_CHECKS[@]}"; do
+        line=$(grep -aoE "CHECK $check (PASS|FAIL)( .*)?" "$log" 2>/dev/null | tail -n 1 | tr -d '\r')
+        echo "  $row: ${line:-CHECK $check MISSING}"
+    done
+}
+
+main() {
+    set -euo pipefail
+    LOG_PREFIX=virtio-e2e
+    . "$(dirname "$0")/lib.sh"
+    local options=() rows=() arg row status=0
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -j) options+=("$1" "$2"); shift ;;
+            -*) options+=("$1") ;;
+            *) rows+=("$1") ;;
+        esac
+        shift
+    done
+    [ "${#rows[@]}" -gt 0 ] || rows=("${VIRTIO_ROWS[@]}")
+    "$ROOT/ci/e2e.sh" ${options[@]+"${options[@]}"} "${rows[@]}" || status=$?
+    for arg in "${rows[@]}"; do
+        for row in "${VIRTIO_ROWS[@]}"; do
+            case $arg in "$row"|all|x86_64|aarch64) ;; *) continue ;; esac
+            [ -f "$ROOT/target/e2e-logs/$row.log" ] && print_checks "$row"
+        done
+    done
+    return "$status"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
