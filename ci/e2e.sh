@@ -12,7 +12,9 @@
 #! Exit status: 0 when no row failed. With CI=true a missing QEMU or asset
 #! is a failure, otherwise that row is reported as SKIP.
 set -euo pipefail
+# shellcheck disable=SC2034 # used by lib.sh
 LOG_PREFIX=e2e
+# shellcheck source=ci/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
@@ -82,7 +84,7 @@ parse_args() {
             --host-only) HOST_ONLY=1 BUILD=0 ;;
             --emulated) FORCE_EMULATED=1 ;;
             --no-build) BUILD=0 ;;
-            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+            -h|--help) usage; exit 0 ;;
             -*) die "unknown option $1" ;;
             *) SELECTED_ARCH[$1]=1; any=1 ;;
         esac
@@ -97,9 +99,10 @@ parse_args() {
 row_exists() { local n; for n in "${ROW_NAMES[@]}"; do [ "$n" != "$1" ] || return 0; done; return 1; }
 
 list_rows() {
-    local i arg words
+    local i arg words row_args
     for i in "${!ROW_NAMES[@]}"; do
-        eval "set -- ${ROW_ARGS[$i]}"
+        eval "row_args=(${ROW_ARGS[$i]})"
+        set -- "${row_args[@]}"
         words=""
         for arg in "$@"; do [[ $arg == *[\ \[]* ]] && words+=" \"$arg\"" || words+=" $arg"; done
         printf '%-19s %-7s %-5s%s\n' "${ROW_NAMES[$i]}" "${ROW_ARCHES[$i]}" "${ROW_FLAVOUR[$i]}" "$words"
@@ -120,26 +123,27 @@ build_tandem() {
     "$ROOT/ci/build-static.sh" "$arch" >/dev/null
 }
 
-# Runs row I in the background job slot; its output goes to OUT.
+# Runs row I (in a background job); its one-line result goes to file OUT.
 run_row() {
-    local i=$1 out=$2 arch=${ROW_ARCHES[$i]} mode_args=() start=$SECONDS status=0 line extra
+    local i=$1 out=$2 mode_args=() start=$SECONDS status=0 line extra why
+    local arch=${ROW_ARCHES[$i]} name=${ROW_NAMES[$i]}
+    local log=$ROOT/target/e2e-logs/$name.log errors=$ROOT/target/e2e-logs/$name.stderr
     # Host-flavour rows need their particular (emulated) host everywhere.
     if [ "${ROW_FLAVOUR[$i]}" = guest ] && direct_for "$arch"; then mode_args=(--direct); fi
     [ "$HOST_ONLY" = 0 ] || mode_args=(--host-only)
     eval "set -- ${ROW_ARGS[$i]}"
-    : >"$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr"
-    "$ROOT/ci/emulated-host.sh" "$arch" --name "${ROW_NAMES[$i]}" ${mode_args[@]+"${mode_args[@]}"} "$@" \
-        >"$out.result" 2>>"$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr" &
+    "$ROOT/ci/emulated-host.sh" "$arch" --name "$name" ${mode_args[@]+"${mode_args[@]}"} "$@" \
+        >"$out.result" 2>"$errors" &
     echo $! >"$out.pid"
     wait "$(cat "$out.pid")" || status=$?
     rm -f "$out.pid"
-    line=$(grep '^RESULT: ' "$out.result" || true)
-    if [ "$status" = "$SKIP_STATUS" ]; then
-        line="RESULT: SKIP ${ROW_NAMES[$i]} ($(tail -n 1 "$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.stderr"))"
-    fi
-    extra=$(grep -aoE 'TANDEM-GUEST-UP uptime=[0-9.]+' "$ROOT/target/e2e-logs/${ROW_NAMES[$i]}.log" 2>/dev/null |
-            tail -n 1 | sed 's/.*=/guest uptime /') || true
-    echo "${line:-RESULT: FAIL ${ROW_NAMES[$i]} (emulated-host.sh printed no result)}  [$((SECONDS - start)) s${extra:+, $extra s}]" >"$out"
+    line=$(grep '^RESULT: ' "$out.result" | tail -n 1 || true)
+    why=$(tail -n 1 "$errors" | sed 's/^[a-z0-9-]*: //')
+    if [ "$status" = "$SKIP_STATUS" ]; then line="RESULT: SKIP $name ($why)"; fi
+    line=${line:-"RESULT: FAIL $name (${why:-emulated-host.sh printed no result})"}
+    extra=$(grep -aoE 'TANDEM-GUEST-UP uptime=[0-9.]+' "$log" 2>/dev/null |
+            tail -n 1 | sed 's/.*=/, guest uptime /') || true
+    echo "$line  [$((SECONDS - start)) s${extra:+$extra s}]" >"$out"
 }
 
 # Runs the selected rows JOBS at a time, printing each row's line as it ends.
@@ -150,7 +154,7 @@ run_rows() {
         selected "$i" || continue
         if [ "$running" -ge "$JOBS" ]; then
             wait -n -p done_pid || true
-            cat "${out_of[$done_pid]}" | tee -a "$results"
+            tee -a "$results" <"${out_of[$done_pid]}"
             running=$((running - 1))
         fi
         run_row "$i" "$WORK/row.$i" &
@@ -159,7 +163,7 @@ run_rows() {
     done
     while [ "$running" -gt 0 ]; do
         wait -n -p done_pid || true
-        cat "${out_of[$done_pid]}" | tee -a "$results"
+        tee -a "$results" <"${out_of[$done_pid]}"
         running=$((running - 1))
     done
 }
@@ -177,10 +181,11 @@ prepare() {
 }
 
 # Stops the rows still running (each stops its own QEMU) and removes WORK.
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     local pid_file
     for pid_file in "$WORK"/row.*.pid; do
-        [ -f "$pid_file" ] && kill "$(cat "$pid_file")" 2>/dev/null || true
+        if [ -f "$pid_file" ]; then kill "$(cat "$pid_file")" 2>/dev/null || true; fi
     done
     wait || true
     rm -rf "$WORK"
@@ -205,4 +210,6 @@ main() {
     [ "$failed" = 0 ]
 }
 
-main "$@"
+# On one line, so that bash has read all it will run before main starts: an
+# edit to this file while it runs cannot make it run more.
+main "$@"; exit

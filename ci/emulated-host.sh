@@ -35,7 +35,9 @@
 #!   --verbose                   also copy the serial log to stderr
 #! Exit status: 0 pass, 1 fail, 77 skipped (missing QEMU/assets outside CI).
 set -euo pipefail
+# shellcheck disable=SC2034 # used by lib.sh
 LOG_PREFIX=emulated-host
+# shellcheck source=ci/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 ARCH="" NAME="" TANDEM="" RUN_ARGS="run --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz"
@@ -71,7 +73,7 @@ parse_args() {
             --timeout) TIMEOUT=$2; shift ;;
             --direct) DIRECT=1 ;;
             --verbose) VERBOSE=1 ;;
-            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+            -h|--help) usage; exit 0 ;;
             -*) die "unknown option $1" ;;
             *) ARCH=$1 ;;
         esac
@@ -106,64 +108,6 @@ stage_guest_files() {
     done
 }
 
-write_host_init() {
-    cat >"$1" <<'INIT'
-#!/bin/busybox sh
-# Emulated KVM host's init: load KVM, report its mode, run tandem, power off.
-/bin/busybox mount -t proc proc /proc
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
-while read -r module; do
-    insmod "/lib/modules/$module.ko" || echo "tandem-host: insmod $module failed"
-done </lib/modules/order
-echo "tandem-host: $(uname -r), $(nproc) cpus, $(grep -m1 KernelPageSize /proc/self/smaps)"
-dmesg | grep -iE 'kvm|hyp mode|vhe|svm|nested|gicv2m|gic: ' | sed 's/^/tandem-host: /'
-if [ -c /dev/kvm ]; then echo "TANDEM-HOST-KVM=yes"; else echo "TANDEM-HOST-KVM=no"; poweroff -f; fi
-if [ -f /share-root ]; then
-    while read -r module; do
-        insmod "/lib/modules/extra/$module.ko" || echo "tandem-host: insmod $module failed"
-    done </lib/modules/extra/order
-    mkdir -p /hostroot
-    if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose hostroot /hostroot; then
-        mount -t proc proc /hostroot/proc
-        mount -t sysfs sysfs /hostroot/sys
-        mount -t devtmpfs devtmpfs /hostroot/dev
-        echo "tandem-host: this machine's root is at /hostroot"
-    else
-        echo "tandem-host: mounting the 9p share hostroot failed"
-    fi
-fi
-if [ -f /host-only ]; then
-    ls -lL /guest /bin/tandem 2>&1 | sed 's/^/tandem-host: /'
-    echo "TANDEM-HOST-READY"
-    poweroff -f
-fi
-if [ -f /host-script ]; then
-    echo "tandem-host: running the host script"
-    sh /host-script
-    echo "TANDEM-EXIT=$?"
-    poweroff -f
-fi
-eval "set -- $(cat /run.args)"
-echo "tandem-host: running tandem $*"
-mkfifo /tmp/stderr.pipe
-tee /tmp/stderr </tmp/stderr.pipe >&2 &
-read -r start _ </proc/uptime
-/bin/tandem "$@" 2>/tmp/stderr.pipe
-code=$?
-wait
-read -r end _ </proc/uptime
-echo
-echo "TANDEM-STDERR-LINES=$(wc -l </tmp/stderr)"
-echo "TANDEM-RUN-SECONDS=$(awk "BEGIN { print $end - $start }")"
-echo "TANDEM-EXIT=$code"
-poweroff -f
-INIT
-    chmod 755 "$1"
-}
 
 # Builds the host's uncompressed initramfs (the kernel unpacks it faster
 # under TCG than a gzip'd one).
@@ -183,8 +127,9 @@ build_host_initramfs() {
     fi
     printf '%s\n' "$RUN_ARGS" >"$stage/run.args"
     [ -z "$HOST_SCRIPT" ] || cp "$HOST_SCRIPT" "$stage/host-script"
-    if [ "$SHARE_ROOT" = 1 ]; then
-        touch "$stage/share-root"
+    [ "$SHARE_ROOT" = 0 ] || touch "$stage/share-root"
+    # Host scripts insmod what they need from here (tun for TAP devices).
+    if [ "$SHARE_ROOT" = 1 ] || [ -n "$HOST_SCRIPT" ]; then
         mkdir -p "$stage/lib/modules/extra"
         [ -f "$host/modules/host-extra.order" ] ||
             die "$host has no host-extra.order (rerun ci/guest-assets.sh)"
@@ -192,7 +137,7 @@ build_host_initramfs() {
             <"$host/modules/host-extra.order"
         cp "$host/modules/host-extra.order" "$stage/lib/modules/extra/order"
     fi
-    write_host_init "$stage/init"
+    install -m 755 "$ROOT/ci/initramfs/host-init" "$stage/init"
     (cd "$stage" && find . -print0 | LC_ALL=C sort -z |
         cpio --quiet --null -o -H newc -L --owner=0:0) >"$out"
 }
@@ -213,7 +158,7 @@ qemu_command() {
                -kernel "$host/vmlinuz" -initrd "$initrd"
                -append "console=$console panic=-1 rdinit=/init quiet $HOST_ARGS")
     [ "$SHARE_ROOT" = 0 ] ||
-        QEMU_CMD+=(-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on)
+        QEMU_CMD+=(-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on")
 }
 
 run_emulated() {
@@ -239,12 +184,14 @@ run_bounded() {
     return "$status"
 }
 
+# Runs tandem with ARGS on this machine, the /guest/ paths in them mapped to
+# the staged guest files.
 run_direct() {
     local guest args
     hardware_kvm "$ARCH" || die "--direct needs hardware KVM for $ARCH on this machine"
     guest=$(assets "$GUEST_KVER")
     stage_guest_files "$guest" "$WORK"
-    args=${RUN_ARGS//\/guest\//$WORK/guest/}
+    args=${1//\/guest\//$WORK/guest/}
     eval "set -- $args"
     {
         echo "tandem-host: direct on $(uname -r)"
@@ -310,6 +257,7 @@ judge() {
 
 CHILD="" TAIL_PID=""
 # Stops what this script started (QEMU or tandem under timeout, the log tail).
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     [ -z "$CHILD" ] || kill "$CHILD" 2>/dev/null || true
     [ -z "$TAIL_PID" ] || kill "$TAIL_PID" 2>/dev/null || true
@@ -333,7 +281,7 @@ main() {
         tail -n +1 -f "$LOG" >&2 &
         TAIL_PID=$!
     fi
-    if [ "$DIRECT" = 1 ]; then run_direct; else run_emulated; fi
+    if [ "$DIRECT" = 1 ]; then run_direct "$RUN_ARGS"; else run_emulated; fi
     judge
     log "$NAME: $((SECONDS - start)) s, log $LOG"
     if [ -z "$WHY" ]; then
@@ -344,4 +292,6 @@ main() {
     fi
 }
 
-main "$@"
+# On one line, so that bash has read all it will run before main starts: an
+# edit to this file while it runs cannot make it run more.
+main "$@"; exit

@@ -17,33 +17,33 @@
 #!   6.1.0-56-amd64. Progress goes to stderr; the last stdout line is the
 #!   output directory.
 set -euo pipefail
+# shellcheck disable=SC2034 # used by lib.sh
+LOG_PREFIX=guest-assets
+# shellcheck source=ci/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 GUEST_ROOT=$ROOT/target/guest
 DEB_CACHE=$GUEST_ROOT/debs
-# Extra guest checks (tandem.mode=checks) are picked up from here.
+# The nested guest's /init, and its extra checks (tandem.mode=checks).
+GUEST_INIT=$ROOT/ci/initramfs/guest-init
 CHECKS_SRC=$ROOT/ci/guest-checks.d
 
 # What the nested guest loads; their dependencies are added automatically.
 GUEST_MODULES=(virtio_ring virtio virtio_mmio virtio_blk failover net_failover
                virtio_net virtio_console virtio_rng)
 # What an emulated x86 KVM host loads (arm64 Debian kernels build KVM in).
+# shellcheck disable=SC2034 # read through a nameref (build_assets)
 HOST_MODULES_x86_64=(irqbypass ccp kvm kvm_amd)
+# shellcheck disable=SC2034
 HOST_MODULES_aarch64=()
 # Loaded only on request by an emulated host (emulated-host.sh --share-root
 # and host scripts): 9p over virtio-pci for sharing this machine's root, and
 # tun for TAP devices.
 HOST_EXTRA_MODULES=(tun virtio_pci 9pnet_virtio 9p)
 
-log() { echo "guest-assets: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 deb_arch() {
-    case $1 in
-        x86_64) echo amd64 ;;
-        aarch64) echo arm64 ;;
-        *) die "unknown arch '$1' (x86_64 or aarch64)" ;;
-    esac
+    check_arch "$1"
+    case $1 in x86_64) echo amd64 ;; aarch64) echo arm64 ;; esac
 }
 
 # The kernel package for a version alias or an exact release.
@@ -60,7 +60,7 @@ resolve_kernel_package() {
             pkg=linux-image-$version
             apt-cache show "$pkg:$da" >/dev/null 2>&1 || pkg=$pkg-unsigned
             apt-cache show "$pkg:$da" >/dev/null 2>&1 ||
-                die "no package linux-image-$version[-unsigned] for $da"
+                die "no package linux-image-$version or linux-image-$version-unsigned for $da"
             echo "$pkg"; return ;;
     esac
     pkg=$(apt-cache depends "$meta:$da$suite" 2>/dev/null |
@@ -75,7 +75,7 @@ resolve_kernel_package() {
 candidate_version() {
     local v
     v=$(apt-cache policy "$1" | awk '/Candidate:/ { print $2 }')
-    [ -n "$v" ] && [ "$v" != "(none)" ] || die "no candidate version of $1"
+    if [ -z "$v" ] || [ "$v" = "(none)" ]; then die "no candidate version of $1"; fi
     echo "$v"
 }
 
@@ -148,6 +148,7 @@ extract_vmlinux() {
     local image=$1 out=$2 magic tool offset
     for magic in 'xz:\xfd7zXZ\x00' 'zstd:\x28\xb5\x2f\xfd' 'gzip:\x1f\x8b\x08'; do
         tool=${magic%%:*}
+        # shellcheck disable=SC2013 # one number per line
         for offset in $(LC_ALL=C grep -obUaP "${magic#*:}" "$image" | cut -d: -f1); do
             tail -c +$((offset + 1)) "$image" | "$tool" -dc >"$out" 2>/dev/null || true
             if [ "$(head -c 4 "$out" | od -An -tx1 | tr -d ' \n')" = 7f454c46 ]; then
@@ -159,53 +160,6 @@ extract_vmlinux() {
     die "no compressed ELF found in $image"
 }
 
-write_guest_init() {
-    cat >"$1" <<'INIT'
-#!/bin/busybox sh
-# The nested test guest's init. Modes (kernel argument tandem.mode=):
-#   (default) print the marker lines and power off
-#   reboot    print the marker line and reboot
-#   shell     a shell on the console
-#   checks    print the marker, source /checks.d/*.sh, run /checks.sh, power off
-/bin/busybox mount -t proc proc /proc
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-
-while read -r module; do
-    if [ ! -f "/lib/modules/$module.ko" ]; then
-        echo "tandem-init: module $module missing"
-    elif ! insmod "/lib/modules/$module.ko"; then
-        echo "tandem-init: insmod $module failed"
-    fi
-done </lib/modules/order
-
-mode=default
-for word in $(cat /proc/cmdline); do
-    case $word in tandem.mode=*) mode=${word#tandem.mode=} ;; esac
-done
-
-marker() {
-    echo "TANDEM-GUEST-MEMORY kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
-    read -r uptime _ </proc/uptime
-    echo "TANDEM-GUEST-UP uptime=$uptime cpus=$(nproc)"
-}
-
-case $mode in
-    reboot) marker; reboot -f ;;
-    shell) setsid cttyhack sh; poweroff -f ;;
-    checks)
-        marker
-        for check in /checks.d/*.sh; do [ -f "$check" ] && . "$check"; done
-        [ -x /checks.sh ] && /checks.sh
-        echo "TANDEM-CHECKS-DONE rc=$?"
-        poweroff -f ;;
-    *) marker; poweroff -f ;;
-esac
-INIT
-    chmod 755 "$1"
-}
 
 # Writes a gzip'd newc cpio of DIR that depends only on its contents.
 reproducible_cpio_gz() {
@@ -223,7 +177,7 @@ build_guest_initramfs() {
     while read -r m; do cp "$out/modules/$m.ko" "$stage/lib/modules/"; done <"$out/modules/guest.order"
     cp "$out/modules/guest.order" "$stage/lib/modules/order"
     if compgen -G "$CHECKS_SRC/*.sh" >/dev/null; then cp "$CHECKS_SRC"/*.sh "$stage/checks.d/"; fi
-    write_guest_init "$stage/init"
+    install -m 755 "$GUEST_INIT" "$stage/init"
     chmod -R u=rwX,go=rX "$stage"
     reproducible_cpio_gz "$stage" "$out/initramfs.cpio.gz"
 }
@@ -244,7 +198,7 @@ resolve_cached() {
 }
 
 inputs_hash() {
-    local files=("$0")
+    local files=("$0" "$GUEST_INIT")
     if compgen -G "$CHECKS_SRC/*.sh" >/dev/null; then files+=("$CHECKS_SRC"/*.sh); fi
     cat "${files[@]}" | sha256sum | cut -d' ' -f1
 }
@@ -274,7 +228,7 @@ main() {
     while [ $# -gt 0 ]; do
         case $1 in
             --kernel-version) version=${2:?--kernel-version needs a value}; shift 2 ;;
-            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+            -h|--help) usage; exit 0 ;;
             -*) die "unknown option $1" ;;
             *) arch=$1; shift ;;
         esac
@@ -290,7 +244,9 @@ main() {
     local release=${kpkg#linux-image-}
     release=${release%-unsigned}
     out=$GUEST_ROOT/$arch-$release
-    want="$kpkg=$kver $bpkg:$da=$bver script=$(inputs_hash)"
+    # The kernel build, not the package: a signed image and its -unsigned twin
+    # are the same kernel.
+    want="linux-$release=$kver $bpkg:$da=$bver inputs=$(inputs_hash)"
     stamp=$out/stamp
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         log "up to date: $out"
@@ -309,4 +265,6 @@ main() {
     echo "$out"
 }
 
-main "$@"
+# On one line, so that bash has read all it will run before main starts: an
+# edit to this file while it runs cannot make it run more.
+main "$@"; exit

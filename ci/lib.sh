@@ -7,6 +7,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SKIP_STATUS=77
 
 log() { echo "${LOG_PREFIX:-ci}: $*" >&2; }
+# Prints the calling script's header: its lines starting with "#! ".
+usage() { sed -n 's/^#!\( \|$\)//p' "$0"; }
 die() { log "error: $*"; exit 1; }
 
 # A missing tool or asset skips a run on a developer machine; in CI

@@ -23,7 +23,7 @@ fi
 
 PKGS=(qemu-system-x86 qemu-system-arm qemu-user-static gcc-aarch64-linux-gnu
       libc6-dev-arm64-cross cpio xz-utils zstd file busybox-static
-      device-tree-compiler iproute2 e2fsprogs)
+      device-tree-compiler iproute2 e2fsprogs shellcheck)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,7 +23,11 @@ TANDEM_PID="" TAIL_PID=""
 
 # Notes wait in a file while tandem's output is being copied to the
 # console: written in between, they would split the guest's lines.
-note() { echo "virtio-host: $*" >>/tmp/notes; }
+note() {
+    local uptime
+    read -r uptime _ </proc/uptime
+    echo "virtio-host: [$uptime] $*" >>/tmp/notes
+}
 check_result() { echo "CHECK $1 $2 $3"; }
 sha_file() { sha256sum "$1" | cut -c1-64; }
 # sha256 of COUNT MiB of FILE from SKIP MiB on.
@@ -92,8 +96,11 @@ serve_net() {
         note "the guest never served up.bin"
         return
     fi
-    if wget -q -T 30 -O /tmp/up.bin "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes; then
-        sha_file /tmp/up.bin >/tmp/www/up-received.sha256
+    note "the guest serves up.bin"
+    if timeout 120 wget -q -O /tmp/up.bin "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes; then
+        # Renamed into place: the guest polls for it and must not see it half written.
+        sha_file /tmp/up.bin >/tmp/up-received.sha256
+        mv /tmp/up-received.sha256 /tmp/www/
         note "fetched up.bin from the guest, sha256 $(cat /tmp/www/up-received.sha256)"
     else
         note "wget of the guest's up.bin failed"

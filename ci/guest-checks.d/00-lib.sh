@@ -17,10 +17,16 @@ check_wanted() {
     return 1
 }
 
-check_result() { echo "CHECK $1 $2 $3"; }
+# Prints the result line of check $1 (PASS|FAIL, a detail, the uptime).
+check_result() {
+    local uptime
+    read -r uptime _ </proc/uptime
+    echo "CHECK $1 $2 $3 [uptime $uptime]"
+}
 
 # The sha256 of stdin.
 sha_of_stdin() { sha256sum | cut -c1-64; }
 
-# The last line a command left in /tmp/check.err (for FAIL details).
-last_error() { tail -n 1 /tmp/check.err 2>/dev/null | tr -d '\r'; }
+# The last error line a command left in /tmp/check.err (for FAIL
+# details), without dd's record counts.
+last_error() { grep -vE 'records (in|out)' /tmp/check.err 2>/dev/null | tail -n 1; }

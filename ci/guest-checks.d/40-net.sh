@@ -3,7 +3,8 @@
 # host's down.bin and compare with its down.sha256. Up: serve up.bin with
 # httpd, print NET-UP-READY; the host fetches it and publishes the sha256 it
 # computed as up-received.sha256, which must match ours.
-net_fetch() { wget -q -T 10 -O "$2" "http://10.77.0.1:8080/$1" 2>/tmp/check.err; }
+# (timeout, not wget -T: busybox 1.35's wget segfaults with -T.)
+net_fetch() { timeout 30 wget -q -O "$2" "http://10.77.0.1:8080/$1" 2>/tmp/check.err; }
 
 # Retries net_fetch once a second for up to $3 seconds.
 net_fetch_retry() {
