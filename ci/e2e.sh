@@ -16,6 +16,8 @@ set -euo pipefail
 LOG_PREFIX=e2e
 # shellcheck source=ci/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=ci/virtio-e2e.sh
+. "$ROOT/ci/virtio-e2e.sh" # virtio_rows
 
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 JOBS=2 HOST_ONLY=0 FORCE_EMULATED=0 BUILD=1
@@ -43,7 +45,7 @@ common_rows() {
     local arch=$1 p=$2
     row "$arch" "$p-reboot" guest --guest-cpus 1 --run "$(boot vmlinuz 1 512M tandem.mode=reboot)"
     row "$arch" "$p-corrupt-kernel" guest --add "$CORRUPT_KERNEL:/guest/corrupt-kernel" \
-        --run "$(boot corrupt-kernel 1 512M) --log-level error" \
+        --run "$(boot corrupt-kernel 1 512M)" \
         --expect-exit nonzero --no-guest-marker --expect-stderr-lines 1 --expect 'tandem: error: '
 }
 
@@ -58,7 +60,8 @@ define_rows() {
     common_rows x86_64 x86
 
     row aarch64 a64-vhe-gicv3 guest --guest-cpus 2 --run "$(boot vmlinuz 2 512M)" \
-        --expect-host 'VHE mode initialized'
+        --expect-host 'VHE mode initialized' --expect 'in-kernel GICv3 with ITS' \
+        --expect 'counter zeroed through KVM_REG_ARM_TIMER_CNT'
     row aarch64 a64-nvhe host --guest-cpus 1 --host-args kvm-arm.mode=nvhe \
         --run "$(boot vmlinuz 1 512M)" --expect-host 'kvm \[1\]: Hyp mode initialized'
     row aarch64 a64-protected host --guest-cpus 2 --host-args kvm-arm.mode=protected \
@@ -66,13 +69,16 @@ define_rows() {
     row aarch64 a64-cortex-a72 host --guest-cpus 1 --cpu cortex-a72 \
         --run "$(boot vmlinuz 1 512M)" --expect-host 'IPA Size Limit: 44 bits'
     row aarch64 a64-gicv2 host --guest-cpus 2 --gic 2 \
-        --run "$(boot vmlinuz 2 512M)" --expect-host 'GICv2m'
+        --run "$(boot vmlinuz 2 512M)" --expect-host 'GICv2m' \
+        --expect 'no in-kernel GICv3' --expect 'in-kernel GICv2'
     row aarch64 a64-612-16k host --guest-cpus 2 --host-kernel-version 6.12-16k \
         --run "$(boot vmlinuz 2 512M)" --expect-host 'KernelPageSize: +16 kB'
     # 6.12 has KVM_ARM_SET_COUNTER_OFFSET; 6.1 hosts take the ONE_REG path.
     row aarch64 a64-612-4k host --guest-cpus 1 --host-kernel-version 6.12 \
-        --run "$(boot vmlinuz 1 512M)" --expect-host 'KernelPageSize: +4 kB'
+        --run "$(boot vmlinuz 1 512M)" --expect-host 'KernelPageSize: +4 kB' \
+        --expect 'counter zeroed with KVM_ARM_SET_COUNTER_OFFSET'
     common_rows aarch64 a64
+    virtio_rows
 }
 
 parse_args() {
@@ -201,12 +207,14 @@ main() {
     define_rows
     parse_args "$@"
     prepare
-    local results=$ROOT/target/e2e-logs/summary.log start=$SECONDS failed
+    # Counted from this run's own file: a concurrent run may rewrite summary.log.
+    local results=$WORK/results start=$SECONDS failed
     : >"$results"
     run_rows "$results"
     failed=$(grep -c '^RESULT: FAIL' "$results" || true)
     echo "e2e: $(grep -c '^RESULT: PASS' "$results" || true) passed, $failed failed," \
          "$(grep -c '^RESULT: SKIP' "$results" || true) skipped in $((SECONDS - start)) s" | tee -a "$results"
+    cp "$results" "$ROOT/target/e2e-logs/summary.log"
     [ "$failed" = 0 ]
 }
 

@@ -15,7 +15,7 @@
 #! Sourced by ci/e2e.sh, this file only defines virtio_rows (rows named
 #! *-virtio*). Run directly, it runs those rows through ci/e2e.sh and then
 #! prints each row's check lines.
-#! Usage: ci/virtio-e2e.sh [e2e.sh options] [ROW...]   (default: every virtio row)
+#! Usage: ci/virtio-e2e.sh [e2e.sh options] [x86_64|aarch64|all|ROW...]   (default: all)
 
 VIRTIO_CHECKS=(blk blk-file blk-ro blk-ro-file rng net console crash)
 VIRTIO_ROWS=(x86-virtio a64-virtio-gicv3 a64-virtio-gicv2)
@@ -40,26 +40,36 @@ print_checks() {
     done
 }
 
+# The virtio rows ARG (a row name, x86_64, aarch64 or all) stands for.
+rows_for() {
+    case $1 in
+        all) echo "${VIRTIO_ROWS[@]}" ;;
+        x86_64) echo x86-virtio ;;
+        aarch64) echo a64-virtio-gicv3 a64-virtio-gicv2 ;;
+        *) echo "$1" ;;
+    esac
+}
+
 main() {
     set -euo pipefail
+    # shellcheck disable=SC2034 # used by lib.sh
     LOG_PREFIX=virtio-e2e
+    # shellcheck source=ci/lib.sh
     . "$(dirname "$0")/lib.sh"
-    local options=() rows=() arg row status=0
+    local options=() rows=() more=() row status=0
     while [ $# -gt 0 ]; do
         case $1 in
             -j) options+=("$1" "$2"); shift ;;
+            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
             -*) options+=("$1") ;;
-            *) rows+=("$1") ;;
+            *) read -ra more <<<"$(rows_for "$1")"; rows+=("${more[@]}") ;;
         esac
         shift
     done
     [ "${#rows[@]}" -gt 0 ] || rows=("${VIRTIO_ROWS[@]}")
     "$ROOT/ci/e2e.sh" ${options[@]+"${options[@]}"} "${rows[@]}" || status=$?
-    for arg in "${rows[@]}"; do
-        for row in "${VIRTIO_ROWS[@]}"; do
-            case $arg in "$row"|all|x86_64|aarch64) ;; *) continue ;; esac
-            [ -f "$ROOT/target/e2e-logs/$row.log" ] && print_checks "$row"
-        done
+    for row in "${rows[@]}"; do
+        [ ! -f "$ROOT/target/e2e-logs/$row.log" ] || print_checks "$row"
     done
     return "$status"
 }

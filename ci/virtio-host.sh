@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 #! The virtio scenario, run by busybox sh inside an emulated KVM host
 #! (ci/emulated-host.sh --host-script; see ci/virtio-e2e.sh). tandem's base
 #! arguments (kernel, initrd, cpus, memory) are this script's arguments, else

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # Helpers for the virtio checks (ci/virtio-e2e.sh). /init sources every
 # /checks.d/*.sh in order in tandem.mode=checks; the kernel argument
 # tandem.checks=a,b,c picks the checks that run, the others do nothing.
@@ -5,8 +6,9 @@
 
 # The value of kernel argument $1 (tandem.NAME=VALUE), or nothing.
 cmdline_value() {
-    local word
-    for word in $(cat /proc/cmdline); do
+    local cmdline word
+    read -r cmdline </proc/cmdline
+    for word in $cmdline; do
         case $word in "$1="*) echo "${word#*=}"; return ;; esac
     done
 }

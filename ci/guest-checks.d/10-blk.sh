@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # blk: 64 MiB of random data written to /dev/vda with O_DIRECT and fsync,
 # read back with O_DIRECT after dropping caches. CHECK-SUM vda lets the host
 # compare the disk file (check blk-file). tandem.vda_id= is the serial the

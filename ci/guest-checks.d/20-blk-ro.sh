@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # blk-ro: /dev/vdb (readonly=on) reads back the contents the host wrote
 # (sha256 in tandem.vdb_sum=) and refuses a write. The host checks the file
 # did not change (check blk-ro-file).

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # rng: /dev/hwrng is served by virtio_rng and gives 256 bytes that are not
 # all the same.
 check_rng() {
@@ -10,7 +11,7 @@ check_rng() {
     esac
     dd if=/dev/hwrng of=/tmp/rng.bin bs=64 count=4 iflag=fullblock 2>/tmp/check.err
     bytes=$(wc -c </tmp/rng.bin | tr -d " ")
-    distinct=$(od -An -v -tx1 /tmp/rng.bin | tr -s ' \n' '\n\n' | grep . | sort -u | wc -l)
+    distinct=$(od -An -v -tx1 /tmp/rng.bin | tr -s ' ' '\n' | grep . | sort -u | wc -l)
     rm -f /tmp/rng.bin
     if [ "$bytes" -ne 256 ]; then
         check_result rng FAIL "read $bytes bytes, expected 256 ($(last_error))"

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # net: eth0 gets 10.77.0.2/24; the emulated host is 10.77.0.1 on its TAP
 # (these addresses exist only inside the emulated host). Down: wget the
 # host's down.bin and compare with its down.sha256. Up: serve up.bin with

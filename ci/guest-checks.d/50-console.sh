@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # console: the kernel's only console is hvc0 (virtio-console), so this
 # line and the boot marker before it went out through virtio.
 check_console() {

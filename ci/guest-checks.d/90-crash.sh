@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # crash: 8 MiB at 80 MiB into /dev/vda, written through the page cache and
 # fsync'd (the device sees a FLUSH), then CRASH-READY and a long sleep: the
 # host SIGKILLs tandem and checks the region of the disk file (check crash).

@@ -61,6 +61,18 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<ImageHeader> {
     })
 }
 
+/// Reads and checks the Image header at `path`, so a wrong file is refused
+/// before any VM exists.
+pub fn check_kernel(path: &Path) -> Result<ImageHeader> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    open(path, "kernel")?
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::Image(format!("cannot read kernel {}: {e}", path.display())))?;
+    parse_header(&head, path)
+}
+
 /// Where the kernel landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadedKernel {
@@ -182,6 +194,12 @@ mod tests {
         let file = file_with(&[0xa5; 10_000]);
         let err = load_kernel(&ram(), file.as_path()).unwrap_err();
         assert!(err.to_string().contains("is not an arm64 Image"), "{err}");
+        let err = check_kernel(file.as_path()).unwrap_err();
+        assert!(err.to_string().contains("is not an arm64 Image"), "{err}");
+        let short = file_with(&header(0, 1, 0)[..40]);
+        assert!(check_kernel(short.as_path()).is_err());
+        let good = file_with(&header(0, 0x40_0000, 0));
+        assert_eq!(check_kernel(good.as_path()).unwrap().image_size, 0x40_0000);
         let missing = load_kernel(&ram(), Path::new("/nonexistent/Image")).unwrap_err();
         assert!(
             missing.to_string().contains("cannot open kernel"),

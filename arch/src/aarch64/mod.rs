@@ -60,6 +60,7 @@ impl AArch64 {
 
 impl Arch for AArch64 {
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
+        image::check_kernel(&config.kernel)?;
         let page_size = host_page_size()?;
         let layout = layout::memory_layout(config.memory_size, page_size)?;
         let ram = ram_region(&layout);
