@@ -152,6 +152,27 @@ pub fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
     move |source| Error::Kvm { what, source }
 }
 
+/// Host RAM plus swap in bytes (from /proc/meminfo), the most a guest can
+/// be given without the host refusing or thrashing; `u64::MAX` if unknown.
+pub fn host_memory_limit() -> u64 {
+    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
+        return u64::MAX;
+    };
+    let kib = |name: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..]
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    };
+    match (kib("MemTotal:"), kib("SwapTotal:")) {
+        (Some(ram), swap) => (ram + swap.unwrap_or(0)).saturating_mul(1024),
+        (None, _) => u64::MAX,
+    }
+}
+
 /// What a back end provides to the arch-neutral core.
 ///
 /// The core calls these in order: [`Arch::create_vm`], [`Arch::layout`] and

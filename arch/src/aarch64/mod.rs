@@ -61,6 +61,14 @@ impl AArch64 {
 impl Arch for AArch64 {
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
         image::check_kernel(&config.kernel)?;
+        let host_memory = crate::host_memory_limit();
+        if config.memory_size > host_memory {
+            return Err(Error::Config(format!(
+                "guest memory of {} MiB is more than this host's RAM plus swap ({} MiB)",
+                config.memory_size >> 20,
+                host_memory >> 20
+            )));
+        }
         let page_size = host_page_size()?;
         let layout = layout::memory_layout(config.memory_size, page_size)?;
         let ram = ram_region(&layout);

@@ -60,22 +60,6 @@ pub struct X86_64 {
     tsc_khz_known: bool,
 }
 
-/// Host RAM plus swap, the most a guest can be given without the host
-/// refusing or thrashing.
-fn host_memory_limit() -> u64 {
-    // SAFETY: sysinfo only writes the struct it is given, which is a
-    // properly sized, writable local.
-    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; the return value is checked.
-    if unsafe { libc::sysinfo(&mut info) } != 0 {
-        return u64::MAX;
-    }
-    let unit = u64::from(info.mem_unit.max(1));
-    (info.totalram as u64)
-        .saturating_add(info.totalswap as u64)
-        .saturating_mul(unit)
-}
-
 /// Checks `config` against what x86_64 and this host support.
 fn validate_config(config: &VmConfig, kvm_max_vcpus: usize, host_memory: u64) -> Result<()> {
     if config.gic != GicChoice::Auto {
@@ -120,7 +104,7 @@ fn check_address_width(supported: &[kvm_cpuid_entry2], layout: &MemoryLayout) ->
 
 impl Arch for X86_64 {
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
-        validate_config(config, kvm.get_max_vcpus(), host_memory_limit())?;
+        validate_config(config, kvm.get_max_vcpus(), crate::host_memory_limit())?;
         let layout = layout::memory_layout(config.memory_size);
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -301,7 +285,10 @@ mod tests {
             err.to_string().contains("more than this host allows"),
             "{err}"
         );
-        assert!(host_memory_limit() > 64 << 20, "this host has some RAM");
+        assert!(
+            crate::host_memory_limit() > 64 << 20,
+            "this host has some RAM"
+        );
     }
 
     #[test]
