@@ -8,5 +8,6 @@ pub mod console;
 pub mod device_manager;
 pub mod logger;
 pub mod memory;
+pub mod signals;
 pub mod vcpu;
 pub mod vmm;

@@ -4,15 +4,13 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use arch::{Arch, Host};
-use devices::legacy::{EscapeFilter, Serial};
 use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Interrupt, Net, Rng};
 use devices::{ExitReason, ExitSignal};
 use kvm_ioctls::{Kvm, VcpuFd};
@@ -21,9 +19,10 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::config::{ConsoleArg, RunArgs};
-use crate::console::{read_stdin, RawTerminal};
+use crate::console::{read_stdin, ConsoleInput, InputTarget, RawTerminal};
 use crate::device_manager::DeviceManager;
 use crate::memory::{create_guest_memory, rss_report};
+use crate::signals::StopSignals;
 use crate::vcpu::{run_loop, ExitCounters, VcpuShared};
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
@@ -95,11 +94,7 @@ pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
         Some(input) => Some(InputTarget::Virtio(input)),
         None => devices.serial.clone().map(InputTarget::Uart),
     };
-    let console = target.map(|target| ConsoleInput {
-        target,
-        filter: EscapeFilter::new(),
-        pending: Vec::new(),
-    });
+    let console = target.map(ConsoleInput::new);
     let served = serve(&exit, console, &stop_signals);
     stop_vcpus(&shared.stop, threads);
     drop(terminal);
@@ -202,48 +197,6 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
     }
 }
 
-/// SIGINT, SIGTERM and SIGHUP, each turned into a readable socket.
-struct StopSignals {
-    sockets: Vec<(i32, UnixStream)>,
-    last: Mutex<Option<i32>>,
-}
-
-impl StopSignals {
-    const SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-    fn install() -> Result<Self> {
-        let mut sockets = Vec::new();
-        for signal in Self::SIGNALS {
-            let (read_end, write_end) = UnixStream::pair()?;
-            read_end.set_nonblocking(true)?;
-            signal_hook::low_level::pipe::register(signal, write_end)
-                .with_context(|| format!("installing the handler for signal {signal}"))?;
-            sockets.push((signal, read_end));
-        }
-        Ok(StopSignals {
-            sockets,
-            last: Mutex::new(None),
-        })
-    }
-
-    /// Consumes the notification of the signal at `index` and returns it.
-    fn take(&self, index: usize) -> i32 {
-        use std::io::Read;
-        let (signal, socket) = &self.sockets[index];
-        let _ = (&*socket).read(&mut [0u8; 16]);
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(*signal);
-        *signal
-    }
-
-    /// Exit code after a stop by signal: 128 + the signal, by convention.
-    fn exit_code(&self) -> i32 {
-        match *self.last.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(signal) => 128 + signal,
-            None => 0,
-        }
-    }
-}
-
 const TOKEN_EXIT: u64 = 0;
 const TOKEN_STDIN: u64 = 1;
 const TOKEN_RX_DRAINED: u64 = 2;
@@ -271,7 +224,7 @@ fn serve(
     }
     let stdin_fd = std::io::stdin().as_raw_fd();
     if let Some(console) = &console {
-        if let InputTarget::Uart(serial) = &console.target {
+        if let Some(serial) = console.uart() {
             let serial = serial.lock().unwrap_or_else(|p| p.into_inner());
             add(serial.rx_drained_event().as_raw_fd(), TOKEN_RX_DRAINED)?;
         }
@@ -319,48 +272,6 @@ fn serve(
                     let signal = signals.take((token - TOKEN_SIGNALS) as usize);
                     exit.raise(ExitReason::Stopped(format!("signal {signal}")));
                 }
-            }
-        }
-    }
-}
-
-/// The device host keystrokes go to.
-enum InputTarget {
-    Uart(Arc<Mutex<Serial>>),
-    Virtio(VirtioConsoleInput),
-}
-
-/// Host keystrokes on their way to the guest's console.
-struct ConsoleInput {
-    target: InputTarget,
-    filter: EscapeFilter,
-    /// Bytes the UART's receive FIFO had no room for yet.
-    pending: Vec<u8>,
-}
-
-impl ConsoleInput {
-    /// Filters and queues `input`; true when the user asked to quit.
-    fn push(&mut self, input: &[u8]) -> bool {
-        let (bytes, quit) = self.filter.feed(input);
-        self.pending.extend_from_slice(&bytes);
-        self.retry();
-        quit
-    }
-
-    /// Moves as much pending input into the FIFO as fits.
-    fn retry(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        match &self.target {
-            InputTarget::Uart(serial) => {
-                let mut serial = serial.lock().unwrap_or_else(|p| p.into_inner());
-                let taken = serial.enqueue_input(&self.pending);
-                self.pending.drain(..taken);
-            }
-            InputTarget::Virtio(input) => {
-                input.push(&self.pending);
-                self.pending.clear();
             }
         }
     }
