@@ -42,6 +42,8 @@ fn warn_if_pvm() {
 /// Builds the VM described by `args`, runs it to the end and returns the
 /// process exit code.
 pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
+    // First, so that a stop requested during set-up still ends cleanly.
+    let stop_signals = StopSignals::install()?;
     let config = args.vm_config()?;
     warn_if_pvm();
     let kvm = Kvm::new().context("cannot open /dev/kvm (is KVM enabled and accessible?)")?;
@@ -69,7 +71,6 @@ pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
 
     register_signal_handler(kick_signal(), ignore_kick)
         .context("installing the vCPU kick handler")?;
-    let stop_signals = StopSignals::install()?;
     let shared = Arc::new(Shared {
         arch,
         buses: devices.buses.clone(),

@@ -6,7 +6,7 @@
 //! harness's job (ci/e2e.sh). Tests that need KVM fail when `CI` is set
 //! and /dev/kvm is unusable, and skip with a message otherwise.
 
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
