@@ -122,16 +122,29 @@ fn sigterm_and_sigint_stop_a_spinning_guest_cleanly() {
         return;
     };
     for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
-        let child = tandem()
+        let mut child = tandem()
             .args(["run", "--memory", "64M", "--cpus", "2", "--kernel"])
             .arg(kernel.as_path())
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Let it reach KVM_RUN; a signal before that must work too, but
-        // this is the case that has to kick vCPUs out of the kernel.
-        std::thread::sleep(Duration::from_millis(300));
+        // Wait until the vCPUs run: the signal must kick them out of KVM_RUN.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "tandem ended early: {seen:?}"
+            );
+            let running = line.contains("first KVM_RUN");
+            seen.push(line);
+            if running {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
         let pid = child.id().to_string();
         let sent = Command::new("kill")
             .args([format!("-{signal}"), pid])
@@ -139,13 +152,14 @@ fn sigterm_and_sigint_stop_a_spinning_guest_cleanly() {
             .unwrap();
         assert!(sent.success());
         let started = Instant::now();
-        let output = child.wait_with_output().unwrap();
+        let status = child.wait().unwrap();
         assert!(started.elapsed() < Duration::from_secs(5), "slow to stop");
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "{:?}",
-            stderr_lines(&output)
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).unwrap();
+        assert_eq!(status.code(), Some(code), "{seen:?} {rest}");
+        assert!(
+            rest.contains(&format!("stopped: signal {signal}")),
+            "{rest}"
         );
     }
 }
