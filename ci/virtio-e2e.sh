@@ -74,4 +74,4 @@ main() {
     return "$status"
 }
 
-if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; exit; fi
