@@ -69,6 +69,11 @@ pub struct RunArgs {
     /// Which device the terminal is attached to.
     #[arg(long, value_enum, default_value_t = ConsoleArg::Serial)]
     pub console: ConsoleArg,
+    /// Also describe virtio devices on the kernel command line
+    /// (`virtio_mmio.device=`), for kernels built with
+    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES.
+    #[arg(long)]
+    pub virtio_cmdline: bool,
     /// Print exit and virtio notification counts when the VM stops.
     #[arg(long)]
     pub stats: bool,

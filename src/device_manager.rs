@@ -119,6 +119,23 @@ impl DeviceManager {
         self.place(&info, Arc::new(Mutex::new(transport)))
     }
 
+    /// `virtio_mmio.device=` arguments describing every virtio device, for
+    /// kernels built with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` that are not
+    /// told about them by ACPI or a device tree.
+    pub fn virtio_cmdline(&self) -> String {
+        self.info
+            .iter()
+            .filter(|info| info.kind == DeviceKind::VirtioMmio)
+            .filter_map(|info| {
+                let irq = info.irq?;
+                Some(format!(
+                    " virtio_mmio.device={:#x}@{:#x}:{irq}",
+                    info.len, info.base
+                ))
+            })
+            .collect()
+    }
+
     /// Puts `device` on the bus `info` names and records it.
     fn place(&mut self, info: &DeviceInfo, device: Arc<Mutex<dyn BusDevice>>) -> Result<()> {
         let bus = match info.space {
@@ -150,5 +167,39 @@ impl DeviceManager {
                 .with_context(|| format!("KVM_IRQFD for {kind:?} on GSI {gsi}"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtio_cmdline_names_each_virtio_window_and_line() {
+        let layout = MemoryLayout {
+            ram: Vec::new(),
+            device_mmio: 0xd000_0000..0xd000_3000,
+            device_irqs: 5..7,
+        };
+        let mut manager = DeviceManager::new(
+            &layout,
+            &[],
+            &Arc::new(ExitSignal::new().unwrap()),
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
+        for (base, irq) in [(0xd000_0000, 5), (0xd000_1000, 6)] {
+            manager.info.push(DeviceInfo {
+                kind: DeviceKind::VirtioMmio,
+                space: AddressSpace::Mmio,
+                base,
+                len: MMIO_LEN,
+                irq: Some(irq),
+            });
+        }
+        assert_eq!(
+            manager.virtio_cmdline(),
+            " virtio_mmio.device=0x200@0xd0000000:5 virtio_mmio.device=0x200@0xd0001000:6"
+        );
     }
 }

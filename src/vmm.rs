@@ -44,7 +44,7 @@ fn warn_if_pvm() {
 pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
     // First, so that a stop requested during set-up still ends cleanly.
     let stop_signals = StopSignals::install()?;
-    let config = args.vm_config()?;
+    let mut config = args.vm_config()?;
     warn_if_pvm();
     let kvm = Kvm::new().context("cannot open /dev/kvm (is KVM enabled and accessible?)")?;
     if kvm.get_api_version() != 12 {
@@ -63,6 +63,9 @@ pub fn run(args: &RunArgs, started: Instant) -> Result<i32> {
         Box::new(std::io::stdout()),
     )?;
     let virtio_console = add_virtio_devices(args, &vm, &mem, &mut devices)?;
+    if args.virtio_cmdline {
+        config.cmdline.push_str(&devices.virtio_cmdline());
+    }
     let mut vcpus = (0..config.vcpus)
         .map(|index| arch.create_vcpu(&vm, index))
         .collect::<arch::Result<Vec<VcpuFd>>>()?;
