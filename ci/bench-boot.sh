@@ -121,10 +121,10 @@ status=0
 for kernel in $KERNELS; do
     for run in \$(seq 0 $RUNS); do
         bench_run "bench=boot vmm=tandem kernel=\$kernel run=\$run" /bin/tandem run \\
-            --kernel /guest/\$kernel --initrd /guest/initramfs.cpio.gz --cpus $CPUS \\
+            --kernel /guest/\$kernel --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS \\
             --memory $MEMORY --cmdline "$GUEST_CMDLINE" --stats --log-level info || status=1
         bench_run "bench=boot vmm=qemu-microvm kernel=\$kernel run=\$run" bench_qemu_microvm \\
-            \$kernel initramfs.cpio.gz $CPUS $MEMORY "$GUEST_CMDLINE" || status=1
+            \$kernel bench-initramfs.cpio.gz $CPUS $MEMORY "$GUEST_CMDLINE" || status=1
     done
 done
 exit \$status
@@ -133,8 +133,10 @@ EOF
 
 run_emulated() {
     local out=$1 script=$OUT_DIR/boot-host-script.sh log=$ROOT/target/e2e-logs/bench-boot-x86_64.log
-    local runs_total status=0
+    local runs_total status=0 guest initrd=$OUT_DIR/boot-initramfs.cpio.gz
     command -v qemu-system-x86_64 >/dev/null || skip_or_fail "qemu-system-x86_64 not installed (ci/setup-host.sh)"
+    guest=$("$ROOT/ci/guest-assets.sh" x86_64 | tail -n 1)
+    bench_padded_initramfs "$guest/initramfs.cpio.gz" "$initrd"
     write_boot_host_script "$script"
     runs_total=$(($(wc -w <<<"$KERNELS") * 2 * (RUNS + 1)))
     bench_wait_quiet "$WAIT_QUIET"
@@ -142,7 +144,7 @@ run_emulated() {
     bench_load_start "$out" 1
     "$ROOT/ci/emulated-host.sh" x86_64 --name bench-boot-x86_64 --share-root \
         --host-script "$script" --add "$ROOT/ci/bench-host.sh:/bench/host-lib.sh" \
-        --memory 2048 --timeout $((240 + 60 * runs_total)) >&2 || status=$?
+        --add "$initrd:/guest/bench-initramfs.cpio.gz" --memory 2048 --timeout $((240 + 60 * runs_total)) >&2 || status=$?
     bench_load_stop
     tr -d '\r' <"$log" | grep -a '^BENCH ' >>"$out" || true
     [ "$status" = 0 ] || die "the emulated host run failed (log $log)"

@@ -16,6 +16,9 @@
 #! their differences added as kvm_<counter>=N words. Console lines are echoed
 #! as `C| <label>| …`, the VMM's stderr as `E| <label>| …`.
 
+# A run still going after this many seconds is killed (code=137).
+BENCH_RUN_LIMIT=${BENCH_RUN_LIMIT:-600}
+
 # The nested guest's files are /guest for tandem and, bind-mounted, $QEMU_GUEST
 # inside /hostroot, where this machine's QEMU runs (emulated-host.sh --share-root).
 QEMU_GUEST=/mnt
@@ -87,6 +90,8 @@ bench_run() {
     pid=$!
     bench_sample_hwm "$pid" &
     sampler=$!
+    (trap 'exit 0' TERM; sleep "$BENCH_RUN_LIMIT" & wait $!; echo "bench: run over ${BENCH_RUN_LIMIT}s, killed"; kill -9 "$pid") &
+    watchdog=$!
     mark="" up="" extra=""
     while IFS= read -r line; do
         line=${line%"$CR"}
@@ -105,8 +110,8 @@ bench_run() {
     wait "$pid"
     code=$?
     read -r t1 _ </proc/uptime
-    kill "$sampler" 2>/dev/null
-    wait "$sampler" 2>/dev/null
+    kill "$sampler" "$watchdog" 2>/dev/null
+    wait "$sampler" "$watchdog" 2>/dev/null
     sed "s/^/E| $label| /" /tmp/bench.stderr
     echo "BENCH $label code=$code" \
         "marker_s=$(awk "BEGIN { if (\"$mark\" != \"\") print $mark - $t0; else print \"none\" }")" \
@@ -114,13 +119,19 @@ bench_run() {
         "hwm_kib=$(cat /tmp/bench.hwm 2>/dev/null || echo none)$(bench_tandem_words /tmp/bench.stderr)$extra"
 }
 
-# QEMU's x86 microvm with KVM, the nested guest's kernel (a file in /guest),
-# initramfs, vCPUs, memory, command line; more QEMU options may follow. For
-# bench_run only: it execs, so that bench_run's PID is QEMU's.
+# QEMU's machine: microvm with the devices tandem has too (UART, IOAPIC,
+# PIT, ACPI). No 8259 PIC: a PVH-entered guest never programs it (tandem
+# masks its own). No CMOS RTC: with it (microvm's default) Debian's guest
+# spent 6.8 s of its boot in rtc_cmos ("broken or not accessible").
+BENCH_QEMU_MACHINE=${BENCH_QEMU_MACHINE:-microvm,pic=off,rtc=off}
+
+# QEMU ($BENCH_QEMU_MACHINE) with KVM, the nested guest's kernel (a file in
+# /guest), initramfs, vCPUs, memory, command line; more QEMU options may
+# follow. For bench_run only: it execs, so that bench_run's PID is QEMU's.
 bench_qemu_microvm() {
     kernel=$1 initrd=$2 cpus=$3 memory=$4 cmdline=$5
     shift 5
-    exec chroot /hostroot qemu-system-x86_64 -M microvm -accel kvm -cpu host \
+    exec chroot /hostroot qemu-system-x86_64 -M "$BENCH_QEMU_MACHINE" -accel kvm -cpu host \
         -smp "$cpus" -m "$memory" -nodefaults -no-user-config -display none \
         -serial stdio -monitor none -no-reboot \
         -kernel "$QEMU_GUEST/$kernel" -initrd "$QEMU_GUEST/$initrd" -append "$cmdline" "$@"

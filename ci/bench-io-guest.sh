@@ -7,9 +7,11 @@
 #! at 10.0.0.2/24 with the emulated host at 10.0.0.1, listening on 5001
 #! (takes what the guest sends) and 5002 (sends N MiB). Prints
 #!   TANDEM-BENCH-START
-#!   TANDEM-BENCH workload=W rc=N mb=N guest_s=S guest_irqs=N [bytes=N]
+#!   TANDEM-BENCH workload=W rc=N mb=N guest_s=S guest_irqs=N [bytes=N] [net…]
 #! guest_s on the guest's /proc/uptime (10 ms steps); guest_irqs counts the
-#! virtio interrupts the guest took meanwhile (/proc/interrupts).
+#! virtio interrupts the guest took meanwhile (/proc/interrupts); net
+#! workloads add the guest's own counts: eth0 packets each way, TCP segments
+#! sent and retransmitted.
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -39,6 +41,24 @@ virtio_irqs() {
     awk '/virtio/ { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) sum += $i } END { print sum + 0 }' /proc/interrupts
 }
 
+# "name=value" words for the guest's network counters.
+net_counters() {
+    stats=/sys/class/net/eth0/statistics
+    echo "tx_packets=$(cat $stats/tx_packets) rx_packets=$(cat $stats/rx_packets)" \
+         "$(awk '/^Tcp:/ { if (!n++) { for (i = 1; i <= NF; i++) name[i] = $i; next }
+                          for (i = 1; i <= NF; i++) if (name[i] == "OutSegs" || name[i] == "RetransSegs")
+                              printf "%s=%s ", name[i], $i }' /proc/net/snmp)"
+}
+
+# " name=after-before" words.
+counter_deltas() {
+    for pair in $2; do
+        name=${pair%%=*}
+        before=$(echo " $1 " | sed -n "s/.* $name=\([0-9]*\) .*/\1/p")
+        printf ' %s=%s' "$name" $((${pair#*=} - before))
+    done
+}
+
 extra=""
 case $bench in
     net-*)
@@ -48,6 +68,8 @@ case $bench in
         ping -c 1 -W 5 10.0.0.1 >/dev/null || echo "bench-init: 10.0.0.1 does not answer" ;;
 esac
 
+net_before=""
+case $bench in net-*) net_before=$(net_counters) ;; esac
 echo "TANDEM-BENCH-START"
 irqs_before=$(virtio_irqs)
 read -r start _ </proc/uptime
@@ -67,6 +89,7 @@ rc=$?
 read -r end _ </proc/uptime
 irqs_after=$(virtio_irqs)
 [ ! -s /tmp/received ] || extra=" bytes=$(cat /tmp/received)"
+[ -z "$net_before" ] || extra="$extra$(counter_deltas "$net_before" "$(net_counters)")"
 [ ! -s /tmp/dd.err ] || [ "$rc" = 0 ] || sed 's/^/bench-init: dd: /' /tmp/dd.err
 echo "TANDEM-BENCH workload=$bench rc=$rc mb=$mb guest_s=$(awk "BEGIN { print $end - $start }")" \
      "guest_irqs=$((irqs_after - irqs_before))$extra"

@@ -54,8 +54,10 @@ build_bench_initramfs() {
     mkdir -p "$stage"
     cp "$ROOT/ci/bench-io-guest.sh" "$stage/bench-init"
     chmod 755 "$stage/bench-init"
-    cp "$guest/initramfs.cpio.gz" "$out"
-    (cd "$stage" && echo bench-init | cpio --quiet -o -H newc --owner=0:0) | gzip -9 -n >>"$out"
+    cp "$guest/initramfs.cpio.gz" "$out.tmp"
+    (cd "$stage" && echo bench-init | cpio --quiet -o -H newc --owner=0:0) | gzip -9 -n >>"$out.tmp"
+    bench_padded_initramfs "$out.tmp" "$out"
+    rm -f "$out.tmp"
 }
 
 write_io_host_script() {

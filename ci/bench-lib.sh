@@ -101,3 +101,16 @@ bench_machine_line() {
         "tandem_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(
             git -C "$ROOT" diff --quiet HEAD -- src arch devices 2>/dev/null || echo +dirty)"
 }
+
+# Copies an initramfs to DEST padded with zeros to a multiple of 4 KiB (the
+# kernel skips the padding). QEMU microvm (acpi=on: SeaBIOS) loads a PVH
+# guest's initrd so that it ends at the top of low RAM, where the firmware's
+# ACPI tables are; unless the size is page-aligned, the initrd's last page
+# overwrites the DSDT and the guest hangs after "ACPI: Core revision". Both
+# VMMs get the same padded file.
+bench_padded_initramfs() {
+    local size
+    cp "$1" "$2"
+    size=$(stat -c %s "$2")
+    truncate -s $(((size + 4095) / 4096 * 4096)) "$2"
+}
