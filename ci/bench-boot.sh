@@ -9,11 +9,17 @@
 #!             the host runs this machine's QEMU over a 9p share): launch →
 #!             TANDEM-GUEST-UP, the guest's own uptime there, launch → exit,
 #!             peak RSS, interleaved runs, one warm-up each.
+#!   The aarch64 variant (--arch aarch64) boots the arm64 guest under tandem
+#!   only, in an emulated arm64 KVM host: its QEMU peer would need an arm64
+#!   userland to share, and the 9p share carries this machine's x86 one.
 #! Usage: ci/bench-boot.sh [local|emulated|all] [options]     (default: all)
+#!   --arch ARCH         emulated: x86_64 (default) or aarch64
 #!   --runs N            measured runs per configuration (default 5)
 #!   --cpus N            nested guest vCPUs (default 1)
 #!   --memory SIZE       nested guest memory (default 512M)
 #!   --kernels "K..."    emulated: vmlinux (PVH ELF) and/or vmlinuz (bzImage) (default both)
+#!   --guest-args "W..." emulated: words added to the guest's command line (both VMMs)
+#!   --suffix NAME       emulated: results in boot-emulated-x86_64-NAME.txt
 #!   --wait-quiet MIN    wait up to MIN minutes for other QEMUs to end (default 10)
 #!   --no-build          use the existing static tandem
 #! Prints the raw lines and a summary; keeps both in target/bench/boot-<part>.txt.
@@ -22,7 +28,7 @@ LOG_PREFIX=bench-boot
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/ci/bench-lib.sh"
 
-PART=all RUNS=5 CPUS=1 MEMORY=512M KERNELS="vmlinux vmlinuz" WAIT_QUIET=10 BUILD=1
+PART=all RUNS=5 CPUS=1 MEMORY=512M KERNELS="" WAIT_QUIET=10 BUILD=1 SUFFIX="" ARCH=x86_64
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 OUT_DIR=$ROOT/target/bench
 
@@ -34,6 +40,9 @@ parse_args() {
             --cpus) CPUS=$2; shift ;;
             --memory) MEMORY=$2; shift ;;
             --kernels) KERNELS=$2; shift ;;
+            --arch) ARCH=$2; shift ;;
+            --guest-args) GUEST_CMDLINE="$GUEST_CMDLINE $2"; shift ;;
+            --suffix) SUFFIX=-$2; shift ;;
             --wait-quiet) WAIT_QUIET=$2; shift ;;
             --no-build) BUILD=0 ;;
             -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
@@ -41,6 +50,14 @@ parse_args() {
         esac
         shift
     done
+    check_arch "$ARCH"
+    if [ "$ARCH" = aarch64 ]; then
+        KERNELS=${KERNELS:-vmlinuz} VMMS=tandem
+        [ "$PART" != all ] || PART=emulated
+        [ "$PART" = emulated ] || die "the local part runs on x86_64 only"
+    else
+        KERNELS=${KERNELS:-vmlinux vmlinuz} VMMS="tandem qemu-microvm"
+    fi
 }
 
 # Little-endian bytes of VALUE, WIDTH bytes wide, as printf escapes.
@@ -116,15 +133,17 @@ summarise_local() {
 write_boot_host_script() {
     cat >"$1" <<EOF
 . /bench/host-lib.sh
-bench_prepare_chroot || exit 1
+case "$VMMS" in *qemu*) bench_prepare_chroot || exit 1 ;; esac
 status=0
 for kernel in $KERNELS; do
     for run in \$(seq 0 $RUNS); do
-        bench_run "bench=boot vmm=tandem kernel=\$kernel run=\$run" /bin/tandem run \\
+        bench_run "bench=boot arch=$ARCH vmm=tandem kernel=\$kernel run=\$run" /bin/tandem run \\
             --kernel /guest/\$kernel --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS \\
             --memory $MEMORY --cmdline "$GUEST_CMDLINE" --stats --log-level info || status=1
-        bench_run "bench=boot vmm=qemu-microvm kernel=\$kernel run=\$run" bench_qemu_microvm \\
-            \$kernel bench-initramfs.cpio.gz $CPUS $MEMORY "$GUEST_CMDLINE" || status=1
+        case "$VMMS" in *qemu*)
+            bench_run "bench=boot arch=$ARCH vmm=qemu-microvm kernel=\$kernel run=\$run" bench_qemu_microvm \\
+                \$kernel bench-initramfs.cpio.gz $CPUS $MEMORY "$GUEST_CMDLINE" || status=1 ;;
+        esac
     done
 done
 exit \$status
@@ -132,17 +151,19 @@ EOF
 }
 
 run_emulated() {
-    local out=$1 script=$OUT_DIR/boot-host-script.sh log=$ROOT/target/e2e-logs/bench-boot-x86_64.log
-    local runs_total status=0 guest initrd=$OUT_DIR/boot-initramfs.cpio.gz
-    command -v qemu-system-x86_64 >/dev/null || skip_or_fail "qemu-system-x86_64 not installed (ci/setup-host.sh)"
-    guest=$("$ROOT/ci/guest-assets.sh" x86_64 | tail -n 1)
+    local name=bench-boot-$ARCH$SUFFIX script=$OUT_DIR/boot-host-script.sh
+    local log=$ROOT/target/e2e-logs/bench-boot-$ARCH$SUFFIX.log share=()
+    local runs_total status=0 guest initrd=$OUT_DIR/boot-initramfs-$ARCH.cpio.gz
+    command -v "$(qemu_binary "$ARCH")" >/dev/null || skip_or_fail "$(qemu_binary "$ARCH") not installed (ci/setup-host.sh)"
+    guest=$("$ROOT/ci/guest-assets.sh" "$ARCH" | tail -n 1)
     bench_padded_initramfs "$guest/initramfs.cpio.gz" "$initrd"
     write_boot_host_script "$script"
-    runs_total=$(($(wc -w <<<"$KERNELS") * 2 * (RUNS + 1)))
+    [ "$VMMS" = tandem ] || share=(--share-root)
+    runs_total=$(($(wc -w <<<"$KERNELS") * $(wc -w <<<"$VMMS") * (RUNS + 1)))
     bench_wait_quiet "$WAIT_QUIET"
     bench_machine_line >>"$out"
     bench_load_start "$out" 1
-    "$ROOT/ci/emulated-host.sh" x86_64 --name bench-boot-x86_64 --share-root \
+    "$ROOT/ci/emulated-host.sh" "$ARCH" --name "$name" ${share[@]+"${share[@]}"} \
         --host-script "$script" --add "$ROOT/ci/bench-host.sh:/bench/host-lib.sh" \
         --add "$initrd:/guest/bench-initramfs.cpio.gz" --memory 2048 --timeout $((240 + 60 * runs_total)) >&2 || status=$?
     bench_load_stop
@@ -152,7 +173,7 @@ run_emulated() {
 
 summarise_emulated() {
     local out=$1 kernel key t q
-    echo "SUMMARY boot-emulated: medians of $RUNS runs (after a warm-up), nested guest $CPUS vCPU, $MEMORY"
+    echo "SUMMARY boot-emulated: medians of $RUNS runs (after a warm-up), nested guest $CPUS vCPU, $MEMORY, command line \"$GUEST_CMDLINE\""
     echo "| kernel | measurement | tandem | QEMU microvm | tandem/QEMU |"
     echo "|---|---|---|---|---|"
     for kernel in $KERNELS; do
@@ -173,8 +194,8 @@ main() {
     parse_args "$@"
     mkdir -p "$OUT_DIR"
     TANDEM=$(default_tandem x86_64)
-    if [ "$BUILD" = 1 ]; then "$ROOT/ci/build-static.sh" x86_64 >/dev/null; fi
-    [ -x "$TANDEM" ] || die "no static tandem at $TANDEM (ci/build-static.sh x86_64)"
+    if [ "$BUILD" = 1 ]; then "$ROOT/ci/build-static.sh" "$ARCH" >/dev/null; fi
+    [ -x "$(default_tandem "$ARCH")" ] || die "no static tandem for $ARCH (ci/build-static.sh $ARCH)"
     local out
     if [ "$PART" = local ] || [ "$PART" = all ]; then
         out=$OUT_DIR/boot-local.txt
@@ -184,7 +205,7 @@ main() {
         cat "$out"
     fi
     if [ "$PART" = emulated ] || [ "$PART" = all ]; then
-        out=$OUT_DIR/boot-emulated-x86_64.txt
+        out=$OUT_DIR/boot-emulated-$ARCH$SUFFIX.txt
         : >"$out"
         run_emulated "$out"
         summarise_emulated "$out" >>"$out"

@@ -150,6 +150,8 @@ run_row() {
     extra=$(grep -aoE 'TANDEM-GUEST-UP uptime=[0-9.]+' "$log" 2>/dev/null |
             tail -n 1 | sed 's/.*=/, guest uptime /') || true
     echo "$line  [$((SECONDS - start)) s${extra:+$extra s}]" >"$out"
+    # Rows that run guest checks show one line per check under their result.
+    grep -aE '^CHECK [a-z-]+ (PASS|FAIL)' "$log" 2>/dev/null | tr -d '\r' | sed "s/^/    $name: /" >>"$out" || true
 }
 
 # Runs the selected rows JOBS at a time, printing each row's line as it ends.
