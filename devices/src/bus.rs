@@ -78,25 +78,34 @@ impl Bus {
 
     /// Dispatches a read; returns false when no device claims the access.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        match self.resolve(addr, data.len()) {
-            Some((device, offset)) => {
-                lock(device).read(offset, data);
-                true
-            }
-            None => false,
+        let Some((device, offset)) = self.resolve(addr, data.len()) else {
+            return false;
+        };
+        if !contained(addr, || lock(device).read(offset, data)) {
+            data.fill(0xff);
         }
+        true
     }
 
     /// Dispatches a write; returns false when no device claims the access.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
-        match self.resolve(addr, data.len()) {
-            Some((device, offset)) => {
-                lock(device).write(offset, data);
-                true
-            }
-            None => false,
-        }
+        let Some((device, offset)) = self.resolve(addr, data.len()) else {
+            return false;
+        };
+        contained(addr, || lock(device).write(offset, data));
+        true
     }
+}
+
+/// Runs a device access so that a bug in the device model fails that one
+/// access (logged) instead of taking the vCPU thread, and the VMM, down.
+/// Returns whether the access completed.
+fn contained(addr: u64, access: impl FnOnce()) -> bool {
+    let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(access)).is_ok();
+    if !completed {
+        log::error!("the device at {addr:#x} failed on a guest access; the access was dropped");
+    }
+    completed
 }
 
 /// Locks a device, carrying on past a poisoned lock: a device that panicked
@@ -172,6 +181,31 @@ mod tests {
         let mut data = [0u8; 4];
         assert!(bus.read(0x1010, &mut data));
         assert_eq!(data, [0x10; 4]);
+    }
+
+    /// A device with a bug: panics on every access.
+    struct Broken;
+
+    impl BusDevice for Broken {
+        fn read(&mut self, _offset: u64, _data: &mut [u8]) {
+            panic!("read bug");
+        }
+        fn write(&mut self, _offset: u64, _data: &[u8]) {
+            panic!("write bug");
+        }
+    }
+
+    #[test]
+    fn a_panicking_device_fails_the_access_not_the_vmm() {
+        let mut bus = Bus::new();
+        bus.insert(Arc::new(Mutex::new(Broken)), 0x1000, 0x10)
+            .unwrap();
+        let mut data = [0u8; 2];
+        assert!(bus.read(0x1000, &mut data));
+        assert_eq!(data, [0xff, 0xff]);
+        assert!(bus.write(0x1000, &[1]));
+        // The poisoned lock does not stop later accesses either.
+        assert!(bus.read(0x1004, &mut data));
     }
 
     #[test]
