@@ -178,9 +178,16 @@ fn spawn_vcpu(shared: Arc<Shared>, index: u8, mut vcpu: VcpuFd) -> Result<JoinHa
                 stop: &shared.stop,
                 counters: &shared.counters,
             };
-            run_loop(&mut vcpu, index, &view, |i, e| {
-                shared.arch.handle_exit(i, e)
-            });
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_loop(&mut vcpu, index, &view, |i, e| {
+                    shared.arch.handle_exit(i, e)
+                });
+            }));
+            // A bug must end the run with an error, not leave it hanging.
+            if ran.is_err() {
+                let message = format!("vCPU {index} thread crashed (a tandem bug)");
+                shared.exit.raise(ExitReason::Fatal(message));
+            }
         })
         .context("cannot start a vCPU thread")
 }
