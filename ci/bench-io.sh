@@ -17,6 +17,8 @@
 #!   --blk-mb N        MiB written and read (default 256)
 #!   --net-mb N        MiB sent each way (default 128)
 #!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx
+#!   --vmms "V…"       subset of: tandem qemu-microvm
+#!   --suffix NAME     results in target/bench/io-x86_64-NAME.txt
 #!   --wait-quiet MIN  wait up to MIN minutes for other QEMUs to end (default 10)
 #!   --no-build        use the existing static tandem
 #! Prints the raw lines and a summary; keeps both in target/bench/io-x86_64.txt.
@@ -26,6 +28,7 @@ LOG_PREFIX=bench-io
 . "$ROOT/ci/bench-lib.sh"
 
 RUNS=3 BLK_MB=256 NET_MB=128 WORKLOADS="idle blk-write blk-read net-tx net-rx" WAIT_QUIET=10 BUILD=1
+VMMS="tandem qemu-microvm" SUFFIX=""
 CPUS=1 MEMORY=512M
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1 rdinit=/bench-init"
 OUT_DIR=$ROOT/target/bench
@@ -37,6 +40,8 @@ parse_args() {
             --blk-mb) BLK_MB=$2; shift ;;
             --net-mb) NET_MB=$2; shift ;;
             --workloads) WORKLOADS=$2; shift ;;
+            --vmms) VMMS=$2; shift ;;
+            --suffix) SUFFIX=-$2; shift ;;
             --wait-quiet) WAIT_QUIET=$2; shift ;;
             --no-build) BUILD=0 ;;
             -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
@@ -70,23 +75,34 @@ dd if=/dev/zero of=/tmp/disk.img bs=1M count=$BLK_MB 2>/dev/null || exit 1
 mkfifo /tmp/hold /tmp/net.pipe
 exec 3<>/tmp/hold
 
-# The host end of a network workload, in the background.
+# The host end of a network workload, in the background, and a line every
+# 30 s with the bytes through the TAP (to tell a stall from slowness).
 listen() {
-    listeners=""
+    nc_pid="" helper_pid="" progress_pid=""
     case \$1 in
         net-tx)
-            wc -c </tmp/net.pipe >/tmp/host-received & listeners=\$!
-            nc -l -p 5001 <&3 >/tmp/net.pipe & listeners="\$listeners \$!" ;;
+            wc -c </tmp/net.pipe >/tmp/host-received & helper_pid=\$!
+            nc -l -p 5001 <&3 >/tmp/net.pipe & nc_pid=\$! ;;
         net-rx)
-            dd if=/dev/zero bs=1M count=$NET_MB 2>/dev/null >/tmp/net.pipe & listeners=\$!
-            nc -l -p 5002 </tmp/net.pipe >/dev/null & listeners="\$listeners \$!" ;;
+            dd if=/dev/zero bs=1M count=$NET_MB 2>/dev/null >/tmp/net.pipe & helper_pid=\$!
+            nc -l -p 5002 </tmp/net.pipe >/dev/null & nc_pid=\$! ;;
+        *) return ;;
     esac
+    (
+        stats=/sys/class/net/bench0/statistics
+        while sleep 30; do
+            read -r rx <\$stats/rx_bytes; read -r tx <\$stats/tx_bytes
+            echo "bench-host: bench0 rx_bytes=\$rx tx_bytes=\$tx"
+        done
+    ) & progress_pid=\$!
 }
 
-# Stops what listen started if the guest did not finish with it.
+# Stops what listen started if the guest did not finish with it; says how
+# much the host received (the count survives a stall).
 unlisten() {
-    [ -z "\$listeners" ] || kill \$listeners 2>/dev/null
-    for pid in \$listeners; do wait \$pid 2>/dev/null; done
+    [ -z "\$nc_pid" ] || kill \$nc_pid \$progress_pid 2>/dev/null
+    case \$workload in net-rx) kill \$helper_pid 2>/dev/null ;; esac
+    for pid in \$nc_pid \$helper_pid \$progress_pid; do wait \$pid 2>/dev/null; done
     if [ -s /tmp/host-received ]; then echo "bench-host: host received \$(cat /tmp/host-received) bytes"; fi
     rm -f /tmp/host-received
 }
@@ -112,27 +128,27 @@ one() {
     unlisten
 }
 
-for vmm in tandem qemu-microvm; do one \$vmm idle 0; done
+for vmm in $VMMS; do one \$vmm idle 0; done
 for run in \$(seq 1 $RUNS); do
     for workload in $WORKLOADS; do
-        for vmm in tandem qemu-microvm; do one \$vmm \$workload \$run; done
+        for vmm in $VMMS; do one \$vmm \$workload \$run; done
     done
 done
 EOF
 }
 
 run_emulated() {
-    local out=$1 guest script=$OUT_DIR/io-host-script.sh log=$ROOT/target/e2e-logs/bench-io-x86_64.log
+    local out=$1 guest script=$OUT_DIR/io-host-script.sh log=$ROOT/target/e2e-logs/bench-io-x86_64$SUFFIX.log
     local initrd=$OUT_DIR/io-initramfs.cpio.gz boots status=0
     command -v qemu-system-x86_64 >/dev/null || skip_or_fail "qemu-system-x86_64 not installed (ci/setup-host.sh)"
     guest=$("$ROOT/ci/guest-assets.sh" x86_64 | tail -n 1)
     build_bench_initramfs "$guest" "$initrd"
     write_io_host_script "$script"
-    boots=$((2 + 2 * RUNS * $(wc -w <<<"$WORKLOADS")))
+    boots=$(($(wc -w <<<"$VMMS") * (1 + RUNS * $(wc -w <<<"$WORKLOADS"))))
     bench_wait_quiet "$WAIT_QUIET"
     bench_machine_line >>"$out"
     bench_load_start "$out" 1
-    "$ROOT/ci/emulated-host.sh" x86_64 --name bench-io-x86_64 --share-root --memory 2560 \
+    "$ROOT/ci/emulated-host.sh" x86_64 --name "bench-io-x86_64$SUFFIX" --share-root --memory 2560 \
         --host-script "$script" --add "$ROOT/ci/bench-host.sh:/bench/host-lib.sh" \
         --add "$initrd:/guest/bench-initramfs.cpio.gz" --timeout $((240 + 90 * boots)) >&2 || status=$?
     bench_load_stop
@@ -204,7 +220,7 @@ main() {
     mkdir -p "$OUT_DIR"
     if [ "$BUILD" = 1 ]; then "$ROOT/ci/build-static.sh" x86_64 >/dev/null; fi
     [ -x "$(default_tandem x86_64)" ] || die "no static tandem (ci/build-static.sh x86_64)"
-    OUT=$OUT_DIR/io-x86_64.txt
+    OUT=$OUT_DIR/io-x86_64$SUFFIX.txt
     : >"$OUT"
     run_emulated "$OUT"
     summarise >>"$OUT"
