@@ -45,7 +45,7 @@ parse_args() {
             --suffix) SUFFIX=-$2; shift ;;
             --wait-quiet) WAIT_QUIET=$2; shift ;;
             --no-build) BUILD=0 ;;
-            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+            -h|--help) sed -n '2,$s/^#! \{0,1\}//p' "$0"; exit 0 ;;
             *) die "unknown argument $1 (--help)" ;;
         esac
         shift
@@ -201,14 +201,16 @@ main() {
         out=$OUT_DIR/boot-local.txt
         : >"$out"
         run_local "$out"
-        summarise_local "$out" >>"$out"
+        summarise_local "$out" >"$out.summary"
+        cat "$out.summary" >>"$out" && rm -f "$out.summary"
         cat "$out"
     fi
     if [ "$PART" = emulated ] || [ "$PART" = all ]; then
         out=$OUT_DIR/boot-emulated-$ARCH$SUFFIX.txt
         : >"$out"
         run_emulated "$out"
-        summarise_emulated "$out" >>"$out"
+        summarise_emulated "$out" >"$out.summary"
+        cat "$out.summary" >>"$out" && rm -f "$out.summary"
         cat "$out"
     fi
 }

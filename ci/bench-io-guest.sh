@@ -2,7 +2,8 @@
 #! The nested guest's init for ci/bench-io.sh (/bench-init, started with
 #! rdinit=/bench-init from an overlay on the test guest's initramfs): the
 #! stock init's set-up and marker, then one workload, then power-off.
-#! Kernel arguments: tandem.bench=idle|blk-write|blk-read|net-tx|net-rx,
+#! Kernel arguments: tandem.bench=idle|info|blk-write|blk-read|net-tx|net-rx
+#! (info: what the guest sees of its CPU and paravirtual features),
 #! tandem.bench_mb=N (MiB moved). The disk is /dev/vda; the network is eth0
 #! at 10.0.0.2/24 with the emulated host at 10.0.0.1, listening on 5001
 #! (takes what the guest sends) and 5002 (sends N MiB). Prints
@@ -75,6 +76,9 @@ irqs_before=$(virtio_irqs)
 read -r start _ </proc/uptime
 case $bench in
     idle) sleep 1 ;;
+    info)
+        grep -m1 '^flags' /proc/cpuinfo | sed 's/^/bench-init: cpu /'
+        dmesg | grep -iE 'kvm|paravirt|clocksource|tsc|apic|io.delay' | sed 's/^/bench-init: dmesg /' ;;
     blk-write) dd if=/dev/zero of=/dev/vda bs=1M count="$mb" oflag=direct 2>/tmp/dd.err ;;
     blk-read) dd if=/dev/vda of=/dev/null bs=1M count="$mb" iflag=direct 2>/tmp/dd.err ;;
     net-tx) dd if=/dev/zero bs=1M count="$mb" 2>/dev/null | nc 10.0.0.1 5001 ;;

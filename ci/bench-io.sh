@@ -15,10 +15,11 @@
 #! Usage: ci/bench-io.sh [options]
 #!   --runs N          runs per workload and VMM (default 3)
 #!   --blk-mb N        MiB written and read (default 256)
-#!   --net-mb N        MiB sent each way (default 128)
-#!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx
+#!   --net-mb N        MiB sent each way (default 64)
+#!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx (or info)
 #!   --vmms "V…"       subset of: tandem qemu-microvm
 #!   --suffix NAME     results in target/bench/io-x86_64-NAME.txt
+#!   --summary FILE    only print the tables for the raw lines in FILE
 #!   --wait-quiet MIN  wait up to MIN minutes for other QEMUs to end (default 10)
 #!   --no-build        use the existing static tandem
 #! Prints the raw lines and a summary; keeps both in target/bench/io-x86_64.txt.
@@ -27,8 +28,8 @@ LOG_PREFIX=bench-io
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/ci/bench-lib.sh"
 
-RUNS=3 BLK_MB=256 NET_MB=128 WORKLOADS="idle blk-write blk-read net-tx net-rx" WAIT_QUIET=10 BUILD=1
-VMMS="tandem qemu-microvm" SUFFIX=""
+RUNS=3 BLK_MB=256 NET_MB=64 WORKLOADS="idle blk-write blk-read net-tx net-rx" WAIT_QUIET=10 BUILD=1
+VMMS="tandem qemu-microvm" SUFFIX="" SUMMARY_OF=""
 CPUS=1 MEMORY=512M
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1 rdinit=/bench-init"
 OUT_DIR=$ROOT/target/bench
@@ -42,9 +43,10 @@ parse_args() {
             --workloads) WORKLOADS=$2; shift ;;
             --vmms) VMMS=$2; shift ;;
             --suffix) SUFFIX=-$2; shift ;;
+            --summary) SUMMARY_OF=$2; shift ;;
             --wait-quiet) WAIT_QUIET=$2; shift ;;
             --no-build) BUILD=0 ;;
-            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+            -h|--help) sed -n '2,$s/^#! \{0,1\}//p' "$0"; exit 0 ;;
             *) die "unknown argument $1 (--help)" ;;
         esac
         shift
@@ -171,8 +173,8 @@ summarise() {
     echo "| workload | MB | tandem MB/s | QEMU microvm MB/s | tandem/QEMU |"
     echo "|---|---|---|---|---|"
     for w in $WORKLOADS; do
-        [ "$w" != idle ] || continue
-        mb=$(med tandem "$w" mb)
+        case $w in idle|info) continue ;; esac
+        mb=$(bench_median "$OUT" "workload=$w rc=0" mb)
         t_s=$(med tandem "$w" guest_s)
         q_s=$(med qemu-microvm "$w" guest_s)
         t_mbs=$(bench_per "$mb" "$t_s" 1 1)
@@ -184,7 +186,7 @@ summarise() {
     echo "| workload | counter | tandem /s | QEMU /s | tandem /MB | QEMU /MB |"
     echo "|---|---|---|---|---|---|"
     for w in $WORKLOADS; do
-        mb=$(med tandem "$w" mb)
+        mb=$(bench_median "$OUT" "workload=$w rc=0" mb)
         t_s=$(med tandem "$w" guest_s)
         q_s=$(med qemu-microvm "$w" guest_s)
         for key in kvm_exits kvm_io_exits kvm_mmio_exits kvm_irq_injections guest_irqs; do
@@ -199,8 +201,8 @@ summarise() {
     echo "| workload | counter | over idle | /s | /MB |"
     echo "|---|---|---|---|---|"
     for w in $WORKLOADS; do
-        [ "$w" != idle ] || continue
-        mb=$(med tandem "$w" mb)
+        case $w in idle|info) continue ;; esac
+        mb=$(bench_median "$OUT" "workload=$w rc=0" mb)
         t_s=$(med tandem "$w" guest_s)
         case $w in blk-*) dev=disk0 ;; *) dev=net0 ;; esac
         for key in exits pio mmio $dev.kicks $dev.interrupts $dev.suppressed; do
@@ -217,13 +219,20 @@ summarise() {
 
 main() {
     parse_args "$@"
+    if [ -n "$SUMMARY_OF" ]; then
+        OUT=$SUMMARY_OF
+        WORKLOADS=$(grep -o ' workload=[a-z-]*' "$OUT" | cut -d= -f2 | awk '!seen[$0]++' | xargs)
+        summarise
+        return
+    fi
     mkdir -p "$OUT_DIR"
     if [ "$BUILD" = 1 ]; then "$ROOT/ci/build-static.sh" x86_64 >/dev/null; fi
     [ -x "$(default_tandem x86_64)" ] || die "no static tandem (ci/build-static.sh x86_64)"
     OUT=$OUT_DIR/io-x86_64$SUFFIX.txt
     : >"$OUT"
     run_emulated "$OUT"
-    summarise >>"$OUT"
+    summarise >"$OUT.summary"
+    cat "$OUT.summary" >>"$OUT" && rm -f "$OUT.summary"
     cat "$OUT"
 }
 
