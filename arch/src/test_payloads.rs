@@ -96,48 +96,50 @@ mod imp {
             // ud2 with no IDT
             TinyKernel::Crash => &[0x0f, 0x0b],
         };
-        Some(elf_kernel(code, true))
+        const LOAD: u32 = 0x100_0000;
+        Some(elf_kernel(code, LOAD.into(), Some(LOAD)))
     }
 
-    /// An x86_64 ELF loading `code` at 16 MiB and entering it there: in
-    /// 64-bit mode, or with `pvh` through a PVH note (Xen ELF note type 18)
-    /// in 32-bit protected mode.
-    pub fn elf_kernel(code: &[u8], pvh: bool) -> Vec<u8> {
-        const LOAD: u64 = 0x100_0000;
-        let phnum: u16 = if pvh { 2 } else { 1 };
+    /// An ELF64 x86_64 executable with one PT_LOAD of `code` at `paddr`
+    /// (entry there too) and, if `pvh_entry` is given, a PT_NOTE holding the
+    /// Xen PHYS32_ENTRY note (type 18) for a 32-bit PVH entry.
+    pub fn elf_kernel(code: &[u8], paddr: u64, pvh_entry: Option<u32>) -> Vec<u8> {
+        let phnum: u16 = if pvh_entry.is_some() { 2 } else { 1 };
         let note_offset = 64 + 56 * u64::from(phnum);
-        let note: Vec<u8> = match pvh {
-            true => [4u32, 4, 18, u32::from_le_bytes(*b"Xen\0"), LOAD as u32]
+        let note: Vec<u8> = match pvh_entry {
+            Some(entry) => [4u32, 4, 18]
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
+                .chain(*b"Xen\0")
+                .chain(entry.to_le_bytes())
                 .collect(),
-            false => Vec::new(),
+            None => vec![],
         };
-        let code_offset = note_offset + note.len() as u64;
-        // ELF header: 64-bit, little endian, EXEC, x86-64, entry, phoff 64.
+        let code_offset = (note_offset + note.len() as u64).next_multiple_of(16);
         let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
-        elf.extend_from_slice(&2u16.to_le_bytes());
-        elf.extend_from_slice(&62u16.to_le_bytes());
+        elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
         elf.extend_from_slice(&1u32.to_le_bytes());
-        for v in [LOAD, 64, 0] {
-            elf.extend_from_slice(&v.to_le_bytes());
+        for v in [paddr, 64, 0] {
+            elf.extend_from_slice(&v.to_le_bytes()); // e_entry, e_phoff, e_shoff
         }
         elf.extend_from_slice(&0u32.to_le_bytes());
-        for v in [64u16, 56, phnum, 64, 0, 0] {
-            elf.extend_from_slice(&v.to_le_bytes());
+        for half in [64u16, 56, phnum, 64, 0, 0] {
+            elf.extend_from_slice(&half.to_le_bytes());
         }
         let mut phdr = |p_type: u32, offset: u64, addr: u64, size: u64| {
             elf.extend_from_slice(&p_type.to_le_bytes());
             elf.extend_from_slice(&5u32.to_le_bytes());
-            for v in [offset, addr, addr, size, size, 4] {
+            for v in [offset, addr, addr, size, size, 16] {
                 elf.extend_from_slice(&v.to_le_bytes());
             }
         };
-        phdr(1, code_offset, LOAD, code.len() as u64); // PT_LOAD
-        if pvh {
+        phdr(1, code_offset, paddr, code.len() as u64); // PT_LOAD
+        if pvh_entry.is_some() {
             phdr(4, note_offset, 0, note.len() as u64); // PT_NOTE
         }
         elf.extend_from_slice(&note);
+        elf.resize(code_offset as usize, 0);
         elf.extend_from_slice(code);
         elf
     }

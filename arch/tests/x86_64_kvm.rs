@@ -71,9 +71,14 @@ fn guest_memory(vm: &VmFd, arch: &X86_64) -> GuestMemoryMmap {
 /// An x86_64 ELF with `code` loaded and entered at 16 MiB, and a PVH note
 /// pointing at the same code when `pvh`.
 fn elf_kernel(code: &[u8], pvh: bool) -> TempFile {
+    const LOAD: u64 = 0x100_0000;
     let file = TempFile::new().unwrap();
     file.as_file()
-        .write_all(&arch::test_payloads::elf_kernel(code, pvh))
+        .write_all(&arch::test_payloads::elf_kernel(
+            code,
+            LOAD,
+            pvh.then_some(LOAD as u32),
+        ))
         .unwrap();
     file
 }

@@ -8,6 +8,7 @@ use vm_memory::ByteValued;
 use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
+use crate::test_payloads::elf_kernel;
 
 const MIB: u64 = 1 << 20;
 
@@ -19,51 +20,6 @@ fn file_with(bytes: &[u8]) -> TempFile {
     let file = TempFile::new().unwrap();
     file.as_file().write_all(bytes).unwrap();
     file
-}
-
-/// An ELF64 x86_64 executable with one PT_LOAD of `code` at `paddr`
-/// (entry there too) and, if `pvh_entry` is given, a PT_NOTE holding the
-/// Xen PHYS32_ENTRY note.
-pub fn elf_image(code: &[u8], paddr: u64, pvh_entry: Option<u32>) -> Vec<u8> {
-    let phnum: u16 = if pvh_entry.is_some() { 2 } else { 1 };
-    let note_offset = 64 + 56 * u64::from(phnum);
-    let note: Vec<u8> = match pvh_entry {
-        Some(entry) => [4u32, 4, 18]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .chain(*b"Xen\0")
-            .chain(entry.to_le_bytes())
-            .collect(),
-        None => vec![],
-    };
-    let code_offset = (note_offset + note.len() as u64).next_multiple_of(16);
-    let mut elf = Vec::new();
-    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&paddr.to_le_bytes()); // e_entry
-    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    elf.extend_from_slice(&0u32.to_le_bytes());
-    for half in [64u16, 56, phnum, 64, 0, 0] {
-        elf.extend_from_slice(&half.to_le_bytes());
-    }
-    let mut phdr = |p_type: u32, offset: u64, addr: u64, size: u64| {
-        elf.extend_from_slice(&p_type.to_le_bytes());
-        elf.extend_from_slice(&5u32.to_le_bytes());
-        for v in [offset, addr, addr, size, size, 16] {
-            elf.extend_from_slice(&v.to_le_bytes());
-        }
-    };
-    phdr(1, code_offset, paddr, code.len() as u64);
-    if pvh_entry.is_some() {
-        phdr(4, note_offset, 0, note.len() as u64);
-    }
-    elf.extend_from_slice(&note);
-    elf.resize(code_offset as usize, 0);
-    elf.extend_from_slice(code);
-    elf
 }
 
 /// A bzImage with one setup sector and `payload` as the protected-mode
@@ -93,7 +49,7 @@ fn bzimage(version: u16, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn elf_with_pvh_note_enters_through_pvh() {
     let mem = guest(64 * MIB);
-    let file = file_with(&elf_image(&[0xf4; 100], 0x100_0000, Some(0x100_0040)));
+    let file = file_with(&elf_kernel(&[0xf4; 100], 0x100_0000, Some(0x100_0040)));
     let kernel = load_kernel(&mem, file.as_path()).unwrap();
     assert_eq!(
         (kernel.mode, kernel.entry),
@@ -109,7 +65,7 @@ fn elf_with_pvh_note_enters_through_pvh() {
 #[test]
 fn elf_without_pvh_note_enters_in_long_mode() {
     let mem = guest(64 * MIB);
-    let file = file_with(&elf_image(&[0x90; 16], 0x20_0000, None));
+    let file = file_with(&elf_kernel(&[0x90; 16], 0x20_0000, None));
     let kernel = load_kernel(&mem, file.as_path()).unwrap();
     assert_eq!((kernel.mode, kernel.entry), (EntryMode::Long, 0x20_0000));
 }
@@ -173,14 +129,14 @@ fn garbage_is_not_a_kernel() {
 #[test]
 fn corrupt_kernels_are_image_errors() {
     let mem = guest(64 * MIB);
-    let mut elf32 = elf_image(&[0x90], 0x20_0000, None);
+    let mut elf32 = elf_kernel(&[0x90], 0x20_0000, None);
     elf32[4] = 1;
-    let truncated_elf = elf_image(&[0x90; 64], 0x20_0000, Some(0x20_0000))[..100].to_vec();
-    let outside_ram = elf_image(&[0x90; 64], 0x1_0000_0000, None);
+    let truncated_elf = elf_kernel(&[0x90; 64], 0x20_0000, Some(0x20_0000))[..100].to_vec();
+    let outside_ram = elf_kernel(&[0x90; 64], 0x1_0000_0000, None);
     let mut bad_bzimage = bzimage(0x020f, &[]);
     bad_bzimage.truncate(0x300);
     let huge_header = {
-        let mut image = elf_image(&[0x90; 64], 0x20_0000, Some(0x20_0000));
+        let mut image = elf_kernel(&[0x90; 64], 0x20_0000, Some(0x20_0000));
         image[56..58].copy_from_slice(&0xffffu16.to_le_bytes()); // e_phnum
         image
     };
