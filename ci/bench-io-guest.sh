@@ -78,7 +78,9 @@ case $bench in
     idle) sleep 1 ;;
     info)
         grep -m1 '^flags' /proc/cpuinfo | sed 's/^/bench-init: cpu /'
-        dmesg | grep -iE 'kvm|paravirt|clocksource|tsc|apic|io.delay' | sed 's/^/bench-init: dmesg /' ;;
+        dmesg | grep -iE 'kvm|paravirt|clocksource|tsc|apic|io.delay' | sed 's/^/bench-init: dmesg /'
+        grep -r . /sys/devices/system/cpu/vulnerabilities/ | sed 's|.*/|bench-init: vuln |'
+        echo "bench-init: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" ;;
     blk-write) dd if=/dev/zero of=/dev/vda bs=1M count="$mb" oflag=direct 2>/tmp/dd.err ;;
     blk-read) dd if=/dev/vda of=/dev/null bs=1M count="$mb" iflag=direct 2>/tmp/dd.err ;;
     net-tx) dd if=/dev/zero bs=1M count="$mb" 2>/dev/null | nc 10.0.0.1 5001 ;;

@@ -152,6 +152,10 @@ run_row() {
     echo "$line  [$((SECONDS - start)) s${extra:+$extra s}]" >"$out"
     # Rows that run guest checks show one line per check under their result.
     grep -aE '^CHECK [a-z-]+ (PASS|FAIL)' "$log" 2>/dev/null | tr -d '\r' | sed "s/^/    $name: /" >>"$out" || true
+    # A failing row shows the end of its log, so a CI run explains itself.
+    case $line in
+        "RESULT: FAIL"*) tail -n 40 "$log" 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
+    esac
 }
 
 # Runs the selected rows JOBS at a time, printing each row's line as it ends.

@@ -98,13 +98,13 @@ serve_net() {
         return
     fi
     note "the guest serves up.bin"
-    if timeout 120 wget -q -O /tmp/up.bin "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes; then
+    if timeout 300 wget -q -O /tmp/up.bin "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes; then
         # Renamed into place: the guest polls for it and must not see it half written.
         sha_file /tmp/up.bin >/tmp/up-received.sha256
         mv /tmp/up-received.sha256 /tmp/www/
         note "fetched up.bin from the guest, sha256 $(cat /tmp/www/up-received.sha256)"
     else
-        note "wget of the guest's up.bin failed"
+        note "wget of the guest's up.bin failed after $(wc -c </tmp/up.bin 2>/dev/null || echo 0) bytes"
     fi
 }
 

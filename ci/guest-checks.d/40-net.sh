@@ -17,6 +17,16 @@ net_fetch_retry() {
     done
 }
 
+# What the guest saw of eth0, for a failure's log.
+net_diagnostics() {
+    local stat
+    for stat in rx_packets tx_packets rx_dropped tx_dropped tx_errors; do
+        echo "net-diag: $stat $(cat /sys/class/net/eth0/statistics/$stat)"
+    done
+    grep -i virtio /proc/interrupts | sed 's/^/net-diag: /'
+    dmesg | grep -iE 'virtio|eth0|timeout' | tail -n 5 | sed 's/^/net-diag: /'
+}
+
 check_net() {
     local mac want_mac down want_down up got_up httpd_pid
     if [ ! -d /sys/class/net/eth0 ]; then check_result net FAIL "no eth0"; return; fi
@@ -40,13 +50,14 @@ check_net() {
     httpd -f -p 8080 -h /tmp/www &
     httpd_pid=$!
     echo "NET-UP-READY $up"
-    net_fetch_retry up-received.sha256 /tmp/up.sha256 120
+    net_fetch_retry up-received.sha256 /tmp/up.sha256 360
     kill "$httpd_pid" 2>/dev/null
     rm -rf /tmp/www
     got_up=$(cut -c1-64 /tmp/up.sha256 2>/dev/null)
     if [ "$got_up" = "$up" ]; then
         check_result net PASS "8 MiB each way, down sha256 $down, up sha256 $up, mac $mac"
     else
+        net_diagnostics
         check_result net FAIL "up: host received sha256 '${got_up:-nothing}', sent $up"
     fi
 }

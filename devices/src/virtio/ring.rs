@@ -30,8 +30,21 @@ pub fn drain_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     interrupt: &Interrupt,
-    mut serve: impl FnMut(&Chain) -> u32,
+    serve: impl FnMut(&Chain) -> u32,
 ) -> Result<(), virtio_queue::Error> {
+    if serve_queue(queue, mem, serve)? {
+        interrupt.notify_queue(queue, mem)?;
+    }
+    Ok(())
+}
+
+/// [`drain_queue`] without the interrupt: true if any chain was used. The
+/// caller owes the driver an [`Interrupt::notify_queue`], now or later.
+pub fn serve_queue(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut serve: impl FnMut(&Chain) -> u32,
+) -> Result<bool, virtio_queue::Error> {
     let mut used_any = false;
     loop {
         // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY; with it,
@@ -46,13 +59,9 @@ pub fn drain_queue(
         // Re-arms kicks (avail_event = next_avail); true if the driver
         // added more in the meantime.
         if !queue.enable_notification(mem)? {
-            break;
+            return Ok(used_any);
         }
     }
-    if used_any {
-        interrupt.notify_queue(queue, mem)?;
-    }
-    Ok(())
 }
 
 /// Returns several chains, `(head, length)` in order, through the used ring
