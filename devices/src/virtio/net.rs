@@ -454,7 +454,10 @@ impl WorkerHandler for NetHandler {
     fn backend_fds(&self) -> Vec<(RawFd, EventSet)> {
         // The TAP is edge-triggered: it is drained until it would block or
         // the buffers run out, and a receive kick resumes it.
-        let tap = (self.tap.as_raw_fd(), EventSet::IN | EventSet::EDGE_TRIGGERED);
+        let tap = (
+            self.tap.as_raw_fd(),
+            EventSet::IN | EventSet::EDGE_TRIGGERED,
+        );
         vec![tap, (self.tx_timer.as_raw_fd(), EventSet::IN)]
     }
 
