@@ -1,7 +1,8 @@
 //! Per-vCPU CPUID: KVM's supported list, normalised so each vCPU sees its
 //! own APIC ID, a topology of `vcpus` single-threaded cores in one socket,
 //! the hypervisor bit, and the KVM paravirtual leaves (plus the TSC
-//! frequency leaf, so the guest need not calibrate).
+//! frequency leaf, so the guest need not calibrate), and the TSC-deadline
+//! timer, which KVM emulates but never lists as supported.
 //!
 //! [`normalize`] is a pure function over the entry list; the caller gets
 //! the list from KVM_GET_SUPPORTED_CPUID and hands the result to
@@ -16,6 +17,8 @@ const LEAF1_EBX_COUNT_SHIFT: u32 = 16;
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 /// Leaf 1 ECX: running under a hypervisor.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX: the local APIC has the TSC-deadline timer mode.
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 
 /// Extended topology level types (leaf 0xB / 0x1F ECX 15:8).
 const LEVEL_SMT: u32 = 1;
@@ -53,6 +56,16 @@ fn topology_leaf(function: u32, apic_id: u32, vcpus: u32) -> [kvm_cpuid_entry2; 
         // Type 0 ends the enumeration.
         sub(2, 0, 0, 0),
     ]
+}
+
+/// Advertises the TSC-deadline timer in KVM's supported list. KVM leaves
+/// the bit out of KVM_GET_SUPPORTED_CPUID and says it through
+/// KVM_CAP_TSC_DEADLINE_TIMER instead; without it Linux programs the LAPIC
+/// timer in one-shot mode, which costs it every timer interrupt.
+pub fn add_tsc_deadline(supported: &mut [kvm_cpuid_entry2]) {
+    for e in supported.iter_mut().filter(|e| e.function == 1) {
+        e.ecx |= LEAF1_ECX_TSC_DEADLINE;
+    }
 }
 
 /// The CPUID vCPU `index` of `vcpus` should see, from KVM's supported list.
@@ -200,6 +213,24 @@ mod tests {
                 assert_eq!(find(&out, 0x1f, sub).edx, u32::from(index));
             }
         }
+    }
+
+    #[test]
+    fn tsc_deadline_is_added_to_leaf_1_only() {
+        let mut h = host();
+        h[1].ecx &= !LEAF1_ECX_TSC_DEADLINE; // as KVM reports it
+        let before: Vec<u32> = h.iter().map(|e| e.ecx).collect();
+        add_tsc_deadline(&mut h);
+        for (e, ecx) in h.iter().zip(before) {
+            let added = if e.function == 1 {
+                LEAF1_ECX_TSC_DEADLINE
+            } else {
+                0
+            };
+            assert_eq!(e.ecx, ecx | added, "leaf {:#x}", e.function);
+        }
+        let out = normalize(&h, 0, 1, None);
+        assert_ne!(find(&out, 1, 0).ecx & LEAF1_ECX_TSC_DEADLINE, 0);
     }
 
     #[test]

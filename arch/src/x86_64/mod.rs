@@ -106,11 +106,14 @@ impl Arch for X86_64 {
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
         validate_config(config, kvm.get_max_vcpus(), crate::host_memory_limit())?;
         let layout = layout::memory_layout(config.memory_size);
-        let supported_cpuid = kvm
+        let mut supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?
             .as_slice()
             .to_vec();
+        if kvm.check_extension(Cap::TscDeadlineTimer) {
+            cpuid::add_tsc_deadline(&mut supported_cpuid);
+        }
         check_address_width(&supported_cpuid, &layout)?;
 
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
