@@ -132,6 +132,8 @@ fn vm_and_vcpus_are_set_up() {
         let leaf1 = cpuid.as_slice().iter().find(|e| e.function == 1).unwrap();
         assert_eq!(leaf1.ebx >> 24, u32::from(index), "APIC ID");
         assert_ne!(leaf1.ecx & (1 << 31), 0, "hypervisor bit");
+        let deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+        assert_eq!(leaf1.ecx & (1 << 24) != 0, deadline, "TSC-deadline timer");
 
         let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
             index: 0x2ff,
