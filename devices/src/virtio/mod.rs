@@ -26,7 +26,7 @@ pub use device::{
 };
 pub use interrupt::{Interrupt, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER};
 pub use mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
-pub use ring::{add_used_batch, drain_queue, notify_since, pop_chain, serve_queue};
+pub use ring::{add_used_batch, drain_queue, notify_since, pop_chain};
 
 pub use block::{Block, BlockConfig, BlockError};
 pub use console::{Console, ConsoleInput, ConsoleOutput};

@@ -1,13 +1,7 @@
 //! virtio-net on a host TAP interface: one receive and one transmit queue,
 //! checksum/TSO offloads passed through the 12-byte `virtio_net_hdr_v1`,
 //! mergeable receive buffers, and a config space with the MAC and link
-//! status. The worker sleeps in epoll on the TAP fd, the queue kicks and
-//! the transmit-interrupt timer.
-//!
-//! Transmit completions are published at once but interrupted for a little
-//! later ([`TX_INTERRUPT_DELAY`]): a guest that is still sending reaps them
-//! itself, and a guest whose TCP sees packets in flight corks small writes
-//! into bigger packets instead of paying a kick and an interrupt for each.
+//! status. The worker sleeps in epoll on the TAP fd and the queue kicks.
 //!
 //! A receive buffer the driver placed outside guest memory (or with no
 //! writable bytes) is a broken driver: the device asks for a reset.
@@ -16,7 +10,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
 
 use libc::c_uint;
 use log::{debug, warn};
@@ -27,13 +20,12 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::timerfd::TimerFd;
 
 use super::tap::{Tap, VNET_HDR_LEN};
 use super::worker::{Worker, WorkerError, WorkerHandler};
 use super::{
-    add_used_batch, check_queue_count, feature, notify_since, pop_chain, read_config_bytes,
-    serve_queue, ActivateContext, ActivateError, Chain, ChainError, Interrupt, VirtioDevice,
+    add_used_batch, check_queue_count, drain_queue, feature, notify_since, pop_chain,
+    read_config_bytes, ActivateContext, ActivateError, Chain, ChainError, Interrupt, VirtioDevice,
 };
 
 const QUEUE_SIZE: u16 = 256;
@@ -44,12 +36,6 @@ const TX_QUEUE: usize = 1;
 const MAX_FRAME: usize = VNET_HDR_LEN + 0x1_0000 + 64;
 /// Where `num_buffers` sits in the header.
 const NUM_BUFFERS_OFFSET: usize = 10;
-/// How long a transmit interrupt waits after the first completion it
-/// covers; short against a TCP round trip, long against a guest's write.
-pub const TX_INTERRUPT_DELAY: Duration = Duration::from_micros(250);
-/// Backend fds, in `backend_fds` order.
-const TAP_FD: usize = 0;
-const TX_TIMER_FD: usize = 1;
 
 /// How the user described a NIC (`--net tap=NAME[,mac=MAC]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,8 +193,7 @@ impl VirtioDevice for Net {
             .map_err(ActivateError::Backend)?;
         let mergeable = ctx.features & feature(VIRTIO_NET_F_MRG_RXBUF) != 0;
         let (queues, kicks) = ctx.queues.into_iter().map(|q| (q.queue, q.kick)).unzip();
-        let handler = NetHandler::new(self.tap.clone(), ctx.mem, queues, ctx.interrupt.clone())
-            .map_err(ActivateError::Worker)?;
+        let handler = NetHandler::new(self.tap.clone(), ctx.mem, queues, ctx.interrupt.clone());
         let handler = NetHandler {
             mergeable,
             ..handler
@@ -251,19 +236,11 @@ struct NetHandler {
     /// Receive buffers popped but not yet filled, with their capacities.
     rx_held: VecDeque<(Chain, usize)>,
     tx_frame: Vec<u8>,
-    /// Fires [`TX_INTERRUPT_DELAY`] after a transmit completion.
-    tx_timer: TimerFd,
-    tx_timer_armed: bool,
 }
 
 impl NetHandler {
-    fn new(
-        tap: Arc<Tap>,
-        mem: GuestMemoryMmap,
-        queues: Vec<Queue>,
-        irq: Arc<Interrupt>,
-    ) -> io::Result<Self> {
-        Ok(Self {
+    fn new(tap: Arc<Tap>, mem: GuestMemoryMmap, queues: Vec<Queue>, irq: Arc<Interrupt>) -> Self {
+        Self {
             tap,
             mem,
             queues,
@@ -273,9 +250,7 @@ impl NetHandler {
             rx_len: 0,
             rx_held: VecDeque::new(),
             tx_frame: vec![0; MAX_FRAME],
-            tx_timer: TimerFd::new()?,
-            tx_timer_armed: false,
-        })
+        }
     }
 
     /// Moves frames from the TAP into receive buffers until the TAP is
@@ -365,35 +340,18 @@ impl NetHandler {
         Ok(true)
     }
 
-    /// Sends every pending frame and publishes the completions; the
-    /// interrupt for them waits for the timer.
     fn transmit(&mut self) -> Result<(), WorkerError> {
         let (mem, tap, frame) = (&self.mem, &self.tap, &mut self.tx_frame);
-        let used = serve_queue(&mut self.queues[TX_QUEUE], mem, |chain| {
+        drain_queue(&mut self.queues[TX_QUEUE], mem, &self.interrupt, |chain| {
             if let Err(e) = send_frame(mem, tap, frame, chain) {
                 debug!("virtio-net: frame {} dropped: {e}", chain.head);
             }
             0
         })
-        .map_err(tx_error)?;
-        if used && !self.tx_timer_armed {
-            self.tx_timer
-                .reset(TX_INTERRUPT_DELAY, None)
-                .map_err(|e| WorkerError::Backend(e.into()))?;
-            self.tx_timer_armed = true;
-        }
-        Ok(())
-    }
-
-    /// The delayed transmit interrupt, if the driver (EVENT_IDX) still
-    /// wants one for what was completed since the last.
-    fn transmit_interrupt(&mut self) -> Result<(), WorkerError> {
-        self.tx_timer
-            .wait()
-            .map_err(|e| WorkerError::Backend(e.into()))?;
-        self.tx_timer_armed = false;
-        let tx = &mut self.queues[TX_QUEUE];
-        self.interrupt.notify_queue(tx, &self.mem).map_err(tx_error)
+        .map_err(|source| WorkerError::Queue {
+            index: TX_QUEUE,
+            source,
+        })
     }
 }
 
@@ -424,13 +382,6 @@ fn send_frame(mem: &GuestMemoryMmap, tap: &Tap, buf: &mut [u8], chain: &Chain) -
     Ok(())
 }
 
-fn tx_error(source: virtio_queue::Error) -> WorkerError {
-    WorkerError::Queue {
-        index: TX_QUEUE,
-        source,
-    }
-}
-
 fn rx_error(source: virtio_queue::Error) -> WorkerError {
     WorkerError::Queue {
         index: RX_QUEUE,
@@ -452,21 +403,16 @@ impl WorkerHandler for NetHandler {
     }
 
     fn backend_fds(&self) -> Vec<(RawFd, EventSet)> {
-        // The TAP is edge-triggered: it is drained until it would block or
-        // the buffers run out, and a receive kick resumes it.
-        let tap = (
+        // Edge-triggered: the TAP is drained until it would block or the
+        // buffers run out, and a receive kick resumes it.
+        vec![(
             self.tap.as_raw_fd(),
             EventSet::IN | EventSet::EDGE_TRIGGERED,
-        );
-        vec![tap, (self.tx_timer.as_raw_fd(), EventSet::IN)]
+        )]
     }
 
-    fn backend_event(&mut self, index: usize, _events: EventSet) -> Result<(), WorkerError> {
-        match index {
-            TAP_FD => self.receive(),
-            TX_TIMER_FD => self.transmit_interrupt(),
-            _ => Ok(()),
-        }
+    fn backend_event(&mut self, _index: usize, _events: EventSet) -> Result<(), WorkerError> {
+        self.receive()
     }
 }
 

@@ -30,21 +30,8 @@ pub fn drain_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     interrupt: &Interrupt,
-    serve: impl FnMut(&Chain) -> u32,
-) -> Result<(), virtio_queue::Error> {
-    if serve_queue(queue, mem, serve)? {
-        interrupt.notify_queue(queue, mem)?;
-    }
-    Ok(())
-}
-
-/// [`drain_queue`] without the interrupt: true if any chain was used. The
-/// caller owes the driver an [`Interrupt::notify_queue`], now or later.
-pub fn serve_queue(
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
     mut serve: impl FnMut(&Chain) -> u32,
-) -> Result<bool, virtio_queue::Error> {
+) -> Result<(), virtio_queue::Error> {
     let mut used_any = false;
     loop {
         // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY; with it,
@@ -59,9 +46,13 @@ pub fn serve_queue(
         // Re-arms kicks (avail_event = next_avail); true if the driver
         // added more in the meantime.
         if !queue.enable_notification(mem)? {
-            return Ok(used_any);
+            break;
         }
     }
+    if used_any {
+        interrupt.notify_queue(queue, mem)?;
+    }
+    Ok(())
 }
 
 /// Returns several chains, `(head, length)` in order, through the used ring
