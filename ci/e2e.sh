@@ -152,9 +152,14 @@ run_row() {
     echo "$line  [$((SECONDS - start)) s${extra:+$extra s}]" >"$out"
     # Rows that run guest checks show one line per check under their result.
     grep -aE '^CHECK [a-z-]+ (PASS|FAIL)' "$log" 2>/dev/null | tr -d '\r' | sed "s/^/    $name: /" >>"$out" || true
-    # A failing row shows the end of its log, so a CI run explains itself.
+    # A failing row shows what its log says about it (tandem's warnings and
+    # errors, host-script notes, guest diagnostics) and how the log ends, so
+    # a CI run explains itself.
     case $line in
-        "RESULT: FAIL"*) tail -n 40 "$log" 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
+        "RESULT: FAIL"*)
+            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|net-diag:' "$log" | tail -n 40
+              echo "... last lines:"
+              tail -n 15 "$log"; } 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
     esac
 }
 
