@@ -149,10 +149,6 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config, offset, data)
     }
 
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        debug!("virtio-blk: config write at {offset:#x} ignored");
-    }
-
     fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
         check_queue_count(&ctx, 1)?;
         let active = ctx.queues.remove(0);

@@ -123,10 +123,6 @@ impl VirtioDevice for Console {
         read_config_bytes(&config, offset, data)
     }
 
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        debug!("virtio-console: config write at {offset:#x} ignored");
-    }
-
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         check_queue_count(&ctx, 2)?;
         let (queues, kicks) = ctx.queues.into_iter().map(|q| (q.queue, q.kick)).unzip();

@@ -63,8 +63,14 @@ pub trait VirtioDevice: Send {
     /// Reads device configuration space at `offset`; bytes past its end
     /// read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Writes device configuration space; most devices ignore this.
-    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Writes device configuration space. None of tandem's devices has a
+    /// writable field, so by default the write is logged and ignored.
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        log::debug!(
+            "virtio device {}: config write at {offset:#x} ignored",
+            self.device_type()
+        );
+    }
     /// Starts serving the queues (spawns the worker).
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
     /// Stops the worker and forgets the queues. Returns true once the

@@ -181,10 +181,6 @@ impl VirtioDevice for Net {
         read_config_bytes(&self.config, offset, data)
     }
 
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        debug!("virtio-net: config write at {offset:#x} ignored");
-    }
-
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         check_queue_count(&ctx, 2)?;
         let offload = tap_offload(ctx.features);

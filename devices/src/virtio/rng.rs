@@ -56,10 +56,6 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
 
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        debug!("virtio-rng: config write at {offset:#x} ignored");
-    }
-
     fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
         check_queue_count(&ctx, 1)?;
         let active = ctx.queues.remove(0);
