@@ -163,8 +163,8 @@ impl VirtioDevice for Block {
         Ok(())
     }
 
-    fn reset(&mut self) -> bool {
-        self.worker.take().is_none_or(|mut worker| worker.stop())
+    fn worker(&mut self) -> &mut Option<Worker> {
+        &mut self.worker
     }
 }
 

@@ -138,8 +138,8 @@ impl VirtioDevice for Console {
         Ok(())
     }
 
-    fn reset(&mut self) -> bool {
-        self.worker.take().is_none_or(|mut worker| worker.stop())
+    fn worker(&mut self) -> &mut Option<Worker> {
+        &mut self.worker
     }
 }
 

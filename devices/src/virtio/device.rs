@@ -8,6 +8,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::worker::Worker;
 use super::Interrupt;
 
 /// One virtqueue as the driver configured it, with the `EventFd` its
@@ -73,9 +74,25 @@ pub trait VirtioDevice: Send {
     }
     /// Starts serving the queues (spawns the worker).
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
+    /// The worker serving the queues while the device is active: where
+    /// reset, pause and resume act.
+    fn worker(&mut self) -> &mut Option<Worker>;
     /// Stops the worker and forgets the queues. Returns true once the
     /// device is back in its pre-activation state.
-    fn reset(&mut self) -> bool;
+    fn reset(&mut self) -> bool {
+        self.worker().take().is_none_or(|mut worker| worker.stop())
+    }
+    /// Stops touching guest memory and queues until [`Self::resume`].
+    /// Returns false if the worker did not park in time.
+    fn pause(&mut self) -> bool {
+        self.worker().as_ref().is_none_or(Worker::pause)
+    }
+    /// Goes on from where [`Self::pause`] stopped.
+    fn resume(&mut self) {
+        if let Some(worker) = self.worker() {
+            worker.resume();
+        }
+    }
 }
 
 /// The feature mask of bit `bit`.

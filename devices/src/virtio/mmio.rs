@@ -299,6 +299,17 @@ impl MmioTransport {
         self.device.activate(ctx).map_err(|e| e.to_string())
     }
 
+    /// Parks the device's worker (see [`VirtioDevice::pause`]); the
+    /// vCPUs, the only other way in, are parked by the VMM first.
+    pub fn pause(&mut self) -> bool {
+        self.device.pause()
+    }
+
+    /// Lets the device's worker go on.
+    pub fn resume(&mut self) {
+        self.device.resume();
+    }
+
     fn reset(&mut self) {
         if self.activated && !self.device.reset() {
             error!("virtio-mmio: device {} failed to reset", self.device_type());

@@ -7,6 +7,7 @@ use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_NEEDS_RESET;
 use vm_memory::GuestAddress;
 
 use super::*;
+use crate::virtio::worker::Worker;
 use crate::virtio::{read_config_bytes, ActivateError, INT_CONFIG_CHANGE, INT_USED_BUFFER};
 
 const DEVICE_TYPE: u32 = 42;
@@ -28,6 +29,7 @@ struct Record {
 
 struct FakeDevice {
     record: Arc<Mutex<Record>>,
+    worker: Option<Worker>,
 }
 
 impl VirtioDevice for FakeDevice {
@@ -70,6 +72,9 @@ impl VirtioDevice for FakeDevice {
         self.record.lock().unwrap().activations.push(activation);
         Ok(())
     }
+    fn worker(&mut self) -> &mut Option<Worker> {
+        &mut self.worker
+    }
     fn reset(&mut self) -> bool {
         self.record.lock().unwrap().resets += 1;
         true
@@ -88,6 +93,7 @@ fn fixture() -> Fixture {
     let record = Arc::new(Mutex::new(Record::default()));
     let device = FakeDevice {
         record: record.clone(),
+        worker: None,
     };
     let transport = MmioTransport::new(mem, irq.clone(), Box::new(device)).unwrap();
     Fixture {

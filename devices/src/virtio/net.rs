@@ -199,8 +199,8 @@ impl VirtioDevice for Net {
         Ok(())
     }
 
-    fn reset(&mut self) -> bool {
-        self.worker.take().is_none_or(|mut worker| worker.stop())
+    fn worker(&mut self) -> &mut Option<Worker> {
+        &mut self.worker
     }
 }
 

@@ -1,12 +1,16 @@
 //! Device worker threads: one epoll loop per active device over its queue
-//! kicks, its backend fds and a kill `EventFd`. A handler error is logged
-//! and turns into NEEDS_RESET; it never reaches the VMM as a panic.
+//! kicks, its backend fds, a kill `EventFd` and a pause `EventFd`. A
+//! handler error is logged and turns into NEEDS_RESET; it never reaches the
+//! VMM as a panic. A paused worker sits between events and touches neither
+//! guest memory nor its queues until resumed; kicks and backend readiness
+//! that arrive meanwhile wait in their fds and are served on resume.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use log::{debug, error};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -51,11 +55,52 @@ pub trait WorkerHandler: Send + 'static {
 }
 
 const KILL_TOKEN: u64 = 0;
+const PAUSE_TOKEN: u64 = 1;
+/// Queue `i` uses token `FIRST_QUEUE_TOKEN + i`; backend fds follow.
+const FIRST_QUEUE_TOKEN: u64 = 2;
+
+/// How long [`Worker::pause`] waits for the thread to finish the event it
+/// is serving before giving up.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The pause handshake between the VMM and a worker thread.
+#[derive(Debug, Default)]
+struct PauseGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// The VMM wants the worker parked.
+    requested: bool,
+    /// The worker is parked.
+    parked: bool,
+}
+
+impl PauseGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Worker side: parks until the VMM resumes (or kills) the worker.
+    fn park(&self) {
+        let mut state = self.lock();
+        state.parked = true;
+        self.changed.notify_all();
+        while state.requested {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.parked = false;
+    }
+}
 
 /// A running worker thread; stopping (or dropping) it joins the thread.
 #[derive(Debug)]
 pub struct Worker {
     kill: EventFd,
+    pause: EventFd,
+    gate: Arc<PauseGate>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -69,24 +114,31 @@ impl Worker {
         handler: H,
     ) -> io::Result<Self> {
         let kill = EventFd::new(EFD_NONBLOCK)?;
+        let pause = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
         let watch = |fd: RawFd, events: EventSet, token: u64| {
             epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
         };
         watch(kill.as_raw_fd(), EventSet::IN, KILL_TOKEN)?;
+        watch(pause.as_raw_fd(), EventSet::IN, PAUSE_TOKEN)?;
         for (i, kick) in kicks.iter().enumerate() {
-            watch(kick.as_raw_fd(), EventSet::IN, 1 + i as u64)?;
+            watch(kick.as_raw_fd(), EventSet::IN, FIRST_QUEUE_TOKEN + i as u64)?;
         }
         for (i, (fd, events)) in handler.backend_fds().into_iter().enumerate() {
-            watch(fd, events, 1 + (kicks.len() + i) as u64)?;
+            watch(fd, events, FIRST_QUEUE_TOKEN + (kicks.len() + i) as u64)?;
         }
+        let gate = Arc::new(PauseGate::default());
         let kill_for_thread = kill.try_clone()?;
+        let pause_for_thread = pause.try_clone()?;
+        let gate_for_thread = gate.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 let _kill = kill_for_thread;
                 let mut event_loop = EventLoop {
                     epoll,
+                    pause: pause_for_thread,
+                    gate: gate_for_thread,
                     kicks,
                     interrupt,
                     handler,
@@ -98,8 +150,51 @@ impl Worker {
             })?;
         Ok(Self {
             kill,
+            pause,
+            gate,
             thread: Some(thread),
         })
+    }
+
+    /// Parks the thread between events. Returns once it has stopped
+    /// touching guest memory, or false if it did not within
+    /// [`PAUSE_TIMEOUT`] (it then parks as soon as its current event is
+    /// done) or had already ended.
+    pub fn pause(&self) -> bool {
+        let Some(thread) = &self.thread else {
+            return true;
+        };
+        let mut state = self.gate.lock();
+        state.requested = true;
+        // A full counter still wakes the loop, so a write error is moot.
+        let _ = self.pause.write(1);
+        let deadline = std::time::Instant::now() + PAUSE_TIMEOUT;
+        while !state.parked {
+            if thread.is_finished() {
+                // Ended (device failure): nothing left to touch memory.
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // Short waits, so a thread that ends instead of parking is seen.
+            let wait = left.min(Duration::from_millis(50));
+            state = self
+                .gate
+                .changed
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Lets a paused thread go on serving events.
+    pub fn resume(&self) {
+        let mut state = self.gate.lock();
+        state.requested = false;
+        self.gate.changed.notify_all();
     }
 
     /// Stops the thread and waits for it. Returns false if it had panicked.
@@ -109,6 +204,8 @@ impl Worker {
         };
         // A full counter still wakes the loop, so a write error is moot.
         let _ = self.kill.write(1);
+        // A paused thread must wake up to see the kill.
+        self.resume();
         thread.join().is_ok()
     }
 }
@@ -125,6 +222,8 @@ fn thread_name() -> String {
 
 struct EventLoop<H> {
     epoll: Epoll,
+    pause: EventFd,
+    gate: Arc<PauseGate>,
     kicks: Vec<EventFd>,
     interrupt: Arc<Interrupt>,
     handler: H,
@@ -149,7 +248,15 @@ impl<H: WorkerHandler> EventLoop<H> {
                     debug!("virtio worker {} stopping", thread_name());
                     return Ok(());
                 }
-                let index = (token - 1) as usize;
+                if token == PAUSE_TOKEN {
+                    // WouldBlock: a pause already served by an earlier wake.
+                    let _ = self.pause.read();
+                    self.gate.park();
+                    // Events of this batch may be stale after a long pause:
+                    // poll again rather than serve them.
+                    break;
+                }
+                let index = (token - FIRST_QUEUE_TOKEN) as usize;
                 if let Some(kick) = self.kicks.get(index) {
                     // WouldBlock: a spurious wakeup, the kick was consumed.
                     if let Ok(count) = kick.read() {
@@ -216,6 +323,26 @@ mod tests {
         assert!(worker.stop());
         assert_eq!(interrupt.stats().snapshot().queue_kicks, 3);
         assert!(!interrupt.needs_reset());
+    }
+
+    #[test]
+    fn a_paused_worker_serves_no_kick_until_resumed() {
+        let (mut worker, kicks, interrupt, events) = spawn(1);
+        let wait = Duration::from_secs(5);
+        assert_eq!(events.recv_timeout(wait), Ok(0), "initial pass");
+        assert!(worker.pause());
+        kicks[0].write(1).unwrap();
+        assert!(
+            events.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a paused worker served a kick"
+        );
+        worker.resume();
+        assert_eq!(events.recv_timeout(wait), Ok(0), "the kick waited");
+        assert_eq!(interrupt.stats().snapshot().queue_kicks, 1);
+        // Pausing twice and stopping while paused both end cleanly.
+        assert!(worker.pause());
+        assert!(worker.pause());
+        assert!(worker.stop());
     }
 
     #[test]
