@@ -1,26 +1,140 @@
-//! The command line: `tandem run …` parsed into the arch-neutral
-//! [`arch::VmConfig`] plus the core's own options. Every check that can be
-//! made before touching KVM is made here, each with a one-line message.
+//! The command line, in two forms: `tandem run …` boots a guest from
+//! flags, and tandem with no subcommand takes Firecracker's flags
+//! (`--api-sock`, `--config-file`, …) so tools that spawn firecracker can
+//! spawn tandem. Both end in a [`VmResources`]; syntax is checked here,
+//! files and numbers there.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use arch::{GicChoice, VmConfig};
+use arch::GicChoice;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use devices::virtio::{parse_mac, BlockConfig, NetConfig};
 
-/// Command line used when `--cmdline` is not given (serial console).
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
-/// Command line used when `--cmdline` is not given and `--console virtio`.
-pub const DEFAULT_CMDLINE_HVC: &str = "console=hvc0 panic=-1";
+use crate::resources::{BootSource, ConsoleKind, Drive, NetInterface, VmResources};
 
 /// tandem: a virtual machine monitor for Linux guests on KVM.
+///
+/// Without a subcommand it serves Firecracker's API on a Unix socket.
 #[derive(Debug, Parser)]
-#[command(name = "tandem", version, about)]
+#[command(
+    name = "tandem",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
-    /// What to do.
+    /// What to do; none: the Firecracker-compatible VMM.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Firecracker's flags.
+    #[command(flatten)]
+    pub vmm: VmmArgs,
+}
+
+/// Firecracker's command line, as `firecracker` takes it.
+#[derive(Debug, Args)]
+pub struct VmmArgs {
+    /// Serve the API on this Unix socket.
+    #[arg(long, value_name = "PATH", default_value = "/run/tandem.socket")]
+    pub api_sock: PathBuf,
+    /// The VM's id, as `GET /` reports it.
+    #[arg(long, default_value = "anonymous-instance")]
+    pub id: String,
+    /// Boot at once from a Firecracker JSON configuration.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Serve no API (needs --config-file).
+    #[arg(long, requires = "config_file")]
+    pub no_api: bool,
+    /// Append log lines to this file (or FIFO) instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    pub log_path: Option<PathBuf>,
+    /// Log level: Error, Warning, Info, Debug, Trace or Off.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_fc_level)]
+    pub level: Option<log::LevelFilter>,
+    /// Prefix log lines with their level.
+    #[arg(long)]
+    pub show_level: bool,
+    /// Prefix log lines with their source file and line.
+    #[arg(long)]
+    pub show_log_origin: bool,
+    /// Write metrics lines to this file or FIFO.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_path: Option<PathBuf>,
+    /// Largest API request body in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub http_api_max_payload_size: Option<usize>,
+    /// Firecracker flags tandem accepts and ignores (logged).
+    #[command(flatten)]
+    pub ignored: IgnoredArgs,
+}
+
+/// Flags of Firecracker's that tandem has no use for. They are accepted so
+/// that tools passing them work unchanged, and each is logged.
+#[derive(Debug, Args)]
+pub struct IgnoredArgs {
+    /// Ignored: tandem's seccomp filters are its own.
+    #[arg(long, value_name = "PATH")]
+    pub seccomp_filter: Option<String>,
+    /// Ignored.
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// Ignored (Firecracker's jailer start time).
+    #[arg(long, value_name = "US")]
+    pub start_time_us: Option<String>,
+    /// Ignored (Firecracker's jailer start time).
+    #[arg(long, value_name = "US")]
+    pub start_time_cpu_us: Option<String>,
+    /// Ignored (Firecracker's jailer CPU time).
+    #[arg(long, value_name = "US")]
+    pub parent_cpu_time_us: Option<String>,
+    /// Ignored (Firecracker's boot-timer device).
+    #[arg(long)]
+    pub boot_timer: bool,
+    /// Ignored (no MMDS yet).
+    #[arg(long, value_name = "BYTES")]
+    pub mmds_size_limit: Option<String>,
+    /// Ignored (Firecracker's log module filter).
+    #[arg(long, value_name = "MODULE")]
+    pub module: Option<String>,
+    /// Ignored (no PCI yet).
+    #[arg(long)]
+    pub enable_pci: bool,
+}
+
+impl IgnoredArgs {
+    /// The flags that were given, as `--name[=value]`.
+    pub fn given(&self) -> Vec<String> {
+        let valued = [
+            ("seccomp-filter", &self.seccomp_filter),
+            ("start-time-us", &self.start_time_us),
+            ("start-time-cpu-us", &self.start_time_cpu_us),
+            ("parent-cpu-time-us", &self.parent_cpu_time_us),
+            ("mmds-size-limit", &self.mmds_size_limit),
+            ("module", &self.module),
+        ];
+        let switches = [
+            ("no-seccomp", self.no_seccomp),
+            ("boot-timer", self.boot_timer),
+            ("enable-pci", self.enable_pci),
+        ];
+        let valued = valued
+            .into_iter()
+            .filter_map(|(name, v)| v.as_ref().map(|v| format!("--{name}={v}")));
+        let switches = switches
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| format!("--{name}"));
+        valued.chain(switches).collect()
+    }
+}
+
+/// Parses Firecracker's level names (and tandem's).
+fn parse_fc_level(text: &str) -> Result<log::LevelFilter, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "warning" => Ok(log::LevelFilter::Warn),
+        other => parse_level(other),
+    }
 }
 
 /// tandem's subcommands.
@@ -206,50 +320,56 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
-/// Fails with a one-line message unless `path` names a readable file.
-fn check_readable_file(what: &str, path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{what} {} is not a regular file", path.display());
+impl From<ConsoleArg> for ConsoleKind {
+    fn from(arg: ConsoleArg) -> Self {
+        match arg {
+            ConsoleArg::Serial => ConsoleKind::Serial,
+            ConsoleArg::Virtio => ConsoleKind::Virtio,
+        }
     }
-    std::fs::File::open(path).with_context(|| format!("{what} {}", path.display()))?;
-    Ok(())
 }
 
 impl RunArgs {
-    /// Checks the files and numbers and builds the back end's config.
-    pub fn vm_config(&self) -> Result<VmConfig> {
-        check_readable_file("kernel", &self.kernel)?;
-        if let Some(initrd) = &self.initrd {
-            check_readable_file("initrd", initrd)?;
-        }
-        for disk in &self.disks {
-            check_readable_file("disk", &disk.path)?;
-        }
-        if self.cpus == 0 {
-            bail!("--cpus must be at least 1");
-        }
-        Ok(VmConfig {
+    /// The VM these flags describe. Disks are named `disk0`, `disk1`, …
+    /// and interfaces `net0`, … in the order given.
+    pub fn resources(&self) -> VmResources {
+        let drives = self.disks.iter().enumerate().map(|(index, block)| Drive {
+            id: format!("disk{index}"),
+            is_root: false,
+            block: block.clone(),
+        });
+        let nets = self
+            .nets
+            .iter()
+            .enumerate()
+            .map(|(index, net)| NetInterface {
+                id: format!("net{index}"),
+                net: net.clone(),
+            });
+        VmResources {
             vcpus: self.cpus,
             memory_size: self.memory,
-            kernel: self.kernel.clone(),
-            initrd: self.initrd.clone(),
-            cmdline: self.cmdline.clone().unwrap_or_else(|| {
-                match self.console {
-                    ConsoleArg::Serial => DEFAULT_CMDLINE,
-                    ConsoleArg::Virtio => DEFAULT_CMDLINE_HVC,
-                }
-                .to_string()
-            }),
             gic: self.gic.into(),
+            console: self.console.into(),
+            boot: Some(BootSource {
+                kernel: self.kernel.clone(),
+                initrd: self.initrd.clone(),
+                cmdline: self.cmdline.clone(),
+            }),
+            drives: drives.collect(),
+            nets: nets.collect(),
+            rng: self.rng,
+            virtio_cmdline: self.virtio_cmdline,
             dump_fdt: self.dump_fdt.clone(),
-        })
+            ..VmResources::default()
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::{DEFAULT_CMDLINE, DEFAULT_CMDLINE_HVC};
 
     #[test]
     fn sizes_parse_with_and_without_suffixes() {
@@ -269,14 +389,15 @@ mod tests {
         let mut argv = vec!["tandem", "run"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Command::Run(run) => run,
+            Some(Command::Run(run)) => run,
+            None => panic!("`run` parsed as no subcommand"),
         })
     }
 
     #[test]
     fn missing_kernel_is_one_clear_error() {
         let args = run_args(&["--kernel", "/nonexistent/vmlinuz"]).unwrap();
-        let err = format!("{:#}", args.vm_config().unwrap_err());
+        let err = format!("{:#}", args.resources().vm_config().unwrap_err());
         assert!(err.starts_with("kernel /nonexistent/vmlinuz"), "{err}");
         assert!(!err.contains('\n'));
     }
@@ -287,6 +408,7 @@ mod tests {
         let kernel = kernel.to_str().unwrap();
         let cfg = run_args(&["--kernel", kernel])
             .unwrap()
+            .resources()
             .vm_config()
             .unwrap();
         assert_eq!((cfg.vcpus, cfg.memory_size), (1, 512 << 20));
@@ -296,6 +418,7 @@ mod tests {
             "--kernel", kernel, "--cpus", "2", "--memory", "3G", "--gic", "v2",
         ])
         .unwrap()
+        .resources()
         .vm_config()
         .unwrap();
         assert_eq!(
@@ -304,12 +427,16 @@ mod tests {
         );
         assert!(run_args(&["--kernel", kernel, "--cpus", "0"])
             .unwrap()
+            .resources()
             .vm_config()
             .is_err());
         assert!(run_args(&["--kernel", kernel, "--bogus"]).is_err());
         assert!(run_args(&["--kernel", kernel, "--cpus", "300"]).is_err());
         let cfg = run_args(&["--kernel", kernel, "--console", "virtio"]).unwrap();
-        assert_eq!(cfg.vm_config().unwrap().cmdline, DEFAULT_CMDLINE_HVC);
+        assert_eq!(
+            cfg.resources().vm_config().unwrap().cmdline,
+            DEFAULT_CMDLINE_HVC
+        );
     }
 
     #[test]
@@ -342,7 +469,7 @@ mod tests {
             "--disk",
             "path=/nonexistent.img",
         ]);
-        let err = format!("{:#}", args.unwrap().vm_config().unwrap_err());
+        let err = format!("{:#}", args.unwrap().resources().vm_config().unwrap_err());
         assert!(err.starts_with("disk /nonexistent.img"), "{err}");
     }
 }

@@ -24,12 +24,28 @@ pub struct DeviceManager {
     pub info: Vec<DeviceInfo>,
     /// The console UART, fed with host input.
     pub serial: Option<Arc<Mutex<Serial>>>,
-    /// Each virtio device's name and interrupt counters.
-    pub virtio: Vec<(String, Arc<Interrupt>)>,
+    /// The virtio devices, in the order they were added.
+    pub virtio: Vec<VirtioSlot>,
     free_mmio: Range<u64>,
     free_irqs: Range<u32>,
     /// Triggers waiting for [`DeviceManager::connect_irqs`].
     unconnected: Vec<(IrqTrigger, u32, DeviceKind)>,
+}
+
+/// One virtio device behind its transport.
+pub struct VirtioSlot {
+    /// The device's name (a drive or interface id, `rng`, `console`).
+    pub name: String,
+    /// Its transport, on the MMIO bus.
+    pub transport: Arc<Mutex<MmioTransport>>,
+    /// Its interrupt state and counters, readable without the lock.
+    pub interrupt: Arc<Interrupt>,
+}
+
+/// Locks a device, whether or not an earlier holder panicked (the bus
+/// already turns a device panic into a failed access).
+fn lock<T: ?Sized>(device: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    device.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Address stride between virtio-mmio windows: one 4 KiB page each keeps
@@ -115,8 +131,32 @@ impl DeviceManager {
             )
             .with_context(|| format!("KVM_IOEVENTFD for {name} queue {queue}"))?;
         }
-        self.virtio.push((name, transport.interrupt()));
-        self.place(&info, Arc::new(Mutex::new(transport)))
+        let interrupt = transport.interrupt();
+        let transport = Arc::new(Mutex::new(transport));
+        self.virtio.push(VirtioSlot {
+            name,
+            transport: transport.clone(),
+            interrupt,
+        });
+        self.place(&info, transport)
+    }
+
+    /// Parks every virtio device's worker; the vCPUs must be parked
+    /// already, or they could restart one through its registers.
+    pub fn pause(&self) -> Result<()> {
+        for slot in &self.virtio {
+            if !lock(&slot.transport).pause() {
+                bail!("virtio device {} did not stop in time", slot.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets every virtio device's worker go on.
+    pub fn resume(&self) {
+        for slot in &self.virtio {
+            lock(&slot.transport).resume();
+        }
     }
 
     /// `virtio_mmio.device=` arguments describing every virtio device, for

@@ -7,7 +7,18 @@ pub mod config;
 pub mod console;
 pub mod device_manager;
 pub mod logger;
+pub mod machine;
 pub mod memory;
+pub mod resources;
 pub mod signals;
 pub mod vcpu;
+pub mod vcpus;
+pub mod vm;
 pub mod vmm;
+
+/// When the process started, for start-up timings in logs: the first call
+/// (made first thing in `main`) fixes it.
+pub fn process_started() -> std::time::Instant {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(std::time::Instant::now)
+}

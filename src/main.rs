@@ -2,13 +2,12 @@
 //! the outcome into one line and an exit code.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::Parser;
 use tandem::config::{Cli, Command};
 
 fn main() -> ExitCode {
-    let started = Instant::now();
+    tandem::process_started();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -32,9 +31,19 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => {
+        Some(Command::Run(args)) => {
             tandem::logger::init(args.log_level);
-            match tandem::vmm::run(&args, started) {
+            match tandem::vmm::run(&args) {
+                Ok(code) => ExitCode::from(code as u8),
+                Err(err) => {
+                    log::error!("{err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            tandem::logger::init(cli.vmm.level.unwrap_or(log::LevelFilter::Info));
+            match tandem::vmm::run_firecracker(&cli.vmm) {
                 Ok(code) => ExitCode::from(code as u8),
                 Err(err) => {
                     log::error!("{err:#}");

@@ -1,13 +1,16 @@
 //! The KVM_RUN loop of one vCPU and its exit dispatch: port and MMIO I/O go
 //! to the buses here, every other exit to the back end, and whatever ends
-//! the run is raised on the shared [`ExitSignal`].
+//! the run is raised on the shared [`ExitSignal`]. The loop leaves when the
+//! VMM asks (pause or stop, see [`crate::vcpus`]) or the guest ends the run.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arch::ExitAction;
 use devices::{Bus, ExitReason, ExitSignal};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
+
+use crate::vcpus::{Request, VcpuControl};
 
 /// Unclaimed MMIO accesses logged at `warn` before going quiet, so a guest
 /// poking at nothing cannot flood the log. Unclaimed ports are only logged
@@ -64,31 +67,45 @@ pub struct VcpuShared<'a> {
     pub buses: &'a Buses,
     /// Raised when this vCPU ends the run.
     pub exit: &'a ExitSignal,
-    /// Set by the VMM to make every vCPU leave its loop.
-    pub stop: &'a AtomicBool,
+    /// What the VMM asks of the vCPUs: the loop runs while it says run.
+    pub control: &'a VcpuControl,
     /// Exit statistics.
     pub counters: &'a ExitCounters,
 }
 
-/// Runs vCPU `index` until the guest, an error, or `shared.stop` ends it.
-/// `arch_exit` interprets the exits that are not I/O.
+/// Why [`run_loop`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopEnd {
+    /// The VMM asked the vCPU to pause or stop.
+    Requested,
+    /// The guest or an error ended the run (raised on the exit signal).
+    RunEnded,
+}
+
+/// Runs vCPU `index` while `shared.control` says run, or until the guest
+/// or an error ends the run. `arch_exit` interprets the exits that are not
+/// I/O.
 pub fn run_loop(
     vcpu: &mut VcpuFd,
     index: u8,
     shared: &VcpuShared<'_>,
     mut arch_exit: impl FnMut(u8, VcpuExit<'_>) -> ExitAction,
-) {
+) -> LoopEnd {
     let counters = shared.counters;
-    while !shared.stop.load(Ordering::Acquire) {
+    while shared.control.request() == Request::Run {
         let exit = match vcpu.run() {
             Ok(exit) => exit,
-            // A kick from the VMM (signal) or a spurious wake: re-check stop.
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            // A kick from the VMM (its handler set immediate_exit) or a
+            // spurious wake: clear the flag, then re-check the request.
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+                continue;
+            }
             Err(e) => {
                 shared.exit.raise(ExitReason::Fatal(format!(
                     "vCPU {index}: KVM_RUN failed: {e}"
                 )));
-                return;
+                return LoopEnd::RunEnded;
             }
         };
         match exit {
@@ -128,8 +145,9 @@ pub fn run_loop(
                     ExitAction::Fatal(message) => ExitReason::Fatal(message),
                 };
                 shared.exit.raise(reason);
-                return;
+                return LoopEnd::RunEnded;
             }
         }
     }
+    LoopEnd::Requested
 }

@@ -5,7 +5,7 @@
 //! Needs a working /dev/kvm. Without one these tests fail when `CI` is set
 //! and skip with a message otherwise.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arch::test_payloads::{self, Payload, MMIO_TARGET, PORT, RAM_SIZE};
@@ -14,6 +14,7 @@ use devices::{Bus, BusDevice, ExitReason, ExitSignal};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use tandem::memory::create_guest_memory;
 use tandem::vcpu::{run_loop, Buses, ExitCounters, VcpuShared};
+use tandem::vcpus::{Request, VcpuControl};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// Opens KVM, or explains why the test cannot run here.
@@ -33,7 +34,7 @@ fn kvm_or_skip() -> Option<Kvm> {
 struct Recorder {
     writes: Vec<Vec<u8>>,
     limit: usize,
-    stop: Arc<AtomicBool>,
+    control: Arc<VcpuControl>,
 }
 
 impl BusDevice for Recorder {
@@ -43,7 +44,7 @@ impl BusDevice for Recorder {
     fn write(&mut self, _offset: u64, data: &[u8]) {
         self.writes.push(data.to_vec());
         if self.writes.len() >= self.limit {
-            self.stop.store(true, Ordering::Release);
+            self.control.set(Request::Stop);
         }
     }
 }
@@ -65,11 +66,11 @@ fn run_payload(kvm: &Kvm, payload: Payload, limit: usize) -> Option<Run> {
     if !test_payloads::load(&vcpu, &vm, &mem, payload).expect("load payload") {
         return None;
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(VcpuControl::default());
     let recorder = Arc::new(Mutex::new(Recorder {
         writes: Vec::new(),
         limit,
-        stop: stop.clone(),
+        control: control.clone(),
     }));
     let mut buses = Buses::default();
     let (bus, base): (&mut Bus, u64) = match payload {
@@ -83,7 +84,7 @@ fn run_payload(kvm: &Kvm, payload: Payload, limit: usize) -> Option<Run> {
     let shared = VcpuShared {
         buses: &buses,
         exit: &exit,
-        stop: &stop,
+        control: &control,
         counters: &counters,
     };
     run_loop(&mut vcpu, 0, &shared, |_, e| {

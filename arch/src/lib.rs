@@ -108,6 +108,15 @@ pub struct MemoryLayout {
     pub device_irqs: Range<u32>,
 }
 
+/// Guest time as it stood when the VM was paused, so that resume can hide
+/// the paused interval from the guest (and, later, snapshots can carry it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestClock {
+    /// x86_64: kvmclock in nanoseconds (KVM_GET_CLOCK); aarch64: the
+    /// guest's virtual counter in ticks.
+    pub value: u64,
+}
+
 /// What the core should do after an exit the back end interpreted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExitAction {
@@ -212,4 +221,11 @@ pub trait Arch: Sized + Send + Sync + 'static {
     /// Interprets an exit the core does not handle itself (everything but
     /// port and MMIO I/O).
     fn handle_exit(&self, vcpu_index: u8, exit: VcpuExit<'_>) -> ExitAction;
+
+    /// Reads guest time. Called with every vCPU parked, at pause.
+    fn save_clock(&self, vm: &VmFd, vcpus: &[&VcpuFd]) -> Result<GuestClock>;
+
+    /// Sets guest time back to `clock`, so the guest sees no time pass
+    /// while it was paused. Called with every vCPU parked, at resume.
+    fn restore_clock(&self, vm: &VmFd, vcpus: &[&VcpuFd], clock: GuestClock) -> Result<()>;
 }

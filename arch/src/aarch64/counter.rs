@@ -1,4 +1,5 @@
-//! Starts the guest's generic-timer counter near zero at boot.
+//! The guest's generic-timer counter: started near zero at boot, and held
+//! still across a pause (read at pause, set back at resume).
 //!
 //! Linux 6.4+ (KVM_CAP_COUNTER_OFFSET) takes one VM-wide offset through
 //! KVM_ARM_SET_COUNTER_OFFSET: guest counter = host counter - offset, so the
@@ -11,7 +12,7 @@ use kvm_ioctls::{Cap, VcpuFd, VmFd};
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
-use super::vcpu::{set_reg, TIMER_CNT};
+use super::vcpu::{get_reg, set_reg, TIMER_CNT};
 use crate::Result;
 
 ioctl_iow_nr!(
@@ -47,15 +48,12 @@ fn set_vm_offset(vm: &VmFd, offset: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Makes the guest counter start near zero, by whichever interface the
-/// host kernel has. Call before any vCPU runs.
-pub fn zero_guest_counter(vm: &VmFd, vcpus: &[VcpuFd]) -> Result<()> {
+/// Sets the guest's virtual counter to `value`, by whichever interface
+/// the host kernel has; says which. Call while no vCPU runs.
+pub fn set_guest_counter(vm: &VmFd, vcpus: &[&VcpuFd], value: u64) -> Result<&'static str> {
     if vm.check_extension(Cap::CounterOffset) {
-        match set_vm_offset(vm, host_counter()) {
-            Ok(()) => {
-                log::info!("guest counter zeroed with KVM_ARM_SET_COUNTER_OFFSET");
-                return Ok(());
-            }
+        match set_vm_offset(vm, host_counter().wrapping_sub(value)) {
+            Ok(()) => return Ok("KVM_ARM_SET_COUNTER_OFFSET"),
             // Protected VMs advertise nothing, but be lenient with kernels
             // that refuse the ioctl: the register path still works.
             Err(e) => log::warn!("KVM_ARM_SET_COUNTER_OFFSET failed ({e}); writing TIMER_CNT"),
@@ -65,12 +63,28 @@ pub fn zero_guest_counter(vm: &VmFd, vcpus: &[VcpuFd]) -> Result<()> {
         set_reg(
             vcpu,
             TIMER_CNT,
-            0,
-            "zero the guest counter (KVM_REG_ARM_TIMER_CNT)",
+            value,
+            "set the guest counter (KVM_REG_ARM_TIMER_CNT)",
         )?;
     }
-    log::info!("guest counter zeroed through KVM_REG_ARM_TIMER_CNT on each vCPU");
+    Ok("KVM_REG_ARM_TIMER_CNT on each vCPU")
+}
+
+/// Makes the guest counter start near zero. Call before any vCPU runs.
+pub fn zero_guest_counter(vm: &VmFd, vcpus: &[VcpuFd]) -> Result<()> {
+    let vcpus: Vec<&VcpuFd> = vcpus.iter().collect();
+    let how = set_guest_counter(vm, &vcpus, 0)?;
+    log::info!("guest counter zeroed through {how}");
     Ok(())
+}
+
+/// The guest's virtual counter now (all vCPUs share it).
+pub fn guest_counter(vcpu: &VcpuFd) -> Result<u64> {
+    get_reg(
+        vcpu,
+        TIMER_CNT,
+        "read the guest counter (KVM_REG_ARM_TIMER_CNT)",
+    )
 }
 
 #[cfg(test)]

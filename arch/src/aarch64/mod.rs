@@ -20,7 +20,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 pub use gic::GicVersion;
 
 use crate::{
-    AddressSpace, Arch, DeviceInfo, DeviceKind, Error, ExitAction, MemoryLayout, Result, VmConfig,
+    AddressSpace, Arch, DeviceInfo, DeviceKind, Error, ExitAction, GuestClock, MemoryLayout,
+    Result, VmConfig,
 };
 use fdt::Region;
 use gic::Vgic;
@@ -174,6 +175,19 @@ impl Arch for AArch64 {
 
     fn handle_exit(&self, vcpu_index: u8, exit: VcpuExit<'_>) -> ExitAction {
         exit::exit_action(vcpu_index, exit)
+    }
+
+    fn save_clock(&self, _vm: &VmFd, vcpus: &[&VcpuFd]) -> Result<GuestClock> {
+        let first = vcpus
+            .first()
+            .ok_or_else(|| Error::Config("a VM without vCPUs has no clock".into()))?;
+        Ok(GuestClock {
+            value: counter::guest_counter(first)?,
+        })
+    }
+
+    fn restore_clock(&self, vm: &VmFd, vcpus: &[&VcpuFd], clock: GuestClock) -> Result<()> {
+        counter::set_guest_counter(vm, vcpus, clock.value).map(drop)
     }
 }
 

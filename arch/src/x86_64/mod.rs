@@ -27,7 +27,7 @@ use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use crate::{
-    kvm_err, AddressSpace, Arch, DeviceInfo, DeviceKind, Error, ExitAction, GicChoice,
+    kvm_err, AddressSpace, Arch, DeviceInfo, DeviceKind, Error, ExitAction, GicChoice, GuestClock,
     MemoryLayout, Result, VmConfig,
 };
 use boot_info::BootInfo;
@@ -232,6 +232,19 @@ impl Arch for X86_64 {
 
     fn handle_exit(&self, vcpu_index: u8, exit: VcpuExit<'_>) -> ExitAction {
         exit::handle_exit(vcpu_index, exit)
+    }
+
+    fn save_clock(&self, vm: &VmFd, _vcpus: &[&VcpuFd]) -> Result<GuestClock> {
+        let clock = vm.get_clock().map_err(kvm_err("KVM_GET_CLOCK"))?;
+        Ok(GuestClock { value: clock.clock })
+    }
+
+    fn restore_clock(&self, vm: &VmFd, _vcpus: &[&VcpuFd], clock: GuestClock) -> Result<()> {
+        let data = kvm_bindings::kvm_clock_data {
+            clock: clock.value,
+            ..Default::default()
+        };
+        vm.set_clock(&data).map_err(kvm_err("KVM_SET_CLOCK"))
     }
 }
 

@@ -1,0 +1,196 @@
+//! A built, running VM: KVM, the back end, guest memory, devices and vCPU
+//! threads, made from a [`VmResources`] by the one boot path every front
+//! end uses. It pauses and resumes as a whole: vCPUs first (no new device
+//! access), then device workers (no guest-memory access), then guest time.
+//! States and which operation is legal when live in src/vm.rs.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use arch::{Arch, GuestClock, Host};
+use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Net, Rng};
+use devices::ExitSignal;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use log::{info, warn};
+use vm_memory::GuestMemoryMmap;
+
+use crate::console::InputTarget;
+use crate::device_manager::DeviceManager;
+use crate::memory::create_guest_memory;
+use crate::resources::{ConsoleKind, VmResources};
+use crate::vcpu::ExitCounters;
+use crate::vcpus::{VcpuContext, Vcpus};
+
+/// Says so when this host's KVM is PVM, which runs only PVM-built kernels.
+fn warn_if_pvm() {
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        warn!("this host's KVM is PVM (kvm_pvm): stock Linux kernels will not boot here; use a host with hardware KVM or the emulated hosts in ci/");
+    }
+}
+
+/// Opens /dev/kvm and checks its API version.
+fn open_kvm() -> Result<Kvm> {
+    let kvm = Kvm::new().context("cannot open /dev/kvm (is KVM enabled and accessible?)")?;
+    if kvm.get_api_version() != 12 {
+        bail!(
+            "/dev/kvm speaks API {}, tandem needs 12",
+            kvm.get_api_version()
+        );
+    }
+    Ok(kvm)
+}
+
+/// A running VM. Dropping it stops the vCPUs before anything they use.
+pub struct Machine {
+    // Field order is drop order: threads first, guest memory last.
+    vcpus: Vcpus,
+    devices: DeviceManager,
+    context: Arc<VcpuContext>,
+    vm: VmFd,
+    mem: GuestMemoryMmap,
+    console: Option<InputTarget>,
+    /// Guest time while paused.
+    paused_clock: Option<GuestClock>,
+}
+
+impl Machine {
+    /// Builds the VM `resources` describe and starts its vCPUs. Whatever
+    /// ends the run is raised on `exit`.
+    pub fn boot(resources: &VmResources, exit: Arc<ExitSignal>) -> Result<Machine> {
+        let mut config = resources.vm_config()?;
+        warn_if_pvm();
+        let kvm = open_kvm()?;
+        let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
+        let mem = create_guest_memory(&vm, &arch.layout().ram)?;
+        let mut devices = DeviceManager::new(
+            arch.layout(),
+            &arch.platform_devices(),
+            &exit,
+            Box::new(std::io::stdout()),
+        )?;
+        let virtio_console = add_virtio_devices(resources, &vm, &mem, &mut devices)?;
+        if resources.virtio_cmdline {
+            config.cmdline.push_str(&devices.virtio_cmdline());
+        }
+        let mut vcpus = (0..config.vcpus)
+            .map(|index| arch.create_vcpu(&vm, index))
+            .collect::<arch::Result<Vec<VcpuFd>>>()?;
+        arch.configure_boot(&vm, &mut vcpus, &mem, &config, &devices.info)?;
+        devices.connect_irqs(&vm)?;
+
+        let context = Arc::new(VcpuContext {
+            arch: Arc::new(arch),
+            buses: devices.buses.clone(),
+            exit,
+            counters: ExitCounters::default(),
+        });
+        let console = match virtio_console {
+            Some(input) => Some(InputTarget::Virtio(input)),
+            None => devices.serial.clone().map(InputTarget::Uart),
+        };
+        let vcpus = Vcpus::start(vcpus, context.clone())?;
+        info!(
+            "{} vCPU(s), {} MiB: first KVM_RUN {:.1} ms after start",
+            config.vcpus,
+            config.memory_size >> 20,
+            crate::process_started().elapsed().as_secs_f64() * 1e3
+        );
+        Ok(Machine {
+            vcpus,
+            devices,
+            context,
+            vm,
+            mem,
+            console,
+            paused_clock: None,
+        })
+    }
+
+    /// Stops the guest: vCPUs parked out of KVM_RUN, device workers parked,
+    /// guest time saved. Undone if any part fails.
+    pub fn pause(&mut self) -> Result<()> {
+        self.vcpus.pause()?;
+        if let Err(e) = self.devices.pause() {
+            self.devices.resume();
+            self.vcpus.resume();
+            return Err(e);
+        }
+        let vcpus = self.vcpus.lock_all();
+        let fds: Vec<&VcpuFd> = vcpus.iter().map(|fd| &**fd).collect();
+        match self.context.arch.save_clock(&self.vm, &fds) {
+            Ok(clock) => self.paused_clock = Some(clock),
+            // The guest will see the paused time; not worth failing for.
+            Err(e) => warn!("cannot save guest time at pause: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Goes on exactly where [`Self::pause`] stopped, guest time included.
+    pub fn resume(&mut self) -> Result<()> {
+        if let Some(clock) = self.paused_clock.take() {
+            let vcpus = self.vcpus.lock_all();
+            let fds: Vec<&VcpuFd> = vcpus.iter().map(|fd| &**fd).collect();
+            if let Err(e) = self.context.arch.restore_clock(&self.vm, &fds, clock) {
+                warn!("cannot restore guest time at resume: {e}");
+            }
+        }
+        self.devices.resume();
+        self.vcpus.resume();
+        Ok(())
+    }
+
+    /// Stops every vCPU thread (idempotent); devices stop when dropped.
+    pub fn stop(&mut self) {
+        self.vcpus.stop();
+    }
+
+    /// Where host console input goes; handed out once.
+    pub fn take_console(&mut self) -> Option<InputTarget> {
+        self.console.take()
+    }
+
+    /// Exit counts of all vCPUs.
+    pub fn exit_counters(&self) -> &ExitCounters {
+        &self.context.counters
+    }
+
+    /// The devices, for statistics.
+    pub fn devices(&self) -> &DeviceManager {
+        &self.devices
+    }
+
+    /// Guest memory, for statistics.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+}
+
+/// Creates the virtio devices `resources` ask for; returns the virtio
+/// console's input when the terminal is attached to it.
+fn add_virtio_devices(
+    resources: &VmResources,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    devices: &mut DeviceManager,
+) -> Result<Option<VirtioConsoleInput>> {
+    for drive in resources.drives_in_guest_order() {
+        let path = drive.block.path.display();
+        let block = Block::new(&drive.block).with_context(|| format!("disk {path}"))?;
+        devices.add_virtio(vm, mem, drive.id.clone(), Box::new(block))?;
+    }
+    for iface in &resources.nets {
+        let tap = &iface.net.tap;
+        let device = Net::new(&iface.net).with_context(|| format!("net tap={tap}"))?;
+        devices.add_virtio(vm, mem, iface.id.clone(), Box::new(device))?;
+    }
+    if resources.rng {
+        devices.add_virtio(vm, mem, "rng".into(), Box::new(Rng::new()?))?;
+    }
+    if resources.console != ConsoleKind::Virtio {
+        return Ok(None);
+    }
+    let console = Console::new(Box::new(std::io::stdout()))?;
+    let input = console.input_sink();
+    devices.add_virtio(vm, mem, "console".into(), Box::new(console))?;
+    Ok(Some(input))
+}

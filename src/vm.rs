@@ -1,0 +1,251 @@
+//! The VM's lifecycle, in one place:
+//!
+//! ```text
+//!   NotStarted ──start──► Running ◄──resume── Paused
+//!       │                    │ └────pause─────►  │
+//!       └────────stop────────┴───────stop────────┴──► Stopped
+//! ```
+//!
+//! A [`Vm`] is configured only while NotStarted (its [`VmResources`]);
+//! `start` builds the machine by the one boot path and runs it. Every
+//! change of state goes through [`VmState::check_transition`], so an
+//! operation the state does not allow is one error, not scattered checks.
+//! Snapshots, migration and hot-plug hang on this object: they act on a
+//! Paused VM's machine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use devices::ExitSignal;
+
+use crate::machine::Machine;
+use crate::resources::VmResources;
+
+/// Where a VM is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    /// Configured, not built yet.
+    NotStarted,
+    /// The guest runs.
+    Running,
+    /// Every vCPU and device worker is parked and guest time stands still.
+    Paused,
+    /// The machine is gone; the process is about to exit.
+    Stopped,
+}
+
+impl VmState {
+    /// The name Firecracker's API uses (`GET /`).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            VmState::NotStarted => "Not started",
+            VmState::Running => "Running",
+            VmState::Paused => "Paused",
+            VmState::Stopped => "Stopped",
+        }
+    }
+
+    /// Refuses every transition the diagram above does not have.
+    pub fn check_transition(self, next: VmState) -> Result<()> {
+        use VmState::*;
+        match (self, next) {
+            (NotStarted, Running) | (Running, Paused) | (Paused, Running) => Ok(()),
+            (NotStarted | Running | Paused, Stopped) => Ok(()),
+            (NotStarted, Paused) => bail!("the VM is not started"),
+            (Running, Running) => bail!("the VM is already started"),
+            (Stopped, _) => bail!("the VM is stopped"),
+            (from, to) => bail!(
+                "the VM cannot go from {} to {}",
+                from.api_name(),
+                to.api_name()
+            ),
+        }
+    }
+}
+
+/// Pause and resume counts and the latest latencies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleStats {
+    /// Completed pauses.
+    pub pauses: u64,
+    /// Completed resumes.
+    pub resumes: u64,
+    /// How long the last pause took.
+    pub last_pause: Duration,
+    /// How long the last resume took.
+    pub last_resume: Duration,
+}
+
+/// One VM: its configuration, its state and, once started, its machine.
+pub struct Vm {
+    id: String,
+    state: VmState,
+    resources: VmResources,
+    machine: Option<Machine>,
+    exit: Arc<ExitSignal>,
+    stats: LifecycleStats,
+    started_at: Option<Instant>,
+}
+
+impl Vm {
+    /// A VM named `id`, not started, ending its run through `exit`.
+    pub fn new(id: String, resources: VmResources, exit: Arc<ExitSignal>) -> Vm {
+        Vm {
+            id,
+            state: VmState::NotStarted,
+            resources,
+            machine: None,
+            exit,
+            stats: LifecycleStats::default(),
+            started_at: None,
+        }
+    }
+
+    /// The VM's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where the VM is in its life.
+    pub fn state(&self) -> VmState {
+        self.state
+    }
+
+    /// What the VM is (or will be) built from.
+    pub fn resources(&self) -> &VmResources {
+        &self.resources
+    }
+
+    /// The configuration, to change before start.
+    pub fn configure(&mut self) -> Result<&mut VmResources> {
+        if self.state != VmState::NotStarted {
+            bail!("the VM is already started: its configuration is fixed");
+        }
+        Ok(&mut self.resources)
+    }
+
+    /// Builds the machine and runs it. On failure nothing is left behind
+    /// and the VM stays NotStarted.
+    pub fn start(&mut self) -> Result<()> {
+        self.state.check_transition(VmState::Running)?;
+        self.machine = Some(Machine::boot(&self.resources, self.exit.clone())?);
+        self.started_at = Some(Instant::now());
+        self.state = VmState::Running;
+        Ok(())
+    }
+
+    /// Parks the guest; see [`Machine::pause`]. Pausing a paused VM does
+    /// nothing, as in Firecracker.
+    pub fn pause(&mut self) -> Result<()> {
+        if self.state == VmState::Paused {
+            return Ok(());
+        }
+        self.state.check_transition(VmState::Paused)?;
+        let began = Instant::now();
+        self.running_machine()?.pause()?;
+        self.stats.pauses += 1;
+        self.stats.last_pause = began.elapsed();
+        self.state = VmState::Paused;
+        Ok(())
+    }
+
+    /// Lets a paused guest go on where it stopped. Resuming a running VM
+    /// does nothing, as in Firecracker.
+    pub fn resume(&mut self) -> Result<()> {
+        match self.state {
+            VmState::Paused => {}
+            VmState::Running => return Ok(()),
+            other => other.check_transition(VmState::Paused)?,
+        }
+        let began = Instant::now();
+        self.running_machine()?.resume()?;
+        self.stats.resumes += 1;
+        self.stats.last_resume = began.elapsed();
+        self.state = VmState::Running;
+        Ok(())
+    }
+
+    /// Stops the vCPUs and devices and frees the machine; idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut machine) = self.machine.take() {
+            machine.stop();
+        }
+        self.state = VmState::Stopped;
+    }
+
+    /// The machine of a started VM, for runtime requests.
+    pub fn machine(&mut self) -> Option<&mut Machine> {
+        self.machine.as_mut()
+    }
+
+    fn running_machine(&mut self) -> Result<&mut Machine> {
+        match self.machine.as_mut() {
+            Some(machine) => Ok(machine),
+            None => bail!("the VM is not started"),
+        }
+    }
+
+    /// Pause and resume counts and latencies.
+    pub fn lifecycle_stats(&self) -> LifecycleStats {
+        self.stats
+    }
+
+    /// Time since start.
+    pub fn uptime(&self) -> Duration {
+        self.started_at.map(|t| t.elapsed()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use VmState::*;
+
+    #[test]
+    fn only_the_drawn_transitions_are_allowed() {
+        let all = [NotStarted, Running, Paused, Stopped];
+        let allowed = [
+            (NotStarted, Running),
+            (Running, Paused),
+            (Paused, Running),
+            (NotStarted, Stopped),
+            (Running, Stopped),
+            (Paused, Stopped),
+        ];
+        for from in all {
+            for to in all {
+                assert_eq!(
+                    from.check_transition(to).is_ok(),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+        let err = NotStarted.check_transition(Paused).unwrap_err();
+        assert_eq!(err.to_string(), "the VM is not started");
+        let err = Running.check_transition(Running).unwrap_err();
+        assert_eq!(err.to_string(), "the VM is already started");
+        let err = Stopped.check_transition(Running).unwrap_err();
+        assert_eq!(err.to_string(), "the VM is stopped");
+    }
+
+    #[test]
+    fn a_vm_that_fails_to_start_stays_not_started_and_configurable() {
+        let exit = Arc::new(ExitSignal::new().unwrap());
+        let mut vm = Vm::new("t".into(), VmResources::default(), exit);
+        let err = vm.start().unwrap_err();
+        assert_eq!(err.to_string(), "no kernel: set the boot source first");
+        assert_eq!(vm.state(), NotStarted);
+        assert!(vm.configure().is_ok());
+        assert_eq!(vm.pause().unwrap_err().to_string(), "the VM is not started");
+        assert_eq!(
+            vm.resume().unwrap_err().to_string(),
+            "the VM is not started"
+        );
+        vm.stop();
+        assert_eq!(vm.state(), Stopped);
+        assert!(vm.configure().is_err());
+        assert!(vm.start().is_err());
+    }
+}
