@@ -6,8 +6,10 @@
 pub mod config;
 pub mod console;
 pub mod device_manager;
+pub mod kvm_stats;
 pub mod logger;
 pub mod memory;
+pub mod metrics;
 pub mod signals;
 pub mod vcpu;
 pub mod vmm;
