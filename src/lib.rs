@@ -6,9 +6,11 @@
 pub mod config;
 pub mod console;
 pub mod device_manager;
+pub mod kvm_stats;
 pub mod logger;
 pub mod machine;
 pub mod memory;
+pub mod metrics;
 pub mod resources;
 pub mod signals;
 pub mod vcpu;

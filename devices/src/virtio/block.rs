@@ -2,7 +2,9 @@
 //! (fdatasync: a write acknowledged before a completed flush is on disk)
 //! and GET_ID. A bad request gets an error status when the chain has a
 //! status byte to write, and is returned with length 0 otherwise; the
-//! device never touches memory outside a chain's own buffers.
+//! device never touches memory outside a chain's own buffers. Every
+//! request is counted in the device's [`IoStats`]: data bytes read and
+//! written, and the requests that failed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -20,7 +22,7 @@ use vm_memory::{Address, Bytes, GuestMemoryMmap};
 use super::worker::{Worker, WorkerError, WorkerHandler};
 use super::{
     check_queue_count, drain_queue, feature, read_config_bytes, ActivateContext, ActivateError,
-    Chain, ChainError, Interrupt, VirtioDevice,
+    Chain, ChainError, Interrupt, IoStats, VirtioDevice,
 };
 
 /// Bytes per virtio-blk sector, whatever the backing file's block size.
@@ -177,9 +179,9 @@ struct BlockHandler {
 
 impl WorkerHandler for BlockHandler {
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
-        let (disk, mem) = (&self.disk, &self.mem);
+        let (disk, mem, io) = (&self.disk, &self.mem, self.interrupt.io_stats());
         drain_queue(&mut self.queue, mem, &self.interrupt, |chain| {
-            disk.serve(mem, chain)
+            disk.serve(mem, chain, io)
         })
         .map_err(|source| WorkerError::Queue { index, source })
     }
@@ -215,6 +217,34 @@ impl RequestError {
     }
 }
 
+/// What a successful request moved.
+#[derive(Debug, Default)]
+struct Done {
+    /// Bytes written into the chain, before the status byte.
+    to_chain: u32,
+    /// Disk bytes read into guest memory.
+    read: usize,
+    /// Guest bytes written to the disk.
+    written: usize,
+}
+
+impl Done {
+    fn read(len: usize) -> Self {
+        Self {
+            to_chain: len as u32,
+            read: len,
+            written: 0,
+        }
+    }
+
+    fn written(len: usize) -> Self {
+        Self {
+            written: len,
+            ..Self::default()
+        }
+    }
+}
+
 /// The backing file and what the guest may do with it.
 struct Disk {
     file: File,
@@ -233,8 +263,9 @@ impl Disk {
         }
     }
 
-    /// Serves one request; returns the bytes written into the chain.
-    fn serve(&self, mem: &GuestMemoryMmap, chain: &Chain) -> u32 {
+    /// Serves one request and counts it in `io`; returns the bytes written
+    /// into the chain.
+    fn serve(&self, mem: &GuestMemoryMmap, chain: &Chain, io: &IoStats) -> u32 {
         // The status byte is the chain's last byte and must be writable.
         let status_addr = match chain.buffers.last() {
             Some(last) if last.writable && last.len > 0 => {
@@ -244,12 +275,17 @@ impl Disk {
         };
         let Some(status_addr) = status_addr.filter(|&a| mem.read_obj::<u8>(a).is_ok()) else {
             warn!("virtio-blk: request {} has no status byte", chain.head);
+            io.record_error();
             return 0;
         };
         let (status, written) = match self.execute(mem, chain) {
-            Ok(written) => (VIRTIO_BLK_S_OK as u8, written),
+            Ok(done) => {
+                io.record(done.read, done.written);
+                (VIRTIO_BLK_S_OK as u8, done.to_chain)
+            }
             Err(e) => {
                 debug!("virtio-blk: request {} failed: {e}", chain.head);
+                io.record_error();
                 (e.status(), 0)
             }
         };
@@ -259,8 +295,8 @@ impl Disk {
         }
     }
 
-    /// Executes a request; returns the data bytes written into the chain.
-    fn execute(&self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<u32, RequestError> {
+    /// Executes a request.
+    fn execute(&self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<Done, RequestError> {
         chain.validate(mem)?;
         let mut readable = chain.readable();
         let mut writable = chain.writable();
@@ -280,7 +316,7 @@ impl Disk {
                 for (addr, len) in writable.parts() {
                     mem.read_exact_volatile_from(addr, &mut file, len)?;
                 }
-                Ok(writable.len() as u32)
+                Ok(Done::read(writable.len()))
             }
             VIRTIO_BLK_T_OUT => {
                 if !writable.is_empty() {
@@ -293,19 +329,23 @@ impl Disk {
                 for (addr, len) in readable.parts() {
                     mem.write_all_volatile_to(addr, &mut file, len)?;
                 }
-                Ok(0)
+                Ok(Done::written(readable.len()))
             }
             VIRTIO_BLK_T_FLUSH => {
                 if !self.readonly {
                     self.file.sync_data()?;
                 }
-                Ok(0)
+                Ok(Done::default())
             }
             VIRTIO_BLK_T_GET_ID => {
                 if !readable.is_empty() {
                     return Err(RequestError::Direction(request_type));
                 }
-                Ok(writable.write_from(mem, &self.id)? as u32)
+                let len = writable.write_from(mem, &self.id)?;
+                Ok(Done {
+                    to_chain: len as u32,
+                    ..Done::default()
+                })
             }
             other => Err(RequestError::Unsupported(other)),
         }

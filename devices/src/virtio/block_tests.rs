@@ -10,7 +10,7 @@ use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
 use crate::virtio::testing::{test_memory, TestRing};
-use crate::virtio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::virtio::{IoStatsSnapshot, MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::{BusDevice, IrqTrigger};
 
 const SECTORS: u64 = 8;
@@ -120,6 +120,14 @@ fn read_write_flush_round_trip() {
         &[6; 512],
         "neighbour untouched"
     );
+    let io = f.handler.interrupt.io_stats().snapshot();
+    let expected = IoStatsSnapshot {
+        requests: 3,
+        bytes_read: 1024,
+        bytes_written: 512,
+        errors: 0,
+    };
+    assert_eq!(io, expected);
 }
 
 #[test]
@@ -179,6 +187,8 @@ fn out_of_range_and_unaligned_requests_fail() {
         (1, VIRTIO_BLK_S_UNSUPP as u8)
     );
     assert_eq!(file_contents(&f.file), file_contents(&disk_file()));
+    let io = f.handler.interrupt.io_stats().snapshot();
+    assert_eq!((io.requests, io.errors, io.bytes_read), (5, 5, 0));
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! virtio-console with a single port (no MULTIPORT): the guest's
 //! /dev/hvc0. Bytes the VMM pushes into a [`ConsoleInput`] go to the
-//! receive queue; what the guest transmits goes to a host writer.
+//! receive queue; what the guest transmits goes to a host writer. Both
+//! directions are counted in the device's [`IoStats`](super::IoStats):
+//! input as `bytes_read`, output as `bytes_written`, one request per
+//! buffer, refused buffers as errors.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -169,6 +172,10 @@ impl ConsoleHandler {
                 break;
             };
             let written = receive(mem, &chain, &mut pending);
+            match written {
+                0 => self.interrupt.io_stats().record_error(),
+                n => self.interrupt.io_stats().record(n as usize, 0),
+            }
             rx.add_used(mem, chain.head, written)?;
             used_any = true;
         }
@@ -180,9 +187,12 @@ impl ConsoleHandler {
     }
 
     fn transmit(&mut self) -> Result<(), virtio_queue::Error> {
-        let (mem, output) = (&self.mem, &self.output);
+        let (mem, output, io) = (&self.mem, &self.output, self.interrupt.io_stats());
         drain_queue(&mut self.queues[TX_QUEUE], mem, &self.interrupt, |chain| {
-            transmit(mem, chain, output);
+            match transmit(mem, chain, output) {
+                Some(sent) => io.record(0, sent),
+                None => io.record_error(),
+            }
             0
         })
     }
@@ -209,23 +219,28 @@ fn receive(mem: &GuestMemoryMmap, chain: &Chain, pending: &mut VecDeque<u8>) -> 
     }
 }
 
-/// Sends one transmit chain's bytes to the host writer.
-fn transmit(mem: &GuestMemoryMmap, chain: &Chain, output: &Mutex<ConsoleOutput>) {
+/// Sends one transmit chain's bytes to the host writer; returns how many,
+/// or `None` if the chain was refused or the writer failed.
+fn transmit(mem: &GuestMemoryMmap, chain: &Chain, output: &Mutex<ConsoleOutput>) -> Option<usize> {
     if let Err(e) = chain.validate(mem) {
-        return debug!(
+        debug!(
             "virtio-console: transmit buffer {} refused: {e}",
             chain.head
         );
+        return None;
     }
     let readable = chain.readable();
     let mut bytes = vec![0u8; readable.len().min(MAX_TX_BYTES)];
     if let Err(e) = readable.read_into(mem, &mut bytes) {
-        return debug!("virtio-console: transmit buffer {}: {e}", chain.head);
+        debug!("virtio-console: transmit buffer {}: {e}", chain.head);
+        return None;
     }
     let mut output = output.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = output.write_all(&bytes).and_then(|()| output.flush()) {
         warn!("virtio-console: output: {e}");
+        return None;
     }
+    Some(bytes.len())
 }
 
 impl WorkerHandler for ConsoleHandler {
@@ -312,6 +327,9 @@ mod tests {
         f.handler.queue_event(TX_QUEUE).unwrap();
         assert_eq!(f.out.0.lock().unwrap().as_slice(), b"hello, world");
         assert_eq!(f.tx.used(), vec![(0, 0), (2, 0)]);
+        let io = f.handler.interrupt.io_stats().snapshot();
+        let counts = (io.requests, io.bytes_written, io.bytes_read, io.errors);
+        assert_eq!(counts, (2, 12, 0, 1));
     }
 
     #[test]
@@ -332,6 +350,8 @@ mod tests {
             .read_slice(&mut got[4..], GuestAddress(0x9000))
             .unwrap();
         assert_eq!(&got, b"abcdef");
+        let io = f.handler.interrupt.io_stats().snapshot();
+        assert_eq!((io.requests, io.bytes_read, io.errors), (2, 6, 0));
         // Idle buffers ask for a kick at the next one the driver adds.
         assert_eq!(f.rx.avail_event(), 2);
     }

@@ -1,7 +1,8 @@
 //! The interrupt side of one virtio device: the ISR bits the guest reads
 //! from InterruptStatus, the line that raises them, the NEEDS_RESET flag a
 //! failing worker sets, the config generation, and counters of the
-//! notifications sent and suppressed (EVENT_IDX) for benchmarks.
+//! notifications sent and suppressed (EVENT_IDX) for benchmarks, and the
+//! device's [`IoStats`].
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -10,6 +11,7 @@ use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
+use super::io_stats::IoStats;
 use crate::IrqTrigger;
 
 /// ISR bit: the device put buffers in a used ring.
@@ -59,6 +61,7 @@ pub struct Interrupt {
     config_generation: AtomicU32,
     irq: IrqTrigger,
     stats: Stats,
+    io_stats: IoStats,
 }
 
 impl Interrupt {
@@ -70,6 +73,7 @@ impl Interrupt {
             config_generation: AtomicU32::new(0),
             irq,
             stats: Stats::default(),
+            io_stats: IoStats::default(),
         }
     }
 
@@ -137,6 +141,11 @@ impl Interrupt {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The I/O counters the device model updates.
+    pub fn io_stats(&self) -> &IoStats {
+        &self.io_stats
     }
 
     /// Back to power-on state (device reset). Counters are kept: they

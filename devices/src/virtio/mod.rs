@@ -9,6 +9,7 @@ mod chain;
 pub mod console;
 mod device;
 mod interrupt;
+mod io_stats;
 mod mmio;
 pub mod net;
 mod ring;
@@ -25,6 +26,7 @@ pub use device::{
     VirtioDevice,
 };
 pub use interrupt::{Interrupt, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER};
+pub use io_stats::{IoStats, IoStatsSnapshot};
 pub use mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 pub use ring::{add_used_batch, drain_queue, notify_since, pop_chain};
 

@@ -5,6 +5,11 @@
 //!
 //! A receive buffer the driver placed outside guest memory (or with no
 //! writable bytes) is a broken driver: the device asks for a reset.
+//!
+//! Frames are counted in the device's [`IoStats`](super::IoStats) both
+//! ways, by their Ethernet bytes (without the virtio-net header): received
+//! frames as `bytes_read`, transmitted ones as `bytes_written`, and frames
+//! dropped either way as errors.
 
 use std::collections::VecDeque;
 use std::io;
@@ -264,7 +269,10 @@ impl NetHandler {
         loop {
             if self.rx_len == 0 {
                 match self.tap.read_frame(&mut self.rx_frame) {
-                    Ok(len) if len <= VNET_HDR_LEN => debug!("virtio-net: runt frame dropped"),
+                    Ok(len) if len <= VNET_HDR_LEN => {
+                        debug!("virtio-net: runt frame dropped");
+                        self.interrupt.io_stats().record_error();
+                    }
                     Ok(len) => self.rx_len = len,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -316,6 +324,7 @@ impl NetHandler {
         let Some(pieces) = split_frame(len, &capacities) else {
             // The buffers stay held for smaller frames.
             debug!("virtio-net: {len}-byte frame larger than the receive buffers, dropped");
+            self.interrupt.io_stats().record_error();
             return Ok(true);
         };
         // Without MRG_RXBUF this is always 1, as the spec requires.
@@ -333,14 +342,21 @@ impl NetHandler {
             offset += piece;
         }
         add_used_batch(rx, mem, &used).map_err(rx_error)?;
+        let io = self.interrupt.io_stats();
+        io.record(len - VNET_HDR_LEN, 0);
         Ok(true)
     }
 
     fn transmit(&mut self) -> Result<(), WorkerError> {
         let (mem, tap, frame) = (&self.mem, &self.tap, &mut self.tx_frame);
+        let io = self.interrupt.io_stats();
         drain_queue(&mut self.queues[TX_QUEUE], mem, &self.interrupt, |chain| {
-            if let Err(e) = send_frame(mem, tap, frame, chain) {
-                debug!("virtio-net: frame {} dropped: {e}", chain.head);
+            match send_frame(mem, tap, frame, chain) {
+                Ok(len) => io.record(0, len - VNET_HDR_LEN),
+                Err(e) => {
+                    debug!("virtio-net: frame {} dropped: {e}", chain.head);
+                    io.record_error();
+                }
             }
             0
         })
@@ -360,8 +376,14 @@ fn needs_buffers(held: &VecDeque<(Chain, usize)>, len: usize, mergeable: bool, m
     held.iter().map(|h| h.1).sum::<usize>() < len && held.len() < max
 }
 
-/// Sends one transmit chain (header and frame) to the TAP.
-fn send_frame(mem: &GuestMemoryMmap, tap: &Tap, buf: &mut [u8], chain: &Chain) -> io::Result<()> {
+/// Sends one transmit chain (header and frame) to the TAP; returns its
+/// length (more than the header's).
+fn send_frame(
+    mem: &GuestMemoryMmap,
+    tap: &Tap,
+    buf: &mut [u8],
+    chain: &Chain,
+) -> io::Result<usize> {
     let invalid = |e: ChainError| io::Error::new(io::ErrorKind::InvalidInput, e);
     chain.validate(mem).map_err(invalid)?;
     let readable = chain.readable();
@@ -375,7 +397,7 @@ fn send_frame(mem: &GuestMemoryMmap, tap: &Tap, buf: &mut [u8], chain: &Chain) -
     if sent != len {
         warn!("virtio-net: tap took {sent} of {len} bytes");
     }
-    Ok(())
+    Ok(len)
 }
 
 fn rx_error(source: virtio_queue::Error) -> WorkerError {

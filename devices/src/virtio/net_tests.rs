@@ -82,6 +82,9 @@ fn transmit_sends_header_and_frame_to_the_tap() {
     assert!(f.host.recv(&mut got).is_err(), "runt not sent");
     assert_eq!(f.tx.used(), vec![(0, 0), (2, 0)]);
     assert_eq!(f.irq.event_fd().read().unwrap(), 1);
+    let io = f.handler.interrupt.io_stats().snapshot();
+    let counts = (io.requests, io.bytes_written, io.bytes_read, io.errors);
+    assert_eq!(counts, (2, 60, 0, 1), "one frame of 60 bytes, one runt");
 }
 
 #[test]
@@ -162,6 +165,9 @@ fn without_mergeable_buffers_an_oversized_frame_is_dropped() {
         f.read(0x10000 + VNET_HDR_LEN as u64, 50),
         tap_frame(50)[VNET_HDR_LEN..]
     );
+    let io = f.handler.interrupt.io_stats().snapshot();
+    let counts = (io.requests, io.bytes_read, io.bytes_written, io.errors);
+    assert_eq!(counts, (2, 50, 0, 1), "the big frame counts as an error");
 }
 
 #[test]

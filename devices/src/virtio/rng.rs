@@ -1,5 +1,7 @@
 //! virtio-rng (entropy device): fills the driver's device-writable
-//! buffers from the host's /dev/urandom.
+//! buffers from the host's /dev/urandom. Bytes given to the guest are
+//! counted as `bytes_read` in the device's [`IoStats`](super::IoStats), a
+//! chain that got nothing as an error.
 
 use std::fs::File;
 use std::io;
@@ -84,9 +86,14 @@ struct RngHandler {
 
 impl WorkerHandler for RngHandler {
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
-        let (source, mem) = (&*self.source, &self.mem);
+        let (source, mem, io) = (&*self.source, &self.mem, self.interrupt.io_stats());
         drain_queue(&mut self.queue, mem, &self.interrupt, |chain| {
-            fill(source, mem, chain)
+            let written = fill(source, mem, chain);
+            match written {
+                0 => io.record_error(),
+                n => io.record(n as usize, 0),
+            }
+            written
         })
         .map_err(|source| WorkerError::Queue { index, source })
     }
@@ -146,6 +153,9 @@ mod tests {
         let end = 0xa000 + MAX_REQUEST_BYTES as u64;
         mem.read_slice(&mut past, GuestAddress(end)).unwrap();
         assert_eq!(past, [0; 16], "nothing past the cap");
+        let io = rng.interrupt.io_stats().snapshot();
+        assert_eq!((io.requests, io.errors), (2, 0));
+        assert_eq!(io.bytes_read, 256 + MAX_REQUEST_BYTES as u64);
     }
 
     #[test]
