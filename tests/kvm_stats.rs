@@ -6,7 +6,7 @@
 //! skips with a message otherwise; a kernel without
 //! KVM_CAP_BINARY_STATS_FD skips with a message.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arch::test_payloads::{self, Payload, MMIO_TARGET, RAM_SIZE};
@@ -16,6 +16,7 @@ use kvm_ioctls::Kvm;
 use tandem::kvm_stats::KvmStats;
 use tandem::memory::create_guest_memory;
 use tandem::vcpu::{run_loop, Buses, ExitCounters, VcpuShared};
+use tandem::vcpus::{Request, VcpuControl};
 use vm_memory::GuestAddress;
 
 /// Opens KVM, or explains why the test cannot run here.
@@ -35,7 +36,7 @@ fn kvm_or_skip() -> Option<Kvm> {
 struct StopAfter {
     writes: usize,
     limit: usize,
-    stop: Arc<AtomicBool>,
+    control: Arc<VcpuControl>,
 }
 
 impl BusDevice for StopAfter {
@@ -45,7 +46,7 @@ impl BusDevice for StopAfter {
     fn write(&mut self, _offset: u64, _data: &[u8]) {
         self.writes += 1;
         if self.writes >= self.limit {
-            self.stop.store(true, Ordering::Release);
+            self.control.set(Request::Stop);
         }
     }
 }
@@ -74,11 +75,11 @@ fn vm_and_vcpu_stats_are_read_and_advance() {
     assert!(before.contains_key("exits"), "{before:?}");
 
     const STORES: usize = 50;
-    let stop = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(VcpuControl::default());
     let device = Arc::new(Mutex::new(StopAfter {
         writes: 0,
         limit: STORES,
-        stop: stop.clone(),
+        control: control.clone(),
     }));
     let mut buses = Buses::default();
     buses.mmio.insert(device, MMIO_TARGET, 2).unwrap();
@@ -90,7 +91,7 @@ fn vm_and_vcpu_stats_are_read_and_advance() {
         let shared = VcpuShared {
             buses: &buses,
             exit: &exit,
-            stop: &stop,
+            control: &control,
             counters: &counters,
         };
         run_loop(&mut vcpu, 0, &shared, |_, e| {
