@@ -7,7 +7,7 @@
 //! the head's size, so one slow or hostile client could hold the server;
 //! hyper needs an async runtime, which nothing else in tandem uses.
 //!
-//! Limits (see [`connection`](super::connection)): a request's head and body
+//! Limits (enforced in `connection.rs`): a request's head and body
 //! must arrive within 5 s of its first byte, an idle keep-alive connection
 //! is closed after 60 s, the head is capped at 8 KiB and the body at
 //! Firecracker's 51200 bytes (400, then close, without reading the rest).
@@ -33,9 +33,9 @@ use super::connection::{self, Limits, Queue};
 use super::routes::{ApiRequest, ApiResponse};
 
 /// The listening socket and its accept thread. Dropping it stops accepting
-/// and removes the socket file; connections already open finish their
-/// current request (the main thread's side answers "shutting down" once
-/// the [`ApiInbox`] is gone).
+/// and removes the socket file. Connections already open are served until
+/// they close or idle out; once the [`ApiInbox`] is dropped too, their
+/// requests are answered "the VMM is shutting down".
 #[derive(Debug)]
 pub struct ApiServer {
     path: PathBuf,
