@@ -3,6 +3,7 @@
 //! architecture back end is reached only through [`arch::Arch`], via the
 //! [`arch::Host`] alias.
 
+pub mod api;
 pub mod config;
 pub mod console;
 pub mod device_manager;
