@@ -24,6 +24,8 @@ pub struct DeviceManager {
     pub info: Vec<DeviceInfo>,
     /// The console UART, fed with host input.
     pub serial: Option<Arc<Mutex<Serial>>>,
+    /// The keyboard controller (x86_64), for Ctrl+Alt+Del.
+    pub i8042: Option<Arc<Mutex<I8042>>>,
     /// The virtio devices, in the order they were added.
     pub virtio: Vec<VirtioSlot>,
     free_mmio: Range<u64>,
@@ -65,6 +67,7 @@ impl DeviceManager {
             buses: Buses::default(),
             info: Vec::new(),
             serial: None,
+            i8042: None,
             virtio: Vec::new(),
             free_mmio: layout.device_mmio.clone(),
             free_irqs: layout.device_irqs.clone(),
@@ -84,7 +87,10 @@ impl DeviceManager {
                     manager.place(info, Arc::new(Mutex::new(rtc)))?;
                 }
                 DeviceKind::I8042 => {
-                    manager.place(info, Arc::new(Mutex::new(I8042::new(exit.clone()))))?;
+                    let i8042 = I8042::new(exit.clone(), manager.irq_line(info)?);
+                    let i8042 = Arc::new(Mutex::new(i8042));
+                    manager.i8042 = Some(i8042.clone());
+                    manager.place(info, i8042)?;
                 }
                 DeviceKind::AcpiSleep => {
                     manager.place(info, Arc::new(Mutex::new(AcpiSleep::new(exit.clone()))))?;

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod controller;
 pub mod console;
 pub mod device_manager;
 pub mod kvm_stats;
@@ -12,6 +13,7 @@ pub mod logger;
 pub mod machine;
 pub mod memory;
 pub mod metrics;
+pub mod metrics_line;
 pub mod resources;
 pub mod signals;
 pub mod vcpu;

@@ -4,6 +4,7 @@
 //! access), then device workers (no guest-memory access), then guest time.
 //! States and which operation is legal when live in src/vm.rs.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -16,6 +17,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::console::InputTarget;
 use crate::device_manager::DeviceManager;
+use crate::kvm_stats::KvmStats;
 use crate::memory::create_guest_memory;
 use crate::resources::{ConsoleKind, VmResources};
 use crate::vcpu::ExitCounters;
@@ -51,6 +53,8 @@ pub struct Machine {
     console: Option<InputTarget>,
     /// Guest time while paused.
     paused_clock: Option<GuestClock>,
+    /// KVM's statistics: the VM's (`vm`) and each vCPU's (`vcpuN`).
+    kvm_stats: Vec<(String, KvmStats)>,
 }
 
 impl Machine {
@@ -78,6 +82,7 @@ impl Machine {
         arch.configure_boot(&vm, &mut vcpus, &mem, &config, &devices.info)?;
         devices.connect_irqs(&vm)?;
 
+        let kvm_stats = open_kvm_stats(&vm, &vcpus);
         let context = Arc::new(VcpuContext {
             arch: Arc::new(arch),
             buses: devices.buses.clone(),
@@ -103,6 +108,7 @@ impl Machine {
             mem,
             console,
             paused_clock: None,
+            kvm_stats,
         })
     }
 
@@ -144,6 +150,35 @@ impl Machine {
         self.vcpus.stop();
     }
 
+    /// Presses Ctrl+Alt+Del on the guest's keyboard (x86_64's i8042).
+    pub fn send_ctrl_alt_del(&self) -> Result<()> {
+        let Some(i8042) = &self.devices.i8042 else {
+            bail!("SendCtrlAltDel is not supported on {}", Host::NAME);
+        };
+        let mut i8042 = i8042.lock().unwrap_or_else(|p| p.into_inner());
+        if !i8042.send_ctrl_alt_del() {
+            bail!("the guest has not enabled its keyboard yet");
+        }
+        Ok(())
+    }
+
+    /// Backs the running disk `id` with the file at `path` and tells the
+    /// guest its new capacity.
+    pub fn swap_drive(&self, id: &str, path: &Path) -> Result<()> {
+        let Some(slot) = self.devices.virtio.iter().find(|slot| slot.name == id) else {
+            bail!("no drive {id}");
+        };
+        let mut transport = slot.transport.lock().unwrap_or_else(|p| p.into_inner());
+        transport
+            .update_backend(path)
+            .with_context(|| format!("drive {id}: {}", path.display()))
+    }
+
+    /// KVM's statistics, by `vm` and `vcpuN`; empty when the host has none.
+    pub fn kvm_stats(&self) -> &[(String, KvmStats)] {
+        &self.kvm_stats
+    }
+
     /// Where host console input goes; handed out once.
     pub fn take_console(&mut self) -> Option<InputTarget> {
         self.console.take()
@@ -163,6 +198,26 @@ impl Machine {
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
     }
+}
+
+/// Opens KVM's statistics for the VM and each vCPU, where the host has
+/// them (KVM_CAP_BINARY_STATS_FD).
+fn open_kvm_stats(vm: &VmFd, vcpus: &[VcpuFd]) -> Vec<(String, KvmStats)> {
+    let vcpus = vcpus
+        .iter()
+        .enumerate()
+        .map(|(index, vcpu)| (format!("vcpu{index}"), KvmStats::for_vcpu(vcpu)));
+    std::iter::once(("vm".to_string(), KvmStats::for_vm(vm)))
+        .chain(vcpus)
+        .filter_map(|(name, stats)| match stats {
+            Ok(Some(stats)) => Some((name, stats)),
+            Ok(None) => None,
+            Err(e) => {
+                warn!("KVM statistics of {name} unavailable: {e}");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Creates the virtio devices `resources` ask for; returns the virtio

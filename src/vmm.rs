@@ -1,27 +1,35 @@
 //! The main thread: one epoll loop over everything that reaches a VM from
 //! outside — host console input, stop signals, the guest ending its run,
-//! API requests — driving the [`Vm`] lifecycle object, and the exit code
-//! the process ends with.
+//! API requests, the metrics timer — driving the [`Vm`] lifecycle object,
+//! and the exit code the process ends with. What each API request does is
+//! src/controller.rs.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use devices::{ExitReason, ExitSignal};
-use log::info;
+use log::{info, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
+use crate::api::models::{FullVmConfiguration, Logger};
+use crate::api::{self, convert, ApiInbox, ApiServer};
 use crate::config::{RunArgs, VmmArgs};
 use crate::console::{read_stdin, ConsoleInput, RawTerminal};
 use crate::machine::Machine;
 use crate::memory::rss_report;
+use crate::metrics::{MetricsSink, MetricsTimer};
+use crate::metrics_line::metrics_line;
 use crate::signals::StopSignals;
 use crate::vm::Vm;
 
 const TOKEN_EXIT: u64 = 0;
 const TOKEN_STDIN: u64 = 1;
 const TOKEN_RX_DRAINED: u64 = 2;
+const TOKEN_API: u64 = 3;
+const TOKEN_METRICS: u64 = 4;
 /// Stop signal `i` uses token `TOKEN_SIGNALS + i`.
 const TOKEN_SIGNALS: u64 = 16;
 
@@ -33,17 +41,66 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let exit = Arc::new(ExitSignal::new()?);
     let vm = Vm::new("tandem".into(), args.resources(), exit.clone());
     let mut vmm = Vmm::new(vm, exit, signals)?;
-    vmm.vm.start()?;
-    vmm.attach_console()?;
+    vmm.start()?;
     vmm.serve()?;
     Ok(vmm.finish(args.stats))
 }
 
-/// Runs as `firecracker` does: serves the API on `--api-sock` and boots
-/// at once from `--config-file` if given.
+/// Runs as `firecracker` does: binds the API socket before anything slow
+/// (clients poll for it), boots at once from `--config-file` if given,
+/// then serves the API until the run ends.
 pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
-    let _ = args;
-    bail!("the Firecracker-compatible mode is not there yet")
+    let signals = StopSignals::install()?;
+    let ignored = args.ignored.given();
+    if !ignored.is_empty() {
+        info!("ignoring Firecracker flags tandem has no use for: {}", ignored.join(" "));
+    }
+    let api = match args.no_api {
+        true => None,
+        false => Some(
+            api::start(&args.api_sock)
+                .with_context(|| format!("API socket {}", args.api_sock.display()))?,
+        ),
+    };
+    let exit = Arc::new(ExitSignal::new()?);
+    let resources = match &args.config_file {
+        Some(path) => config_file_resources(path)?,
+        None => convert::firecracker_defaults(),
+    };
+    let vm = Vm::new(args.id.clone(), resources, exit.clone());
+    let mut vmm = Vmm::new(vm, exit, signals)?;
+    if let Some(path) = &args.log_path {
+        vmm.set_logger(&Logger {
+            log_path: Some(path.display().to_string()),
+            level: None,
+            show_level: Some(args.show_level),
+            show_log_origin: Some(args.show_log_origin),
+            module: None,
+        })
+        .map_err(anyhow::Error::msg)?;
+    }
+    if let Some(path) = &args.metrics_path {
+        vmm.set_metrics(path).map_err(anyhow::Error::msg)?;
+    }
+    if let Some((server, inbox)) = api {
+        vmm.watch(inbox.event_fd().as_raw_fd(), TOKEN_API)?;
+        vmm.api = Some((server, inbox));
+    }
+    if args.config_file.is_some() {
+        vmm.start()?;
+    }
+    vmm.serve()?;
+    Ok(vmm.finish(false))
+}
+
+/// The VM a `--config-file` describes.
+fn config_file_resources(path: &Path) -> Result<crate::resources::VmResources> {
+    let text = std::fs::read(path).with_context(|| format!("config file {}", path.display()))?;
+    let config = FullVmConfiguration::from_json(&text)
+        .and_then(|config| config.validate().map(|()| config))
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    convert::from_config_file(&config)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
 }
 
 /// The main thread's state: the VM and what feeds it.
@@ -55,6 +112,9 @@ pub struct Vmm {
     epoll: Epoll,
     console: Option<ConsoleInput>,
     terminal: Option<RawTerminal>,
+    api: Option<(ApiServer, ApiInbox)>,
+    metrics: Option<MetricsSink>,
+    metrics_timer: Option<MetricsTimer>,
 }
 
 impl Vmm {
@@ -67,6 +127,9 @@ impl Vmm {
             epoll: Epoll::new()?,
             console: None,
             terminal: None,
+            api: None,
+            metrics: None,
+            metrics_timer: None,
         };
         vmm.watch(vmm.exit.event_fd().as_raw_fd(), TOKEN_EXIT)?;
         for (index, (_, socket)) in vmm.signals.sockets.iter().enumerate() {
@@ -83,8 +146,14 @@ impl Vmm {
         )
     }
 
+    /// Builds and boots the VM, then connects the terminal to its console.
+    pub fn start(&mut self) -> Result<()> {
+        self.vm.start()?;
+        self.attach_console()
+    }
+
     /// Connects the host terminal to the started VM's console.
-    pub fn attach_console(&mut self) -> Result<()> {
+    fn attach_console(&mut self) -> Result<()> {
         let Some(target) = self.vm.machine().and_then(Machine::take_console) else {
             return Ok(());
         };
@@ -123,6 +192,15 @@ impl Vmm {
                             console.retry();
                         }
                     }
+                    TOKEN_API => self.serve_api(),
+                    TOKEN_METRICS => {
+                        if let Some(timer) = self.metrics_timer.as_mut() {
+                            let _ = timer.consume();
+                        }
+                        if let Err(e) = self.flush_metrics() {
+                            warn!("metrics: {e}");
+                        }
+                    }
                     token => {
                         let signal = self.signals.take((token - TOKEN_SIGNALS) as usize);
                         self.exit
@@ -131,6 +209,53 @@ impl Vmm {
                 }
             }
         }
+    }
+
+    /// Answers every API request waiting, in arrival order.
+    fn serve_api(&mut self) {
+        while let Some(pending) = self.api.as_ref().and_then(|(_, inbox)| inbox.try_recv()) {
+            let response = self.handle_api(pending.request.clone());
+            pending.reply(response);
+        }
+    }
+
+    /// Sends metrics lines to `path` from now on, one every 60 s.
+    pub fn set_metrics(&mut self, path: &Path) -> Result<(), String> {
+        if self.metrics.is_some() {
+            return Err("metrics are already configured".into());
+        }
+        let sink = MetricsSink::open(path).map_err(|e| format!("metrics {}: {e}", path.display()))?;
+        let mut timer = MetricsTimer::new().map_err(|e| e.to_string())?;
+        timer.arm().map_err(|e| e.to_string())?;
+        self.watch(timer.as_raw_fd(), TOKEN_METRICS)
+            .map_err(|e| e.to_string())?;
+        self.metrics = Some(sink);
+        self.metrics_timer = Some(timer);
+        Ok(())
+    }
+
+    /// Writes one metrics line now.
+    pub fn flush_metrics(&mut self) -> Result<(), String> {
+        let Some(sink) = self.metrics.as_mut() else {
+            return Err("metrics are not configured: PUT /metrics first".into());
+        };
+        let line = metrics_line(&mut self.vm, sink.dropped());
+        sink.write_line(&line).map_err(|e| format!("metrics: {e}"))
+    }
+
+    /// Applies `PUT /logger` (or the logging flags).
+    pub fn set_logger(&mut self, logger: &Logger) -> Result<(), String> {
+        let level = match logger.level {
+            Some(_) => Some(logger.level_filter()?),
+            None => None,
+        };
+        crate::logger::configure(crate::logger::LogOptions {
+            level,
+            path: logger.log_path.as_deref().map(Path::new),
+            show_level: logger.show_level,
+            show_origin: logger.show_log_origin,
+        })
+        .map_err(|e| format!("logger: {e}"))
     }
 
     fn console_input(&mut self) {

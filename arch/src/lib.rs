@@ -190,6 +190,11 @@ pub fn host_memory_limit() -> u64 {
 /// then runs the vCPUs and hands every exit that is not port or MMIO I/O to
 /// [`Arch::handle_exit`].
 pub trait Arch: Sized + Send + Sync + 'static {
+    /// The architecture's name, as `target_arch` spells it.
+    const NAME: &'static str;
+    /// Whether [`VmConfig::gic`] may be other than `Auto`.
+    const HAS_GIC_CHOICE: bool;
+
     /// Checks `config` against the host and creates the VM with whatever
     /// must exist before the first vCPU (x86: IRQCHIP, PIT, TSS).
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)>;

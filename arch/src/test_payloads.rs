@@ -40,6 +40,9 @@ pub enum TinyKernel {
     Reset,
     /// Spins forever: only the host can end it.
     Spin,
+    /// Writes to port 0x80 (nothing there) forever: every pass is one
+    /// exit to the VMM, so its exit count shows whether it runs.
+    PortLoop,
     /// Raises an exception with no handler: a triple fault on x86.
     Crash,
 }
@@ -93,6 +96,8 @@ mod imp {
             TinyKernel::Reset => &[0xb0, 0xfe, 0xe6, 0x64, 0xf4],
             // 1: jmp 1b
             TinyKernel::Spin => &[0xeb, 0xfe],
+            // 1: out %al,$0x80; jmp 1b
+            TinyKernel::PortLoop => &[0xe6, 0x80, 0xeb, 0xfc],
             // ud2 with no IDT
             TinyKernel::Crash => &[0x0f, 0x0b],
         };

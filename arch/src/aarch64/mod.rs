@@ -60,6 +60,9 @@ impl AArch64 {
 }
 
 impl Arch for AArch64 {
+    const NAME: &'static str = "aarch64";
+    const HAS_GIC_CHOICE: bool = true;
+
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
         image::check_kernel(&config.kernel)?;
         let host_memory = crate::host_memory_limit();

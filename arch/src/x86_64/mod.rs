@@ -103,6 +103,9 @@ fn check_address_width(supported: &[kvm_cpuid_entry2], layout: &MemoryLayout) ->
 }
 
 impl Arch for X86_64 {
+    const NAME: &'static str = "x86_64";
+    const HAS_GIC_CHOICE: bool = false;
+
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
         validate_config(config, kvm.get_max_vcpus(), crate::host_memory_limit())?;
         let layout = layout::memory_layout(config.memory_size);

@@ -1,0 +1,76 @@
+//! What one metrics line says (docs/metrics.md is the reference): gathered
+//! from the VM's lifecycle counters, the machine's exit and device
+//! counters, its memory, and KVM's own statistics.
+
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+use crate::machine::Machine;
+use crate::memory::rss_report;
+use crate::metrics::device_entry;
+use crate::vm::Vm;
+
+/// The line for `vm` now; `dropped` is the sink's count of lost lines.
+pub fn metrics_line(vm: &mut Vm, dropped: u64) -> Value {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let stats = vm.lifecycle_stats();
+    let state = vm.state().api_name();
+    let mut line = json!({
+        "utc_timestamp_ms": timestamp,
+        "vmm": {
+            "uptime_ms": crate::process_started().elapsed().as_millis() as u64,
+            "state": state,
+            "metrics_lines_dropped": dropped,
+        },
+        "vcpu_lifecycle": {
+            "pauses": stats.pauses,
+            "resumes": stats.resumes,
+            "last_pause_us": stats.last_pause.as_micros() as u64,
+            "last_resume_us": stats.last_resume.as_micros() as u64,
+        },
+    });
+    if let Some(machine) = vm.machine() {
+        add_machine(&mut line, machine);
+    }
+    line
+}
+
+fn add_machine(line: &mut Value, machine: &Machine) {
+    if let Ok(rss) = rss_report(machine.memory()) {
+        line["vmm"]["vmm_rss_kib"] = rss.vmm_kib.into();
+        line["vmm"]["guest_rss_kib"] = rss.guest_kib.into();
+    }
+    let exits = machine.exit_counters();
+    line["exits"] = json!({
+        "total": exits.total(),
+        "pio": exits.pio.load(Ordering::Relaxed),
+        "mmio": exits.mmio.load(Ordering::Relaxed),
+        "other": exits.other.load(Ordering::Relaxed),
+        "unclaimed": exits.unclaimed.load(Ordering::Relaxed),
+    });
+    let devices: Map<String, Value> = machine
+        .devices()
+        .virtio
+        .iter()
+        .map(|slot| {
+            let stats = slot.interrupt.stats().snapshot();
+            let io = slot.interrupt.io_stats().snapshot();
+            (slot.name.clone(), device_entry(&stats, &io))
+        })
+        .collect();
+    line["devices"] = devices.into();
+    let kvm: Map<String, Value> = machine
+        .kvm_stats()
+        .iter()
+        .filter_map(|(name, stats)| {
+            let values = stats.read().ok()?;
+            Some((name.clone(), json!(values)))
+        })
+        .collect();
+    line["kvm"] = kvm.into();
+}

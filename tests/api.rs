@@ -1,0 +1,351 @@
+//! The Firecracker-compatible API end to end on this host's /dev/kvm: the
+//! tandem binary started as `firecracker` is, configured and started over
+//! its Unix socket with a hand-made kernel, paused and resumed (the
+//! guest's exit count stops and goes on), metrics lines checked, and every
+//! error path answered 400 with the VM carrying on.
+//!
+//! Tests that need KVM fail when `CI` is set and /dev/kvm is unusable, and
+//! skip with a message otherwise; hand-made kernels exist on x86_64 only.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arch::test_payloads::{tiny_kernel, TinyKernel};
+use serde_json::{json, Value};
+use vmm_sys_util::tempdir::TempDir;
+
+fn kvm_usable() -> bool {
+    let ok = kvm_ioctls::Kvm::new().is_ok_and(|kvm| kvm.get_api_version() == 12);
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no usable /dev/kvm: CI must run these tests"
+        );
+        eprintln!("SKIPPED: no usable /dev/kvm");
+    }
+    ok
+}
+
+fn sigterm(pid: u32) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// One tandem process serving its API in a temp dir.
+struct Vmm {
+    child: Child,
+    dir: TempDir,
+    socket: PathBuf,
+}
+
+impl Vmm {
+    fn spawn(extra: &[&str]) -> Vmm {
+        let dir = TempDir::new().unwrap();
+        let socket = dir.as_path().join("api.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .arg("--api-sock")
+            .arg(&socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let vmm = Vmm { child, dir, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&vmm.socket).is_err() {
+            assert!(Instant::now() < deadline, "the API socket never appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        vmm
+    }
+
+    /// Sends one request; returns the status and the parsed body.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        self.raw(&format!("{head}{body}"))
+    }
+
+    fn raw(&self, request: &str) -> (u16, Value) {
+        let mut stream = UnixStream::connect(&self.socket).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Value) {
+        let (status, answer) = self.call(method, path, Some(body));
+        assert_eq!(status, 204, "{method} {path}: {answer}");
+    }
+
+    /// A 400 whose fault_message contains `words`.
+    fn fault(&self, method: &str, path: &str, body: Option<Value>, words: &str) {
+        let (status, answer) = self.call(method, path, body);
+        assert_eq!(status, 400, "{method} {path}: {answer}");
+        let message = answer["fault_message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{method} {path}: {message}");
+    }
+
+    fn state(&self) -> String {
+        let (status, info) = self.call("GET", "/", None);
+        assert_eq!(status, 200);
+        info["state"].as_str().unwrap().to_string()
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.dir.as_path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    }
+
+    /// SIGTERM; returns the exit code and stderr.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        sigterm(self.child.id());
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut stderr);
+        assert!(!self.socket.exists(), "the API socket outlived tandem");
+        (status.code(), stderr)
+    }
+}
+
+/// Writes one metrics line and returns it.
+fn metrics(vmm: &Vmm, path: &Path) -> Value {
+    vmm.ok("PUT", "/actions", json!({"action_type": "FlushMetrics"}));
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+fn port_exits(line: &Value) -> u64 {
+    line["exits"]["pio"].as_u64().unwrap()
+}
+
+#[test]
+fn a_vm_configured_over_the_api_pauses_and_resumes() {
+    if !kvm_usable() {
+        return;
+    }
+    let Some(kernel) = tiny_kernel(TinyKernel::PortLoop) else {
+        eprintln!("SKIPPED: no hand-made kernel on this architecture");
+        return;
+    };
+    let vmm = Vmm::spawn(&["--id", "api-test"]);
+    let (_, info) = vmm.call("GET", "/", None);
+    assert_eq!(info["id"], "api-test");
+    assert_eq!(info["state"], "Not started");
+    let kernel = vmm.file("kernel", &kernel);
+    let metrics_path = vmm.dir.as_path().join("metrics.json");
+    vmm.ok("PUT", "/machine-config", json!({"vcpu_count": 2, "mem_size_mib": 64}));
+    vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
+    vmm.ok("PUT", "/metrics", json!({"metrics_path": metrics_path}));
+    vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
+    assert_eq!(vmm.state(), "Running");
+    let (_, config) = vmm.call("GET", "/vm/config", None);
+    assert_eq!(config["machine-config"]["vcpu_count"], 2);
+    assert_eq!(config["boot-source"]["kernel_image_path"], kernel.as_str());
+
+    std::thread::sleep(Duration::from_millis(100));
+    let running = port_exits(&metrics(&vmm, &metrics_path));
+    assert!(running > 0, "the guest never ran");
+
+    vmm.ok("PATCH", "/vm", json!({"state": "Paused"}));
+    assert_eq!(vmm.state(), "Paused");
+    let paused = port_exits(&metrics(&vmm, &metrics_path));
+    std::thread::sleep(Duration::from_millis(300));
+    let later = metrics(&vmm, &metrics_path);
+    assert_eq!(port_exits(&later), paused, "the guest ran while paused");
+    assert_eq!(later["vmm"]["state"], "Paused");
+
+    vmm.ok("PATCH", "/vm", json!({"state": "Resumed"}));
+    std::thread::sleep(Duration::from_millis(100));
+    let resumed = metrics(&vmm, &metrics_path);
+    assert!(port_exits(&resumed) > paused, "the guest did not go on");
+    for (section, fields) in [
+        ("vmm", &["uptime_ms", "state", "vmm_rss_kib", "guest_rss_kib"][..]),
+        ("exits", &["total", "pio", "mmio", "other", "unclaimed"][..]),
+        ("vcpu_lifecycle", &["pauses", "resumes", "last_pause_us"][..]),
+    ] {
+        for field in fields {
+            assert!(!resumed[section][field].is_null(), "{section}.{field}");
+        }
+    }
+    assert_eq!(resumed["vcpu_lifecycle"]["pauses"], 1);
+    assert_eq!(resumed["vcpu_lifecycle"]["resumes"], 1);
+    assert!(resumed["utc_timestamp_ms"].as_u64().unwrap() > 0);
+
+    let (code, stderr) = vmm.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+}
+
+#[test]
+fn bad_requests_get_400_and_the_vm_carries_on() {
+    if !kvm_usable() {
+        return;
+    }
+    let Some(kernel) = tiny_kernel(TinyKernel::Spin) else {
+        eprintln!("SKIPPED: no hand-made kernel on this architecture");
+        return;
+    };
+    let vmm = Vmm::spawn(&[]);
+    let kernel = vmm.file("kernel", &kernel);
+    // Wrong order, unknown field, id mismatch, bad path.
+    vmm.fault("PATCH", "/vm", Some(json!({"state": "Paused"})), "before starting");
+    vmm.fault(
+        "PUT",
+        "/machine-config",
+        Some(json!({"vcpu_count": 1, "mem_size_mib": 64, "bogus": 1})),
+        "bogus",
+    );
+    vmm.fault(
+        "PUT",
+        "/drives/a",
+        Some(json!({"drive_id": "b", "path_on_host": "/x", "is_root_device": false})),
+        "",
+    );
+    vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": "/nonexistent/k"}));
+    vmm.fault(
+        "PUT",
+        "/actions",
+        Some(json!({"action_type": "InstanceStart"})),
+        "/nonexistent/k",
+    );
+    assert_eq!(vmm.state(), "Not started");
+    let (status, _) = vmm.raw("NONSENSE\r\n\r\n");
+    assert_eq!(status, 400);
+
+    vmm.ok("PUT", "/machine-config", json!({"vcpu_count": 1, "mem_size_mib": 64}));
+    vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
+    vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
+    vmm.fault(
+        "PUT",
+        "/actions",
+        Some(json!({"action_type": "InstanceStart"})),
+        "after starting",
+    );
+    vmm.fault(
+        "PUT",
+        "/machine-config",
+        Some(json!({"vcpu_count": 2, "mem_size_mib": 64})),
+        "after starting",
+    );
+    vmm.fault(
+        "PUT",
+        "/actions",
+        Some(json!({"action_type": "FlushMetrics"})),
+        "not configured",
+    );
+    vmm.fault(
+        "PATCH",
+        "/drives/nope",
+        Some(json!({"drive_id": "nope", "path_on_host": "/x"})),
+        "no drive nope",
+    );
+    assert_eq!(vmm.state(), "Running");
+    let (code, stderr) = vmm.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+}
+
+#[test]
+fn a_config_file_boots_at_once_like_the_cli() {
+    if !kvm_usable() {
+        return;
+    }
+    let Some(kernel) = tiny_kernel(TinyKernel::PowerOff) else {
+        eprintln!("SKIPPED: no hand-made kernel on this architecture");
+        return;
+    };
+    let dir = TempDir::new().unwrap();
+    let kernel_path = dir.as_path().join("kernel");
+    std::fs::write(&kernel_path, kernel).unwrap();
+    let config = dir.as_path().join("vm.json");
+    let body = json!({
+        "boot-source": {"kernel_image_path": kernel_path},
+        "machine-config": {"vcpu_count": 2, "mem_size_mib": 64}
+    });
+    std::fs::write(&config, body.to_string()).unwrap();
+    let tandem = || Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let from_file = tandem()
+        .args(["--no-api", "--config-file"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let from_cli = tandem()
+        .args(["run", "--cpus", "2", "--memory", "64M", "--kernel"])
+        .arg(&kernel_path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    for output in [&from_file, &from_cli] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("2 vCPU(s), 64 MiB"), "{stderr}");
+        assert!(stderr.contains("guest powered off"), "{stderr}");
+    }
+}
+
+#[test]
+fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
+    let tandem = || Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let output = tandem().arg("--no-api").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let output = tandem().arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    let dir = TempDir::new().unwrap();
+    let config = dir.as_path().join("bad.json");
+    std::fs::write(&config, r#"{"boot-source": {"kernel_image_path": "/k"}, "vsock": {}}"#)
+        .unwrap();
+    let output = tandem()
+        .args(["--no-api", "--boot-timer", "--no-seccomp", "--config-file"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ignoring Firecracker flags"), "{stderr}");
+    assert!(stderr.contains("\"vsock\" is not supported"), "{stderr}");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+    let dir = TempDir::new().unwrap();
+    let socket = dir.as_path().join("api.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let mut first = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--api-sock")
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the API socket never appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--api-sock")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    sigterm(first.id());
+    first.wait().unwrap();
+    let mut stderr = String::new();
+    first.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("stale"), "{stderr}");
+    assert!(!socket.exists());
+}
