@@ -2,6 +2,7 @@
 //! what the transport hands it when the driver sets DRIVER_OK.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 use virtio_queue::Queue;
@@ -92,6 +93,16 @@ pub trait VirtioDevice: Send {
         if let Some(worker) = self.worker() {
             worker.resume();
         }
+    }
+    /// Replaces the host file behind the device with `path`, live, and
+    /// tells an active driver through a config-change interrupt. On error
+    /// the old file stays in use. Only a device with a backing file (the
+    /// disk) supports it.
+    fn update_backend(&mut self, _path: &Path) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this device has no backing file to change",
+        ))
     }
 }
 

@@ -8,6 +8,7 @@
 //! reach the transport signals the same `EventFd`.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 use log::{debug, error, warn};
@@ -308,6 +309,11 @@ impl MmioTransport {
     /// Lets the device's worker go on.
     pub fn resume(&mut self) {
         self.device.resume();
+    }
+
+    /// Swaps the device's backing file (see [`VirtioDevice::update_backend`]).
+    pub fn update_backend(&mut self, path: &Path) -> io::Result<()> {
+        self.device.update_backend(path)
     }
 
     fn reset(&mut self) {

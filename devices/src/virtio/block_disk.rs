@@ -1,0 +1,244 @@
+//! The backing file of a virtio-blk device: opening and sizing it, and
+//! serving one request on it (reads, writes, flushes and GET_ID). A bad
+//! request gets an error status when the chain has a status byte to
+//! write, and is returned with length 0 otherwise; the device never
+//! touches memory outside a chain's own buffers. Every request is counted
+//! in the device's [`IoStats`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use log::{debug, warn};
+use virtio_bindings::virtio_blk::*;
+use vm_memory::{Address, Bytes, GuestMemoryMmap};
+
+use super::{ID_LEN, SECTOR_SIZE};
+use crate::virtio::{Chain, ChainError, IoStats};
+
+const HEADER_LEN: usize = 16;
+
+/// Opens `path` as a disk image (a regular file or a block device),
+/// read-only or read-write, and returns it with its size in whole
+/// sectors (a partial last sector is not exposed).
+pub(super) fn open_backing(path: &Path, readonly: bool) -> io::Result<(File, u64)> {
+    // Checked before opening too, so a FIFO cannot block the open.
+    check_kind(&std::fs::metadata(path)?)?;
+    let file = OpenOptions::new().read(true).write(!readonly).open(path)?;
+    check_kind(&file.metadata()?)?;
+    // Seeking to the end sizes block devices too (their metadata says 0).
+    let size = (&file).seek(SeekFrom::End(0))?;
+    Ok((file, size / SECTOR_SIZE))
+}
+
+fn check_kind(metadata: &std::fs::Metadata) -> io::Result<()> {
+    let kind = metadata.file_type();
+    if kind.is_file() || kind.is_block_device() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file or block device",
+        ))
+    }
+}
+
+/// Locks the disk a device and its worker share. A panic while serving a
+/// request leaves the disk itself intact, so a poisoned lock is used as is.
+pub(super) fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
+    disk.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why one request failed; the guest sees only the status byte.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("{0}")]
+    Chain(#[from] ChainError),
+    #[error("unsupported request type {0}")]
+    Unsupported(u32),
+    #[error("write to a read-only disk")]
+    ReadOnly,
+    #[error("data length {0} is not a multiple of 512")]
+    Unaligned(usize),
+    #[error("sectors {sector}+{len} bytes are past the end of the disk")]
+    OutOfRange { sector: u64, len: usize },
+    #[error("data buffers have the wrong direction for request type {0}")]
+    Direction(u32),
+    #[error("host I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("guest memory: {0}")]
+    Memory(#[from] vm_memory::GuestMemoryError),
+}
+
+impl RequestError {
+    fn status(&self) -> u8 {
+        match self {
+            RequestError::Unsupported(_) => VIRTIO_BLK_S_UNSUPP as u8,
+            _ => VIRTIO_BLK_S_IOERR as u8,
+        }
+    }
+}
+
+/// What a successful request moved.
+#[derive(Debug, Default)]
+struct Done {
+    /// Bytes written into the chain, before the status byte.
+    to_chain: u32,
+    /// Disk bytes read into guest memory.
+    read: usize,
+    /// Guest bytes written to the disk.
+    written: usize,
+}
+
+impl Done {
+    fn read(len: usize) -> Self {
+        Self {
+            to_chain: len as u32,
+            read: len,
+            written: 0,
+        }
+    }
+
+    fn written(len: usize) -> Self {
+        Self {
+            written: len,
+            ..Self::default()
+        }
+    }
+}
+
+/// The backing file and what the guest may do with it.
+pub(super) struct Disk {
+    file: File,
+    /// Size in 512-byte sectors.
+    pub(super) capacity: u64,
+    /// Writes are refused.
+    pub(super) readonly: bool,
+    /// The GET_ID serial number.
+    pub(super) id: [u8; ID_LEN],
+}
+
+impl Disk {
+    pub(super) fn new(file: File, capacity: u64, readonly: bool, id: [u8; ID_LEN]) -> Self {
+        Self {
+            file,
+            capacity,
+            readonly,
+            id,
+        }
+    }
+
+    /// Forces acknowledged writes to the file (fdatasync); a no-op for a
+    /// read-only disk.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        if self.readonly {
+            return Ok(());
+        }
+        self.file.sync_data()
+    }
+
+    /// Serves one request and counts it in `io`; returns the bytes written
+    /// into the chain.
+    pub(super) fn serve(&self, mem: &GuestMemoryMmap, chain: &Chain, io: &IoStats) -> u32 {
+        // The status byte is the chain's last byte and must be writable.
+        let status_addr = match chain.buffers.last() {
+            Some(last) if last.writable && last.len > 0 => {
+                last.addr.checked_add(last.len as u64 - 1)
+            }
+            _ => None,
+        };
+        let Some(status_addr) = status_addr.filter(|&a| mem.read_obj::<u8>(a).is_ok()) else {
+            warn!("virtio-blk: request {} has no status byte", chain.head);
+            io.record_error();
+            return 0;
+        };
+        let (status, written) = match self.execute(mem, chain) {
+            Ok(done) => {
+                io.record(done.read, done.written);
+                (VIRTIO_BLK_S_OK as u8, done.to_chain)
+            }
+            Err(e) => {
+                debug!("virtio-blk: request {} failed: {e}", chain.head);
+                io.record_error();
+                (e.status(), 0)
+            }
+        };
+        match mem.write_obj(status, status_addr) {
+            Ok(()) => written.saturating_add(1),
+            Err(_) => 0,
+        }
+    }
+
+    /// Executes a request.
+    fn execute(&self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<Done, RequestError> {
+        chain.validate(mem)?;
+        let mut readable = chain.readable();
+        let mut writable = chain.writable();
+        writable.split_back(1)?; // the status byte
+        let mut header = [0u8; HEADER_LEN];
+        readable
+            .split_front(HEADER_LEN)?
+            .read_into(mem, &mut header)?;
+        let request_type = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
+        let sector = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+        match request_type {
+            VIRTIO_BLK_T_IN => {
+                if !readable.is_empty() {
+                    return Err(RequestError::Direction(request_type));
+                }
+                let mut file = self.seek_to(sector, writable.len())?;
+                for (addr, len) in writable.parts() {
+                    mem.read_exact_volatile_from(addr, &mut file, len)?;
+                }
+                Ok(Done::read(writable.len()))
+            }
+            VIRTIO_BLK_T_OUT => {
+                if !writable.is_empty() {
+                    return Err(RequestError::Direction(request_type));
+                }
+                if self.readonly {
+                    return Err(RequestError::ReadOnly);
+                }
+                let mut file = self.seek_to(sector, readable.len())?;
+                for (addr, len) in readable.parts() {
+                    mem.write_all_volatile_to(addr, &mut file, len)?;
+                }
+                Ok(Done::written(readable.len()))
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                self.sync()?;
+                Ok(Done::default())
+            }
+            VIRTIO_BLK_T_GET_ID => {
+                if !readable.is_empty() {
+                    return Err(RequestError::Direction(request_type));
+                }
+                let len = writable.write_from(mem, &self.id)?;
+                Ok(Done {
+                    to_chain: len as u32,
+                    ..Done::default()
+                })
+            }
+            other => Err(RequestError::Unsupported(other)),
+        }
+    }
+
+    /// Checks `len` bytes at `sector` and positions the file there.
+    fn seek_to(&self, sector: u64, len: usize) -> Result<&File, RequestError> {
+        // (Not `is_multiple_of`: the workspace supports Rust 1.85.)
+        let partial_sector = len as u64 % SECTOR_SIZE;
+        if partial_sector != 0 {
+            return Err(RequestError::Unaligned(len));
+        }
+        let sectors = len as u64 / SECTOR_SIZE;
+        let end = sector.checked_add(sectors);
+        if end.is_none_or(|end| end > self.capacity) {
+            return Err(RequestError::OutOfRange { sector, len });
+        }
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(sector * SECTOR_SIZE))?;
+        Ok(file)
+    }
+}
