@@ -142,6 +142,23 @@ fn parse_fc_level(text: &str) -> Result<log::LevelFilter, String> {
 pub enum Command {
     /// Boot a Linux guest and attach its console to this terminal.
     Run(RunArgs),
+    /// Send one request to a running tandem's API socket and print the
+    /// answer (for hosts without curl).
+    Api(ApiArgs),
+}
+
+/// Options of `tandem api`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The API socket.
+    #[arg(long, value_name = "PATH")]
+    pub sock: PathBuf,
+    /// GET, PUT or PATCH.
+    pub method: String,
+    /// The endpoint, e.g. /vm.
+    pub path: String,
+    /// The JSON body.
+    pub body: Option<String>,
 }
 
 /// Options of `tandem run`.
@@ -390,7 +407,7 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Some(Command::Run(run)) => run,
-            None => panic!("`run` parsed as no subcommand"),
+            other => panic!("`run` parsed as {other:?}"),
         })
     }
 

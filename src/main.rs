@@ -41,6 +41,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Api(args)) => {
+            match tandem::api::client::call(&args.sock, &args.method, &args.path, args.body.as_deref()) {
+                Ok((status, body)) => {
+                    println!("{body}");
+                    if (200..300).contains(&status) {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("tandem: HTTP {status}");
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(err) => {
+                    eprintln!("tandem: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             tandem::logger::init(cli.vmm.level.unwrap_or(log::LevelFilter::Info));
             match tandem::vmm::run_firecracker(&cli.vmm) {

@@ -14,6 +14,7 @@
 //! which VM state is for the main thread to decide.
 
 mod connection;
+pub mod client;
 pub mod convert;
 pub mod http;
 pub mod models;
