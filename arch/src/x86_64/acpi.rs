@@ -1,7 +1,7 @@
 //! ACPI tables for a hardware-reduced PC: RSDP → XSDT → FADT (sleep and
-//! reset registers, DSDT pointer) and MADT (one local APIC per vCPU, one
-//! IOAPIC), written into the BIOS area at [`ACPI_START`] which the e820
-//! map reserves.
+//! reset registers, IA-PC boot flags, DSDT pointer) and MADT (one local
+//! APIC per vCPU, one IOAPIC), written into the BIOS area at
+//! [`ACPI_START`] which the e820 map reserves.
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
@@ -22,6 +22,11 @@ use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, Result};
 pub const OEM_ID: [u8; 6] = *b"TANDEM";
 /// IA-PC boot architecture flags: no VGA (bit 2), no CMOS RTC (bit 5).
 const IAPC_BOOT_ARCH: u16 = (1 << 2) | (1 << 5);
+/// IA-PC boot architecture flag: an 8042 at ports 0x60 and 0x64. Linux
+/// (acpi_parse_fadt) marks the i8042 firmware-absent without it; that only
+/// matters when the DSDT has no PNP0303 device (or `i8042.nopnp`), and then
+/// decides whether the driver probes the ports blind.
+const IAPC_BOOT_ARCH_8042: u16 = 1 << 1;
 /// Tables start on 16-byte boundaries.
 const TABLE_ALIGN: u64 = 16;
 
@@ -48,6 +53,7 @@ fn fadt(dsdt_addr: u64, devices: &[DeviceInfo]) -> Vec<u8> {
         fadt.sleep_status_reg = io_register(sleep.base + 1);
     }
     if let Some(i8042) = pio_device(devices, DeviceKind::I8042) {
+        fadt.iapc_boot_arch = (IAPC_BOOT_ARCH | IAPC_BOOT_ARCH_8042).into();
         fadt = fadt.flag(Flags::ResetRegSup);
         fadt.reset_reg = io_register(i8042.base + I8042_COMMAND_OFFSET);
         fadt.reset_value = I8042_RESET_COMMAND;

@@ -1,8 +1,8 @@
 //! The DSDT: the devices Linux cannot probe for, in AML. The `\_S5_`
-//! package (soft-off through the FADT sleep registers), the COM ports, and
-//! every virtio-mmio transport as an `LNRO0005` device with its registers
-//! and interrupt — the only way x86 kernels without
-//! `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` find them.
+//! package (soft-off through the FADT sleep registers), the COM ports, the
+//! i8042 as a `PNP0303` keyboard, and every virtio-mmio transport as an
+//! `LNRO0005` device with its registers and interrupt — the only way x86
+//! kernels without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` find them.
 
 use acpi_tables::aml::{
     self, Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, IO,
@@ -11,6 +11,7 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 
 use super::acpi::OEM_ID;
+use super::reset_vector::I8042_COMMAND_OFFSET;
 use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, Result};
 
 /// SLP_TYP for S5. The AcpiSleep device model powers off on exactly this
@@ -63,6 +64,38 @@ fn serial_device(uid: usize, device: &DeviceInfo) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The i8042 as a PC keyboard: PNP0303 with its data and command ports,
+/// one byte each, and its interrupt. Linux's i8042 driver binds through this
+/// ACPI PnP device (i8042_pnp_init); the FADT's 8042 flag only lets it probe
+/// the ports blind when no such device exists. With no PNP0F13 mouse
+/// device it leaves the aux port alone ("AUX port disabled").
+fn keyboard_device(device: &DeviceInfo) -> Result<Vec<u8>> {
+    let data = u16::try_from(device.base)
+        .ok()
+        .filter(|_| device.space == AddressSpace::Pio && device.len > I8042_COMMAND_OFFSET)
+        .ok_or_else(|| config_err(device, "not a port-I/O range up to the command port"))?;
+    let command = data + I8042_COMMAND_OFFSET as u16;
+    let data_io = IO::new(data, data, 1, 1);
+    let command_io = IO::new(command, command, 1, 1);
+    let irq = device.irq.map(edge_interrupt);
+    let mut resources: Vec<&dyn Aml> = vec![&data_io, &command_io];
+    if let Some(irq) = &irq {
+        resources.push(irq);
+    }
+    let crs = ResourceTemplate::new(resources);
+    let hid = EISAName::new("PNP0303");
+    let mut bytes = Vec::new();
+    Device::new(
+        Path::new("PS2K"),
+        vec![
+            &Name::new("_HID".into(), &hid),
+            &Name::new("_CRS".into(), &crs),
+        ],
+    )
+    .to_aml_bytes(&mut bytes);
+    Ok(bytes)
+}
+
 /// A virtio-mmio transport: LNRO0005 with its registers and interrupt.
 fn virtio_mmio_device(uid: usize, device: &DeviceInfo) -> Result<Vec<u8>> {
     let base = u32::try_from(device.base)
@@ -95,6 +128,7 @@ pub fn dsdt(devices: &[DeviceInfo]) -> Result<Vec<u8>> {
     let mut system_bus = Vec::new();
     let mut serial_count = 0;
     let mut virtio_count = 0;
+    let mut keyboard = false;
     for device in devices {
         let bytes = match device.kind {
             DeviceKind::Serial if serial_count < MAX_SERIAL_PORTS => {
@@ -105,10 +139,14 @@ pub fn dsdt(devices: &[DeviceInfo]) -> Result<Vec<u8>> {
                 virtio_count += 1;
                 virtio_mmio_device(virtio_count - 1, device)?
             }
-            DeviceKind::Serial | DeviceKind::VirtioMmio => {
+            DeviceKind::I8042 if !keyboard => {
+                keyboard = true;
+                keyboard_device(device)?
+            }
+            DeviceKind::Serial | DeviceKind::VirtioMmio | DeviceKind::I8042 => {
                 return Err(config_err(device, "too many devices of this kind"))
             }
-            DeviceKind::Rtc | DeviceKind::I8042 | DeviceKind::AcpiSleep => continue,
+            DeviceKind::Rtc | DeviceKind::AcpiSleep => continue,
         };
         system_bus.extend_from_slice(&bytes);
     }

@@ -1,7 +1,8 @@
 //! The x86_64 back end: a PC without PCI or legacy firmware — in-kernel
-//! LAPICs, IOAPIC and PIT, a COM port, the i8042 reset line and ACPI
-//! sleep registers — booting Linux through the 64-bit boot protocol
-//! (bzImage, ELF) or PVH (ELF with the PVH note), described by ACPI.
+//! LAPICs, IOAPIC and PIT, a COM port, an i8042 (keyboard and reset line)
+//! and ACPI sleep registers — booting Linux through the 64-bit boot
+//! protocol (bzImage, ELF) or PVH (ELF with the PVH note), described by
+//! ACPI.
 //!
 //! This file holds the [`Arch`] implementation and config checks; each
 //! concern it calls on lives in its own module.
@@ -44,6 +45,9 @@ const SERIAL_IRQ: u32 = 4;
 /// i8042 data (0x60) through command/status (0x64).
 const I8042_PORT: u64 = 0x60;
 const I8042_LEN: u64 = 5;
+/// The ISA keyboard line, GSI 1 = IOAPIC pin 1. The DSDT declares it edge,
+/// active high; that is the ISA default, so the MADT needs no override.
+const I8042_IRQ: u32 = 1;
 /// ACPI sleep control (0x600) and status (0x601) registers.
 const ACPI_SLEEP_PORT: u64 = 0x600;
 const ACPI_SLEEP_LEN: u64 = 2;
@@ -162,7 +166,7 @@ impl Arch for X86_64 {
                 SERIAL_LEN,
                 Some(SERIAL_IRQ),
             ),
-            pio(DeviceKind::I8042, I8042_PORT, I8042_LEN, None),
+            pio(DeviceKind::I8042, I8042_PORT, I8042_LEN, Some(I8042_IRQ)),
             pio(DeviceKind::AcpiSleep, ACPI_SLEEP_PORT, ACPI_SLEEP_LEN, None),
         ]
     }
@@ -342,7 +346,7 @@ mod tests {
         let serial = find(DeviceKind::Serial);
         assert_eq!((serial.base, serial.len, serial.irq), (0x3f8, 8, Some(4)));
         let i8042 = find(DeviceKind::I8042);
-        assert_eq!((i8042.base, i8042.len, i8042.irq), (0x60, 5, None));
+        assert_eq!((i8042.base, i8042.len, i8042.irq), (0x60, 5, Some(1)));
         let sleep = find(DeviceKind::AcpiSleep);
         assert_eq!((sleep.base, sleep.len), (0x600, 2));
         assert!(devices.iter().all(|d| d.space == AddressSpace::Pio));

@@ -27,7 +27,7 @@ fn virtio(base: u64, irq: Option<u32>) -> DeviceInfo {
 fn machine() -> Vec<DeviceInfo> {
     vec![
         pio(DeviceKind::Serial, 0x3f8, 8, Some(4)),
-        pio(DeviceKind::I8042, 0x60, 5, None),
+        pio(DeviceKind::I8042, 0x60, 5, Some(1)),
         pio(DeviceKind::AcpiSleep, 0x600, 2, None),
         virtio(0xd000_0000, Some(5)),
         virtio(0xd000_1000, Some(6)),
@@ -138,7 +138,9 @@ fn fadt_is_hardware_reduced_with_sleep_and_reset_registers() {
     assert_eq!(gas(256), (1, 8, 1, 0x601), "sleep status");
     assert_eq!(gas(116), (1, 8, 1, 0x64), "reset register");
     assert_eq!(fadt[128], 0xfe, "reset value");
-    assert_eq!(u16::from_le_bytes([fadt[109], fadt[110]]), IAPC_BOOT_ARCH);
+    let iapc_boot_arch = u16::from_le_bytes([fadt[109], fadt[110]]);
+    assert_eq!(iapc_boot_arch, IAPC_BOOT_ARCH | IAPC_BOOT_ARCH_8042);
+    assert_eq!(iapc_boot_arch & 2, 2, "8042 present");
 }
 
 #[test]
@@ -208,6 +210,34 @@ fn dsdt_describes_serial_virtio_and_s5() {
 }
 
 #[test]
+fn dsdt_describes_the_i8042_as_a_pnp0303_keyboard() {
+    let mem = guest();
+    let found = tables(&mem, write_acpi_tables(&mem, 1, &machine()).unwrap());
+    let dsdt = get(&found, "DSDT");
+    let device = dsdt.windows(4).position(|w| w == b"PS2K").expect("PS2K");
+    // The device's body up to the next device (COM1 precedes it).
+    let body = &dsdt[device..];
+    let body = &body[..body
+        .windows(2)
+        .position(|w| w == [0x5b, 0x82])
+        .unwrap_or(body.len())];
+    // _HID EISAID("PNP0303"): a DWord, "PNP" packed into 0x41d0, then 0x0303.
+    assert!(contains(body, b"_HID\x0c\x41\xd0\x03\x03"));
+    // IO(Decode16, 0x60, 0x60, 1, 1), IO(Decode16, 0x64, 0x64, 1, 1): one
+    // byte each, as i8042_pnp_kbd_probe requires, then interrupt 1, edge.
+    assert!(contains(
+        body,
+        &[0x47, 0x01, 0x60, 0x00, 0x60, 0x00, 0x01, 0x01]
+    ));
+    assert!(contains(
+        body,
+        &[0x47, 0x01, 0x64, 0x00, 0x64, 0x00, 0x01, 0x01]
+    ));
+    assert!(contains(body, &[0x89, 0x06, 0x00, 0x03, 0x01, 1, 0, 0, 0]));
+    assert_eq!(dsdt.windows(4).filter(|w| *w == b"PS2K").count(), 1);
+}
+
+#[test]
 fn machines_without_sleep_or_reset_registers() {
     let mem = guest();
     let devices = [pio(DeviceKind::Serial, 0x3f8, 8, Some(4))];
@@ -215,7 +245,11 @@ fn machines_without_sleep_or_reset_registers() {
     let fadt = get(&found, "FACP");
     assert_eq!(u64_at(fadt, 248), 0, "no sleep control register");
     assert_eq!(u32_at(fadt, 112) & (1 << 10), 0, "no reset register");
+    let iapc_boot_arch = u16::from_le_bytes([fadt[109], fadt[110]]);
+    assert_eq!(iapc_boot_arch, IAPC_BOOT_ARCH, "no 8042");
     assert!(!contains(get(&found, "DSDT"), b"_S5_"));
+    assert!(!contains(get(&found, "DSDT"), b"PNP0303"));
+    assert!(!contains(get(&found, "DSDT"), b"PS2K"));
 }
 
 #[test]
@@ -223,7 +257,12 @@ fn bad_devices_are_config_errors() {
     let mem = guest();
     let no_irq = [virtio(0xd000_0000, None)];
     let high = [virtio(1 << 33, Some(5))];
-    for devices in [&no_irq[..], &high[..]] {
+    let two_i8042 = [
+        pio(DeviceKind::I8042, 0x60, 5, Some(1)),
+        pio(DeviceKind::I8042, 0x160, 5, Some(1)),
+    ];
+    let short_i8042 = [pio(DeviceKind::I8042, 0x60, 1, Some(1))];
+    for devices in [&no_irq[..], &high[..], &two_i8042[..], &short_i8042[..]] {
         let err = write_acpi_tables(&mem, 1, devices).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
