@@ -38,8 +38,14 @@ fn phase(request: &ApiRequest) -> Phase {
     match request {
         GetInstanceInfo | GetVersion | GetVmConfig | GetMachineConfig => Phase::Always,
         Action(crate::api::models::Action::FlushMetrics) => Phase::Always,
-        PutMachineConfig(_) | PatchMachineConfig(_) | PutBootSource(_) | PutDrive(_)
-        | PutNetworkInterface(_) | PutEntropy(_) | PutLogger(_) | PutMetrics(_) => Phase::PreBoot,
+        PutMachineConfig(_)
+        | PatchMachineConfig(_)
+        | PutBootSource(_)
+        | PutDrive(_)
+        | PutNetworkInterface(_)
+        | PutEntropy(_)
+        | PutLogger(_)
+        | PutMetrics(_) => Phase::PreBoot,
         Action(crate::api::models::Action::InstanceStart) => Phase::PreBoot,
         Action(_) | PatchDrive(_) | PatchVm(_) => Phase::Runtime,
     }

@@ -5,8 +5,8 @@
 
 pub mod api;
 pub mod config;
-pub mod controller;
 pub mod console;
+pub mod controller;
 pub mod device_manager;
 pub mod kvm_stats;
 pub mod logger;

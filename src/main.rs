@@ -42,7 +42,12 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Api(args)) => {
-            match tandem::api::client::call(&args.sock, &args.method, &args.path, args.body.as_deref()) {
+            match tandem::api::client::call(
+                &args.sock,
+                &args.method,
+                &args.path,
+                args.body.as_deref(),
+            ) {
                 Ok((status, body)) => {
                     println!("{body}");
                     if (200..300).contains(&status) {

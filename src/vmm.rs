@@ -53,7 +53,10 @@ pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
     let signals = StopSignals::install()?;
     let ignored = args.ignored.given();
     if !ignored.is_empty() {
-        info!("ignoring Firecracker flags tandem has no use for: {}", ignored.join(" "));
+        info!(
+            "ignoring Firecracker flags tandem has no use for: {}",
+            ignored.join(" ")
+        );
     }
     let api = match args.no_api {
         true => None,
@@ -224,7 +227,8 @@ impl Vmm {
         if self.metrics.is_some() {
             return Err("metrics are already configured".into());
         }
-        let sink = MetricsSink::open(path).map_err(|e| format!("metrics {}: {e}", path.display()))?;
+        let sink =
+            MetricsSink::open(path).map_err(|e| format!("metrics {}: {e}", path.display()))?;
         let mut timer = MetricsTimer::new().map_err(|e| e.to_string())?;
         timer.arm().map_err(|e| e.to_string())?;
         self.watch(timer.as_raw_fd(), TOKEN_METRICS)

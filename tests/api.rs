@@ -116,7 +116,12 @@ impl Vmm {
         sigterm(self.child.id());
         let status = self.child.wait().unwrap();
         let mut stderr = String::new();
-        let _ = self.child.stderr.take().unwrap().read_to_string(&mut stderr);
+        let _ = self
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr);
         assert!(!self.socket.exists(), "the API socket outlived tandem");
         (status.code(), stderr)
     }
@@ -148,7 +153,11 @@ fn a_vm_configured_over_the_api_pauses_and_resumes() {
     assert_eq!(info["state"], "Not started");
     let kernel = vmm.file("kernel", &kernel);
     let metrics_path = vmm.dir.as_path().join("metrics.json");
-    vmm.ok("PUT", "/machine-config", json!({"vcpu_count": 2, "mem_size_mib": 64}));
+    vmm.ok(
+        "PUT",
+        "/machine-config",
+        json!({"vcpu_count": 2, "mem_size_mib": 64}),
+    );
     vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
     vmm.ok("PUT", "/metrics", json!({"metrics_path": metrics_path}));
     vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
@@ -174,9 +183,15 @@ fn a_vm_configured_over_the_api_pauses_and_resumes() {
     let resumed = metrics(&vmm, &metrics_path);
     assert!(port_exits(&resumed) > paused, "the guest did not go on");
     for (section, fields) in [
-        ("vmm", &["uptime_ms", "state", "vmm_rss_kib", "guest_rss_kib"][..]),
+        (
+            "vmm",
+            &["uptime_ms", "state", "vmm_rss_kib", "guest_rss_kib"][..],
+        ),
         ("exits", &["total", "pio", "mmio", "other", "unclaimed"][..]),
-        ("vcpu_lifecycle", &["pauses", "resumes", "last_pause_us"][..]),
+        (
+            "vcpu_lifecycle",
+            &["pauses", "resumes", "last_pause_us"][..],
+        ),
     ] {
         for field in fields {
             assert!(!resumed[section][field].is_null(), "{section}.{field}");
@@ -202,7 +217,12 @@ fn bad_requests_get_400_and_the_vm_carries_on() {
     let vmm = Vmm::spawn(&[]);
     let kernel = vmm.file("kernel", &kernel);
     // Wrong order, unknown field, id mismatch, bad path.
-    vmm.fault("PATCH", "/vm", Some(json!({"state": "Paused"})), "before starting");
+    vmm.fault(
+        "PATCH",
+        "/vm",
+        Some(json!({"state": "Paused"})),
+        "before starting",
+    );
     vmm.fault(
         "PUT",
         "/machine-config",
@@ -215,7 +235,11 @@ fn bad_requests_get_400_and_the_vm_carries_on() {
         Some(json!({"drive_id": "b", "path_on_host": "/x", "is_root_device": false})),
         "",
     );
-    vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": "/nonexistent/k"}));
+    vmm.ok(
+        "PUT",
+        "/boot-source",
+        json!({"kernel_image_path": "/nonexistent/k"}),
+    );
     vmm.fault(
         "PUT",
         "/actions",
@@ -226,7 +250,11 @@ fn bad_requests_get_400_and_the_vm_carries_on() {
     let (status, _) = vmm.raw("NONSENSE\r\n\r\n");
     assert_eq!(status, 400);
 
-    vmm.ok("PUT", "/machine-config", json!({"vcpu_count": 1, "mem_size_mib": 64}));
+    vmm.ok(
+        "PUT",
+        "/machine-config",
+        json!({"vcpu_count": 1, "mem_size_mib": 64}),
+    );
     vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
     vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
     vmm.fault(
@@ -307,8 +335,11 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
     assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
     let dir = TempDir::new().unwrap();
     let config = dir.as_path().join("bad.json");
-    std::fs::write(&config, r#"{"boot-source": {"kernel_image_path": "/k"}, "vsock": {}}"#)
-        .unwrap();
+    std::fs::write(
+        &config,
+        r#"{"boot-source": {"kernel_image_path": "/k"}, "vsock": {}}"#,
+    )
+    .unwrap();
     let output = tandem()
         .args(["--no-api", "--boot-timer", "--no-seccomp", "--config-file"])
         .arg(&config)
@@ -345,7 +376,12 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     sigterm(first.id());
     first.wait().unwrap();
     let mut stderr = String::new();
-    first.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    first
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(stderr.contains("stale"), "{stderr}");
     assert!(!socket.exists());
 }

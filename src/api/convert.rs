@@ -221,7 +221,7 @@ mod tests {
             back.network_interfaces[0].guest_mac.as_deref(),
             Some("06:00:ac:10:00:02")
         );
-        assert_eq!(back.machine_config.unwrap().mem_size_mib, 256);
+        assert_eq!(back.machine_config.as_ref().unwrap().mem_size_mib, 256);
         assert_eq!(from_config_file(&back).unwrap(), r);
     }
 

@@ -13,8 +13,8 @@
 //! routed and validated, one at a time, in arrival order; what is legal in
 //! which VM state is for the main thread to decide.
 
-mod connection;
 pub mod client;
+mod connection;
 pub mod convert;
 pub mod http;
 pub mod models;
