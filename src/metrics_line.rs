@@ -12,8 +12,19 @@ use crate::memory::rss_report;
 use crate::metrics::device_entry;
 use crate::vm::Vm;
 
-/// The line for `vm` now; `dropped` is the sink's count of lost lines.
-pub fn metrics_line(vm: &mut Vm, dropped: u64) -> Value {
+/// What the main thread counts itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmmCounters {
+    /// Metrics lines the sink could not deliver.
+    pub metrics_lines_dropped: u64,
+    /// API requests answered.
+    pub api_requests: u64,
+    /// API requests answered with a fault (400).
+    pub api_faults: u64,
+}
+
+/// The line for `vm` now.
+pub fn metrics_line(vm: &mut Vm, counters: &VmmCounters) -> Value {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -25,7 +36,11 @@ pub fn metrics_line(vm: &mut Vm, dropped: u64) -> Value {
         "vmm": {
             "uptime_ms": crate::process_started().elapsed().as_millis() as u64,
             "state": state,
-            "metrics_lines_dropped": dropped,
+            "metrics_lines_dropped": counters.metrics_lines_dropped,
+        },
+        "api": {
+            "requests": counters.api_requests,
+            "faults": counters.api_faults,
         },
         "vcpu_lifecycle": {
             "pauses": stats.pauses,

@@ -15,13 +15,13 @@ use log::{info, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::api::models::{FullVmConfiguration, Logger};
-use crate::api::{self, convert, ApiInbox, ApiServer};
+use crate::api::{self, convert, ApiInbox, ApiResponse, ApiServer};
 use crate::config::{RunArgs, VmmArgs};
 use crate::console::{read_stdin, ConsoleInput, RawTerminal};
 use crate::machine::Machine;
 use crate::memory::rss_report;
 use crate::metrics::{MetricsSink, MetricsTimer};
-use crate::metrics_line::metrics_line;
+use crate::metrics_line::{metrics_line, VmmCounters};
 use crate::signals::StopSignals;
 use crate::vm::Vm;
 
@@ -118,6 +118,7 @@ pub struct Vmm {
     api: Option<(ApiServer, ApiInbox)>,
     metrics: Option<MetricsSink>,
     metrics_timer: Option<MetricsTimer>,
+    counters: VmmCounters,
 }
 
 impl Vmm {
@@ -133,6 +134,7 @@ impl Vmm {
             api: None,
             metrics: None,
             metrics_timer: None,
+            counters: VmmCounters::default(),
         };
         vmm.watch(vmm.exit.event_fd().as_raw_fd(), TOKEN_EXIT)?;
         for (index, (_, socket)) in vmm.signals.sockets.iter().enumerate() {
@@ -218,6 +220,10 @@ impl Vmm {
     fn serve_api(&mut self) {
         while let Some(pending) = self.api.as_ref().and_then(|(_, inbox)| inbox.try_recv()) {
             let response = self.handle_api(pending.request.clone());
+            self.counters.api_requests += 1;
+            if matches!(response, ApiResponse::Fault(_)) {
+                self.counters.api_faults += 1;
+            }
             pending.reply(response);
         }
     }
@@ -243,7 +249,8 @@ impl Vmm {
         let Some(sink) = self.metrics.as_mut() else {
             return Err("metrics are not configured: PUT /metrics first".into());
         };
-        let line = metrics_line(&mut self.vm, sink.dropped());
+        self.counters.metrics_lines_dropped = sink.dropped();
+        let line = metrics_line(&mut self.vm, &self.counters);
         sink.write_line(&line).map_err(|e| format!("metrics: {e}"))
     }
 

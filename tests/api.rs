@@ -200,6 +200,8 @@ fn a_vm_configured_over_the_api_pauses_and_resumes() {
     assert_eq!(resumed["vcpu_lifecycle"]["pauses"], 1);
     assert_eq!(resumed["vcpu_lifecycle"]["resumes"], 1);
     assert!(resumed["utc_timestamp_ms"].as_u64().unwrap() > 0);
+    assert!(resumed["api"]["requests"].as_u64().unwrap() >= 10);
+    assert_eq!(resumed["api"]["faults"], 0);
 
     let (code, stderr) = vmm.terminate();
     assert_eq!(code, Some(143), "{stderr}");
@@ -256,6 +258,9 @@ fn bad_requests_get_400_and_the_vm_carries_on() {
         json!({"vcpu_count": 1, "mem_size_mib": 64}),
     );
     vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
+    let disk = vmm.file("disk.img", &[0u8; 4096]);
+    let drive = json!({"drive_id": "data", "path_on_host": disk, "is_root_device": false});
+    vmm.ok("PUT", "/drives/data", drive);
     vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
     vmm.fault(
         "PUT",
@@ -281,6 +286,20 @@ fn bad_requests_get_400_and_the_vm_carries_on() {
         Some(json!({"drive_id": "nope", "path_on_host": "/x"})),
         "no drive nope",
     );
+    vmm.fault(
+        "PATCH",
+        "/drives/data",
+        Some(json!({"drive_id": "data", "path_on_host": "/nonexistent.img"})),
+        "/nonexistent.img",
+    );
+    let bigger = vmm.file("bigger.img", &[0u8; 8192]);
+    vmm.ok(
+        "PATCH",
+        "/drives/data",
+        json!({"drive_id": "data", "path_on_host": bigger}),
+    );
+    let (_, config) = vmm.call("GET", "/vm/config", None);
+    assert_eq!(config["drives"][0]["drive_id"], "data");
     assert_eq!(vmm.state(), "Running");
     let (code, stderr) = vmm.terminate();
     assert_eq!(code, Some(143), "{stderr}");
