@@ -72,7 +72,8 @@ pub enum DeviceKind {
     Serial,
     /// PL031 real-time clock.
     Rtc,
-    /// i8042 keyboard controller: only its reset line is modelled.
+    /// i8042 keyboard controller: a keyboard (for Ctrl+Alt+Del) and the
+    /// CPU reset line.
     I8042,
     /// ACPI sleep control/status registers: guest power-off.
     AcpiSleep,

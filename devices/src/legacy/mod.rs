@@ -1,4 +1,4 @@
-//! Legacy devices: the console UART, the i8042 reset line, the ACPI sleep
+//! Legacy devices: the console UART, the i8042 keyboard controller, the ACPI sleep
 //! registers and the PL031 clock, plus the console escape filter for host
 //! input. Each is a [`BusDevice`](crate::BusDevice) addressed by offsets
 //! from the base the VMM inserts it at; none knows its base or architecture.
