@@ -1,6 +1,6 @@
-//! Legacy devices: the console UART, the i8042 keyboard controller, the ACPI sleep
-//! registers and the PL031 clock, plus the console escape filter for host
-//! input. Each is a [`BusDevice`](crate::BusDevice) addressed by offsets
+//! Legacy devices: the console UART, the i8042 keyboard controller, the
+//! ACPI sleep registers and the PL031 clock, plus the console escape filter
+//! for host input. Each is a [`BusDevice`](crate::BusDevice) addressed by offsets
 //! from the base the VMM inserts it at; none knows its base or architecture.
 
 pub mod acpi_sleep;
