@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Writes a tiny x86_64 "vmlinux" for control-plane tests of tandem and its peers.
+
+An ELF64 x86_64 executable with one PT_LOAD at 16 MiB and a PT_NOTE holding
+the Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY, type 18, name "Xen"), so a
+VMM that boots PVH kernels (tandem, Firecracker, QEMU microvm) enters its
+32-bit code directly. The code writes one byte to the serial port 0x3f8 and
+then spins forever (`jmp .`), or halts in a loop with --halt:
+
+    mov $BYTE,%al; mov $0x3f8,%dx; out %al,(%dx); 1: jmp 1b
+
+The byte appearing on the VMM's serial output is the first guest instruction
+having run. Same layout as tandem's arch/src/test_payloads.rs elf_kernel().
+
+Usage: ci/tiny-pvh.py OUTPUT [--byte R|0xNN] [--halt]
+"""
+import argparse
+import re
+import struct
+import sys
+
+LOAD = 0x100_0000
+PT_LOAD, PT_NOTE, PF_R_X = 1, 4, 5
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+
+
+def code(byte: int, halt: bool) -> bytes:
+    out = bytes([0xB0, byte, 0x66, 0xBA, 0xF8, 0x03, 0xEE])  # mov $b,%al; mov $0x3f8,%dx; out
+    return out + (bytes([0xF4, 0xEB, 0xFD]) if halt else bytes([0xEB, 0xFE]))  # hlt; jmp -3 | jmp .
+
+
+def elf(text: bytes, paddr: int = LOAD) -> bytes:
+    note = struct.pack("<III", 4, 4, XEN_ELFNOTE_PHYS32_ENTRY) + b"Xen\0" + struct.pack("<I", paddr)
+    phnum = 2
+    note_off = 64 + 56 * phnum
+    code_off = (note_off + len(note) + 15) // 16 * 16
+    ehdr = b"\x7fELF\x02\x01\x01" + bytes(9)
+    ehdr += struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, paddr, 64, 0, 0, 64, 56, phnum, 64, 0, 0)
+    phdrs = struct.pack("<IIQQQQQQ", PT_LOAD, PF_R_X, code_off, paddr, paddr, len(text), len(text), 16)
+    phdrs += struct.pack("<IIQQQQQQ", PT_NOTE, 4, note_off, 0, 0, len(note), len(note), 4)
+    image = ehdr + phdrs + note
+    return image + bytes(code_off - len(image)) + text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("output")
+    ap.add_argument("--byte", default="R",
+                    help="the byte written to 0x3f8: one ASCII character or 0xNN (default R)")
+    ap.add_argument("--halt", action="store_true", help="hlt in a loop instead of spinning")
+    args = ap.parse_args()
+    if re.fullmatch(r"0x[0-9a-fA-F]{1,2}", args.byte):
+        byte = int(args.byte, 16)
+    elif len(args.byte.encode()) == 1:
+        byte = args.byte.encode()[0]
+    else:
+        ap.error("--byte takes one ASCII character or 0xNN")
+    with open(args.output, "wb") as f:
+        f.write(elf(code(byte, args.halt)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
