@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 #! The whole test suite, as CI runs it: host set-up, formatting and lints on
 #! both targets, unit tests (aarch64 ones under qemu-user), the direct KVM
-#! payload tests on this host's /dev/kvm, the static binaries, and the
+#! payload tests on this host's /dev/kvm, the static binaries, the API
+#! driven by a third-party Firecracker client from PyPI and fuzzed by
+#! schemathesis against tandem's and Firecracker's API descriptions, and the
 #! end-to-end boots (directly on hardware KVM, else in emulated KVM hosts).
 #! Usage: ci/test.sh [--quick]   (--quick: everything but the end-to-end boots)
 set -euo pipefail
@@ -27,6 +29,11 @@ cargo test --workspace --locked --target aarch64-unknown-linux-gnu --lib --bins
 
 step "static release binaries"
 bash ci/build-static.sh all
+
+step "API: a Firecracker client from PyPI drives tandem"
+bash ci/api-client-flow.sh --vmm tandem
+step "API: schemathesis against tandem's and Firecracker's descriptions"
+bash ci/api-schemathesis.sh --vmm tandem --max-examples 50
 
 if [ "${1:-}" = --quick ]; then
     exit 0

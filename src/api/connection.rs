@@ -307,7 +307,8 @@ fn head_too_large() -> Stop {
     ))
 }
 
-/// Writes one response; 204 carries no body and no Content-Length.
+/// Writes one response; 204 carries no body and no Content-Length (but
+/// the Content-Type the API description promises for every answer).
 pub(crate) fn write_response(
     stream: &mut UnixStream,
     response: &ApiResponse,
@@ -332,11 +333,13 @@ pub(crate) fn write_status(
         _ => "",
     };
     let mut out = format!("HTTP/1.1 {status} {reason}\r\nServer: tandem\r\n");
-    if let Some(body) = &body {
-        out.push_str(&format!(
+    match &body {
+        Some(body) => out.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
-        ));
+        )),
+        None if status == 204 => out.push_str("Content-Type: application/json\r\n"),
+        None => {}
     }
     if close {
         out.push_str("Connection: close\r\n");
