@@ -64,13 +64,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-case $VMM in
-    "") die "--vmm is required (--help)" ;;
-    firecracker) VMM=$("$ROOT/ci/peer-firecracker.sh" | tail -n 1) ;;
-    tandem) VMM=$(default_tandem x86_64) ;;
-esac
-[ -x "$VMM" ] || die "not an executable: $VMM"
-VMM=$(realpath "$VMM")
+VMM=$(resolve_vmm "$VMM")
 [ -c /dev/kvm ] || skip_or_fail "no /dev/kvm on this machine"
 SPEC_GIVEN=1
 [ -n "$SPEC" ] || { SPEC=$ROOT/docs/api/tandem-api.yaml SPEC_GIVEN=0; }

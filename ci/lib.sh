@@ -40,3 +40,16 @@ hardware_kvm() {
 
 # The static tandem binary ci/build-static.sh builds for ARCH.
 default_tandem() { echo "$ROOT/target/$1-unknown-linux-gnu/release/tandem"; }
+# The binary a --vmm value names: firecracker (built by
+# ci/peer-firecracker.sh), tandem (ci/build-static.sh's x86_64), or a path.
+resolve_vmm() {
+    local vmm
+    case $1 in
+        "") die "--vmm is required (--help)" ;;
+        firecracker) vmm=$("$ROOT/ci/peer-firecracker.sh" | tail -n 1) ;;
+        tandem) vmm=$(default_tandem x86_64) ;;
+        *) vmm=$1 ;;
+    esac
+    [ -x "$vmm" ] || die "not an executable: $vmm"
+    realpath "$vmm"
+}

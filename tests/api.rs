@@ -7,6 +7,8 @@
 //! Tests that need KVM fail when `CI` is set and /dev/kvm is unusable, and
 //! skip with a message otherwise; hand-made kernels exist on x86_64 only.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -18,15 +20,7 @@ use serde_json::{json, Value};
 use vmm_sys_util::tempdir::TempDir;
 
 fn kvm_usable() -> bool {
-    let ok = kvm_ioctls::Kvm::new().is_ok_and(|kvm| kvm.get_api_version() == 12);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no usable /dev/kvm: CI must run these tests"
-        );
-        eprintln!("SKIPPED: no usable /dev/kvm");
-    }
-    ok
+    common::kvm_or_skip().is_some()
 }
 
 fn sigterm(pid: u32) {

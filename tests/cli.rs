@@ -6,6 +6,8 @@
 //! harness's job (ci/e2e.sh). Tests that need KVM fail when `CI` is set
 //! and /dev/kvm is unusable, and skip with a message otherwise.
 
+mod common;
+
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -19,15 +21,7 @@ fn tandem() -> Command {
 }
 
 fn kvm_usable() -> bool {
-    let ok = kvm_ioctls::Kvm::new().is_ok_and(|kvm| kvm.get_api_version() == 12);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no usable /dev/kvm: CI must run these tests"
-        );
-        eprintln!("SKIPPED: no usable /dev/kvm");
-    }
-    ok
+    common::kvm_or_skip().is_some()
 }
 
 /// A temp file holding `bytes`.

@@ -5,30 +5,20 @@
 //! Needs a working /dev/kvm. Without one these tests fail when `CI` is set
 //! and skip with a message otherwise.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arch::test_payloads::{self, Payload, MMIO_TARGET, PORT, RAM_SIZE};
 use arch::ExitAction;
+use common::kvm_or_skip;
 use devices::{Bus, BusDevice, ExitReason, ExitSignal};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use tandem::memory::create_guest_memory;
 use tandem::vcpu::{run_loop, Buses, ExitCounters, VcpuShared};
 use tandem::vcpus::{Request, VcpuControl};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
-
-/// Opens KVM, or explains why the test cannot run here.
-fn kvm_or_skip() -> Option<Kvm> {
-    let usable = Kvm::new().ok().filter(|kvm| kvm.get_api_version() == 12);
-    if usable.is_none() {
-        let why = "no usable /dev/kvm (missing, no permission, or emulated without KVM)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{why}: these tests must run in CI");
-        }
-        eprintln!("SKIPPED: {why}");
-    }
-    usable
-}
 
 /// Records every write, and stops the vCPU after `limit` of them.
 struct Recorder {

@@ -6,31 +6,20 @@
 //! skips with a message otherwise; a kernel without
 //! KVM_CAP_BINARY_STATS_FD skips with a message.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arch::test_payloads::{self, Payload, MMIO_TARGET, RAM_SIZE};
 use arch::ExitAction;
+use common::kvm_or_skip;
 use devices::{BusDevice, ExitSignal};
-use kvm_ioctls::Kvm;
 use tandem::kvm_stats::KvmStats;
 use tandem::memory::create_guest_memory;
 use tandem::vcpu::{run_loop, Buses, ExitCounters, VcpuShared};
 use tandem::vcpus::{Request, VcpuControl};
 use vm_memory::GuestAddress;
-
-/// Opens KVM, or explains why the test cannot run here.
-fn kvm_or_skip() -> Option<Kvm> {
-    let usable = Kvm::new().ok().filter(|kvm| kvm.get_api_version() == 12);
-    if usable.is_none() {
-        let why = "no usable /dev/kvm (missing, no permission, or emulated without KVM)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{why}: these tests must run in CI");
-        }
-        eprintln!("SKIPPED: {why}");
-    }
-    usable
-}
 
 /// Counts MMIO writes and stops the vCPU after `limit` of them.
 struct StopAfter {
