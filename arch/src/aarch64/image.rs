@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use linux_loader::loader::{pe::PE, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::layout::RAM_BASE;
 use crate::guest_copy::copy_into_guest;
@@ -136,6 +136,7 @@ pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, addr: u64, size: u64) -> 
 mod tests {
     use std::io::Write;
 
+    use vm_memory::Bytes;
     use vmm_sys_util::tempfile::TempFile;
 
     use super::*;
