@@ -1,5 +1,6 @@
-//! The backing file of a virtio-blk device: opening and sizing it, and
-//! serving one request on it (reads, writes, flushes and GET_ID). A bad
+//! The backing file of a virtio-blk device (opened, locked and sized in
+//! `block_open.rs`) and serving one request on it: reads, writes, flushes
+//! (a failed one fails every later flush and write) and GET_ID. A bad
 //! request gets an error status when the chain has a status byte to
 //! write, and is returned with length 0 otherwise; the device never
 //! touches memory outside a chain's own buffers. Every request is counted
