@@ -59,6 +59,10 @@ pub enum BlockError {
         #[source]
         source: io::Error,
     },
+    /// Another disk, in this VM or another process, holds the file
+    /// (read-write, or read-only against a read-write open).
+    #[error("disk {} is in use by another VM (locked)", .0.display())]
+    Locked(PathBuf),
     /// The serial number does not fit in 20 bytes.
     #[error("disk id {0:?} is longer than 20 bytes")]
     IdTooLong(String),
@@ -80,10 +84,6 @@ pub struct Block {
 impl Block {
     /// Opens the disk described by `config`.
     pub fn new(config: &BlockConfig) -> Result<Self, BlockError> {
-        let open_error = |source| BlockError::Open {
-            path: config.path.clone(),
-            source,
-        };
         let id = config.id.clone().unwrap_or_else(|| {
             let name = config
                 .path
@@ -102,8 +102,8 @@ impl Block {
         }
         let mut id_bytes = [0u8; ID_LEN];
         id_bytes[..id.len()].copy_from_slice(id.as_bytes());
-        let (file, capacity) = open_backing(&config.path, config.readonly).map_err(open_error)?;
-        let disk = Disk::new(file, capacity, config.readonly, id_bytes);
+        let backing = open_backing(&config.path, config.readonly, None)?;
+        let disk = Disk::new(backing, config.readonly, id_bytes);
         Ok(Self::with_disk(disk))
     }
 
@@ -116,11 +116,14 @@ impl Block {
         if disk.readonly {
             features |= feature(VIRTIO_BLK_F_RO);
         }
+        if u64::from(disk.block_size) != SECTOR_SIZE {
+            features |= feature(VIRTIO_BLK_F_BLK_SIZE);
+        }
         let mut config = [0u8; CONFIG_LEN];
         config[0..8].copy_from_slice(&disk.capacity.to_le_bytes());
         let seg_max = u32::from(QUEUE_SIZE) - 2;
         config[12..16].copy_from_slice(&seg_max.to_le_bytes());
-        config[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+        config[20..24].copy_from_slice(&disk.block_size.to_le_bytes());
         Self {
             disk: Arc::new(Mutex::new(disk)),
             features,
@@ -172,24 +175,31 @@ impl VirtioDevice for Block {
         &mut self.worker
     }
 
-    /// Opens `path` with the disk's read-only mode and serial, serves
-    /// every later request from it, updates the capacity and, if the
-    /// driver is running, raises a config-change interrupt. On error the
-    /// old file stays in use.
+    /// Opens (and locks) `path` with the disk's read-only mode and serial,
+    /// serves every later request from it, updates the capacity and, if
+    /// the driver is running, raises a config-change interrupt. On error
+    /// the old file stays in use. The disk's own file again (after a
+    /// resize) keeps its lock and a failed flush.
     fn update_backend(&mut self, path: &Path) -> io::Result<()> {
         let readonly = self.features & feature(VIRTIO_BLK_F_RO) != 0;
-        let (file, capacity) = open_backing(path, readonly)
-            .map_err(|e| io::Error::new(e.kind(), format!("disk {}: {e}", path.display())))?;
-        {
+        let capacity = {
             let mut disk = lock(&self.disk);
-            let new_disk = Disk::new(file, capacity, readonly, disk.id);
-            let old_disk = std::mem::replace(&mut *disk, new_disk);
             // The driver's next flush goes to the new file: make the writes
             // it saw acknowledged on the old one durable first.
-            if let Err(e) = old_disk.sync() {
+            if let Err(e) = disk.sync() {
                 warn!("virtio-blk: cannot flush the old backing file: {e}");
             }
-        }
+            let backing = open_backing(path, readonly, Some(&disk)).map_err(|e| {
+                let kind = match &e {
+                    BlockError::Open { source, .. } => source.kind(),
+                    _ => io::ErrorKind::ResourceBusy,
+                };
+                io::Error::new(kind, e.to_string())
+            })?;
+            let capacity = backing.capacity;
+            *disk = Disk::new(backing, readonly, disk.id);
+            capacity
+        };
         self.config[0..8].copy_from_slice(&capacity.to_le_bytes());
         info!(
             "virtio-blk: backing file now {}, {capacity} sectors",
