@@ -229,8 +229,7 @@ fn add_virtio_devices(
     devices: &mut DeviceManager,
 ) -> Result<Option<VirtioConsoleInput>> {
     for drive in resources.drives_in_guest_order() {
-        let path = drive.block.path.display();
-        let block = Block::new(&drive.block).with_context(|| format!("disk {path}"))?;
+        let block = Block::new(&drive.block)?;
         devices.add_virtio(vm, mem, drive.id.clone(), Box::new(block))?;
     }
     for iface in &resources.nets {

@@ -51,13 +51,14 @@ pub struct BlockConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
     /// The backing file could not be opened or sized.
-    #[error("disk {path}: {source}")]
+    // The reason is part of the message, not a `source`, so that a chain
+    // of contexts prints it once.
+    #[error("disk {}: {reason}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: io::Error,
+        reason: io::Error,
     },
     /// Another disk, in this VM or another process, holds the file
     /// (read-write, or read-only against a read-write open).
@@ -191,7 +192,7 @@ impl VirtioDevice for Block {
             }
             let backing = open_backing(path, readonly, Some(&disk)).map_err(|e| {
                 let kind = match &e {
-                    BlockError::Open { source, .. } => source.kind(),
+                    BlockError::Open { reason, .. } => reason.kind(),
                     _ => io::ErrorKind::ResourceBusy,
                 };
                 io::Error::new(kind, e.to_string())

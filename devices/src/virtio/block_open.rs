@@ -41,9 +41,9 @@ pub(in crate::virtio::block) fn open_backing(
     readonly: bool,
     current: Option<&Disk>,
 ) -> Result<Backing, BlockError> {
-    let open_error = |source| BlockError::Open {
+    let open_error = |reason| BlockError::Open {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     // Checked before opening too, so a FIFO cannot block the open.
     let metadata = std::fs::metadata(path).map_err(open_error)?;
@@ -126,7 +126,7 @@ fn lock(file: &File, readonly: bool, path: &Path) -> Result<(), BlockError> {
         }
         _ => Err(BlockError::Open {
             path: path.to_path_buf(),
-            source: io::Error::new(e.kind(), format!("locking: {e}")),
+            reason: io::Error::new(e.kind(), format!("locking: {e}")),
         }),
     }
 }
