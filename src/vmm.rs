@@ -309,8 +309,10 @@ impl Vmm {
         }
     }
 
-    /// Stops the VM, restores the terminal, prints statistics if asked,
-    /// and maps the reason the run ended to the exit code.
+    /// Stops the VM, writes out buffered guest output (waiting at most
+    /// 100 ms for a stdout nobody reads), restores the terminal, prints
+    /// statistics if asked, and maps the reason the run ended to the exit
+    /// code.
     pub fn finish(mut self, stats: bool) -> i32 {
         let output = self.vm.machine().map(|m| m.console_output().clone());
         if stats {

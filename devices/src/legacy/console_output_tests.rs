@@ -64,7 +64,7 @@ fn a_stuck_writer_costs_output_not_time() {
     for _ in 0..100 {
         assert_eq!(out.write(&[b'x'; 100]).unwrap(), 100);
     }
-    assert!(started.elapsed() < Duration::from_millis(100));
+    assert!(started.elapsed() < Duration::from_millis(500));
     // At most one chunk went to the writer and one buffer-full waits.
     let dropped = out.dropped_bytes();
     assert!(

@@ -297,7 +297,7 @@ mod tests {
         let slowest = finished
             .recv_timeout(Duration::from_secs(5))
             .expect("a THR write blocked on the host writer");
-        assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+        assert!(slowest < Duration::from_millis(250), "{slowest:?}");
         // All but what the buffer (and the one write in progress) holds.
         assert!(output.dropped_bytes() >= 5000 - 2 * 1024);
     }
