@@ -118,8 +118,12 @@ impl Write for ConsoleOutput {
         };
         let taken = room.min(buf.len());
         if taken > 0 {
+            // The drain thread waits only on an empty queue.
+            let was_empty = state.queue.is_empty();
             state.queue.extend(&buf[..taken]);
-            shared.wake.notify_one();
+            if was_empty {
+                shared.wake.notify_one();
+            }
         }
         let lost = (buf.len() - taken) as u64;
         if lost > 0 {
