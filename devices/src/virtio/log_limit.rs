@@ -42,11 +42,8 @@ impl LogLimit {
     }
 }
 
-fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n % 10 == 0 {
-        n /= 10;
-    }
-    n == 1
+fn is_power_of_ten(n: u64) -> bool {
+    n.checked_ilog10().is_some_and(|k| 10u64.pow(k) == n)
 }
 
 #[cfg(test)]
