@@ -293,11 +293,6 @@ impl Worker {
         self.resume();
     }
 
-    /// Whether the thread has ended (it touches nothing any more).
-    pub fn has_ended(&self) -> bool {
-        self.thread.is_none() || self.control.lock().finished
-    }
-
     /// Waits up to `timeout` for the thread to end, and joins it if it
     /// did: `Some(false)` if it had panicked, `None` if it still runs.
     pub fn wait_ended(&mut self, timeout: Duration) -> Option<bool> {
