@@ -6,6 +6,12 @@
 //! with KVM_IOEVENTFD on `base + QUEUE_NOTIFY_OFFSET` (datamatch = queue
 //! index) so a kick never leaves the kernel; a QueueNotify write that does
 //! reach the transport signals the same `EventFd`.
+//!
+//! A reset (Status = 0) never waits for the device's worker: the vCPU that
+//! writes it holds the device's bus lock. The worker is told to stop and
+//! kept as a [`RetiredWorker`]; it publishes nothing more and ends after
+//! the request in hand. DRIVER_OK waits for it at most [`RETIRE_WAIT`],
+//! and if it is still busy the activation fails with NEEDS_RESET.
 
 use std::io;
 use std::path::Path;
@@ -23,7 +29,10 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{feature, ActivateContext, ActiveQueue, Interrupt, StatsSnapshot, VirtioDevice};
+use super::device::{RetiredWorker, RETIRE_WAIT};
+use super::{
+    feature, ActivateContext, ActiveQueue, Interrupt, LogLimit, StatsSnapshot, VirtioDevice,
+};
 use crate::{BusDevice, IrqTrigger};
 
 /// Size of the register window (registers, then config space at 0x100).
@@ -54,7 +63,12 @@ pub struct MmioTransport {
     driver_features: u64,
     queue_sel: u32,
     activated: bool,
+    /// The worker the last reset stopped, until it has ended.
+    retired: RetiredWorker,
 }
+
+/// Activations refused because the previous worker was still busy.
+static STILL_BUSY: LogLimit = LogLimit::new();
 
 impl MmioTransport {
     /// A transport for `device`, raising `irq`, whose queues live in `mem`.
@@ -91,6 +105,7 @@ impl MmioTransport {
             driver_features: 0,
             queue_sel: 0,
             activated: false,
+            retired: RetiredWorker::default(),
         })
     }
 
@@ -270,6 +285,16 @@ impl MmioTransport {
 
     fn activate(&mut self) {
         self.activated = true;
+        // Never two workers on one device: the one a reset stopped may
+        // still be finishing its (bounded) request.
+        if !self.retired.wait_ended(RETIRE_WAIT) {
+            STILL_BUSY.warn(format_args!(
+                "virtio-mmio: device {} not activated: its previous worker is still busy",
+                self.device_type()
+            ));
+            self.interrupt.set_needs_reset();
+            return;
+        }
         if let Err(e) = self.try_activate() {
             error!(
                 "virtio-mmio: device {} not activated: {e}",
@@ -303,11 +328,12 @@ impl MmioTransport {
     /// Parks the device's worker (see [`VirtioDevice::pause`]); the
     /// vCPUs, the only other way in, are parked by the VMM first.
     pub fn pause(&mut self) -> bool {
-        self.device.pause()
+        self.device.pause() && self.retired.pause()
     }
 
     /// Lets the device's worker go on.
     pub fn resume(&mut self) {
+        self.retired.resume();
         self.device.resume();
     }
 
@@ -316,11 +342,12 @@ impl MmioTransport {
         self.device.update_backend(path)
     }
 
+    /// Returns at once: the worker is told to stop, not waited for.
     fn reset(&mut self) {
-        if self.activated && !self.device.reset() {
-            error!("virtio-mmio: device {} failed to reset", self.device_type());
-            self.interrupt.set_needs_reset();
-            return;
+        if self.activated {
+            if let Some(worker) = self.device.reset() {
+                self.retired.retire(worker);
+            }
         }
         self.activated = false;
         self.status = 0;

@@ -10,6 +10,7 @@ pub mod console;
 mod device;
 mod interrupt;
 mod io_stats;
+mod log_limit;
 mod mmio;
 pub mod net;
 mod ring;
@@ -20,15 +21,16 @@ pub mod worker;
 #[cfg(test)]
 mod testing;
 
-pub use chain::{Buffer, Chain, ChainError, Segments};
+pub use chain::{Buffer, Chain, ChainError, Segments, MAX_CHAIN_DESCRIPTORS};
 pub use device::{
     check_queue_count, feature, read_config_bytes, ActivateContext, ActivateError, ActiveQueue,
     VirtioDevice,
 };
 pub use interrupt::{Interrupt, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER};
 pub use io_stats::{IoStats, IoStatsSnapshot};
+pub use log_limit::LogLimit;
 pub use mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
-pub use ring::{add_used_batch, drain_queue, notify_since, pop_chain};
+pub use ring::{add_used_batch, drain_queue, guarded, notify_since, pop_chain};
 
 pub use block::{Block, BlockConfig, BlockError};
 pub use console::{Console, ConsoleInput, ConsoleOutput};
