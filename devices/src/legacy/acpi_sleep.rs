@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::{BusDevice, ExitReason, ExitSignal};
+use crate::{BusDevice, ExitReason, ExitSignal, LogLimit};
 
 /// Offset of the sleep control register.
 pub const SLEEP_CONTROL_OFFSET: u64 = 0;
@@ -28,6 +28,9 @@ const SLP_TYP_MASK: u8 = 0b111;
 const SLP_EN: u8 = 1 << 5;
 /// WAK_STS: the system woke from a sleep state (write 1 to clear).
 const WAK_STS: u8 = 1 << 7;
+
+/// Requests for a sleep state other than S5.
+static UNSUPPORTED: LogLimit = LogLimit::new();
 
 /// The sleep control and status registers, reporting power-off through an
 /// [`ExitSignal`].
@@ -54,7 +57,9 @@ impl AcpiSleep {
                 self.exit.raise(ExitReason::PowerOff);
             }
             other => {
-                log::warn!("acpi: sleep type {other} unsupported, waking at once");
+                UNSUPPORTED.warn(format_args!(
+                    "acpi: sleep type {other} unsupported, waking at once"
+                ));
                 self.status |= WAK_STS;
             }
         }
@@ -127,6 +132,17 @@ mod tests {
         assert_eq!(status(&mut dev), WAK_STS, "only a 1 clears WAK_STS");
         dev.write(SLEEP_STATUS_OFFSET, &[WAK_STS]);
         assert_eq!(status(&mut dev), 0);
+        assert_eq!(exit.reason(), None);
+    }
+
+    #[test]
+    fn unsupported_sleep_requests_leave_few_lines() {
+        let (mut dev, exit) = sleep_regs();
+        let log = crate::test_log::Capture::start();
+        for i in 0..10_000u32 {
+            dev.write(SLEEP_CONTROL_OFFSET, &[control(i as u8 % 5, true)]);
+        }
+        crate::test_log::assert_few(&log.warnings_here(), "sleep requests");
         assert_eq!(exit.reason(), None);
     }
 

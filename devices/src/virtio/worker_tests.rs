@@ -2,9 +2,10 @@
 //! stops that end a busy or stuck worker in bounded time.
 
 use std::sync::mpsc::{channel, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::*;
+use crate::test_log::{assert_few, Capture};
 use crate::IrqTrigger;
 
 /// Reports each queue event; fails on queue 1.
@@ -82,6 +83,25 @@ fn a_handler_error_sets_needs_reset() {
     assert!(worker.stop(), "the thread ended without panicking");
     assert!(interrupt.needs_reset());
     assert_ne!(interrupt.status() & crate::virtio::INT_CONFIG_CHANGE, 0);
+}
+
+#[test]
+fn handler_errors_on_worker_after_worker_leave_few_lines() {
+    let log = Capture::start();
+    for _ in 0..1000 {
+        let (mut worker, _kicks, interrupt, _events) = spawn(2);
+        let failed = || interrupt.needs_reset();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !failed() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        assert!(failed(), "queue 1 failed");
+        worker.stop();
+    }
+    assert_few(
+        &log.warnings_containing("queue 1 is broken"),
+        "worker errors",
+    );
 }
 
 /// Serves a queue whose every chain takes 100 ms, reporting each head.
