@@ -38,6 +38,13 @@ impl LogLimit {
         self.log(Level::Error, message);
     }
 
+    /// [`Self::warn`] at `info` level, for events that are no fault but
+    /// that a guest can repeat (a power-off request, written again and
+    /// again before the vCPU is stopped).
+    pub fn info(&self, message: fmt::Arguments) {
+        self.log(Level::Info, message);
+    }
+
     fn log(&self, level: Level, message: fmt::Arguments) {
         let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
         if seen <= LOGGED {

@@ -64,19 +64,24 @@ impl Capture {
     /// Warnings and errors logged since the start by this thread, each
     /// prefixed with its target.
     pub fn warnings_here(&self) -> Vec<String> {
-        self.warnings(|entry| entry.thread == self.thread)
+        self.collect(Level::Warn, |entry| entry.thread == self.thread)
+    }
+
+    /// Like [`Self::warnings_here`], info lines included.
+    pub fn lines_here(&self) -> Vec<String> {
+        self.collect(Level::Info, |entry| entry.thread == self.thread)
     }
 
     /// Warnings and errors logged since the start by any thread whose
     /// message contains `marker`.
     pub fn warnings_containing(&self, marker: &str) -> Vec<String> {
-        self.warnings(|entry| entry.message.contains(marker))
+        self.collect(Level::Warn, |entry| entry.message.contains(marker))
     }
 
-    fn warnings(&self, wanted: impl Fn(&Entry) -> bool) -> Vec<String> {
+    fn collect(&self, level: Level, wanted: impl Fn(&Entry) -> bool) -> Vec<String> {
         COLLECTOR.lock()[self.from..]
             .iter()
-            .filter(|entry| entry.level <= Level::Warn && wanted(entry))
+            .filter(|entry| entry.level <= level && wanted(entry))
             .map(|entry| entry.message.clone())
             .collect()
     }
@@ -86,11 +91,11 @@ impl Capture {
 /// the first five and the counts at 10, 100, 1000 and 10,000.
 pub const FEW_LINES: usize = 10;
 
-/// Fails with the first lines if `lines` has more than [`FEW_LINES`].
+/// Fails, showing the first lines, if there are more than [`FEW_LINES`].
 pub fn assert_few(lines: &[String], what: &str) {
     assert!(
         lines.len() <= FEW_LINES,
-        "{what}: {} warning lines, starting {:#?}",
+        "{what}: {} lines, starting {:#?}",
         lines.len(),
         &lines[..lines.len().min(3)]
     );

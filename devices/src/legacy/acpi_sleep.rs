@@ -31,6 +31,8 @@ const WAK_STS: u8 = 1 << 7;
 
 /// Requests for a sleep state other than S5.
 static UNSUPPORTED: LogLimit = LogLimit::new();
+/// Requests for S5 (the guest may repeat one until its vCPU is stopped).
+static POWER_OFF: LogLimit = LogLimit::new();
 
 /// The sleep control and status registers, reporting power-off through an
 /// [`ExitSignal`].
@@ -53,7 +55,7 @@ impl AcpiSleep {
         }
         match (value >> SLP_TYP_SHIFT) & SLP_TYP_MASK {
             S5_SLEEP_TYPE => {
-                log::info!("acpi: guest entered S5, powering off");
+                POWER_OFF.info(format_args!("acpi: guest entered S5, powering off"));
                 self.exit.raise(ExitReason::PowerOff);
             }
             other => {
@@ -144,6 +146,17 @@ mod tests {
         }
         crate::test_log::assert_few(&log.warnings_here(), "sleep requests");
         assert_eq!(exit.reason(), None);
+    }
+
+    #[test]
+    fn repeated_s5_requests_leave_few_lines() {
+        let (mut dev, exit) = sleep_regs();
+        let log = crate::test_log::Capture::start();
+        for _ in 0..10_000 {
+            dev.write(SLEEP_CONTROL_OFFSET, &[control(S5_SLEEP_TYPE, true)]);
+        }
+        crate::test_log::assert_few(&log.lines_here(), "S5 requests");
+        assert_eq!(exit.reason(), Some(ExitReason::PowerOff));
     }
 
     #[test]
