@@ -26,10 +26,11 @@ use virtio_bindings::virtio_config::{
 use virtio_bindings::virtio_mmio::*;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::device::{RetiredWorker, RETIRE_WAIT};
+use super::mmio_queue::{check_queue, half};
 use super::{
     feature, ActivateContext, ActiveQueue, Interrupt, LogLimit, StatsSnapshot, VirtioDevice,
 };
@@ -73,42 +74,6 @@ static STILL_BUSY: LogLimit = LogLimit::new();
 static NOT_ACTIVATED: LogLimit = LogLimit::new();
 /// Queue sizes and ring addresses the queue refused.
 static REFUSED_QUEUE_SETUP: LogLimit = LogLimit::new();
-
-/// `addr` with the half that queue register `offset` names (`*_LOW` or
-/// `*_HIGH`) replaced by `value`.
-fn half(addr: u64, offset: u32, value: u32) -> GuestAddress {
-    let high = matches!(
-        offset,
-        VIRTIO_MMIO_QUEUE_DESC_HIGH | VIRTIO_MMIO_QUEUE_AVAIL_HIGH | VIRTIO_MMIO_QUEUE_USED_HIGH
-    );
-    let value = u64::from(value);
-    GuestAddress(match high {
-        false => (addr & !0xffff_ffff) | value,
-        true => (addr & 0xffff_ffff) | (value << 32),
-    })
-}
-
-/// Whether `queue` is ready and its rings lie in `mem`: what
-/// `Queue::is_valid` checks, without logging an error for the guest's
-/// every failed attempt.
-fn check_queue(queue: &Queue, mem: &GuestMemoryMmap) -> Result<(), &'static str> {
-    if !queue.ready() {
-        return Err("not ready");
-    }
-    let size = usize::from(queue.size());
-    let rings = [
-        (queue.desc_table(), 16 * size, Permissions::Read),
-        (queue.avail_ring(), 6 + 2 * size, Permissions::Read),
-        (queue.used_ring(), 6 + 8 * size, Permissions::Write),
-    ];
-    match rings
-        .into_iter()
-        .all(|(addr, len, access)| mem.check_range(GuestAddress(addr), len, access))
-    {
-        true => Ok(()),
-        false => Err("not in guest memory"),
-    }
-}
 
 impl MmioTransport {
     /// A transport for `device`, raising `irq`, whose queues live in `mem`.

@@ -11,6 +11,7 @@ mod device;
 mod interrupt;
 mod io_stats;
 mod mmio;
+mod mmio_queue;
 pub mod net;
 mod ring;
 pub mod rng;
