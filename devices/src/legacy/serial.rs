@@ -12,7 +12,10 @@ use vm_superio::serial::{Error as UartError, SerialEvents};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::ConsoleOutput;
-use crate::{BusDevice, IrqTrigger};
+use crate::{BusDevice, IrqTrigger, LogLimit};
+
+/// Guest register writes the UART failed on (an interrupt not raised).
+static FAILED_WRITE: LogLimit = LogLimit::new();
 
 /// Number of byte-wide registers a 16550 decodes.
 pub const SERIAL_REGISTERS: u64 = 8;
@@ -104,7 +107,7 @@ impl BusDevice for Serial {
         // Output cannot fail (ConsoleOutput drops and counts instead); an
         // interrupt that cannot be raised is all that is left to report.
         if let Err(e) = self.uart.write(offset as u8, value) {
-            log::warn!("serial: {e}");
+            FAILED_WRITE.warn(format_args!("serial: {e}"));
         }
     }
 }

@@ -20,6 +20,7 @@ use vm_memory::{
 
 use super::{ID_LEN, SECTOR_SIZE};
 use crate::virtio::{Chain, ChainError, IoStats};
+use crate::LogLimit;
 
 #[path = "block_open.rs"]
 mod open;
@@ -27,6 +28,8 @@ pub(super) use open::open_backing;
 use open::Backing;
 
 const HEADER_LEN: usize = 16;
+/// Requests dropped for want of a status byte.
+static NO_STATUS: LogLimit = LogLimit::new();
 /// The largest block size the guest is told about: Linux refuses a
 /// virtio-blk device whose block size exceeds its page size.
 const MAX_BLK_SIZE: u32 = 4096;
@@ -165,7 +168,10 @@ impl Disk {
             _ => None,
         };
         let Some(status_addr) = status_addr.filter(|&a| mem.read_obj::<u8>(a).is_ok()) else {
-            warn!("virtio-blk: request {} has no status byte", chain.head);
+            NO_STATUS.warn(format_args!(
+                "virtio-blk: request {} has no status byte",
+                chain.head
+            ));
             io.record_error();
             return 0;
         };

@@ -8,6 +8,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
+use crate::test_log::{assert_few, Capture};
 use crate::virtio::testing::{test_memory, TestRing};
 use crate::IrqTrigger;
 
@@ -119,6 +120,35 @@ fn data_beyond_seg_max_times_size_max_gets_ioerr() {
     f.ring.add_chain(&chain);
     assert_eq!(f.serve().0, (1, IOERR));
     assert_eq!(f.bytes_read(), u64::from(limit), "nothing more read");
+}
+
+#[test]
+fn requests_without_a_status_byte_leave_few_lines() {
+    let mut f = fixture();
+    let log = Capture::start();
+    for _ in 0..10_000 {
+        f.ring.add_chain(&[(HDR, 16, false)]);
+        f.handler.queue_event(0).unwrap();
+    }
+    assert_few(&log.warnings_here(), "status-less requests");
+    assert_eq!(f.ring.used().len(), 10_000, "every one returned");
+}
+
+#[test]
+fn heads_past_the_descriptor_table_leave_no_lines() {
+    let mut f = fixture();
+    let log = Capture::start();
+    for _ in 0..10_000 {
+        f.ring.add_head(256);
+        assert!(f.handler.queue_event(0).is_err(), "a broken ring");
+    }
+    let lines = log.warnings_here();
+    assert!(
+        lines.is_empty(),
+        "{} lines: {:?}…",
+        lines.len(),
+        lines.first()
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use log::{debug, warn};
+use log::debug;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
@@ -24,8 +24,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::worker::{Worker, WorkerError, WorkerHandler};
 use super::{
     check_queue_count, drain_queue, feature, pop_chain, read_config_bytes, ActivateContext,
-    ActivateError, Chain, Interrupt, VirtioDevice,
+    ActivateError, Chain, Interrupt, LogLimit, VirtioDevice,
 };
+
+/// Host input dropped because the guest was not reading.
+static INPUT_DROPPED: LogLimit = LogLimit::new();
 
 const QUEUE_SIZE: u16 = 64;
 const RX_QUEUE: usize = 0;
@@ -64,10 +67,10 @@ impl ConsoleInput {
         let mut pending = self.pending();
         let room = MAX_PENDING_INPUT.saturating_sub(pending.len());
         if room < bytes.len() {
-            warn!(
+            INPUT_DROPPED.warn(format_args!(
                 "virtio-console: guest not reading, {} input bytes dropped",
                 bytes.len() - room
-            );
+            ));
         }
         pending.extend(&bytes[..room.min(bytes.len())]);
         drop(pending);

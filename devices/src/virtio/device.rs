@@ -6,13 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::error;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::worker::Worker;
 use super::Interrupt;
+use crate::LogLimit;
+
+/// Stopped workers found to have panicked.
+static PANICKED: LogLimit = LogLimit::new();
 
 /// One virtqueue as the driver configured it, with the `EventFd` its
 /// kicks arrive on (signalled by KVM_IOEVENTFD or by the transport).
@@ -144,7 +147,7 @@ impl RetiredWorker {
             None => false,
             Some(clean) => {
                 if !clean {
-                    error!("a stopped virtio worker had panicked");
+                    PANICKED.error(format_args!("a stopped virtio worker had panicked"));
                 }
                 self.0 = None;
                 true

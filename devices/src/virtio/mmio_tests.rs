@@ -354,3 +354,6 @@ fn queue_notify_signals_the_kick_event() {
 
 #[path = "mmio_reset_tests.rs"]
 mod reset;
+
+#[path = "mmio_log_tests.rs"]
+mod log_rates;

@@ -10,8 +10,8 @@ pub mod console;
 mod device;
 mod interrupt;
 mod io_stats;
-mod log_limit;
 mod mmio;
+mod mmio_queue;
 pub mod net;
 mod ring;
 pub mod rng;
@@ -21,6 +21,7 @@ pub mod worker;
 #[cfg(test)]
 mod testing;
 
+pub use crate::LogLimit;
 pub use chain::{Buffer, Chain, ChainError, Segments, MAX_CHAIN_DESCRIPTORS};
 pub use device::{
     check_queue_count, feature, read_config_bytes, ActivateContext, ActivateError, ActiveQueue,
@@ -28,7 +29,6 @@ pub use device::{
 };
 pub use interrupt::{Interrupt, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER};
 pub use io_stats::{IoStats, IoStatsSnapshot};
-pub use log_limit::LogLimit;
 pub use mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 pub use ring::{add_used_batch, drain_queue, guarded, notify_since, pop_chain};
 

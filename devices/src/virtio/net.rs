@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use libc::c_uint;
-use log::{debug, warn};
+use log::debug;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::*;
@@ -37,9 +37,12 @@ use super::tap::{Tap, VNET_HDR_LEN};
 use super::worker::{publish, should_yield, Worker, WorkerError, WorkerHandler};
 use super::{
     add_used_batch, check_queue_count, drain_queue, feature, guarded, notify_since, pop_chain,
-    read_config_bytes, ActivateContext, ActivateError, Chain, ChainError, Interrupt, Segments,
-    VirtioDevice,
+    read_config_bytes, ActivateContext, ActivateError, Chain, ChainError, Interrupt, LogLimit,
+    Segments, VirtioDevice,
 };
+
+/// Frames the TAP took only part of.
+static SHORT_WRITE: LogLimit = LogLimit::new();
 
 const QUEUE_SIZE: u16 = 256;
 const RX_QUEUE: usize = 0;
@@ -292,7 +295,7 @@ fn send_frame(
     readable.read_into(mem, &mut buf[..len]).map_err(invalid)?;
     let sent = tap.write_frame(&buf[..len])?;
     if sent != len {
-        warn!("virtio-net: tap took {sent} of {len} bytes");
+        SHORT_WRITE.warn(format_args!("virtio-net: tap took {sent} of {len} bytes"));
     }
     Ok(len)
 }

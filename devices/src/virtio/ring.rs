@@ -25,12 +25,21 @@ const USED_ELEM_LEN: u64 = 8;
 /// descriptors (a longer chain comes back refused, see [`Chain::new`]). An
 /// error means the driver corrupted the available ring; `Ok(None)` means
 /// it is empty.
+///
+/// A head past the descriptor table is such an error, returned here so
+/// that it never reaches `Queue::add_used`, which would log it at `error`
+/// for every such chain.
 pub fn pop_chain(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
 ) -> Result<Option<Chain>, virtio_queue::Error> {
-    let max = queue.size().min(MAX_CHAIN_DESCRIPTORS);
-    Ok(queue.iter(mem)?.next().map(|chain| Chain::new(chain, max)))
+    let (size, max) = (queue.size(), queue.size().min(MAX_CHAIN_DESCRIPTORS));
+    match queue.iter(mem)?.next() {
+        Some(chain) if chain.head_index() >= size => {
+            Err(virtio_queue::Error::InvalidDescriptorIndex)
+        }
+        chain => Ok(chain.map(|chain| Chain::new(chain, max))),
+    }
 }
 
 /// Runs a ring write through [`publish`]: `Ok(None)` when the worker was

@@ -80,11 +80,17 @@ impl TestRing {
             let at = self.base + 16 * u64::from(index);
             self.write_desc(at, (addr, len, writable), (!last).then_some(self.next_desc));
         }
+        self.add_head(head);
+        head
+    }
+
+    /// Makes descriptor `head` available, whatever it is: a driver may
+    /// name one past the end of the table.
+    pub fn add_head(&mut self, head: u16) {
         let slot = self.avail() + 4 + 2 * u64::from(self.avail_idx % self.size);
         self.put_u16(slot, head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.put_u16(self.avail() + 2, self.avail_idx);
-        head
     }
 
     /// Queues a one-descriptor chain naming an indirect table, written at

@@ -22,11 +22,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, warn};
+use log::{debug, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::Interrupt;
+use crate::LogLimit;
 
 /// A failure that leaves the device unusable until the driver resets it.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,10 @@ pub trait WorkerHandler: Send + 'static {
         Ok(())
     }
 }
+
+/// Workers that failed (a driver that broke its rings can make one fail
+/// again after every reset).
+static FAILED: LogLimit = LogLimit::new();
 
 const KILL_TOKEN: u64 = 0;
 const PAUSE_TOKEN: u64 = 1;
@@ -238,7 +243,7 @@ impl Worker {
                 if let Err(e) = event_loop.run() {
                     // A stopped worker's failure is nobody's business.
                     publish(|| {
-                        error!("virtio worker {}: {e}", thread_name());
+                        FAILED.error(format_args!("virtio worker {}: {e}", thread_name()));
                         event_loop.interrupt.set_needs_reset();
                     });
                 }
