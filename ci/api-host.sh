@@ -134,11 +134,11 @@ pause_and_resume() {
     exits1=$(flushed_exits)
     kvm1=$(kvm_exits)
     t1=$(uptime_s)
-    [ "$(vm_state)" = Paused ] || why="GET / says '$(cat /tmp/api.answer)' at the end of the pause"
     [ "$state" = Paused ] || why="GET / says '$state' after PATCH Paused"
-    [ -n "$exits0" ] && [ "$exits0" = "$exits1" ] || why=${why:-"exits.total went from '$exits0' to '$exits1' while paused"}
-    [ "$kvm0" = "$kvm1" ] || why=${why:-"KVM's vCPU exit count went from '$kvm0' to '$kvm1' while paused"}
-    [ "$size0" = "$size1" ] || why=${why:-"the console grew by $((size1 - size0)) bytes while paused: $(tail -c +$((size0 + 1)) "$OUT" | head -c 200 | tr '\n' ' ')"}
+    [ "$(vm_state)" = Paused ] || why="${why:+$why; }GET / says '$(cat /tmp/api.answer)' at the end of the pause"
+    [ -n "$exits0" ] && [ "$exits0" = "$exits1" ] || why="${why:+$why; }exits.total went from '$exits0' to '$exits1' while paused"
+    [ "$kvm0" = "$kvm1" ] || why="${why:+$why; }KVM's vCPU exit count went from '$kvm0' to '$kvm1' while paused"
+    [ "$size0" = "$size1" ] || why="${why:+$why; }the console grew by $((size1 - size0)) bytes while paused: $(tail -c +$((size0 + 1)) "$OUT" | head -c 120 | tr -d '\r' | tr '\n' ' ')"
     if [ -z "$why" ]; then
         check api-pause PASS "$((t1 - t0)) s paused after API-TICK $tick: GET / Paused, console unchanged at $size0 bytes, exits.total $exits0 and KVM's vCPU exits ${kvm0:-(none)} before and after"
     else
