@@ -35,12 +35,14 @@ api_checks_of() {
 }
 
 # Registers the API rows with e2e.sh's row(). Host flavour: the host
-# script needs an emulated host of its own (TAP, addresses, signals). 600 s:
-# a row takes about 2 min on a quiet machine, of which the pause is 60 s.
+# script needs an emulated host of its own (TAP, addresses, signals). 900 s,
+# as the virtio rows: a row takes 2-3 min alone, of which the pause is 60 s,
+# but 10 min and more with the machine's 2 cores shared (api-host.sh gives
+# up at 780 s of host uptime so that it still reports).
 api_rows() {
     local name arch check checks
     local common=(--host-script "$ROOT/ci/api-host.sh" --add "$ROOT/ci/host-lib.sh:/host-lib.sh"
-                  --timeout 600 --guest-cpus 2 --expect 'TANDEM-GUEST-MEMORY kb=4[0-9]{5}\b')
+                  --timeout 900 --guest-cpus 2 --expect 'TANDEM-GUEST-MEMORY kb=4[0-9]{5}\b')
     for name in "${API_ROWS[@]}"; do
         checks=()
         while read -r check; do checks+=(--expect "CHECK $check PASS"); done < <(api_checks_of "$name")

@@ -57,8 +57,8 @@ start_tandem() {
     TAIL_PID=$!
 }
 
-# Runs CMD once a second until it succeeds (0), SECONDS pass or tandem
-# ends (1).
+# Runs CMD once a second until it succeeds (0), SECONDS pass, tandem
+# ends or the host's uptime reaches DEADLINE (seconds; unset: none) (1).
 wait_until() {
     local left=$1
     shift
@@ -66,6 +66,10 @@ wait_until() {
         kill -0 "$TANDEM_PID" 2>/dev/null || return 1
         left=$((left - 1))
         [ "$left" -gt 0 ] || return 1
+        if [ -n "${DEADLINE:-}" ] && [ "$(uptime_s)" -ge "$DEADLINE" ]; then
+            note "giving up: the host script's deadline (uptime $DEADLINE s) has passed"
+            return 1
+        fi
         sleep 1
     done
 }
@@ -126,6 +130,7 @@ net_fetch_up() {
         mv /tmp/up-received.sha256 /tmp/www/
         note "fetched up.bin from the guest, sha256 $(cat /tmp/www/up-received.sha256)"
     else
-        note "wget of the guest's up.bin failed after $(wc -c </tmp/up.bin 2>/dev/null || echo 0) bytes"
+        note "wget of the guest's up.bin failed after $({ wc -c </tmp/up.bin; } 2>/dev/null || echo 0) bytes;" \
+             "tap0: $(grep tap0 /proc/net/dev | tr -s ' ')"
     fi
 }
