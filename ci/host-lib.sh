@@ -116,6 +116,19 @@ net_tap_up() {
     ip addr add "$HOST_IP/24" dev tap0 && ip link set tap0 up && note "tap0 up as $HOST_IP"
 }
 
+# wget of the guest's up.bin to /tmp/up.bin; tried again (5 times at most)
+# when refused at once, e.g. by a guest whose httpd is not listening yet.
+net_wget_up() {
+    local tries=0 start
+    while :; do
+        start=$(uptime_s)
+        timeout 300 wget -q -O /tmp/up.bin "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes && return 0
+        tries=$((tries + 1))
+        [ "$tries" -lt 5 ] && [ $(($(uptime_s) - start)) -lt 10 ] || return 1
+        sleep 2
+    done
+}
+
 # Part 3: once the guest's output (file OUT) says NET-UP-READY, fetch its
 # up.bin and publish the sum this side computed.
 net_fetch_up() {
@@ -124,7 +137,7 @@ net_fetch_up() {
         return
     fi
     note "the guest serves up.bin"
-    if timeout 300 wget -q -O /tmp/up.bin "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes; then
+    if net_wget_up; then
         # Renamed into place: the guest polls for it and must not see it half written.
         sha_file /tmp/up.bin >/tmp/up-received.sha256
         mv /tmp/up-received.sha256 /tmp/www/
