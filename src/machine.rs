@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use arch::{Arch, GuestClock, Host};
+use anyhow::{anyhow, bail, Context, Result};
+use arch::{Arch, GuestClock, Host, VmConfig};
 use devices::legacy::ConsoleOutput;
 use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Net, Rng};
 use devices::ExitSignal;
@@ -19,7 +19,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::console::InputTarget;
 use crate::device_manager::DeviceManager;
 use crate::kvm_stats::KvmStats;
-use crate::memory::create_guest_memory;
+use crate::memory::{map_guest_memory, register_guest_memory};
 use crate::resources::{ConsoleKind, VmResources};
 use crate::vcpu::ExitCounters;
 use crate::vcpus::{VcpuContext, Vcpus};
@@ -68,24 +68,17 @@ impl Machine {
         warn_if_pvm();
         let kvm = open_kvm()?;
         let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
-        let mem = create_guest_memory(&vm, &arch.layout().ram)?;
-        let console_output = crate::console::stdout_output().context("console output")?;
-        let mut devices = DeviceManager::new(
-            arch.layout(),
-            &arch.platform_devices(),
-            &exit,
-            console_output.clone(),
-        )?;
-        let virtio_console =
-            add_virtio_devices(resources, &vm, &mem, &mut devices, &console_output)?;
-        if resources.virtio_cmdline {
-            config.cmdline.push_str(&devices.virtio_cmdline());
-        }
-        let mut vcpus = (0..config.vcpus)
-            .map(|index| arch.create_vcpu(&vm, index))
-            .collect::<arch::Result<Vec<VcpuFd>>>()?;
-        arch.configure_boot(&vm, &mut vcpus, &mem, &config, &devices.info)?;
-        devices.connect_irqs(&vm)?;
+        let mem = map_guest_memory(&arch.layout().ram)?;
+        // Registering guest memory with KVM takes milliseconds and needs
+        // only the mapping: it runs beside the rest of the build.
+        let (devices, vcpus, virtio_console, console_output) = std::thread::scope(|scope| {
+            let registered = scope.spawn(|| register_guest_memory(&vm, &mem));
+            let built = build_platform(resources, &mut arch, &vm, &mem, &mut config, &exit);
+            let registered = registered
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("registering guest memory panicked")));
+            registered.and(built)
+        })?;
 
         let kvm_stats = open_kvm_stats(&vm, &vcpus);
         let context = Arc::new(VcpuContext {
@@ -210,6 +203,43 @@ impl Machine {
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
     }
+}
+
+/// What [`build_platform`] makes.
+type Platform = (
+    DeviceManager,
+    Vec<VcpuFd>,
+    Option<VirtioConsoleInput>,
+    ConsoleOutput,
+);
+
+/// Everything of the machine but guest memory's KVM slots: devices, vCPUs,
+/// the loaded kernel and boot tables (written through the mapping).
+fn build_platform(
+    resources: &VmResources,
+    arch: &mut Host,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    config: &mut VmConfig,
+    exit: &Arc<ExitSignal>,
+) -> Result<Platform> {
+    let console_output = crate::console::stdout_output().context("console output")?;
+    let mut devices = DeviceManager::new(
+        arch.layout(),
+        &arch.platform_devices(),
+        exit,
+        console_output.clone(),
+    )?;
+    let virtio_console = add_virtio_devices(resources, vm, mem, &mut devices, &console_output)?;
+    if resources.virtio_cmdline {
+        config.cmdline.push_str(&devices.virtio_cmdline());
+    }
+    let mut vcpus = (0..config.vcpus)
+        .map(|index| arch.create_vcpu(vm, index))
+        .collect::<arch::Result<Vec<VcpuFd>>>()?;
+    arch.configure_boot(vm, &mut vcpus, mem, config, &devices.info)?;
+    devices.connect_irqs(vm)?;
+    Ok((devices, vcpus, virtio_console, console_output))
 }
 
 /// Opens KVM's statistics for the VM and each vCPU, where the host has
