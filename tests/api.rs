@@ -406,3 +406,24 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     assert!(stderr.contains("stale"), "{stderr}");
     assert!(!socket.exists());
 }
+
+#[test]
+fn tandem_api_sends_one_request_and_says_how_it_went() {
+    let vmm = Vmm::spawn(&["--id", "client-test"]);
+    let api = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["api", "--sock"])
+            .arg(&vmm.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let info = api(&["GET", "/"]);
+    assert!(info.status.success());
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["id"], "client-test");
+    let refused = api(&["PATCH", "/vm", r#"{"state": "Paused"}"#]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("fault_message"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("HTTP 400"));
+}

@@ -27,18 +27,39 @@ pub fn call(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Resu
         body.len()
     );
     stream.write_all(request.as_bytes())?;
+    // Read the head, then exactly Content-Length bytes: a server may keep
+    // the connection open whatever the request asked (Firecracker does).
     let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .context("reading the answer")?;
-    let answer = String::from_utf8_lossy(&answer);
-    let Some((head, body)) = answer.split_once("\r\n\r\n") else {
-        bail!("the answer has no complete HTTP head");
+    let mut chunk = [0u8; 4096];
+    let (head_len, body_len) = loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (end + 4, length);
+        }
+        let n = stream.read(&mut chunk).context("reading the answer")?;
+        if n == 0 {
+            bail!("the answer has no complete HTTP head");
+        }
+        answer.extend_from_slice(&chunk[..n]);
     };
+    while answer.len() < head_len + body_len {
+        let n = stream.read(&mut chunk).context("reading the answer")?;
+        if n == 0 {
+            bail!("the answer ended before its body did");
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&answer[..head_len]);
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .context("the answer has no status code")?;
-    Ok((status, body.to_string()))
+    let body = String::from_utf8_lossy(&answer[head_len..head_len + body_len]);
+    Ok((status, body.into_owned()))
 }
