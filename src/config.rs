@@ -64,6 +64,9 @@ pub struct VmmArgs {
     /// Largest API request body in bytes.
     #[arg(long, value_name = "BYTES")]
     pub http_api_max_payload_size: Option<usize>,
+    /// Run without seccomp filters (for debugging; logged as a warning).
+    #[arg(long)]
+    pub no_seccomp: bool,
     /// Firecracker flags tandem accepts and ignores (logged).
     #[command(flatten)]
     pub ignored: IgnoredArgs,
@@ -76,9 +79,6 @@ pub struct IgnoredArgs {
     /// Ignored: tandem's seccomp filters are its own.
     #[arg(long, value_name = "PATH")]
     pub seccomp_filter: Option<String>,
-    /// Ignored.
-    #[arg(long)]
-    pub no_seccomp: bool,
     /// Ignored (Firecracker's jailer start time).
     #[arg(long, value_name = "US")]
     pub start_time_us: Option<String>,
@@ -114,7 +114,6 @@ impl IgnoredArgs {
             ("module", &self.module),
         ];
         let switches = [
-            ("no-seccomp", self.no_seccomp),
             ("boot-timer", self.boot_timer),
             ("enable-pci", self.enable_pci),
         ];
@@ -211,6 +210,9 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
     pub log_level: log::LevelFilter,
+    /// Run without seccomp filters (for debugging; logged as a warning).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// `--console` values.

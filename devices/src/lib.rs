@@ -10,8 +10,10 @@ pub mod bus;
 pub mod exit;
 pub mod irq;
 pub mod legacy;
+pub mod thread_hook;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use exit::{ExitReason, ExitSignal};
 pub use irq::IrqTrigger;
+pub use thread_hook::set_thread_start_hook;

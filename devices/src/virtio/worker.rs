@@ -134,6 +134,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                crate::thread_hook::thread_started(&thread_name());
                 let _kill = kill_for_thread;
                 let mut event_loop = EventLoop {
                     epoll,
