@@ -30,8 +30,8 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::{self, Limits, Queue};
-use crate::seccomp::ThreadKind;
 use super::routes::{ApiRequest, ApiResponse};
+use crate::seccomp::ThreadKind;
 
 /// The listening socket and its accept thread. Dropping it stops accepting
 /// and removes the socket file. Connections already open are served until

@@ -26,7 +26,6 @@ pub const KVM_RUN: u64 = io(KVMIO, 0x80);
 /// `KVM_CHECK_EXTENSION` (aarch64's resume asks for the counter offset).
 pub const KVM_CHECK_EXTENSION: u64 = io(KVMIO, 0x03);
 
-
 /// A thread kind's rules under construction: `None` allows a call
 /// outright, `Some(values)` only with argument `arg` equal to one of them.
 #[derive(Default)]
@@ -45,7 +44,11 @@ impl Rules {
     /// (compared as 32-bit values, as the kernel reads ioctl requests and
     /// prctl options).
     pub fn allow_arg(&mut self, call: i64, arg: u8, values: &[u64]) -> &mut Self {
-        match self.0.entry(call).or_insert_with(|| Some((arg, Vec::new()))) {
+        match self
+            .0
+            .entry(call)
+            .or_insert_with(|| Some((arg, Vec::new())))
+        {
             None => {}
             Some((old_arg, list)) => {
                 assert_eq!(*old_arg, arg, "one argument filter per system call");
@@ -131,6 +134,12 @@ pub fn every_thread(extras: &SeccompExtras) -> Rules {
             libc::SYS_write,
             libc::SYS_writev,
             libc::SYS_close,
+            // Stop signals (SIGINT, SIGTERM, SIGHUP) may land on any
+            // thread; signal-hook's handler send()s on a socket pair.
+            libc::SYS_sendto,
+            // std's debug builds check an fd is open before closing it
+            // (F_GETFD); try_clone duplicates with F_DUPFD_CLOEXEC.
+            libc::SYS_fcntl,
             // The allocator, and thread stacks going away.
             libc::SYS_mmap,
             libc::SYS_munmap,
@@ -170,6 +179,10 @@ pub fn thread_creation() -> Rules {
             libc::SYS_clone3,
             libc::SYS_set_robust_list,
             libc::SYS_rseq,
+            libc::SYS_gettid,
+            // glibc's pthread_getattr_np, which std calls in every new
+            // thread to find its stack guard.
+            libc::SYS_sched_getaffinity,
         ])
         .allow_arg(
             libc::SYS_prctl,
@@ -214,7 +227,6 @@ pub fn vcpu(extras: &SeccompExtras) -> Rules {
             libc::SYS_eventfd2,
             libc::SYS_epoll_create1,
             libc::SYS_epoll_ctl,
-            libc::SYS_fcntl,
         ])
         .allow_arg(
             libc::SYS_ioctl,
@@ -243,7 +255,6 @@ pub fn api(extras: &SeccompExtras) -> Rules {
             libc::SYS_sendmsg,
             libc::SYS_shutdown,
             libc::SYS_setsockopt,
-            libc::SYS_fcntl,
         ])
         // std's set_nonblocking.
         .allow_arg(libc::SYS_ioctl, 1, &[libc::FIONBIO as u64]);
@@ -279,8 +290,10 @@ pub fn main_thread(extras: &SeccompExtras) -> Rules {
             libc::SYS_newfstatat,
             libc::SYS_fstat,
             libc::SYS_lseek,
-            libc::SYS_fcntl,
             libc::SYS_flock,
+            // The log file and metrics are flushed to disk.
+            libc::SYS_fdatasync,
+            libc::SYS_fsync,
             // KVM statistics.
             libc::SYS_pread64,
             // The API socket at the end.

@@ -95,7 +95,10 @@ thread_local! {
 pub fn enable() -> Result<()> {
     let mut compiled = Vec::new();
     for kind in ThreadKind::ALL {
-        compiled.push(kind.compile().with_context(|| format!("seccomp filter {kind:?}"))?);
+        compiled.push(
+            kind.compile()
+                .with_context(|| format!("seccomp filter {kind:?}"))?,
+        );
     }
     let mut names: Vec<(i64, &'static str)> = names::COMMON.to_vec();
     names.extend(Host::seccomp_extras().names);
@@ -177,12 +180,23 @@ const SI_SYSCALL_OFFSET: usize = 24;
 extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel hands a valid siginfo_t for SIGSYS; si_syscall is
     // an int at SI_SYSCALL_OFFSET in it.
-    let call = unsafe { info.cast::<u8>().add(SI_SYSCALL_OFFSET).cast::<i32>().read() };
+    let call = unsafe {
+        info.cast::<u8>()
+            .add(SI_SYSCALL_OFFSET)
+            .cast::<i32>()
+            .read()
+    };
     let name = THREAD_NAME.with(Cell::get);
     let mut line = Line::default();
     line.push(b"tandem: seccomp: thread ");
     let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    line.push(if len == 0 { b"?" } else { &name[..len] });
+    // A thread that has not confined itself yet runs under its creator's
+    // filter and has no name here.
+    line.push(if len == 0 {
+        b"(starting)"
+    } else {
+        &name[..len]
+    });
     line.push(b" called forbidden system call ");
     line.push_number(call as i64);
     if let Some(name) = syscall_name(call as i64) {
@@ -201,7 +215,10 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 /// The name of system call `call`, if the table knows it.
 pub fn syscall_name(call: i64) -> Option<&'static str> {
     let names = NAMES.get().map(Vec::as_slice).unwrap_or(names::COMMON);
-    names.iter().find(|(n, _)| *n == call).map(|(_, name)| *name)
+    names
+        .iter()
+        .find(|(n, _)| *n == call)
+        .map(|(_, name)| *name)
 }
 
 /// A fixed buffer the SIGSYS handler formats into, without allocating.

@@ -43,7 +43,10 @@ fn stacked_filters_allow_what_the_inner_thread_needs() {
 #[test]
 fn ioctls_are_filtered_by_request() {
     let vcpu = ThreadKind::Vcpu.rules();
-    assert!(vcpu.arg_values(libc::SYS_ioctl).unwrap().contains(&filters::KVM_RUN));
+    assert!(vcpu
+        .arg_values(libc::SYS_ioctl)
+        .unwrap()
+        .contains(&filters::KVM_RUN));
     for kind in [ThreadKind::Main, ThreadKind::Worker, ThreadKind::Api] {
         let rules = kind.rules();
         if let Some(values) = rules.arg_values(libc::SYS_ioctl) {
@@ -122,7 +125,10 @@ fn a_forbidden_call_ends_the_process_with_one_line() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if let Some(line) = stdout.lines().find(|l| l.starts_with("SECCOMP-UNSUPPORTED")) {
+    if let Some(line) = stdout
+        .lines()
+        .find(|l| l.starts_with("SECCOMP-UNSUPPORTED"))
+    {
         eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {line}");
         return;
     }
