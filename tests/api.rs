@@ -361,6 +361,15 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("ignoring Firecracker flags"), "{stderr}");
+    assert!(
+        !stderr.contains("--no-seccomp"),
+        "a real option now: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("seccomp filters are off").count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.contains("\"vsock\" is not supported"), "{stderr}");
 }
 

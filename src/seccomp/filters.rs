@@ -231,11 +231,7 @@ pub fn vcpu(extras: &SeccompExtras) -> Rules {
         .allow_arg(
             libc::SYS_ioctl,
             1,
-            &[
-                KVM_RUN,
-                libc::TUNSETOFFLOAD as u64,
-                libc::TUNSETVNETHDRSZ as u64,
-            ],
+            &[KVM_RUN, libc::TUNSETOFFLOAD, libc::TUNSETVNETHDRSZ],
         );
     rules
 }
@@ -257,7 +253,7 @@ pub fn api(extras: &SeccompExtras) -> Rules {
             libc::SYS_setsockopt,
         ])
         // std's set_nonblocking.
-        .allow_arg(libc::SYS_ioctl, 1, &[libc::FIONBIO as u64]);
+        .allow_arg(libc::SYS_ioctl, 1, &[libc::FIONBIO]);
     rules
 }
 
@@ -267,11 +263,11 @@ pub fn api(extras: &SeccompExtras) -> Rules {
 pub fn main_thread(extras: &SeccompExtras) -> Rules {
     let mut rules = every_thread(extras);
     let mut ioctls = vec![
-        libc::TCGETS as u64,
-        libc::TCSETS as u64,
-        libc::TCSETSW as u64,
-        libc::TCSETSF as u64,
-        libc::FIONBIO as u64,
+        libc::TCGETS,
+        libc::TCSETS,
+        libc::TCSETSW,
+        libc::TCSETSF,
+        libc::FIONBIO,
         KVM_CHECK_EXTENSION,
     ];
     ioctls.extend(&extras.main_ioctls);
