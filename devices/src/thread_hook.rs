@@ -18,3 +18,25 @@ pub fn thread_started(name: &str) {
         hook(name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    #[test]
+    fn the_registered_hook_sees_each_thread_name() {
+        assert!(set_thread_start_hook(|name| SEEN
+            .lock()
+            .unwrap()
+            .push(name.to_string())));
+        assert!(!set_thread_start_hook(|_| {}));
+        std::thread::spawn(|| thread_started("virtio-test"))
+            .join()
+            .unwrap();
+        assert!(SEEN.lock().unwrap().iter().any(|n| n == "virtio-test"));
+    }
+}
