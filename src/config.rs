@@ -480,6 +480,21 @@ mod tests {
     }
 
     #[test]
+    fn no_seccomp_is_an_option_of_both_forms() {
+        let kernel = std::env::current_exe().unwrap();
+        let kernel = kernel.to_str().unwrap();
+        assert!(!run_args(&["--kernel", kernel]).unwrap().no_seccomp);
+        assert!(
+            run_args(&["--kernel", kernel, "--no-seccomp"])
+                .unwrap()
+                .no_seccomp
+        );
+        let cli = Cli::try_parse_from(["tandem", "--no-seccomp", "--boot-timer"]).unwrap();
+        assert!(cli.vmm.no_seccomp);
+        assert_eq!(cli.vmm.ignored.given(), ["--boot-timer"]);
+    }
+
+    #[test]
     fn missing_disk_file_is_one_clear_error() {
         let kernel = std::env::current_exe().unwrap();
         let args = run_args(&[
