@@ -48,6 +48,9 @@ pub enum TinyKernel {
     PortLoop,
     /// Raises an exception with no handler: a triple fault on x86.
     Crash,
+    /// Writes `x` to the console UART's transmit register (x86: COM1,
+    /// port 0x3f8) forever, without waiting for the line to be free.
+    SerialFlood,
 }
 
 /// The image of `kernel` for this architecture, or `None` where tandem
@@ -109,6 +112,8 @@ mod imp {
             TinyKernel::PortLoop => &[0xe6, 0x80, 0xeb, 0xfc],
             // ud2 with no IDT
             TinyKernel::Crash => &[0x0f, 0x0b],
+            // mov $0x3f8,%dx; mov $'x',%al; 1: out %al,(%dx); jmp 1b
+            TinyKernel::SerialFlood => &[0x66, 0xba, 0xf8, 0x03, 0xb0, 0x78, 0xee, 0xeb, 0xfd],
         };
         const LOAD: u32 = 0x100_0000;
         Some(elf_kernel(code, LOAD.into(), Some(LOAD)))

@@ -6,9 +6,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use linux_loader::loader::{pe::PE, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::layout::RAM_BASE;
+use crate::guest_copy::copy_into_guest;
 use crate::{Error, Result};
 
 /// "ARM\x64" at byte 56 of every arm64 Image.
@@ -139,7 +140,7 @@ pub fn initrd_size(path: &Path) -> Result<u64> {
 pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, addr: u64, size: u64) -> Result<()> {
     let mut file = open(path, "initrd")?;
     let len = usize::try_from(size).map_err(|_| Error::Image("initrd too large".into()))?;
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
+    copy_into_guest(mem, GuestAddress(addr), &mut file, len)
         .map_err(|e| Error::GuestMemory(format!("loading initrd {}: {e}", path.display())))
 }
 
@@ -147,6 +148,7 @@ pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, addr: u64, size: u64) -> 
 mod tests {
     use std::io::Write;
 
+    use vm_memory::Bytes;
     use vmm_sys_util::tempfile::TempFile;
 
     use super::*;
