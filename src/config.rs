@@ -61,6 +61,9 @@ pub struct VmmArgs {
     /// Write metrics lines to this file or FIFO.
     #[arg(long, value_name = "PATH")]
     pub metrics_path: Option<PathBuf>,
+    /// Run without seccomp filters (for debugging; logged as a warning).
+    #[arg(long)]
+    pub no_seccomp: bool,
     /// Firecracker flags tandem accepts and ignores (logged).
     #[command(flatten)]
     pub ignored: IgnoredArgs,
@@ -73,9 +76,6 @@ pub struct IgnoredArgs {
     /// Ignored: tandem's seccomp filters are its own.
     #[arg(long, value_name = "PATH")]
     pub seccomp_filter: Option<String>,
-    /// Ignored.
-    #[arg(long)]
-    pub no_seccomp: bool,
     /// Ignored (Firecracker's jailer start time).
     #[arg(long, value_name = "US")]
     pub start_time_us: Option<String>,
@@ -116,7 +116,6 @@ impl IgnoredArgs {
             ("http-api-max-payload-size", &self.http_api_max_payload_size),
         ];
         let switches = [
-            ("no-seccomp", self.no_seccomp),
             ("boot-timer", self.boot_timer),
             ("enable-pci", self.enable_pci),
         ];
@@ -213,6 +212,9 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
     pub log_level: log::LevelFilter,
+    /// Run without seccomp filters (for debugging; logged as a warning).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// `--console` values.
@@ -477,6 +479,21 @@ mod tests {
         assert_eq!(net.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
         assert!(parse_net("tap=tap0,mac=zz").unwrap_err().contains("MAC"));
         assert!(parse_net("mac=52:54:00:12:34:56").is_err());
+    }
+
+    #[test]
+    fn no_seccomp_is_an_option_of_both_forms() {
+        let kernel = std::env::current_exe().unwrap();
+        let kernel = kernel.to_str().unwrap();
+        assert!(!run_args(&["--kernel", kernel]).unwrap().no_seccomp);
+        assert!(
+            run_args(&["--kernel", kernel, "--no-seccomp"])
+                .unwrap()
+                .no_seccomp
+        );
+        let cli = Cli::try_parse_from(["tandem", "--no-seccomp", "--boot-timer"]).unwrap();
+        assert!(cli.vmm.no_seccomp);
+        assert_eq!(cli.vmm.ignored.given(), ["--boot-timer"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod metrics;
 pub mod metrics_line;
 pub mod resources;
+pub mod seccomp;
 pub mod signals;
 pub mod vcpu;
 pub mod vcpus;

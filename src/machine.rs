@@ -21,6 +21,7 @@ use crate::device_manager::DeviceManager;
 use crate::kvm_stats::KvmStats;
 use crate::memory::{map_guest_memory, register_guest_memory};
 use crate::resources::{ConsoleKind, VmResources};
+use crate::seccomp::ThreadKind;
 use crate::vcpu::ExitCounters;
 use crate::vcpus::{VcpuContext, Vcpus};
 
@@ -92,6 +93,10 @@ impl Machine {
             None => devices.serial.clone().map(InputTarget::Uart),
         };
         let vcpus = Vcpus::start(vcpus, context.clone())?;
+        // Built: from here on the main thread needs none of the calls that
+        // built the VM (docs/security.md). The guest starts after this.
+        crate::seccomp::enter(ThreadKind::Main, "main");
+        vcpus.resume();
         info!(
             "{} vCPU(s), {} MiB: first KVM_RUN {:.1} ms after start",
             config.vcpus,

@@ -21,6 +21,7 @@ use kvm_ioctls::VcpuFd;
 use log::warn;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::seccomp::ThreadKind;
 use crate::vcpu::{run_loop, Buses, ExitCounters, LoopEnd, VcpuShared};
 
 /// How long [`Vcpus::pause`] waits for every vCPU to park.
@@ -146,11 +147,13 @@ pub struct Vcpus {
 }
 
 impl Vcpus {
-    /// Starts one thread per vCPU, running the guest at once.
+    /// Starts one thread per vCPU, each confined to the vCPU seccomp filter
+    /// (when filters are on) and parked: [`Vcpus::resume`] runs the guest.
     pub fn start(vcpus: Vec<VcpuFd>, context: Arc<VcpuContext>) -> Result<Vcpus> {
         register_signal_handler(kick_signal(), on_kick)
             .context("installing the vCPU kick handler")?;
         let control = Arc::new(VcpuControl::default());
+        control.set(Request::Pause);
         let fds: Vec<_> = vcpus
             .into_iter()
             .map(|fd| Arc::new(Mutex::new(fd)))
@@ -234,6 +237,7 @@ impl Drop for Vcpus {
 /// One vCPU thread: runs the guest while asked to, parks while paused, and
 /// waits for the stop once the guest or an error ended the run.
 fn vcpu_thread(index: u8, fd: &Mutex<VcpuFd>, control: &VcpuControl, context: &VcpuContext) {
+    crate::seccomp::enter(ThreadKind::Vcpu, &format!("vcpu{index}"));
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let shared = VcpuShared {
             buses: &context.buses,

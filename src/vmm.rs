@@ -37,6 +37,7 @@ const TOKEN_SIGNALS: u64 = 16;
 pub fn run(args: &RunArgs) -> Result<i32> {
     // First, so that a stop requested during set-up still ends cleanly.
     let signals = StopSignals::install()?;
+    seccomp_policy(args.no_seccomp)?;
     let exit = Arc::new(ExitSignal::new()?);
     let vm = Vm::new("tandem".into(), args.resources(), exit.clone());
     let mut vmm = Vmm::new(vm, exit, signals)?;
@@ -50,6 +51,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
 /// then serves the API until the run ends.
 pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
     let signals = StopSignals::install()?;
+    seccomp_policy(args.no_seccomp)?;
     let ignored = args.ignored.given();
     if !ignored.is_empty() {
         info!(
@@ -93,6 +95,17 @@ pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
     }
     vmm.serve()?;
     Ok(vmm.finish(false))
+}
+
+/// Turns the per-thread seccomp filters on, unless `--no-seccomp`. Every
+/// thread started from here on confines itself; the main thread does once
+/// its VM is built.
+fn seccomp_policy(off: bool) -> Result<()> {
+    if off {
+        crate::seccomp::disabled();
+        return Ok(());
+    }
+    crate::seccomp::enable()
 }
 
 /// The VM a `--config-file` describes.

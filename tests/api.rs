@@ -369,6 +369,18 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("ignoring Firecracker flags"), "{stderr}");
+    let ignoring = stderr
+        .lines()
+        .find(|l| l.contains("ignoring Firecracker flags"));
+    assert!(
+        !ignoring.unwrap_or_default().contains("--no-seccomp"),
+        "a real option now: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("seccomp filters are off").count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.contains("\"vsock\" is not supported"), "{stderr}");
 }
 

@@ -73,6 +73,24 @@ fn guest_power_off_exits_0_and_says_so() {
         lines.iter().any(|l| l.contains("guest powered off")),
         "{lines:?}"
     );
+    assert!(!lines.iter().any(|l| l.contains("seccomp")), "{lines:?}");
+}
+
+#[test]
+fn no_seccomp_runs_the_guest_unfiltered_and_says_so_once() {
+    if !kvm_usable() {
+        return;
+    }
+    let Some(kernel) = kernel_file(TinyKernel::PowerOff) else {
+        return;
+    };
+    let output = run(kernel.as_path(), &["--no-seccomp"]);
+    let lines = stderr_lines(&output);
+    assert_eq!(output.status.code(), Some(0), "{lines:?}");
+    let warnings = lines
+        .iter()
+        .filter(|l| l.contains("seccomp filters are off"));
+    assert_eq!(warnings.count(), 1, "{lines:?}");
 }
 
 #[test]

@@ -235,4 +235,24 @@ pub trait Arch: Sized + Send + Sync + 'static {
     /// Sets guest time back to `clock`, so the guest sees no time pass
     /// while it was paused. Called with every vCPU parked, at resume.
     fn restore_clock(&self, vm: &VmFd, vcpus: &[&VcpuFd], clock: GuestClock) -> Result<()>;
+
+    /// What this architecture adds to tandem's per-thread seccomp filters:
+    /// the system calls and ioctls only it makes (src/seccomp/).
+    fn seccomp_extras() -> SeccompExtras;
+}
+
+/// The architecture-specific part of tandem's seccomp filters. System call
+/// numbers are `libc::SYS_*` values; ioctl numbers are request codes.
+#[derive(Clone, Debug, Default)]
+pub struct SeccompExtras {
+    /// System calls every filtered thread may make that exist only on this
+    /// architecture (the x86_64 forms of calls aarch64 only has as `*at`
+    /// or `p*` variants, which libc may pick).
+    pub all_threads: Vec<i64>,
+    /// ioctls the main thread makes on a built VM: pause and resume save
+    /// and restore guest time.
+    pub main_ioctls: Vec<u64>,
+    /// Names of the system calls only this architecture has, for the
+    /// message a forbidden call ends tandem with.
+    pub names: Vec<(i64, &'static str)>,
 }

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod irq;
 pub mod legacy;
 pub mod log_limit;
+pub mod thread_hook;
 pub mod virtio;
 
 #[cfg(test)]
@@ -20,3 +21,4 @@ pub use bus::{Bus, BusDevice, BusError};
 pub use exit::{ExitReason, ExitSignal};
 pub use irq::IrqTrigger;
 pub use log_limit::LogLimit;
+pub use thread_hook::set_thread_start_hook;

@@ -31,6 +31,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::{self, Limits, Queue};
 use super::routes::{ApiRequest, ApiResponse};
+use crate::seccomp::ThreadKind;
 
 /// The listening socket and its accept thread. Dropping it stops accepting
 /// and removes the socket file. Connections already open are served until
@@ -127,6 +128,7 @@ pub(crate) fn start_with(path: &Path, limits: Limits) -> io::Result<(ApiServer, 
     let accept_thread = thread::Builder::new()
         .name("tandem-api".into())
         .spawn(move || {
+            crate::seccomp::enter(ThreadKind::Api, "tandem-api");
             let _stop = stop_for_thread; // registered in epoll; keep it open
             accept_loop(&listener, &epoll, &queue, limits);
         })
@@ -225,6 +227,7 @@ fn admit(mut stream: UnixStream, queue: &Queue, limits: Limits, live: &Arc<Atomi
     let spawned = thread::Builder::new()
         .name("tandem-api-conn".into())
         .spawn(move || {
+            crate::seccomp::enter(ThreadKind::Api, "tandem-api-conn");
             let _guard = guard;
             connection::serve(stream, queue, limits);
         });

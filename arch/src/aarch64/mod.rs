@@ -9,6 +9,7 @@ mod gic;
 mod image;
 pub mod layout;
 mod machine_fdt;
+mod seccomp;
 mod vcpu;
 
 #[cfg(test)]
@@ -191,6 +192,10 @@ impl Arch for AArch64 {
 
     fn restore_clock(&self, vm: &VmFd, vcpus: &[&VcpuFd], clock: GuestClock) -> Result<()> {
         counter::set_guest_counter(vm, vcpus, clock.value).map(drop)
+    }
+
+    fn seccomp_extras() -> crate::SeccompExtras {
+        seccomp::extras()
     }
 }
 

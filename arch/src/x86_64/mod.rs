@@ -20,6 +20,7 @@ mod msr;
 mod paging;
 mod regs;
 mod reset_vector;
+mod seccomp;
 
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -252,6 +253,10 @@ impl Arch for X86_64 {
             ..Default::default()
         };
         vm.set_clock(&data).map_err(kvm_err("KVM_SET_CLOCK"))
+    }
+
+    fn seccomp_extras() -> crate::SeccompExtras {
+        seccomp::extras()
     }
 }
 

@@ -75,7 +75,10 @@ impl ConsoleOutput {
         let drainer = shared.clone();
         std::thread::Builder::new()
             .name("console-out".into())
-            .spawn(move || drain(&drainer, sink))?;
+            .spawn(move || {
+                crate::thread_hook::thread_started("console-out");
+                drain(&drainer, sink)
+            })?;
         Ok(Self {
             handle: Arc::new(Handle { shared }),
         })

@@ -228,6 +228,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                crate::thread_hook::thread_started(&thread_name());
                 let _kill = kill_for_thread;
                 let _finish = FinishOnDrop(control_for_thread.clone());
                 CONTROL.set(Some(control_for_thread.clone()));

@@ -1,0 +1,168 @@
+//! The filters compile, keep the invariants stacking needs, and a
+//! forbidden call ends a filtered process with the promised line.
+
+use std::process::Command;
+
+use super::*;
+
+#[test]
+fn every_filter_compiles_to_bpf_on_the_build_arch() {
+    for kind in ThreadKind::ALL {
+        let program = kind.compile().unwrap();
+        assert!(!program.is_empty(), "{kind:?}");
+        // The kernel's limit is 4096 instructions per filter.
+        assert!(program.len() < 4096, "{kind:?}: {}", program.len());
+    }
+}
+
+#[test]
+fn stacked_filters_allow_what_the_inner_thread_needs() {
+    // A worker starts on a vCPU thread and keeps its filter: every call
+    // the worker may make must pass the vCPU filter too, with the same
+    // ioctl requests.
+    let vcpu = ThreadKind::Vcpu.rules();
+    let worker = ThreadKind::Worker.rules();
+    for (call, rule) in &worker.0 {
+        assert!(vcpu.allows(*call), "vCPU filter lacks {call}");
+        if let Some((_, values)) = rule {
+            let outer = vcpu.arg_values(*call).unwrap_or_default();
+            assert!(values.iter().all(|v| outer.contains(v)), "{call}");
+        }
+    }
+    // Threads that start filtered threads let them install their filter.
+    for kind in [ThreadKind::Vcpu, ThreadKind::Api] {
+        let rules = kind.rules();
+        assert_eq!(
+            rules.arg_values(libc::SYS_seccomp),
+            Some(&[libc::SECCOMP_SET_MODE_FILTER as u64][..])
+        );
+        assert!(rules.allows(libc::SYS_clone3) && rules.allows(libc::SYS_clone));
+    }
+}
+
+#[test]
+fn ioctls_are_filtered_by_request() {
+    let vcpu = ThreadKind::Vcpu.rules();
+    assert!(vcpu
+        .arg_values(libc::SYS_ioctl)
+        .unwrap()
+        .contains(&filters::KVM_RUN));
+    for kind in [ThreadKind::Main, ThreadKind::Worker, ThreadKind::Api] {
+        let rules = kind.rules();
+        if let Some(values) = rules.arg_values(libc::SYS_ioctl) {
+            assert!(!values.contains(&filters::KVM_RUN), "{kind:?}");
+        }
+        assert!(
+            !rules.allows(libc::SYS_ioctl) || rules.arg_values(libc::SYS_ioctl).is_some(),
+            "{kind:?} allows every ioctl"
+        );
+    }
+    // Nobody may open sockets, start programs or trace.
+    for kind in ThreadKind::ALL {
+        let rules = kind.rules();
+        for call in [libc::SYS_socket, libc::SYS_execve, libc::SYS_ptrace] {
+            assert!(!rules.allows(call), "{kind:?} allows {call}");
+        }
+    }
+}
+
+#[test]
+fn the_violation_line_is_formatted_without_allocating() {
+    let mut line = Line::default();
+    line.push(b"call ");
+    line.push_number(0);
+    line.push(b" ");
+    line.push_number(41);
+    line.push(b" ");
+    line.push_number(-3);
+    assert_eq!(&line.buf[..line.len], b"call 0 41 -3");
+    let mut full = Line::default();
+    full.push(&[b'x'; 200]);
+    assert_eq!(full.len, full.buf.len());
+    assert_eq!(syscall_name(libc::SYS_socket), Some("socket"));
+    assert_eq!(syscall_name(100_000), None);
+}
+
+/// Set in the child [`a_forbidden_call_ends_the_process_with_one_line`]
+/// starts.
+const CHILD: &str = "TANDEM_SECCOMP_TEST_CHILD";
+
+/// Runs only as that child: confines its thread like a vCPU and opens a
+/// socket, which no tandem thread may.
+#[test]
+fn forbidden_call_child() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    enable().unwrap();
+    if let Err(e) = try_enter(ThreadKind::Vcpu, "vcpu0") {
+        let unsupported = match &e {
+            seccompiler::Error::Seccomp(io) | seccompiler::Error::Prctl(io) => {
+                matches!(io.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
+            }
+            _ => false,
+        };
+        assert!(unsupported, "{e}");
+        println!("SECCOMP-UNSUPPORTED: {e}");
+        return;
+    }
+    // SAFETY: a plain socket() call; the filter traps it.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+    panic!("socket() returned {fd} under the vCPU filter");
+}
+
+/// Whether this kernel (or emulator) takes seccomp filters, asked
+/// without installing one: a null program is EFAULT where filters work,
+/// EINVAL or ENOSYS where they do not (qemu-user, kernels without
+/// CONFIG_SECCOMP_FILTER).
+fn seccomp_unsupported() -> Option<std::io::Error> {
+    // SAFETY: the kernel rejects the null program before installing
+    // anything.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            std::ptr::null::<u8>(),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(ret, -1);
+    matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)).then_some(err)
+}
+
+#[test]
+fn a_forbidden_call_ends_the_process_with_one_line() {
+    if let Some(e) = seccomp_unsupported() {
+        eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {e}");
+        return;
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "seccomp::tests::forbidden_call_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if let Some(line) = stdout
+        .lines()
+        .find(|l| l.starts_with("SECCOMP-UNSUPPORTED"))
+    {
+        eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {line}");
+        return;
+    }
+    let expected = format!(
+        "tandem: seccomp: thread vcpu0 called forbidden system call {} (socket)",
+        libc::SYS_socket
+    );
+    assert!(
+        stderr.lines().any(|l| l == expected),
+        "stderr: {stderr}\nstdout: {stdout}"
+    );
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+}
