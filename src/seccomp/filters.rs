@@ -25,6 +25,10 @@ const KVMIO: u64 = 0xae;
 pub const KVM_RUN: u64 = io(KVMIO, 0x80);
 /// `KVM_CHECK_EXTENSION` (aarch64's resume asks for the counter offset).
 pub const KVM_CHECK_EXTENSION: u64 = io(KVMIO, 0x03);
+/// `BLKSSZGET`: a drive swapped to a host block device reads its block size.
+pub(super) const BLKSSZGET: u64 = io(0x12, 104);
+/// `BLKGETSIZE64` = `_IOR(0x12, 114, u64)`: the size of that device.
+pub(super) const BLKGETSIZE64: u64 = (2 << 30) | (8 << 16) | io(0x12, 114);
 
 /// A thread kind's rules under construction: `None` allows a call
 /// outright, `Some(values)` only with argument `arg` equal to one of them.
@@ -269,6 +273,8 @@ pub fn main_thread(extras: &SeccompExtras) -> Rules {
         libc::TCSETSF,
         libc::FIONBIO,
         KVM_CHECK_EXTENSION,
+        BLKSSZGET,
+        BLKGETSIZE64,
     ];
     ioctls.extend(&extras.main_ioctls);
     rules

@@ -166,3 +166,9 @@ fn a_forbidden_call_ends_the_process_with_one_line() {
     );
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
 }
+
+#[test]
+fn the_block_size_ioctls_have_their_kernel_numbers() {
+    assert_eq!(super::filters::BLKSSZGET, 0x1268);
+    assert_eq!(super::filters::BLKGETSIZE64, 0x8008_1272);
+}
