@@ -113,6 +113,9 @@ impl Worker {
         interrupt: Arc<Interrupt>,
         handler: H,
     ) -> io::Result<Self> {
+        if cfg!(feature = "fuzzing") {
+            return Self::serve_inline(kicks.len(), &interrupt, handler);
+        }
         let kill = EventFd::new(EFD_NONBLOCK)?;
         let pause = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
@@ -153,6 +156,28 @@ impl Worker {
             pause,
             gate,
             thread: Some(thread),
+        })
+    }
+
+    /// Fuzzing builds (feature `fuzzing`) only: no thread. The handler's
+    /// start-up pass (every queue once, in order) runs on the caller's
+    /// thread, and an error sets NEEDS_RESET as the thread would; later
+    /// kicks are not served. Deterministic, so a fuzz target can drive a
+    /// device through the transport alone.
+    fn serve_inline<H: WorkerHandler>(
+        queues: usize,
+        interrupt: &Interrupt,
+        mut handler: H,
+    ) -> io::Result<Self> {
+        if let Err(e) = (0..queues).try_for_each(|index| handler.queue_event(index)) {
+            debug!("virtio worker (inline): {e}");
+            interrupt.set_needs_reset();
+        }
+        Ok(Self {
+            kill: EventFd::new(EFD_NONBLOCK)?,
+            pause: EventFd::new(EFD_NONBLOCK)?,
+            gate: Arc::default(),
+            thread: None,
         })
     }
 
