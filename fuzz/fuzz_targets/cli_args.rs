@@ -37,8 +37,14 @@ fn check_values(text: &str) {
         assert!((1..=15).contains(&net.tap.len()), "tap name {:?}", net.tap);
     }
     if let Ok(bytes) = parse_size(text) {
-        let digits: String = text.trim().chars().take_while(char::is_ascii_digit).collect();
-        let number: u64 = digits.parse().expect("a size that parsed starts with digits");
+        let digits: String = text
+            .trim()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let number: u64 = digits
+            .parse()
+            .expect("a size that parsed starts with digits");
         assert!(number == 0 || bytes >= number, "{text:?} gave {bytes}");
         assert!(bytes % 1024 == 0, "{text:?} gave {bytes}: not whole KiB");
     }

@@ -20,12 +20,18 @@ fuzz_target!(|data: [u8; 32]| {
     let memory_size = (memory_size % (1 << 46)).max(1 << 21) & !0xfff;
     if let Ok(base) = arch::Host::fuzz_place_initrd(memory_size, kernel_end, ceiling, size) {
         assert_eq!(base % 4096, 0, "initrd at {base:#x} not page-aligned");
-        assert!(base >= kernel_end, "initrd at {base:#x} below the kernel end {kernel_end:#x}");
+        assert!(
+            base >= kernel_end,
+            "initrd at {base:#x} below the kernel end {kernel_end:#x}"
+        );
         let end = base.checked_add(size).expect("initrd end overflows");
         // The one use of cfg(target_arch) in fuzz/: the two back ends
         // bound the initrd differently.
         if cfg!(target_arch = "x86_64") {
-            assert!(end <= ceiling, "initrd end {end:#x} above the ceiling {ceiling:#x}");
+            assert!(
+                end <= ceiling,
+                "initrd end {end:#x} above the ceiling {ceiling:#x}"
+            );
             assert!(end <= memory_size, "initrd end {end:#x} past RAM");
         } else {
             let ram_end = 0x8000_0000 + memory_size;

@@ -58,7 +58,8 @@ fuzz_target!(|data: &[u8]| {
     let initrd = (initrd_size != 0).then(|| {
         let (file, path) = &files.initrd;
         file.set_len(0).expect("truncate");
-        file.set_len(u64::from(initrd_size % (256 << 10))).expect("size");
+        file.set_len(u64::from(initrd_size % (256 << 10)))
+            .expect("size");
         path.as_path()
     });
     let result = arch::Host::fuzz_load_payload(
