@@ -302,25 +302,59 @@ fn all_descs(mem: &GuestMemoryMmap, layout: &Layout) -> Vec<(u64, u32, u16, u16)
 /// device-writable buffer any descriptor names.
 pub struct Allowed {
     ranges: Vec<(u64, u64)>,
+    /// A writable buffer overlaps a descriptor table, an available ring or
+    /// a used ring:
+    /// the device may legitimately rewrite the chains it is about to walk,
+    /// so nothing can be predicted from memory as it was.
+    self_modifying: bool,
 }
 
 impl Allowed {
     /// Computed from memory as the driver left it, before the device runs.
     pub fn new(mem: &GuestMemoryMmap, layouts: &[Layout]) -> Self {
-        let mut ranges = Vec::new();
+        let mut used_rings = Vec::new();
+        let mut writable = Vec::new();
+        let mut driver_owned = Vec::new();
         for layout in layouts {
-            ranges.push((layout.used, layout.used + layout.used_ring_len()));
+            let used = (layout.used, layout.used + layout.used_ring_len());
+            used_rings.push(used);
+            let size = u64::from(layout.size);
+            driver_owned.push((layout.desc, layout.desc + 16 * size));
+            driver_owned.push((layout.avail, layout.avail + 6 + 2 * size));
+            // Device data landing in a used ring garbles its elements.
+            driver_owned.push(used);
             for (addr, len, flags, _) in all_descs(mem, layout) {
+                let end = addr.saturating_add(u64::from(len));
                 if flags & VRING_DESC_F_WRITE as u16 != 0 {
-                    ranges.push((addr, addr.saturating_add(u64::from(len))));
+                    writable.push((addr, end));
+                }
+                if flags & VRING_DESC_F_INDIRECT as u16 != 0 {
+                    driver_owned.push((addr, end));
                 }
             }
         }
-        Self { ranges }
+        let self_modifying = writable
+            .iter()
+            .any(|&(s, e)| driver_owned.iter().any(|&(ds, de)| s < de && ds < e));
+        let ranges = used_rings.into_iter().chain(writable).collect();
+        Self {
+            ranges,
+            self_modifying,
+        }
     }
 
-    /// Panics if a byte changed outside the allowed ranges.
+    /// Whether the device may rewrite its own descriptors (see
+    /// [`Allowed::check`]); [`check_used`] is meaningless then too.
+    pub fn self_modifying(&self) -> bool {
+        self.self_modifying
+    }
+
+    /// Panics if a byte changed outside the allowed ranges (unless the
+    /// driver let the device rewrite descriptors or the available ring).
     pub fn check(&self, before: &[u8], after: &[u8]) {
+        if self.self_modifying {
+            return;
+        }
         for (i, (a, b)) in before.iter().zip(after).enumerate() {
             if a != b {
                 let addr = i as u64;
