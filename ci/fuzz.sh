@@ -2,7 +2,8 @@
 #! Builds tandem's cargo-fuzz targets (fuzz/) and runs each for a while,
 #! one libFuzzer process at a time (one job, one worker), niced.
 #! Prints one line per target: executions, exec/s, new corpus entries,
-#! corpus size and the result; exits 1 if any target crashed, leaked,
+#! corpus size, crashes (inputs saved: libFuzzer stops at the first) and
+#! the result; exits 1 if any target crashed, leaked,
 #! timed out or ran out of memory (the input is kept in
 #! fuzz/artifacts/TARGET/).
 #!
@@ -61,7 +62,7 @@ bin_dir="fuzz/target/$triple/release"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failed=0
-printf '%-18s %12s %9s %6s %8s  %s\n' target executions exec/s new corpus result
+printf '%-18s %12s %9s %6s %8s %8s  %s\n' target executions exec/s new corpus crashes result
 for target in "${targets[@]}"; do
     bin="$bin_dir/$target"
     [ -x "$bin" ] || die "no fuzz target $target (cargo fuzz list)"
@@ -74,6 +75,7 @@ for target in "${targets[@]}"; do
     # Kernel images need room: up to 64 KiB (the seeds are a few KiB).
     [ "$target" != kernel_loader ] || extra=(-max_len=65536)
     log="$work/$target.log"
+    found_before=$(find "$artifacts" -type f ! -name '*.log' | wc -l)
     status=0
     (cd "$work" && nice -n 10 "$ROOT/$bin" "${limit[@]}" "${extra[@]}" \
         -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
@@ -83,6 +85,7 @@ for target in "${targets[@]}"; do
     rate=$(stat average_exec_per_sec)
     new=$(stat new_units_added)
     size=$(find "$corpus" -type f | wc -l)
+    crashes=$(($(find "$artifacts" -type f ! -name '*.log' | wc -l) - found_before))
     result=ok
     if [ "$status" -ne 0 ]; then
         failed=1
@@ -91,6 +94,6 @@ for target in "${targets[@]}"; do
         result="FAIL (${kind:-exit $status}) ${unit#"$ROOT/"}"
         cp "$log" "$ROOT/$artifacts/last-failure.log"
     fi
-    printf '%-18s %12s %9s %6s %8s  %s\n' "$target" "${execs:-?}" "${rate:-?}" "${new:-?}" "$size" "$result"
+    printf '%-18s %12s %9s %6s %8s %8s  %s\n' "$target" "${execs:-?}" "${rate:-?}" "${new:-?}" "$size" "$crashes" "$result"
 done
 exit "$failed"

@@ -33,21 +33,30 @@ pub fn drain_queue(
     mut serve: impl FnMut(&Chain) -> u32,
 ) -> Result<(), virtio_queue::Error> {
     let mut used_any = false;
+    let mut more_promised = false;
     loop {
         // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY; with it,
         // avail_event stays where it was, so the driver does not kick for
         // buffers added while this loop runs.
         queue.disable_notification(mem)?;
+        let mut popped = false;
         while let Some(chain) = pop_chain(queue, mem)? {
             let len = serve(&chain);
             queue.add_used(mem, chain.head, len)?;
             used_any = true;
+            popped = true;
+        }
+        // The last pass promised more and there was none: a broken ring
+        // (our own writes move the available index). Stop, not spin.
+        if more_promised && !popped {
+            break;
         }
         // Re-arms kicks (avail_event = next_avail); true if the driver
         // added more in the meantime.
         if !queue.enable_notification(mem)? {
             break;
         }
+        more_promised = true;
     }
     if used_any {
         interrupt.notify_queue(queue, mem)?;
@@ -192,6 +201,36 @@ mod tests {
         mem.write_obj(40u16, GuestAddress(0x1002)).unwrap();
         let interrupt = Interrupt::new(IrqTrigger::new().unwrap());
         assert!(drain_queue(&mut queue, &mem, &interrupt, |_| 0).is_err());
+    }
+
+    /// Found by fuzz/ (virtio_chain): a used ring placed right after the
+    /// available ring's flags, so the used flags the device writes are the
+    /// available index. Each disable/enable of notifications then moves
+    /// the index back and forth and `enable_notification` keeps reporting
+    /// buffers `pop_chain` never finds: the worker spun forever, and a
+    /// reset, pause or VM exit waiting for it hung with it.
+    #[test]
+    fn overlapping_rings_cannot_keep_the_device_busy_forever() {
+        let mem = test_memory();
+        let mut queue = Queue::new(16).unwrap();
+        queue.set_size(16);
+        queue.set_desc_table_address(Some(0), Some(0));
+        queue.set_avail_ring_address(Some(0x1002), Some(0));
+        queue.set_used_ring_address(Some(0x1004), Some(0)); // flags = avail idx
+        queue.set_ready(true);
+        mem.write_obj(0x8000u64, GuestAddress(0)).unwrap();
+        mem.write_obj(0x10u32, GuestAddress(8)).unwrap();
+        let interrupt = Interrupt::new(IrqTrigger::new().unwrap());
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = drain_queue(&mut queue, &mem, &interrupt, |_| 0);
+            let _ = done.send(result.is_ok());
+        });
+        let wait = std::time::Duration::from_secs(5);
+        assert!(
+            finished.recv_timeout(wait).is_ok(),
+            "drain_queue never returned"
+        );
     }
 
     #[test]
