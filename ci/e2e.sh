@@ -18,6 +18,8 @@ LOG_PREFIX=e2e
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=ci/virtio-e2e.sh
 . "$ROOT/ci/virtio-e2e.sh" # virtio_rows
+# shellcheck source=ci/api-e2e.sh
+. "$ROOT/ci/api-e2e.sh" # api_rows
 
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 JOBS=2 HOST_ONLY=0 FORCE_EMULATED=0 BUILD=1
@@ -79,6 +81,7 @@ define_rows() {
         --expect 'counter zeroed with KVM_ARM_SET_COUNTER_OFFSET'
     common_rows aarch64 a64
     virtio_rows
+    api_rows
 }
 
 parse_args() {
@@ -157,7 +160,7 @@ run_row() {
     # a CI run explains itself.
     case $line in
         "RESULT: FAIL"*)
-            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|net-diag:' "$log" | tail -n 40
+            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|net-diag:|stall: ' "$log" | tail -n 40
               echo "... last lines:"
               tail -n 15 "$log"; } 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
     esac

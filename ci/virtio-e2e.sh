@@ -23,7 +23,8 @@ VIRTIO_ROWS=(x86-virtio a64-virtio-gicv3 a64-virtio-gicv2)
 # Registers the virtio rows with e2e.sh's row(). Host flavour: the host
 # script needs an emulated host of its own (TAP, addresses, SIGKILL).
 virtio_rows() {
-    local check common=(--host-script "$ROOT/ci/virtio-host.sh" --timeout 900 --guest-cpus 2
+    local check common=(--host-script "$ROOT/ci/virtio-host.sh" --add "$ROOT/ci/host-lib.sh:/host-lib.sh"
+                        --timeout 900 --guest-cpus 2
                         --run "run --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz --cpus 2 --memory 512M")
     for check in "${VIRTIO_CHECKS[@]}"; do common+=(--expect "CHECK $check PASS"); done
     row x86_64 x86-virtio host "${common[@]}"

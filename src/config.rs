@@ -61,9 +61,6 @@ pub struct VmmArgs {
     /// Write metrics lines to this file or FIFO.
     #[arg(long, value_name = "PATH")]
     pub metrics_path: Option<PathBuf>,
-    /// Largest API request body in bytes.
-    #[arg(long, value_name = "BYTES")]
-    pub http_api_max_payload_size: Option<usize>,
     /// Firecracker flags tandem accepts and ignores (logged).
     #[command(flatten)]
     pub ignored: IgnoredArgs,
@@ -100,6 +97,10 @@ pub struct IgnoredArgs {
     /// Ignored (no PCI yet).
     #[arg(long)]
     pub enable_pci: bool,
+    /// Ignored: the API takes bodies up to Firecracker's default, 51200
+    /// bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub http_api_max_payload_size: Option<String>,
 }
 
 impl IgnoredArgs {
@@ -112,6 +113,7 @@ impl IgnoredArgs {
             ("parent-cpu-time-us", &self.parent_cpu_time_us),
             ("mmds-size-limit", &self.mmds_size_limit),
             ("module", &self.module),
+            ("http-api-max-payload-size", &self.http_api_max_payload_size),
         ];
         let switches = [
             ("no-seccomp", self.no_seccomp),

@@ -231,7 +231,7 @@ mod tests {
             &layout,
             &[],
             &Arc::new(ExitSignal::new().unwrap()),
-            Box::new(std::io::sink()),
+            SerialOutput::new(Box::new(std::io::sink())).unwrap(),
         )
         .unwrap();
         for (base, irq) in [(0xd000_0000, 5), (0xd000_1000, 6)] {

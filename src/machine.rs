@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arch::{Arch, GuestClock, Host};
+use devices::legacy::ConsoleOutput;
 use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Net, Rng};
 use devices::ExitSignal;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -51,6 +52,8 @@ pub struct Machine {
     vm: VmFd,
     mem: GuestMemoryMmap,
     console: Option<InputTarget>,
+    /// Where both consoles' guest output goes (stdout), without blocking.
+    console_output: ConsoleOutput,
     /// Guest time while paused.
     paused_clock: Option<GuestClock>,
     /// KVM's statistics: the VM's (`vm`) and each vCPU's (`vcpuN`).
@@ -66,13 +69,15 @@ impl Machine {
         let kvm = open_kvm()?;
         let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
         let mem = create_guest_memory(&vm, &arch.layout().ram)?;
+        let console_output = crate::console::stdout_output().context("console output")?;
         let mut devices = DeviceManager::new(
             arch.layout(),
             &arch.platform_devices(),
             &exit,
-            Box::new(std::io::stdout()),
+            console_output.clone(),
         )?;
-        let virtio_console = add_virtio_devices(resources, &vm, &mem, &mut devices)?;
+        let virtio_console =
+            add_virtio_devices(resources, &vm, &mem, &mut devices, &console_output)?;
         if resources.virtio_cmdline {
             config.cmdline.push_str(&devices.virtio_cmdline());
         }
@@ -107,6 +112,7 @@ impl Machine {
             vm,
             mem,
             console,
+            console_output,
             paused_clock: None,
             kvm_stats,
         })
@@ -184,6 +190,12 @@ impl Machine {
         self.console.take()
     }
 
+    /// Guest console output; its `dropped_bytes()` counts what a host not
+    /// reading stdout cost.
+    pub fn console_output(&self) -> &ConsoleOutput {
+        &self.console_output
+    }
+
     /// Exit counts of all vCPUs.
     pub fn exit_counters(&self) -> &ExitCounters {
         &self.context.counters
@@ -227,10 +239,10 @@ fn add_virtio_devices(
     vm: &VmFd,
     mem: &GuestMemoryMmap,
     devices: &mut DeviceManager,
+    console_output: &ConsoleOutput,
 ) -> Result<Option<VirtioConsoleInput>> {
     for drive in resources.drives_in_guest_order() {
-        let path = drive.block.path.display();
-        let block = Block::new(&drive.block).with_context(|| format!("disk {path}"))?;
+        let block = Block::new(&drive.block)?;
         devices.add_virtio(vm, mem, drive.id.clone(), Box::new(block))?;
     }
     for iface in &resources.nets {
@@ -244,7 +256,7 @@ fn add_virtio_devices(
     if resources.console != ConsoleKind::Virtio {
         return Ok(None);
     }
-    let console = Console::new(Box::new(std::io::stdout()))?;
+    let console = Console::new(console_output.clone())?;
     let input = console.input_sink();
     devices.add_virtio(vm, mem, "console".into(), Box::new(console))?;
     Ok(Some(input))

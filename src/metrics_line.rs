@@ -60,6 +60,7 @@ fn add_machine(line: &mut Value, machine: &Machine) {
         line["vmm"]["vmm_rss_kib"] = rss.vmm_kib.into();
         line["vmm"]["guest_rss_kib"] = rss.guest_kib.into();
     }
+    line["vmm"]["console_bytes_dropped"] = machine.console_output().dropped_bytes().into();
     let exits = machine.exit_counters();
     line["exits"] = json!({
         "total": exits.total(),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arch::ExitAction;
 use devices::{Bus, ExitReason, ExitSignal};
+use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
 
@@ -73,6 +74,16 @@ pub struct VcpuShared<'a> {
     pub counters: &'a ExitCounters,
 }
 
+/// The size of one element of the port I/O exit `run` describes (1, 2 or
+/// 4 bytes; KVM's data holds `count` of them).
+fn io_element_size(run: *const kvm_run) -> usize {
+    // SAFETY: `run` is the vCPU's kvm_run mapping, valid while its VcpuFd
+    // lives (the caller holds it); KVM_RUN just returned KVM_EXIT_IO, which
+    // makes `io` the union member in use; only plain integers are read.
+    let size = unsafe { (*run).__bindgen_anon_1.io.size };
+    usize::from(size).max(1)
+}
+
 /// Why [`run_loop`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoopEnd {
@@ -92,6 +103,7 @@ pub fn run_loop(
     mut arch_exit: impl FnMut(u8, VcpuExit<'_>) -> ExitAction,
 ) -> LoopEnd {
     let counters = shared.counters;
+    let run_area: *const kvm_run = vcpu.get_kvm_run();
     while shared.control.request() == Request::Run {
         let exit = match vcpu.run() {
             Ok(exit) => exit,
@@ -111,16 +123,22 @@ pub fn run_loop(
         match exit {
             VcpuExit::IoIn(port, data) => {
                 counters.pio.fetch_add(1, Ordering::Relaxed);
-                if !shared.buses.pio.read(port.into(), data) {
-                    // An empty ISA bus floats high.
-                    data.fill(0xff);
-                    counters.unclaimed("port read", port.into(), data.len());
+                // String I/O (`rep insb`) is one exit for many elements:
+                // the device sees each as the access it is.
+                for element in data.chunks_mut(io_element_size(run_area)) {
+                    if !shared.buses.pio.read(port.into(), element) {
+                        // An empty ISA bus floats high.
+                        element.fill(0xff);
+                        counters.unclaimed("port read", port.into(), element.len());
+                    }
                 }
             }
             VcpuExit::IoOut(port, data) => {
                 counters.pio.fetch_add(1, Ordering::Relaxed);
-                if !shared.buses.pio.write(port.into(), data) {
-                    counters.unclaimed("port write", port.into(), data.len());
+                for element in data.chunks(io_element_size(run_area)) {
+                    if !shared.buses.pio.write(port.into(), element) {
+                        counters.unclaimed("port write", port.into(), element.len());
+                    }
                 }
             }
             VcpuExit::MmioRead(addr, data) => {

@@ -4,7 +4,6 @@
 //! and the exit code the process ends with. What each API request does is
 //! src/controller.rs.
 
-use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use crate::api::models::{FullVmConfiguration, Logger};
 use crate::api::{self, convert, ApiInbox, ApiResponse, ApiServer};
 use crate::config::{RunArgs, VmmArgs};
-use crate::console::{read_stdin, ConsoleInput, RawTerminal};
+use crate::console::{flush_output, ConsoleInput, InputEvent, RawTerminal};
 use crate::machine::Machine;
 use crate::memory::rss_report;
 use crate::metrics::{MetricsSink, MetricsTimer};
@@ -114,6 +113,8 @@ pub struct Vmm {
     signals: StopSignals,
     epoll: Epoll,
     console: Option<ConsoleInput>,
+    /// stdin is out of the epoll set until the UART makes room for input.
+    stdin_paused: bool,
     terminal: Option<RawTerminal>,
     api: Option<(ApiServer, ApiInbox)>,
     metrics: Option<MetricsSink>,
@@ -130,6 +131,7 @@ impl Vmm {
             signals,
             epoll: Epoll::new()?,
             console: None,
+            stdin_paused: false,
             terminal: None,
             api: None,
             metrics: None,
@@ -192,11 +194,7 @@ impl Vmm {
                 match event.data() {
                     TOKEN_EXIT => return Ok(()),
                     TOKEN_STDIN => self.console_input(),
-                    TOKEN_RX_DRAINED => {
-                        if let Some(console) = self.console.as_mut() {
-                            console.retry();
-                        }
-                    }
+                    TOKEN_RX_DRAINED => self.rx_drained(),
                     TOKEN_API => self.serve_api(),
                     TOKEN_METRICS => {
                         if let Some(timer) = self.metrics_timer.as_mut() {
@@ -269,30 +267,54 @@ impl Vmm {
         .map_err(|e| format!("logger: {e}"))
     }
 
+    /// Reads host input for the guest; stops watching stdin at its end,
+    /// and while the UART has no room (back-pressure, nothing dropped).
     fn console_input(&mut self) {
         let Some(console) = self.console.as_mut() else {
             return;
         };
-        let mut buf = [0u8; 256];
-        match read_stdin(&mut buf) {
-            Ok(Some(n)) => {
-                if console.push(&buf[..n]) {
-                    self.exit
-                        .raise(ExitReason::Stopped("console escape (Ctrl-A x)".into()));
-                }
-            }
-            Ok(None) | Err(_) => {
-                let stdin = std::io::stdin().as_raw_fd();
+        let stdin = std::io::stdin().as_raw_fd();
+        match console.read_stdin() {
+            Ok(InputEvent::Queued) => {}
+            Ok(InputEvent::Quit) => self
+                .exit
+                .raise(ExitReason::Stopped("console escape (Ctrl-A x)".into())),
+            Ok(InputEvent::Closed) | Err(_) => {
                 let _ = self
                     .epoll
                     .ctl(ControlOperation::Delete, stdin, EpollEvent::default());
+                return;
+            }
+        }
+        if !console.accepts_input() {
+            let _ = self
+                .epoll
+                .ctl(ControlOperation::Delete, stdin, EpollEvent::default());
+            self.stdin_paused = true;
+        }
+    }
+
+    /// The guest emptied the UART's FIFO: pending input moves in, and stdin
+    /// is watched again once there is room.
+    fn rx_drained(&mut self) {
+        let Some(console) = self.console.as_mut() else {
+            return;
+        };
+        console.rx_drained();
+        if self.stdin_paused && console.accepts_input() {
+            self.stdin_paused = false;
+            if let Err(e) = self.watch(std::io::stdin().as_raw_fd(), TOKEN_STDIN) {
+                warn!("console input stops: {e}");
             }
         }
     }
 
-    /// Stops the VM, restores the terminal, prints statistics if asked,
-    /// and maps the reason the run ended to the exit code.
+    /// Stops the VM, writes out buffered guest output (waiting at most
+    /// 100 ms for a stdout nobody reads), restores the terminal, prints
+    /// statistics if asked, and maps the reason the run ended to the exit
+    /// code.
     pub fn finish(mut self, stats: bool) -> i32 {
+        let output = self.vm.machine().map(|m| m.console_output().clone());
         if stats {
             let uptime = self.vm.uptime();
             if let Some(machine) = self.vm.machine() {
@@ -302,6 +324,9 @@ impl Vmm {
             }
         }
         self.vm.stop();
+        if let Some(output) = output {
+            flush_output(&output);
+        }
         drop(self.terminal.take());
         match self.exit.reason() {
             Some(ExitReason::PowerOff) => {
@@ -330,7 +355,10 @@ impl Vmm {
 fn report_stats(machine: &Machine, elapsed: std::time::Duration) {
     let counters = machine.exit_counters();
     let total = counters.total();
-    let _ = std::io::stdout().flush();
+    // Guest output first, as far as a host that is reading lets it.
+    machine
+        .console_output()
+        .flush_within(crate::console::EXIT_FLUSH_LIMIT);
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
         "tandem-stats: seconds={:.3} exits={total} pio={} mmio={} other={} unclaimed={}",

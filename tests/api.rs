@@ -121,6 +121,14 @@ impl Vmm {
     }
 }
 
+impl Drop for Vmm {
+    /// A failed assertion must not leave a spinning guest behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Writes one metrics line and returns it.
 fn metrics(vmm: &Vmm, path: &Path) -> Value {
     vmm.ok("PUT", "/actions", json!({"action_type": "FlushMetrics"}));

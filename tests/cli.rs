@@ -263,3 +263,85 @@ fn ctrl_a_x_on_a_terminal_quits_and_restores_the_terminal() {
         "{text}"
     );
 }
+
+/// Reads tandem's stderr on a thread: reports each line on `lines` and
+/// returns the whole text at end of file.
+fn watch_stderr(
+    stderr: std::process::ChildStderr,
+    lines: std::sync::mpsc::Sender<String>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = lines.send(line.clone());
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    })
+}
+
+#[test]
+fn a_host_not_reading_the_console_cannot_delay_sigterm() {
+    if !kvm_usable() {
+        return;
+    }
+    let Some(kernel) = kernel_file(TinyKernel::SerialFlood) else {
+        return;
+    };
+    let mut child = tandem()
+        .args(["run", "--memory", "64M", "--kernel"])
+        .arg(kernel.as_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open and never read: the guest's flood fills the pipe.
+    let _stdout = child.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stderr = watch_stderr(child.stderr.take().unwrap(), lines);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains("first KVM_RUN") {
+            break;
+        }
+    }
+    // Long enough for the 64 KiB pipe to fill (a debug build on PVM sends
+    // some 45 KB/s), or until tandem says it is dropping output.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(line) = seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains("dropping") {
+            break;
+        }
+    }
+    // A keystroke: the main loop hands it to the UART the guest is flooding.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"k").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let sent = Command::new("kill")
+        .args(["-TERM".to_string(), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(1) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "tandem still running 1 s after SIGTERM: {}",
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(143), "{text}");
+    assert!(text.contains("stopped: signal 15"), "{text}");
+}

@@ -21,15 +21,18 @@ use tandem::vcpus::{Request, VcpuControl};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// Records every write, and stops the vCPU after `limit` of them.
+/// Reads answer 1, 2, 3, … (one number per read access).
 struct Recorder {
     writes: Vec<Vec<u8>>,
+    reads: u8,
     limit: usize,
     control: Arc<VcpuControl>,
 }
 
 impl BusDevice for Recorder {
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
-        data.fill(0);
+        self.reads += 1;
+        data.fill(self.reads);
     }
     fn write(&mut self, _offset: u64, data: &[u8]) {
         self.writes.push(data.to_vec());
@@ -59,6 +62,7 @@ fn run_payload(kvm: &Kvm, payload: Payload, limit: usize) -> Option<Run> {
     let control = Arc::new(VcpuControl::default());
     let recorder = Arc::new(Mutex::new(Recorder {
         writes: Vec::new(),
+        reads: 0,
         limit,
         control: control.clone(),
     }));
@@ -132,5 +136,16 @@ fn unclaimed_port_reads_float_high_and_halt_goes_to_the_arch() {
     assert_eq!(run.writes, vec![vec![0xff]]);
     assert_eq!(run.counters.unclaimed.load(Ordering::Relaxed), 1);
     assert_eq!(run.arch_exits, 1);
+    assert_eq!(run.exit.reason(), Some(ExitReason::PowerOff));
+}
+
+#[test]
+fn string_port_io_reaches_the_device_one_element_at_a_time() {
+    let Some(kvm) = kvm_or_skip() else { return };
+    let Some(run) = run_payload(&kvm, Payload::StringInOutThenHalt, 100) else {
+        eprintln!("SKIPPED: no port I/O on this architecture");
+        return;
+    };
+    assert_eq!(run.writes, vec![vec![1], vec![2], vec![3], vec![4]]);
     assert_eq!(run.exit.reason(), Some(ExitReason::PowerOff));
 }

@@ -13,6 +13,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+mod guest_copy;
 pub mod test_payloads;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

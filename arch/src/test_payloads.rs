@@ -17,6 +17,9 @@ pub enum Payload {
     MmioStoreLoop,
     /// Reads port 0x20 (nothing there), writes the value to port 0x10, halts.
     UnclaimedPortThenHalt,
+    /// Reads 4 bytes from port 0x10 with one `rep insb`, writes them back
+    /// with one `rep outsb`, halts.
+    StringInOutThenHalt,
 }
 
 /// Port the port payloads write to.
@@ -45,6 +48,9 @@ pub enum TinyKernel {
     PortLoop,
     /// Raises an exception with no handler: a triple fault on x86.
     Crash,
+    /// Writes `x` to the console UART's transmit register (x86: COM1,
+    /// port 0x3f8) forever, without waiting for the line to be free.
+    SerialFlood,
 }
 
 /// The image of `kernel` for this architecture, or `None` where tandem
@@ -84,6 +90,12 @@ mod imp {
             ],
             // in $0x20,%al; out %al,$0x10; hlt
             Payload::UnclaimedPortThenHalt => &[0xe4, 0x20, 0xe6, 0x10, 0xf4],
+            // mov $0x10,%dx; mov $0x1020,%di; mov $4,%cx; cld; rep insb
+            // mov $0x1020,%si; mov $4,%cx; rep outsb; hlt
+            Payload::StringInOutThenHalt => &[
+                0xba, 0x10, 0x00, 0xbf, 0x20, 0x10, 0xb9, 0x04, 0x00, 0xfc, 0xf3, 0x6c, 0xbe, 0x20,
+                0x10, 0xb9, 0x04, 0x00, 0xf3, 0x6e, 0xf4,
+            ],
         })
     }
 
@@ -100,6 +112,8 @@ mod imp {
             TinyKernel::PortLoop => &[0xe6, 0x80, 0xeb, 0xfc],
             // ud2 with no IDT
             TinyKernel::Crash => &[0x0f, 0x0b],
+            // mov $0x3f8,%dx; mov $'x',%al; 1: out %al,(%dx); jmp 1b
+            TinyKernel::SerialFlood => &[0x66, 0xba, 0xf8, 0x03, 0xb0, 0x78, 0xee, 0xeb, 0xfd],
         };
         const LOAD: u32 = 0x100_0000;
         Some(elf_kernel(code, LOAD.into(), Some(LOAD)))
@@ -176,7 +190,9 @@ mod imp {
                 0x81, 0x00, 0x80, 0xd2, 0x41, 0x00, 0xa0, 0xf2, 0x02, 0x00, 0x80, 0x52, 0x22, 0x00,
                 0x00, 0x39, 0x42, 0x04, 0x00, 0x11, 0xfe, 0xff, 0xff, 0x17,
             ]),
-            Payload::PortCounter | Payload::UnclaimedPortThenHalt => None,
+            Payload::PortCounter
+            | Payload::UnclaimedPortThenHalt
+            | Payload::StringInOutThenHalt => None,
         }
     }
 

@@ -17,6 +17,9 @@ net_fetch_retry() {
     done
 }
 
+# True when something listens on TCP port 8080 (IPv4 or IPv6).
+net_listening() { grep -qs ':1F90 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6; }
+
 # What the guest saw of eth0, for a failure's log.
 net_diagnostics() {
     local stat
@@ -28,7 +31,7 @@ net_diagnostics() {
 }
 
 check_net() {
-    local mac want_mac down want_down up got_up httpd_pid
+    local mac want_mac down want_down up got_up httpd_pid tries=0
     if [ ! -d /sys/class/net/eth0 ]; then check_result net FAIL "no eth0"; return; fi
     mac=$(cat /sys/class/net/eth0/address)
     want_mac=$(cmdline_value tandem.net_mac)
@@ -49,6 +52,13 @@ check_net() {
     up=$(sha_of_stdin </tmp/www/up.bin)
     httpd -f -p 8080 -h /tmp/www &
     httpd_pid=$!
+    # Ready only once httpd listens (port 8080 = 1F90, state 0A): a host
+    # that connects earlier is refused.
+    until net_listening; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 30 ] || break
+        sleep 1
+    done
     echo "NET-UP-READY $up"
     net_fetch_retry up-received.sha256 /tmp/up.sha256 360
     kill "$httpd_pid" 2>/dev/null

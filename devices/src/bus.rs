@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::LogLimit;
+
 /// A device reachable through a [`Bus`]. Offsets are relative to the base
 /// the device was inserted at.
 pub trait BusDevice: Send {
@@ -103,7 +105,10 @@ impl Bus {
 fn contained(addr: u64, access: impl FnOnce()) -> bool {
     let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(access)).is_ok();
     if !completed {
-        log::error!("the device at {addr:#x} failed on a guest access; the access was dropped");
+        static FAILED: LogLimit = LogLimit::new();
+        FAILED.error(format_args!(
+            "the device at {addr:#x} failed on a guest access; the access was dropped"
+        ));
     }
     completed
 }
@@ -206,6 +211,18 @@ mod tests {
         assert!(bus.write(0x1000, &[1]));
         // The poisoned lock does not stop later accesses either.
         assert!(bus.read(0x1004, &mut data));
+    }
+
+    #[test]
+    fn a_device_panicking_again_and_again_leaves_few_lines() {
+        let mut bus = Bus::new();
+        bus.insert(Arc::new(Mutex::new(Broken)), 0x1000, 0x10)
+            .unwrap();
+        let log = crate::test_log::Capture::start();
+        for _ in 0..1000 {
+            assert!(bus.write(0x1000, &[1]));
+        }
+        crate::test_log::assert_few(&log.warnings_here(), "device panics");
     }
 
     #[test]

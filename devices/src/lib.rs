@@ -10,8 +10,13 @@ pub mod bus;
 pub mod exit;
 pub mod irq;
 pub mod legacy;
+pub mod log_limit;
 pub mod virtio;
+
+#[cfg(test)]
+mod test_log;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use exit::{ExitReason, ExitSignal};
 pub use irq::IrqTrigger;
+pub use log_limit::LogLimit;

@@ -70,7 +70,7 @@ fn disk_path() -> &'static std::path::Path {
 fn device(kind: &DeviceKind) -> Box<dyn VirtioDevice> {
     match kind {
         DeviceKind::Rng => Box::new(Rng::new().expect("/dev/urandom")),
-        DeviceKind::Console => Box::new(Console::new(Box::new(std::io::sink())).expect("console")),
+        DeviceKind::Console => Box::new(Console::new(console_output()).expect("console")),
         DeviceKind::Block => {
             // Read-only: nothing the guest does changes the file.
             let config = BlockConfig {

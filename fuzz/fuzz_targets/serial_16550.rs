@@ -11,6 +11,7 @@ use arbitrary::Arbitrary;
 use devices::legacy::Serial;
 use devices::{BusDevice, IrqTrigger};
 use libfuzzer_sys::fuzz_target;
+use tandem_fuzz::console_output;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -22,7 +23,7 @@ enum Op {
 
 fuzz_target!(|ops: Vec<Op>| {
     let irq = IrqTrigger::new().expect("eventfd");
-    let mut serial = Serial::new(irq, Box::new(std::io::sink())).expect("serial");
+    let mut serial = Serial::new(irq, console_output()).expect("serial");
     for op in ops.iter().take(256) {
         match op {
             Op::Read { offset, wide } => {

@@ -7,13 +7,16 @@
 //! unlinked temporary file, zeroed before each run.
 //!
 //! Checks: the device writes guest memory only inside device-writable
-//! buffers and the used ring; used lengths fit their chains.
+//! buffers and the used ring; used lengths fit their chains; a chain over
+//! the descriptor cap is dropped (used length 0) and a request over
+//! `MAX_REQUEST_BYTES` gets at most its status byte.
 #![no_main]
 
 use std::fs::File;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
+use devices::virtio::block::MAX_REQUEST_BYTES;
 use devices::virtio::{Block, BlockConfig, MmioTransport};
 use devices::IrqTrigger;
 use libfuzzer_sys::fuzz_target;
@@ -64,7 +67,19 @@ fuzz_target!(|input: Input| {
 
     allowed.check(&before, &snapshot(&mem));
     if !allowed.self_modifying() {
-        check_used(&before_mem, &mem, &layout);
+        for used in check_used(&before_mem, &mem, &layout) {
+            // More data than seg_max × size_max (plus header and status):
+            // refused before the disk is touched, with at most the status
+            // byte written (IOERR).
+            if !used.chain.too_long && used.chain.bytes > MAX_REQUEST_BYTES + 17 {
+                assert!(
+                    used.len <= 1,
+                    "oversized request {} reported {} bytes",
+                    used.id,
+                    used.len
+                );
+            }
+        }
     }
     // A reset stops the (inline) worker and leaves the device reusable.
     write_reg(

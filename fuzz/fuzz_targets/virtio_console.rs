@@ -1,10 +1,11 @@
 //! Feeds virtio-console's two paths (devices/src/virtio/console.rs): host
 //! input (fuzzed bytes pushed into `Console::input_sink()`) delivered into
 //! the receive queue, and the transmit queue's chains copied to the host
-//! writer (a sink). The fuzz input lays out both virtqueues in guest memory
-//! (descriptors, indirect tables, available rings, raw pokes); a driver
-//! brings the device up through the virtio-mmio transport and at DRIVER_OK
-//! the handler serves both queues on this thread (`devices` feature
+//! writer (a sink behind one `ConsoleOutput` shared by every run). The
+//! fuzz input lays out both virtqueues in guest memory (descriptors,
+//! indirect tables, available rings, raw pokes); a driver brings the
+//! device up through the virtio-mmio transport and at DRIVER_OK the
+//! handler serves both queues on this thread (`devices` feature
 //! `fuzzing`).
 //!
 //! Checks: the device writes guest memory only inside device-writable
@@ -38,7 +39,7 @@ fuzz_target!(|input: Input| {
     let before = snapshot(&mem);
     let allowed = Allowed::new(&mem, &[rx, tx]);
 
-    let device = Console::new(Box::new(std::io::sink())).expect("console");
+    let device = Console::new(console_output()).expect("console");
     let sink = device.input_sink();
     let mut pushed = 0u64;
     for bytes in &input.host_input {

@@ -3,11 +3,14 @@
 //! input (descriptors, indirect tables, available ring, raw byte pokes),
 //! the virtio-mmio bring-up a driver performs, and the oracles the device
 //! targets check afterwards: a device writes guest memory only inside
-//! device-writable buffers and its own used ring, and never reports more
-//! bytes written into a chain than the chain can hold.
+//! device-writable buffers and its own used ring, never reports more
+//! bytes written into a chain than the chain can hold, and reports none
+//! for a chain longer than the descriptor cap (it drops those).
 
 use arbitrary::Arbitrary;
-use devices::virtio::MmioTransport;
+use std::sync::OnceLock;
+
+use devices::virtio::{ConsoleOutput, MmioTransport, MAX_CHAIN_DESCRIPTORS};
 use devices::BusDevice;
 use virtio_bindings::virtio_mmio::*;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -365,16 +368,48 @@ impl Allowed {
     }
 }
 
-/// Device-writable bytes of the chain at `head`, walked as virtio-queue
-/// walks it (so a looping chain counts a buffer once per visit, up to the
-/// queue size: what a device sees). An upper bound of what a device may
-/// report as used.
-fn capacity(mem: &GuestMemoryMmap, layout: &Layout, head: u16) -> u64 {
+/// A chain as a device pops it (`pop_chain`, `Chain::new`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// Buffers yielded (indirect table descriptors not counted), up to
+    /// one past the cap.
+    pub descriptors: usize,
+    /// Bytes of those buffers, either way.
+    pub bytes: u64,
+    /// Device-writable bytes of those buffers.
+    pub writable: u64,
+    /// More buffers than the cap (the queue size, at most
+    /// `MAX_CHAIN_DESCRIPTORS`): the device drops the chain, keeping no
+    /// buffers.
+    pub too_long: bool,
+}
+
+impl Walk {
+    /// An upper bound of what a device may report as used for the chain:
+    /// its writable bytes, nothing for a chain over the cap.
+    pub fn capacity(&self) -> u64 {
+        if self.too_long {
+            0
+        } else {
+            self.writable
+        }
+    }
+}
+
+/// The chain at `head`, walked as virtio-queue walks it (so a looping
+/// chain counts a buffer once per visit, up to the queue size, and an
+/// indirect table may add up to its own length: what a device sees) and
+/// cut off as `Chain::new` cuts it, one buffer past the descriptor cap.
+pub fn walk(mem: &GuestMemoryMmap, layout: &Layout, head: u16) -> Walk {
+    let cap = usize::from(layout.size.min(MAX_CHAIN_DESCRIPTORS));
     let (mut table, mut table_len, mut ttl) = (layout.desc, layout.size, layout.size);
     let (mut index, mut indirect) = (head, false);
-    let (mut total, mut yielded) = (0u64, 0u32);
-    while ttl > 0 && index < table_len {
-        let Some((addr, len, flags, next)) = read_desc(mem, table + 16 * u64::from(index)) else {
+    let (mut descriptors, mut bytes, mut writable, mut yielded) = (0usize, 0u64, 0u64, 0u32);
+    while ttl > 0 && index < table_len && descriptors <= cap {
+        let Some(at) = table.checked_add(16 * u64::from(index)) else {
+            break;
+        };
+        let Some((addr, len, flags, next)) = read_desc(mem, at) else {
             break;
         };
         if flags & VRING_DESC_F_INDIRECT as u16 != 0 {
@@ -389,8 +424,10 @@ fn capacity(mem: &GuestMemoryMmap, layout: &Layout, head: u16) -> u64 {
             break;
         };
         yielded = sum;
+        descriptors += 1;
+        bytes += u64::from(len);
         if flags & VRING_DESC_F_WRITE as u16 != 0 {
-            total += u64::from(len);
+            writable += u64::from(len);
         }
         if flags & VRING_DESC_F_NEXT as u16 == 0 {
             break;
@@ -398,28 +435,48 @@ fn capacity(mem: &GuestMemoryMmap, layout: &Layout, head: u16) -> u64 {
         index = next;
         ttl -= 1;
     }
-    total
+    Walk {
+        descriptors,
+        bytes,
+        writable,
+        too_long: descriptors > cap,
+    }
+}
+
+/// One used-ring entry the device published, with its chain as the
+/// driver had laid it out.
+#[derive(Clone, Copy, Debug)]
+pub struct Used {
+    /// Head descriptor index.
+    pub id: u16,
+    /// Bytes the device says it wrote.
+    pub len: u32,
+    /// The chain (in the memory the driver left).
+    pub chain: Walk,
 }
 
 /// Checks the used ring the device filled: ids name descriptors of the
-/// queue and lengths fit the chains (`mem` as the driver left it: the
-/// descriptors are not device-writable... unless a buffer overlaps them,
-/// so pass the pre-run memory).
-pub fn check_used(before: &GuestMemoryMmap, after: &GuestMemoryMmap, layout: &Layout) {
+/// queue and lengths fit the chains — a chain over the descriptor cap is
+/// dropped with length 0 (`mem` as the driver left it: the descriptors
+/// are not device-writable... unless a buffer overlaps them, so pass the
+/// pre-run memory). Returns the entries checked, for device-specific
+/// oracles.
+pub fn check_used(before: &GuestMemoryMmap, after: &GuestMemoryMmap, layout: &Layout) -> Vec<Used> {
     let mut raw = [0u8; 2];
     if after
         .read_slice(&mut raw, GuestAddress(layout.used + 2))
         .is_err()
     {
-        return;
+        return Vec::new();
     }
     let used_idx = u16::from_le_bytes(raw);
     let mut old = [0u8; 2];
     let _ = before.read_slice(&mut old, GuestAddress(layout.used + 2));
     if used_idx == u16::from_le_bytes(old) {
         // Nothing published (the ring may hold the fuzzer's garbage).
-        return;
+        return Vec::new();
     }
+    let mut checked = Vec::new();
     for i in 0..used_idx.min(layout.size) {
         let mut elem = [0u8; 8];
         let at = layout.used + 4 + 8 * u64::from(i);
@@ -429,12 +486,19 @@ pub fn check_used(before: &GuestMemoryMmap, after: &GuestMemoryMmap, layout: &La
         let id = u32::from_le_bytes(elem[..4].try_into().expect("4 bytes"));
         let len = u32::from_le_bytes(elem[4..].try_into().expect("4 bytes"));
         assert!(id < u32::from(layout.size), "used id {id} out of range");
-        let cap = capacity(before, layout, id as u16);
+        let chain = walk(before, layout, id as u16);
+        let cap = chain.capacity();
         assert!(
             u64::from(len) <= cap,
-            "used length {len} for chain {id} exceeds its writable capacity {cap}"
+            "used length {len} for chain {id} exceeds its writable capacity {cap} ({chain:?})"
         );
+        checked.push(Used {
+            id: id as u16,
+            len,
+            chain,
+        });
     }
+    checked
 }
 
 /// A copy of `mem` (same layout, same bytes).
@@ -513,4 +577,13 @@ pub fn scratch_file(tag: &str) -> (std::fs::File, std::path::PathBuf) {
     std::fs::remove_file(&path).expect("unlink scratch file");
     let by_fd = format!("/proc/self/fd/{}", file.as_raw_fd()).into();
     (file, by_fd)
+}
+
+/// Console output into a sink, one for the whole run and cloned for each
+/// device: every [`ConsoleOutput`] has a drain thread of its own.
+pub fn console_output() -> ConsoleOutput {
+    static OUTPUT: OnceLock<ConsoleOutput> = OnceLock::new();
+    OUTPUT
+        .get_or_init(|| ConsoleOutput::new(Box::new(std::io::sink())).expect("console output"))
+        .clone()
 }

@@ -6,9 +6,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use linux_loader::loader::{pe::PE, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::layout::RAM_BASE;
+use crate::guest_copy::copy_into_guest;
 use crate::{Error, Result};
 
 /// "ARM\x64" at byte 56 of every arm64 Image.
@@ -45,6 +46,14 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<ImageHeader> {
         )));
     }
     let (text_offset, image_size, flags) = (field(8), field(16), field(24));
+    // No arm64 machine has this much memory (the largest IPA is 52 bits):
+    // refusing here keeps every later sum of these fields from overflowing.
+    if text_offset >= MAX_HEADER_SIZE || image_size >= MAX_HEADER_SIZE {
+        return Err(Error::Image(format!(
+            "{} has an impossible Image header (text_offset {text_offset:#x}, image_size {image_size:#x})",
+            path.display()
+        )));
+    }
     if image_size != 0 && flags & FLAG_BIG_ENDIAN != 0 {
         return Err(Error::Image(format!(
             "{} is a big-endian arm64 Image; tandem boots little-endian kernels",
@@ -88,6 +97,9 @@ fn open(path: &Path, what: &str) -> Result<File> {
         .map_err(|e| Error::Image(format!("cannot open {what} {}: {e}", path.display())))
 }
 
+/// Header fields at or above this are refused (1 << 52, the largest IPA).
+const MAX_HEADER_SIZE: u64 = 1 << 52;
+
 /// Loads the Image at `path` at RAM_BASE + text_offset.
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
     let mut file = open(path, "kernel")?;
@@ -107,8 +119,9 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
         ))
     })?;
     let entry = loaded.kernel_load.0;
-    debug_assert_eq!(entry, RAM_BASE + parsed.text_offset);
-    let end = entry + file_len.max(parsed.image_size);
+    let end = entry
+        .checked_add(file_len.max(parsed.image_size))
+        .ok_or_else(|| Error::Image(format!("{} does not fit in memory", path.display())))?;
     log::info!("kernel at {entry:#x}..{end:#x}");
     Ok(LoadedKernel { entry, end })
 }
@@ -127,7 +140,7 @@ pub fn initrd_size(path: &Path) -> Result<u64> {
 pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, addr: u64, size: u64) -> Result<()> {
     let mut file = open(path, "initrd")?;
     let len = usize::try_from(size).map_err(|_| Error::Image("initrd too large".into()))?;
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
+    copy_into_guest(mem, GuestAddress(addr), &mut file, len)
         .map_err(|e| Error::GuestMemory(format!("loading initrd {}: {e}", path.display())))
 }
 
@@ -135,6 +148,7 @@ pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, addr: u64, size: u64) -> 
 mod tests {
     use std::io::Write;
 
+    use vm_memory::Bytes;
     use vmm_sys_util::tempfile::TempFile;
 
     use super::*;
@@ -187,6 +201,22 @@ mod tests {
         }
         let err = parse_header(&header(0, 0x10_0000, 1), path).unwrap_err();
         assert!(err.to_string().contains("big-endian"), "{err}");
+    }
+
+    #[test]
+    fn crafted_header_sizes_are_clean_errors_not_overflows() {
+        for (text_offset, image_size) in [
+            (0, u64::MAX),
+            (0x20_0000, u64::MAX - 0x10_0000),
+            (u64::MAX - 0xfff, 0x1000),
+        ] {
+            let mut image = header(text_offset, image_size, 0);
+            image.resize(0x1000, 0);
+            let file = file_with(&image);
+            let err = load_kernel(&ram(), file.as_path()).unwrap_err();
+            assert!(err.to_string().contains("impossible Image header"), "{err}");
+            assert!(check_kernel(file.as_path()).is_err());
+        }
     }
 
     #[test]

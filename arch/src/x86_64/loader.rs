@@ -13,6 +13,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::gdt::EntryMode;
 use super::layout::{CMDLINE_ADDR, HIMEM_START, PAGE_SIZE};
+use crate::guest_copy::copy_into_guest;
 use crate::{Error, Result};
 
 /// "HdrS" at offset 0x202 marks a Linux boot-protocol header.
@@ -197,7 +198,7 @@ pub fn load_initrd(
     let addr = place_initrd(size, kernel.initrd_floor, ceiling)?;
     let len =
         usize::try_from(size).map_err(|_| open_err(std::io::ErrorKind::FileTooLarge.into()))?;
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
+    copy_into_guest(mem, GuestAddress(addr), &mut file, len)
         .map_err(|e| Error::Image(format!("reading initrd {}: {e}", path.display())))?;
     Ok(Some((addr, size)))
 }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::{BusDevice, ExitReason, ExitSignal};
+use crate::{BusDevice, ExitReason, ExitSignal, LogLimit};
 
 /// Offset of the sleep control register.
 pub const SLEEP_CONTROL_OFFSET: u64 = 0;
@@ -28,6 +28,11 @@ const SLP_TYP_MASK: u8 = 0b111;
 const SLP_EN: u8 = 1 << 5;
 /// WAK_STS: the system woke from a sleep state (write 1 to clear).
 const WAK_STS: u8 = 1 << 7;
+
+/// Requests for a sleep state other than S5.
+static UNSUPPORTED: LogLimit = LogLimit::new();
+/// Requests for S5 (the guest may repeat one until its vCPU is stopped).
+static POWER_OFF: LogLimit = LogLimit::new();
 
 /// The sleep control and status registers, reporting power-off through an
 /// [`ExitSignal`].
@@ -50,11 +55,13 @@ impl AcpiSleep {
         }
         match (value >> SLP_TYP_SHIFT) & SLP_TYP_MASK {
             S5_SLEEP_TYPE => {
-                log::info!("acpi: guest entered S5, powering off");
+                POWER_OFF.info(format_args!("acpi: guest entered S5, powering off"));
                 self.exit.raise(ExitReason::PowerOff);
             }
             other => {
-                log::warn!("acpi: sleep type {other} unsupported, waking at once");
+                UNSUPPORTED.warn(format_args!(
+                    "acpi: sleep type {other} unsupported, waking at once"
+                ));
                 self.status |= WAK_STS;
             }
         }
@@ -128,6 +135,28 @@ mod tests {
         dev.write(SLEEP_STATUS_OFFSET, &[WAK_STS]);
         assert_eq!(status(&mut dev), 0);
         assert_eq!(exit.reason(), None);
+    }
+
+    #[test]
+    fn unsupported_sleep_requests_leave_few_lines() {
+        let (mut dev, exit) = sleep_regs();
+        let log = crate::test_log::Capture::start();
+        for i in 0..10_000u32 {
+            dev.write(SLEEP_CONTROL_OFFSET, &[control(i as u8 % 5, true)]);
+        }
+        crate::test_log::assert_few(&log.warnings_here(), "sleep requests");
+        assert_eq!(exit.reason(), None);
+    }
+
+    #[test]
+    fn repeated_s5_requests_leave_few_lines() {
+        let (mut dev, exit) = sleep_regs();
+        let log = crate::test_log::Capture::start();
+        for _ in 0..10_000 {
+            dev.write(SLEEP_CONTROL_OFFSET, &[control(S5_SLEEP_TYPE, true)]);
+        }
+        crate::test_log::assert_few(&log.lines_here(), "S5 requests");
+        assert_eq!(exit.reason(), Some(ExitReason::PowerOff));
     }
 
     #[test]

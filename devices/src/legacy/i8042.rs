@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::{BusDevice, ExitReason, ExitSignal, IrqTrigger};
+use crate::{BusDevice, ExitReason, ExitSignal, IrqTrigger, LogLimit};
 
 /// Offset of the data port (0x60) from the device base.
 pub const DATA_OFFSET: u64 = 0;
@@ -245,7 +245,9 @@ impl I8042 {
     }
 
     fn reset(&self, how: &str) {
-        log::info!("i8042: guest {how}");
+        // The guest may go on pulsing it until its vCPU is stopped.
+        static RESETS: LogLimit = LogLimit::new();
+        RESETS.info(format_args!("i8042: guest {how}"));
         self.exit.raise(ExitReason::Reset);
     }
 

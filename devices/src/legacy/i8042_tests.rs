@@ -224,6 +224,18 @@ fn the_output_buffer_is_bounded() {
 }
 
 #[test]
+fn a_guest_pulsing_reset_again_and_again_leaves_few_lines() {
+    let mut g = Guest::new();
+    let log = crate::test_log::Capture::start();
+    for _ in 0..10_000 {
+        // What `rep outsb` does in one exit, before the VMM stops the vCPU.
+        g.command(CMD_RESET_CPU);
+        g.i8042_command(CMD_WRITE_OUTPUT_PORT, &[0xfe]);
+    }
+    crate::test_log::assert_few(&log.lines_here(), "resets");
+}
+
+#[test]
 fn reset_line_ends_the_run() {
     let mut g = Guest::new();
     g.command(CMD_RESET_CPU);

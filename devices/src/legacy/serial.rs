@@ -1,22 +1,27 @@
 //! The console UART: a 16550 (vm-superio's model) behind a [`BusDevice`],
-//! with host input pushed into its receive FIFO and guest output written
-//! (and flushed byte by byte) to any writer.
+//! with host input pushed into its receive FIFO and guest output handed to
+//! a [`ConsoleOutput`], which never blocks the vCPU writing the register:
+//! a host that stops reading costs output, not a stalled guest or VMM.
 //!
 //! Registers are one byte apart, so the same device serves a port I/O base
 //! on x86 and an MMIO base on aarch64.
 
-use std::io::{self, Write};
+use std::io;
 
 use vm_superio::serial::{Error as UartError, SerialEvents};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::{BusDevice, IrqTrigger};
+use super::ConsoleOutput;
+use crate::{BusDevice, IrqTrigger, LogLimit};
+
+/// Guest register writes the UART failed on (an interrupt not raised).
+static FAILED_WRITE: LogLimit = LogLimit::new();
 
 /// Number of byte-wide registers a 16550 decodes.
 pub const SERIAL_REGISTERS: u64 = 8;
 
-/// Where the guest's output goes.
-pub type SerialOutput = Box<dyn Write + Send>;
+/// Where the guest's output goes: a buffer that never blocks.
+pub type SerialOutput = ConsoleOutput;
 
 /// Signals when the guest has drained the receive FIFO, so the VMM can push
 /// host input it could not fit earlier.
@@ -37,9 +42,6 @@ impl SerialEvents for RxDrained {
 /// A 16550 UART wired to an interrupt line and an output writer.
 pub struct Serial {
     uart: vm_superio::Serial<IrqTrigger, RxDrained, SerialOutput>,
-    /// Whether an output failure was reported already: a closed stdout
-    /// would otherwise log once per guest byte.
-    output_error_reported: bool,
 }
 
 impl Serial {
@@ -50,7 +52,6 @@ impl Serial {
         };
         Ok(Self {
             uart: vm_superio::Serial::with_events(irq, events, out),
-            output_error_reported: false,
         })
     }
 
@@ -103,15 +104,10 @@ impl BusDevice for Serial {
             log::debug!("serial: ignored write at {offset:#x}");
             return;
         }
-        match self.uart.write(offset as u8, value) {
-            Ok(()) => self.output_error_reported = false,
-            Err(UartError::IOError(e)) => {
-                if !self.output_error_reported {
-                    log::warn!("serial: guest output lost: {e}");
-                    self.output_error_reported = true;
-                }
-            }
-            Err(e) => log::warn!("serial: {e}"),
+        // Output cannot fail (ConsoleOutput drops and counts instead); an
+        // interrupt that cannot be raised is all that is left to report.
+        if let Err(e) = self.uart.write(offset as u8, value) {
+            FAILED_WRITE.warn(format_args!("serial: {e}"));
         }
     }
 }
@@ -119,7 +115,10 @@ impl BusDevice for Serial {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::legacy::console_output::tests::Parked;
+    use std::io::Write;
     use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     const THR: u64 = 0;
     const RBR: u64 = 0;
@@ -172,11 +171,25 @@ mod tests {
         }
     }
 
-    fn serial() -> (Serial, IrqTrigger, SharedBuf) {
+    /// What the guest sent, once the output buffer has passed it on.
+    struct Sent {
+        sink: SharedBuf,
+        output: ConsoleOutput,
+    }
+
+    impl Sent {
+        fn flushed(&self) -> Vec<u8> {
+            assert!(self.output.flush_within(Duration::from_secs(1)));
+            self.sink.flushed()
+        }
+    }
+
+    fn serial() -> (Serial, IrqTrigger, Sent) {
         let irq = IrqTrigger::new().unwrap();
-        let out = SharedBuf::default();
-        let serial = Serial::new(irq.clone(), Box::new(out.clone())).unwrap();
-        (serial, irq, out)
+        let sink = SharedBuf::default();
+        let output = ConsoleOutput::new(Box::new(sink.clone())).unwrap();
+        let serial = Serial::new(irq.clone(), output.clone()).unwrap();
+        (serial, irq, Sent { sink, output })
     }
 
     fn read_reg(serial: &mut Serial, offset: u64) -> u8 {
@@ -191,10 +204,10 @@ mod tests {
     }
 
     #[test]
-    fn transmitted_bytes_reach_the_writer_at_once() {
+    fn transmitted_bytes_reach_the_writer() {
         let (mut serial, _, out) = serial();
         serial.write(THR, b"h");
-        assert_eq!(out.flushed(), b"h", "flushed per byte");
+        assert_eq!(out.flushed(), b"h", "written and flushed");
         serial.write(THR, b"i");
         assert_eq!(out.flushed(), b"hi");
         assert_ne!(read_reg(&mut serial, LSR) & LSR_THR_EMPTY, 0);
@@ -259,10 +272,36 @@ mod tests {
     #[test]
     fn broken_output_does_not_stop_the_uart() {
         let irq = IrqTrigger::new().unwrap();
-        let mut serial = Serial::new(irq, Box::new(Broken)).unwrap();
+        let output = ConsoleOutput::new(Box::new(Broken)).unwrap();
+        let mut serial = Serial::new(irq, output.clone()).unwrap();
         serial.write(THR, b"a");
         serial.write(THR, b"b");
         serial.write(LCR, &[0x1b]);
         assert_eq!(read_reg(&mut serial, LCR), 0x1b);
+        assert!(output.flush_within(Duration::from_secs(1)));
+        assert_eq!(output.dropped_bytes(), 2);
+    }
+
+    #[test]
+    fn a_stuck_host_reader_never_blocks_the_guest() {
+        let irq = IrqTrigger::new().unwrap();
+        let output = ConsoleOutput::with_capacity(Box::new(Parked), 1024).unwrap();
+        let mut serial = Serial::new(irq, output.clone()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            for i in 0..5000 {
+                let started = Instant::now();
+                serial.write(THR, &[b'a' + (i % 26) as u8]);
+                slowest = slowest.max(started.elapsed());
+            }
+            let _ = done.send(slowest);
+        });
+        let slowest = finished
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a THR write blocked on the host writer");
+        assert!(slowest < Duration::from_millis(250), "{slowest:?}");
+        // All but what the buffer (and the one write in progress) holds.
+        assert!(output.dropped_bytes() >= 5000 - 2 * 1024);
     }
 }

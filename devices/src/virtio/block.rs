@@ -5,6 +5,12 @@
 //! acknowledged before a completed flush is on disk) and GET_ID, each
 //! counted in the device's [`IoStats`](super::IoStats): data bytes read
 //! and written, and the requests that failed.
+//!
+//! Request size is bounded before the disk is touched: the device
+//! advertises `seg_max` ([`SEG_MAX`]) and `size_max` ([`SIZE_MAX`]), so a
+//! driver never sends more than [`MAX_REQUEST_BYTES`] of data; a chain
+//! longer than the queue is dropped and larger data gets `IOERR` (see
+//! [`refuse_oversized`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,11 +23,12 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
+use vm_memory::{Address, Bytes};
 
 use super::worker::{Worker, WorkerError, WorkerHandler};
 use super::{
     check_queue_count, drain_queue, feature, read_config_bytes, ActivateContext, ActivateError,
-    Interrupt, VirtioDevice,
+    Chain, Interrupt, IoStats, LogLimit, VirtioDevice,
 };
 
 #[path = "block_disk.rs"]
@@ -31,6 +38,18 @@ use block_disk::{lock, open_backing, Disk};
 /// Bytes per virtio-blk sector, whatever the backing file's block size.
 pub const SECTOR_SIZE: u64 = 512;
 const QUEUE_SIZE: u16 = 256;
+/// Data segments per request (`seg_max`): a chain is at most
+/// [`QUEUE_SIZE`] descriptors, two of them the header and the status.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// Largest segment (`size_max`): 64 KiB, a page even on 64 KiB-page
+/// guests (Linux wants at least one).
+pub const SIZE_MAX: u32 = 0x1_0000;
+/// The most data one request may move: what a driver honouring `seg_max`
+/// and `size_max` can send (254 × 64 KiB, just under 16 MiB). It bounds the
+/// work of one request, and so how long a pause or a reset can wait.
+pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
+/// The header and the status byte around a request's data.
+const REQUEST_OVERHEAD: u64 = 16 + 1;
 const ID_LEN: usize = VIRTIO_BLK_ID_BYTES as usize;
 /// capacity (8), size_max (4), seg_max (4), geometry (4), blk_size (4).
 const CONFIG_LEN: usize = 24;
@@ -51,14 +70,19 @@ pub struct BlockConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
     /// The backing file could not be opened or sized.
-    #[error("disk {path}: {source}")]
+    // The reason is part of the message, not a `source`, so that a chain
+    // of contexts prints it once.
+    #[error("disk {}: {reason}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: io::Error,
+        reason: io::Error,
     },
+    /// Another disk, in this VM or another process, holds the file
+    /// (read-write, or read-only against a read-write open).
+    #[error("disk {} is in use by another VM (locked)", .0.display())]
+    Locked(PathBuf),
     /// The serial number does not fit in 20 bytes.
     #[error("disk id {0:?} is longer than 20 bytes")]
     IdTooLong(String),
@@ -80,10 +104,6 @@ pub struct Block {
 impl Block {
     /// Opens the disk described by `config`.
     pub fn new(config: &BlockConfig) -> Result<Self, BlockError> {
-        let open_error = |source| BlockError::Open {
-            path: config.path.clone(),
-            source,
-        };
         let id = config.id.clone().unwrap_or_else(|| {
             let name = config
                 .path
@@ -102,8 +122,8 @@ impl Block {
         }
         let mut id_bytes = [0u8; ID_LEN];
         id_bytes[..id.len()].copy_from_slice(id.as_bytes());
-        let (file, capacity) = open_backing(&config.path, config.readonly).map_err(open_error)?;
-        let disk = Disk::new(file, capacity, config.readonly, id_bytes);
+        let backing = open_backing(&config.path, config.readonly, None)?;
+        let disk = Disk::new(backing, config.readonly, id_bytes);
         Ok(Self::with_disk(disk))
     }
 
@@ -112,15 +132,19 @@ impl Block {
             | feature(VIRTIO_RING_F_EVENT_IDX)
             | feature(VIRTIO_RING_F_INDIRECT_DESC)
             | feature(VIRTIO_BLK_F_FLUSH)
-            | feature(VIRTIO_BLK_F_SEG_MAX);
+            | feature(VIRTIO_BLK_F_SEG_MAX)
+            | feature(VIRTIO_BLK_F_SIZE_MAX);
         if disk.readonly {
             features |= feature(VIRTIO_BLK_F_RO);
         }
+        if u64::from(disk.block_size) != SECTOR_SIZE {
+            features |= feature(VIRTIO_BLK_F_BLK_SIZE);
+        }
         let mut config = [0u8; CONFIG_LEN];
         config[0..8].copy_from_slice(&disk.capacity.to_le_bytes());
-        let seg_max = u32::from(QUEUE_SIZE) - 2;
-        config[12..16].copy_from_slice(&seg_max.to_le_bytes());
-        config[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+        config[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
+        config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        config[20..24].copy_from_slice(&disk.block_size.to_le_bytes());
         Self {
             disk: Arc::new(Mutex::new(disk)),
             features,
@@ -172,24 +196,31 @@ impl VirtioDevice for Block {
         &mut self.worker
     }
 
-    /// Opens `path` with the disk's read-only mode and serial, serves
-    /// every later request from it, updates the capacity and, if the
-    /// driver is running, raises a config-change interrupt. On error the
-    /// old file stays in use.
+    /// Opens (and locks) `path` with the disk's read-only mode and serial,
+    /// serves every later request from it, updates the capacity and, if
+    /// the driver is running, raises a config-change interrupt. On error
+    /// the old file stays in use. The disk's own file again (after a
+    /// resize) keeps its lock and a failed flush.
     fn update_backend(&mut self, path: &Path) -> io::Result<()> {
         let readonly = self.features & feature(VIRTIO_BLK_F_RO) != 0;
-        let (file, capacity) = open_backing(path, readonly)
-            .map_err(|e| io::Error::new(e.kind(), format!("disk {}: {e}", path.display())))?;
-        {
+        let capacity = {
             let mut disk = lock(&self.disk);
-            let new_disk = Disk::new(file, capacity, readonly, disk.id);
-            let old_disk = std::mem::replace(&mut *disk, new_disk);
             // The driver's next flush goes to the new file: make the writes
             // it saw acknowledged on the old one durable first.
-            if let Err(e) = old_disk.sync() {
+            if let Err(e) = disk.sync() {
                 warn!("virtio-blk: cannot flush the old backing file: {e}");
             }
-        }
+            let backing = open_backing(path, readonly, Some(&disk)).map_err(|e| {
+                let kind = match &e {
+                    BlockError::Open { reason, .. } => reason.kind(),
+                    _ => io::ErrorKind::ResourceBusy,
+                };
+                io::Error::new(kind, e.to_string())
+            })?;
+            let capacity = backing.capacity;
+            *disk = Disk::new(backing, readonly, disk.id);
+            capacity
+        };
         self.config[0..8].copy_from_slice(&capacity.to_le_bytes());
         info!(
             "virtio-blk: backing file now {}, {capacity} sectors",
@@ -213,12 +244,61 @@ impl WorkerHandler for BlockHandler {
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let (disk, mem, io) = (&self.disk, &self.mem, self.interrupt.io_stats());
         drain_queue(&mut self.queue, mem, &self.interrupt, |chain| {
-            lock(disk).serve(mem, chain, io)
+            refuse_oversized(mem, chain, io).unwrap_or_else(|| lock(disk).serve(mem, chain, io))
         })
         .map_err(|source| WorkerError::Queue { index, source })
     }
 }
 
+/// Requests refused for their size.
+static OVERSIZED: LogLimit = LogLimit::new();
+
+/// Refuses a request too big to serve, before the disk is locked; returns
+/// the used length to give back, or `None` to serve the request.
+///
+/// - A chain longer than the queue (the spec forbids a driver those) was
+///   not walked to its end — that walk is the unbounded work being
+///   refused — so its status byte is unknown: it is dropped, returned with
+///   used length 0 and nothing written, as the spec allows a device to do
+///   with a malformed chain.
+/// - A well-formed chain carrying more than [`MAX_REQUEST_BYTES`] of data
+///   gets `IOERR` in its status byte, like any other bad request: only a
+///   driver ignoring `seg_max`/`size_max` sends one.
+fn refuse_oversized(mem: &GuestMemoryMmap, chain: &Chain, io: &IoStats) -> Option<u32> {
+    if let Some(max) = chain.too_long {
+        OVERSIZED.warn(format_args!(
+            "virtio-blk: request {} names more than {max} descriptors: dropped",
+            chain.head
+        ));
+        io.record_error();
+        return Some(0);
+    }
+    let bytes: u64 = chain.buffers.iter().map(|b| b.len as u64).sum();
+    if bytes <= MAX_REQUEST_BYTES + REQUEST_OVERHEAD {
+        return None;
+    }
+    OVERSIZED.warn(format_args!(
+        "virtio-blk: request {} of {bytes} bytes is over the {MAX_REQUEST_BYTES}-byte limit",
+        chain.head
+    ));
+    io.record_error();
+    // The status byte is the chain's last byte and must be writable.
+    let status = chain
+        .buffers
+        .last()
+        .filter(|last| last.writable && last.len > 0)
+        .and_then(|last| last.addr.checked_add(last.len as u64 - 1));
+    let Some(status) = status else {
+        return Some(0);
+    };
+    let written = mem.write_obj(VIRTIO_BLK_S_IOERR as u8, status).is_ok();
+    Some(u32::from(written))
+}
+
 #[cfg(test)]
 #[path = "block_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "block_limits_tests.rs"]
+mod limits_tests;

@@ -1,49 +1,38 @@
-//! The backing file of a virtio-blk device: opening and sizing it, and
-//! serving one request on it (reads, writes, flushes and GET_ID). A bad
+//! The backing file of a virtio-blk device (opened, locked and sized in
+//! `block_open.rs`) and serving one request on it: reads, writes, flushes
+//! (a failed one fails every later flush and write) and GET_ID. A bad
 //! request gets an error status when the chain has a status byte to
 //! write, and is returned with length 0 otherwise; the device never
 //! touches memory outside a chain's own buffers. Every request is counted
 //! in the device's [`IoStats`].
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use log::{debug, warn};
 use virtio_bindings::virtio_blk::*;
-use vm_memory::{Address, Bytes, GuestMemoryMmap};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap,
+    ReadVolatile,
+};
 
 use super::{ID_LEN, SECTOR_SIZE};
 use crate::virtio::{Chain, ChainError, IoStats};
+use crate::LogLimit;
+
+#[path = "block_open.rs"]
+mod open;
+pub(super) use open::open_backing;
+use open::Backing;
 
 const HEADER_LEN: usize = 16;
-
-/// Opens `path` as a disk image (a regular file or a block device),
-/// read-only or read-write, and returns it with its size in whole
-/// sectors (a partial last sector is not exposed).
-pub(super) fn open_backing(path: &Path, readonly: bool) -> io::Result<(File, u64)> {
-    // Checked before opening too, so a FIFO cannot block the open.
-    check_kind(&std::fs::metadata(path)?)?;
-    let file = OpenOptions::new().read(true).write(!readonly).open(path)?;
-    check_kind(&file.metadata()?)?;
-    // Seeking to the end sizes block devices too (their metadata says 0).
-    let size = (&file).seek(SeekFrom::End(0))?;
-    Ok((file, size / SECTOR_SIZE))
-}
-
-fn check_kind(metadata: &std::fs::Metadata) -> io::Result<()> {
-    let kind = metadata.file_type();
-    if kind.is_file() || kind.is_block_device() {
-        Ok(())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file or block device",
-        ))
-    }
-}
+/// Requests dropped for want of a status byte.
+static NO_STATUS: LogLimit = LogLimit::new();
+/// The largest block size the guest is told about: Linux refuses a
+/// virtio-blk device whose block size exceeds its page size.
+const MAX_BLK_SIZE: u32 = 4096;
 
 /// Locks the disk a device and its worker share. A panic while serving a
 /// request leaves the disk itself intact, so a poisoned lock is used as is.
@@ -60,6 +49,8 @@ enum RequestError {
     Unsupported(u32),
     #[error("write to a read-only disk")]
     ReadOnly,
+    #[error("write after a failed flush")]
+    FlushFailed,
     #[error("data length {0} is not a multiple of 512")]
     Unaligned(usize),
     #[error("sectors {sector}+{len} bytes are past the end of the disk")]
@@ -114,29 +105,56 @@ pub(super) struct Disk {
     file: File,
     /// Size in 512-byte sectors.
     pub(super) capacity: u64,
+    /// The block size the guest is told (`VIRTIO_BLK_F_BLK_SIZE` when not
+    /// 512): the backing file's logical block size, at most 4096. Only a
+    /// hint: requests stay in 512-byte sectors.
+    pub(super) block_size: u32,
     /// Writes are refused.
     pub(super) readonly: bool,
     /// The GET_ID serial number.
     pub(super) id: [u8; ID_LEN],
+    /// How a flush reaches the file: `File::sync_data` (fdatasync), or a
+    /// fake in tests.
+    pub(super) fdatasync: fn(&File) -> io::Result<()>,
+    /// A flush failed: writes acknowledged before it may be lost, and
+    /// every later flush and write fails.
+    flush_failed: AtomicBool,
 }
 
 impl Disk {
-    pub(super) fn new(file: File, capacity: u64, readonly: bool, id: [u8; ID_LEN]) -> Self {
+    pub(super) fn new(backing: Backing, readonly: bool, id: [u8; ID_LEN]) -> Self {
         Self {
-            file,
-            capacity,
+            file: backing.file,
+            capacity: backing.capacity,
+            block_size: backing.block_size.min(MAX_BLK_SIZE),
             readonly,
             id,
+            fdatasync: File::sync_data,
+            flush_failed: AtomicBool::new(backing.flush_failed),
         }
     }
 
+    /// A flush of this disk failed before.
+    pub(super) fn flush_failed(&self) -> bool {
+        self.flush_failed.load(Ordering::Relaxed)
+    }
+
     /// Forces acknowledged writes to the file (fdatasync); a no-op for a
-    /// read-only disk.
+    /// read-only disk. Once it fails it keeps failing: the kernel reports
+    /// a lost writeback once, and a later fdatasync that succeeds does not
+    /// bring the data back.
     pub(super) fn sync(&self) -> io::Result<()> {
         if self.readonly {
             return Ok(());
         }
-        self.file.sync_data()
+        if self.flush_failed() {
+            return Err(io::Error::other("an earlier flush failed"));
+        }
+        (self.fdatasync)(&self.file).inspect_err(|e| {
+            // Logged once per disk: the flag stops every later attempt.
+            warn!("virtio-blk: flush failed ({e}); the disk now fails every flush and write");
+            self.flush_failed.store(true, Ordering::Relaxed);
+        })
     }
 
     /// Serves one request and counts it in `io`; returns the bytes written
@@ -150,7 +168,10 @@ impl Disk {
             _ => None,
         };
         let Some(status_addr) = status_addr.filter(|&a| mem.read_obj::<u8>(a).is_ok()) else {
-            warn!("virtio-blk: request {} has no status byte", chain.head);
+            NO_STATUS.warn(format_args!(
+                "virtio-blk: request {} has no status byte",
+                chain.head
+            ));
             io.record_error();
             return 0;
         };
@@ -190,7 +211,7 @@ impl Disk {
                 }
                 let mut file = self.seek_to(sector, writable.len())?;
                 for (addr, len) in writable.parts() {
-                    mem.read_exact_volatile_from(addr, &mut file, len)?;
+                    read_into_guest(mem, addr, &mut file, len)?;
                 }
                 Ok(Done::read(writable.len()))
             }
@@ -200,6 +221,9 @@ impl Disk {
                 }
                 if self.readonly {
                     return Err(RequestError::ReadOnly);
+                }
+                if self.flush_failed() {
+                    return Err(RequestError::FlushFailed);
                 }
                 let mut file = self.seek_to(sector, readable.len())?;
                 for (addr, len) in readable.parts() {
@@ -241,4 +265,21 @@ impl Disk {
         file.seek(SeekFrom::Start(sector * SECTOR_SIZE))?;
         Ok(file)
     }
+}
+
+/// Fills the `len` bytes of guest memory at `addr` from `src`, reading
+/// until they are all there: one read(2) moves at most about 2 GiB, and
+/// any read may come back short. `src` ending first is an error.
+pub(super) fn read_into_guest(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    src: &mut impl ReadVolatile,
+    len: usize,
+) -> Result<(), GuestMemoryError> {
+    // Region by region: a short read must not shift the rest of the data
+    // into the next region.
+    for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
+        src.read_exact_volatile(&mut slice?)?;
+    }
+    Ok(())
 }

@@ -246,9 +246,10 @@ fn truncated_chains_fail() {
 
 #[test]
 fn config_space_reports_capacity() {
-    let f = fixture(false);
+    // A file of its own: the fixture's device would hold it locked.
+    let file = disk_file();
     let block = Block::new(&BlockConfig {
-        path: f.file.as_path().to_path_buf(),
+        path: file.as_path().to_path_buf(),
         readonly: false,
         id: None,
     })
@@ -258,7 +259,7 @@ fn config_space_reports_capacity() {
     assert_eq!(u64::from_le_bytes(capacity), SECTORS);
     assert_eq!(block.features() & feature(VIRTIO_BLK_F_RO), 0);
     let id = BlockConfig {
-        path: f.file.as_path().to_path_buf(),
+        path: file.as_path().to_path_buf(),
         readonly: false,
         id: Some("x".repeat(21)),
     };
@@ -523,3 +524,6 @@ fn devices_without_a_backing_file_refuse_a_swap() {
     let e = rng.update_backend(Path::new("/tmp")).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::Unsupported);
 }
+
+#[path = "block_disk_tests.rs"]
+mod disk_tests;

@@ -4,15 +4,31 @@
 //! and written as byte streams that may span descriptors.
 //!
 //! Devices only ever access guest memory through a chain's own buffers.
+//!
+//! The walk is bounded: a chain may name at most the queue size in
+//! descriptors, indirect tables included, and never more than
+//! [`MAX_CHAIN_DESCRIPTORS`] (the spec forbids a driver longer chains). A
+//! longer one is cut off after one descriptor more, keeps no buffers and
+//! fails [`Chain::validate`], so no device serves it.
 
 use std::collections::VecDeque;
 
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
+/// The most descriptors any chain may name, whatever the queue size; a
+/// chain may name no more than its queue's size either.
+pub const MAX_CHAIN_DESCRIPTORS: u16 = 1024;
+
 /// Why a chain cannot be served.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChainError {
+    /// The chain names more descriptors than the queue allows.
+    #[error("chain longer than {max} descriptors")]
+    TooLong {
+        /// The cap it broke.
+        max: u16,
+    },
     /// A device-readable buffer follows a device-writable one.
     #[error("device-readable descriptor after a device-writable one")]
     ReadableAfterWritable,
@@ -50,27 +66,54 @@ pub struct Buffer {
 pub struct Chain {
     /// Head descriptor index, for the used ring.
     pub head: u16,
-    /// The buffers, indirect tables already followed.
+    /// The buffers, indirect tables already followed; none if the chain
+    /// is too long.
     pub buffers: Vec<Buffer>,
+    /// The chain named more than the cap it was walked with (it was not
+    /// walked to its end); [`Chain::validate`] refuses it.
+    pub too_long: Option<u16>,
 }
 
 impl Chain {
-    /// Flattens `chain`. A chain the driver broke (bad `next`, a loop, a
-    /// table outside memory) ends where it stops making sense.
-    pub fn new(chain: DescriptorChain<&GuestMemoryMmap>) -> Self {
+    /// Flattens `chain`, reading at most `max` descriptors (and one more to
+    /// tell that it is too long). A chain the driver broke (bad `next`, a
+    /// loop, a table outside memory) ends where it stops making sense.
+    pub fn new(chain: DescriptorChain<&GuestMemoryMmap>, max: u16) -> Self {
         let head = chain.head_index();
-        let buffers = chain
+        let mut buffers: Vec<Buffer> = chain
+            .take(usize::from(max) + 1)
             .map(|desc| Buffer {
                 addr: desc.addr(),
                 len: desc.len() as usize,
                 writable: desc.is_write_only(),
             })
             .collect();
-        Self { head, buffers }
+        let too_long = (buffers.len() > usize::from(max)).then_some(max);
+        if too_long.is_some() {
+            buffers = Vec::new();
+        }
+        Self {
+            head,
+            buffers,
+            too_long,
+        }
     }
 
-    /// Checks the layout rule and that every buffer is in guest memory.
+    /// A chain of `buffers`, as a walk of at most the cap would give.
+    pub fn from_buffers(head: u16, buffers: Vec<Buffer>) -> Self {
+        Self {
+            head,
+            buffers,
+            too_long: None,
+        }
+    }
+
+    /// Checks the descriptor cap, the layout rule and that every buffer is
+    /// in guest memory.
     pub fn validate(&self, mem: &GuestMemoryMmap) -> Result<(), ChainError> {
+        if let Some(max) = self.too_long {
+            return Err(ChainError::TooLong { max });
+        }
         let mut seen_writable = false;
         for buffer in &self.buffers {
             if seen_writable && !buffer.writable {
@@ -129,6 +172,11 @@ impl Segments {
     /// Whether there are no bytes.
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
+    }
+
+    /// How many pieces the bytes are in: what holding them costs.
+    pub fn count(&self) -> usize {
+        self.parts.len()
     }
 
     /// The `(address, length)` pieces, in order.
@@ -223,10 +271,7 @@ mod tests {
     #[test]
     fn validate_enforces_order_and_memory() {
         let mem = mem();
-        let ok = Chain {
-            head: 0,
-            buffers: vec![buffer(0x100, 16, false), buffer(0x200, 1, true)],
-        };
+        let ok = Chain::from_buffers(0, vec![buffer(0x100, 16, false), buffer(0x200, 1, true)]);
         assert_eq!(ok.validate(&mem), Ok(()));
         let mut swapped = ok.clone();
         swapped.buffers.reverse();
@@ -234,10 +279,7 @@ mod tests {
             swapped.validate(&mem),
             Err(ChainError::ReadableAfterWritable)
         );
-        let outside = Chain {
-            head: 0,
-            buffers: vec![buffer(0xfff0, 0x20, true)],
-        };
+        let outside = Chain::from_buffers(0, vec![buffer(0xfff0, 0x20, true)]);
         let err = ChainError::OutsideMemory {
             addr: 0xfff0,
             len: 0x20,
@@ -248,14 +290,14 @@ mod tests {
     #[test]
     fn segments_split_and_copy_across_buffers() {
         let mem = mem();
-        let chain = Chain {
-            head: 3,
-            buffers: vec![
+        let chain = Chain::from_buffers(
+            3,
+            vec![
                 buffer(0x100, 4, true),
                 buffer(0x0, 0, true),
                 buffer(0x200, 6, true),
             ],
-        };
+        );
         let mut w = chain.writable();
         assert_eq!(w.len(), 10);
         let tail = w.split_back(1).unwrap();
@@ -281,6 +323,31 @@ mod tests {
         assert!(matches!(w.split_front(5), Err(ChainError::TooShort { .. })));
         let mut big = [0u8; 5];
         assert!(w.read_into(&mem, &mut big).is_err());
+    }
+
+    #[test]
+    fn a_hostile_indirect_chain_is_capped_at_the_queue_size() {
+        use crate::virtio::pop_chain;
+        use crate::virtio::testing::{test_memory, TestRing};
+        // The attack: one head naming an indirect table of 4000 descriptors
+        // that all point at the same buffer.
+        let mem = test_memory();
+        let mut ring = TestRing::new(&mem, 0, 16);
+        let mut queue = ring.queue(false);
+        ring.add_indirect_chain(0x10000, &[(0x8000, 0x1000, true); 4000]);
+        // A chain of exactly the queue size is still served.
+        ring.add_indirect_chain(0x30000, &[(0x8000, 0x1000, true); 16]);
+        let hostile = pop_chain(&mut queue, &mem).unwrap().unwrap();
+        assert!(
+            hostile.buffers.len() <= 16,
+            "the walker kept {} descriptors",
+            hostile.buffers.len()
+        );
+        assert!(hostile.buffers.is_empty());
+        assert_eq!(hostile.validate(&mem), Err(ChainError::TooLong { max: 16 }));
+        let fine = pop_chain(&mut queue, &mem).unwrap().unwrap();
+        assert_eq!(fine.buffers.len(), 16);
+        assert_eq!(fine.validate(&mem), Ok(()));
     }
 
     #[test]

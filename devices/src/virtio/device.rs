@@ -4,6 +4,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
@@ -11,6 +12,10 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::worker::Worker;
 use super::Interrupt;
+use crate::LogLimit;
+
+/// Stopped workers found to have panicked.
+static PANICKED: LogLimit = LogLimit::new();
 
 /// One virtqueue as the driver configured it, with the `EventFd` its
 /// kicks arrive on (signalled by KVM_IOEVENTFD or by the transport).
@@ -78,10 +83,16 @@ pub trait VirtioDevice: Send {
     /// The worker serving the queues while the device is active: where
     /// reset, pause and resume act.
     fn worker(&mut self) -> &mut Option<Worker>;
-    /// Stops the worker and forgets the queues. Returns true once the
-    /// device is back in its pre-activation state.
-    fn reset(&mut self) -> bool {
-        self.worker().take().is_none_or(|mut worker| worker.stop())
+    /// Forgets the queues and tells the worker to stop, without waiting
+    /// for it: the caller (a vCPU holding the device's bus lock) must not
+    /// wait for a request in flight. Returns the stopping worker, which
+    /// publishes nothing more but may still be finishing its request; the
+    /// transport keeps it and does not activate the device again until it
+    /// has ended.
+    fn reset(&mut self) -> Option<Worker> {
+        let worker = self.worker().take()?;
+        worker.request_stop();
+        Some(worker)
     }
     /// Stops touching guest memory and queues until [`Self::resume`].
     /// Returns false if the worker did not park in time.
@@ -103,6 +114,58 @@ pub trait VirtioDevice: Send {
             io::ErrorKind::Unsupported,
             "this device has no backing file to change",
         ))
+    }
+}
+
+/// How long an activation waits for the worker a reset stopped.
+pub const RETIRE_WAIT: Duration = Duration::from_secs(1);
+
+/// The worker a reset stopped ([`VirtioDevice::reset`]), kept by the
+/// transport until it has ended. Any transport (MMIO now, PCI later) uses
+/// it the same way: reset retires without waiting, pause and resume reach
+/// it too (it may still touch guest memory), and DRIVER_OK activates the
+/// device only once it has ended ([`Self::wait_ended`] with
+/// [`RETIRE_WAIT`]), so there is never more than one per device.
+#[derive(Debug, Default)]
+pub struct RetiredWorker(Option<Worker>);
+
+impl RetiredWorker {
+    /// Keeps `worker`, already told to stop.
+    pub fn retire(&mut self, worker: Worker) {
+        // A previous one has ended (activation waited for it); dropping it
+        // joins it.
+        self.0 = Some(worker);
+    }
+
+    /// Waits up to `timeout` for the retired worker to end; true once
+    /// none is left.
+    pub fn wait_ended(&mut self, timeout: Duration) -> bool {
+        let Some(worker) = &mut self.0 else {
+            return true;
+        };
+        match worker.wait_ended(timeout) {
+            None => false,
+            Some(clean) => {
+                if !clean {
+                    PANICKED.error(format_args!("a stopped virtio worker had panicked"));
+                }
+                self.0 = None;
+                true
+            }
+        }
+    }
+
+    /// Parks the retired worker (or sees that it ended); see
+    /// [`Worker::pause`].
+    pub fn pause(&self) -> bool {
+        self.0.as_ref().is_none_or(Worker::pause)
+    }
+
+    /// Undoes [`Self::pause`].
+    pub fn resume(&self) {
+        if let Some(worker) = &self.0 {
+            worker.resume();
+        }
     }
 }
 

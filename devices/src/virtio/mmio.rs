@@ -6,12 +6,18 @@
 //! with KVM_IOEVENTFD on `base + QUEUE_NOTIFY_OFFSET` (datamatch = queue
 //! index) so a kick never leaves the kernel; a QueueNotify write that does
 //! reach the transport signals the same `EventFd`.
+//!
+//! A reset (Status = 0) never waits for the device's worker: the vCPU that
+//! writes it holds the device's bus lock. The worker is told to stop and
+//! kept as a [`RetiredWorker`]; it publishes nothing more and ends after
+//! the request in hand. DRIVER_OK waits for it at most [`RETIRE_WAIT`],
+//! and if it is still busy the activation fails with NEEDS_RESET.
 
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use log::{debug, error, warn};
+use log::{debug, warn};
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
@@ -23,7 +29,11 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{feature, ActivateContext, ActiveQueue, Interrupt, StatsSnapshot, VirtioDevice};
+use super::device::{RetiredWorker, RETIRE_WAIT};
+use super::mmio_queue::{check_queue, half};
+use super::{
+    feature, ActivateContext, ActiveQueue, Interrupt, LogLimit, StatsSnapshot, VirtioDevice,
+};
 use crate::{BusDevice, IrqTrigger};
 
 /// Size of the register window (registers, then config space at 0x100).
@@ -54,7 +64,16 @@ pub struct MmioTransport {
     driver_features: u64,
     queue_sel: u32,
     activated: bool,
+    /// The worker the last reset stopped, until it has ended.
+    retired: RetiredWorker,
 }
+
+/// Activations refused because the previous worker was still busy.
+static STILL_BUSY: LogLimit = LogLimit::new();
+/// Activations that failed otherwise (a queue not ready or not in memory).
+static NOT_ACTIVATED: LogLimit = LogLimit::new();
+/// Queue sizes and ring addresses the queue refused.
+static REFUSED_QUEUE_SETUP: LogLimit = LogLimit::new();
 
 impl MmioTransport {
     /// A transport for `device`, raising `irq`, whose queues live in `mem`.
@@ -91,6 +110,7 @@ impl MmioTransport {
             driver_features: 0,
             queue_sel: 0,
             activated: false,
+            retired: RetiredWorker::default(),
         })
     }
 
@@ -151,29 +171,26 @@ impl MmioTransport {
             VIRTIO_MMIO_DRIVER_FEATURES => self.write_driver_features(value),
             VIRTIO_MMIO_DRIVER_FEATURES_SEL => self.driver_features_sel = value,
             VIRTIO_MMIO_QUEUE_SEL => self.queue_sel = value,
-            VIRTIO_MMIO_QUEUE_NUM => match u16::try_from(value) {
-                Ok(size) => self.setup_queue(offset, |q| q.set_size(size)),
-                Err(_) => debug!("virtio-mmio: queue size {value} out of range"),
-            },
-            VIRTIO_MMIO_QUEUE_READY => self.setup_queue(offset, |q| q.set_ready(value == 1)),
-            VIRTIO_MMIO_QUEUE_DESC_LOW => {
-                self.setup_queue(offset, |q| q.set_desc_table_address(Some(value), None))
-            }
-            VIRTIO_MMIO_QUEUE_DESC_HIGH => {
-                self.setup_queue(offset, |q| q.set_desc_table_address(None, Some(value)))
-            }
-            VIRTIO_MMIO_QUEUE_AVAIL_LOW => {
-                self.setup_queue(offset, |q| q.set_avail_ring_address(Some(value), None))
-            }
-            VIRTIO_MMIO_QUEUE_AVAIL_HIGH => {
-                self.setup_queue(offset, |q| q.set_avail_ring_address(None, Some(value)))
-            }
-            VIRTIO_MMIO_QUEUE_USED_LOW => {
-                self.setup_queue(offset, |q| q.set_used_ring_address(Some(value), None))
-            }
-            VIRTIO_MMIO_QUEUE_USED_HIGH => {
-                self.setup_queue(offset, |q| q.set_used_ring_address(None, Some(value)))
-            }
+            VIRTIO_MMIO_QUEUE_NUM => self.setup_queue(offset, |q| {
+                let size = u16::try_from(value).map_err(|_| virtio_queue::Error::InvalidSize)?;
+                q.try_set_size(size)
+            }),
+            VIRTIO_MMIO_QUEUE_READY => self.setup_queue(offset, |q| {
+                q.set_ready(value == 1);
+                Ok(())
+            }),
+            VIRTIO_MMIO_QUEUE_DESC_LOW | VIRTIO_MMIO_QUEUE_DESC_HIGH => self
+                .setup_queue(offset, |q| {
+                    q.try_set_desc_table_address(half(q.desc_table(), offset, value))
+                }),
+            VIRTIO_MMIO_QUEUE_AVAIL_LOW | VIRTIO_MMIO_QUEUE_AVAIL_HIGH => self
+                .setup_queue(offset, |q| {
+                    q.try_set_avail_ring_address(half(q.avail_ring(), offset, value))
+                }),
+            VIRTIO_MMIO_QUEUE_USED_LOW | VIRTIO_MMIO_QUEUE_USED_HIGH => self
+                .setup_queue(offset, |q| {
+                    q.try_set_used_ring_address(half(q.used_ring(), offset, value))
+                }),
             VIRTIO_MMIO_QUEUE_NOTIFY => self.notify(value),
             VIRTIO_MMIO_INTERRUPT_ACK => self.interrupt.ack(value),
             VIRTIO_MMIO_STATUS => self.write_status(value),
@@ -203,7 +220,13 @@ impl MmioTransport {
 
     /// Applies a queue register write, allowed only between FEATURES_OK and
     /// DRIVER_OK, and (except QueueReady) only while the queue is not ready.
-    fn setup_queue(&mut self, offset: u32, apply: impl FnOnce(&mut Queue)) {
+    /// A value the queue refuses (a size that is not a power of two up to
+    /// QueueNumMax, a misaligned ring) leaves the register as it was.
+    fn setup_queue(
+        &mut self,
+        offset: u32,
+        apply: impl FnOnce(&mut Queue) -> Result<(), virtio_queue::Error>,
+    ) {
         let sel = self.queue_sel;
         match self.queues.get_mut(sel as usize) {
             _ if self.status != FEATURES_OK => {
@@ -216,7 +239,14 @@ impl MmioTransport {
             Some(q) if q.ready() && offset != VIRTIO_MMIO_QUEUE_READY => {
                 debug!("virtio-mmio: queue register {offset:#x} written while queue {sel} is ready")
             }
-            Some(q) => apply(q),
+            Some(q) => {
+                if let Err(e) = apply(q) {
+                    REFUSED_QUEUE_SETUP.warn(format_args!(
+                        "virtio-mmio: device {} queue {sel}: register {offset:#x} refused: {e}",
+                        self.device.device_type()
+                    ));
+                }
+            }
         }
     }
 
@@ -270,11 +300,21 @@ impl MmioTransport {
 
     fn activate(&mut self) {
         self.activated = true;
+        // Never two workers on one device: the one a reset stopped may
+        // still be finishing its (bounded) request.
+        if !self.retired.wait_ended(RETIRE_WAIT) {
+            STILL_BUSY.warn(format_args!(
+                "virtio-mmio: device {} not activated: its previous worker is still busy",
+                self.device_type()
+            ));
+            self.interrupt.set_needs_reset();
+            return;
+        }
         if let Err(e) = self.try_activate() {
-            error!(
+            NOT_ACTIVATED.error(format_args!(
                 "virtio-mmio: device {} not activated: {e}",
                 self.device_type()
-            );
+            ));
             self.interrupt.set_needs_reset();
         }
     }
@@ -283,9 +323,7 @@ impl MmioTransport {
         let event_idx = self.driver_features & feature(VIRTIO_RING_F_EVENT_IDX) != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
         for (index, (queue, kick)) in self.queues.iter().zip(&self.kicks).enumerate() {
-            if !queue.is_valid(&self.mem) {
-                return Err(format!("queue {index} is not ready or not in guest memory"));
-            }
+            check_queue(queue, &self.mem).map_err(|e| format!("queue {index} is {e}"))?;
             let mut queue = Queue::try_from(queue.state()).map_err(|e| e.to_string())?;
             queue.set_event_idx(event_idx);
             let kick = kick.try_clone().map_err(|e| e.to_string())?;
@@ -303,11 +341,12 @@ impl MmioTransport {
     /// Parks the device's worker (see [`VirtioDevice::pause`]); the
     /// vCPUs, the only other way in, are parked by the VMM first.
     pub fn pause(&mut self) -> bool {
-        self.device.pause()
+        self.device.pause() && self.retired.pause()
     }
 
     /// Lets the device's worker go on.
     pub fn resume(&mut self) {
+        self.retired.resume();
         self.device.resume();
     }
 
@@ -316,11 +355,12 @@ impl MmioTransport {
         self.device.update_backend(path)
     }
 
+    /// Returns at once: the worker is told to stop, not waited for.
     fn reset(&mut self) {
-        if self.activated && !self.device.reset() {
-            error!("virtio-mmio: device {} failed to reset", self.device_type());
-            self.interrupt.set_needs_reset();
-            return;
+        if self.activated {
+            if let Some(worker) = self.device.reset() {
+                self.retired.retire(worker);
+            }
         }
         self.activated = false;
         self.status = 0;

@@ -75,9 +75,9 @@ impl VirtioDevice for FakeDevice {
     fn worker(&mut self) -> &mut Option<Worker> {
         &mut self.worker
     }
-    fn reset(&mut self) -> bool {
+    fn reset(&mut self) -> Option<Worker> {
         self.record.lock().unwrap().resets += 1;
-        true
+        None
     }
 }
 
@@ -88,14 +88,18 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
-    let irq = IrqTrigger::new().unwrap();
     let record = Arc::new(Mutex::new(Record::default()));
     let device = FakeDevice {
         record: record.clone(),
         worker: None,
     };
-    let transport = MmioTransport::new(mem, irq.clone(), Box::new(device)).unwrap();
+    fixture_with(Box::new(device), record)
+}
+
+fn fixture_with(device: Box<dyn VirtioDevice>, record: Arc<Mutex<Record>>) -> Fixture {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+    let irq = IrqTrigger::new().unwrap();
+    let transport = MmioTransport::new(mem, irq.clone(), device).unwrap();
     Fixture {
         transport,
         irq,
@@ -347,3 +351,9 @@ fn queue_notify_signals_the_kick_event() {
     assert!(f.transport.kicks[0].read().is_err(), "queue 0 not kicked");
     assert_eq!(f.transport.kicks[1].read().unwrap(), 1);
 }
+
+#[path = "mmio_reset_tests.rs"]
+mod reset;
+
+#[path = "mmio_log_tests.rs"]
+mod log_rates;

@@ -11,6 +11,7 @@ mod device;
 mod interrupt;
 mod io_stats;
 mod mmio;
+mod mmio_queue;
 pub mod net;
 mod ring;
 pub mod rng;
@@ -20,7 +21,8 @@ pub mod worker;
 #[cfg(test)]
 mod testing;
 
-pub use chain::{Buffer, Chain, ChainError, Segments};
+pub use crate::LogLimit;
+pub use chain::{Buffer, Chain, ChainError, Segments, MAX_CHAIN_DESCRIPTORS};
 pub use device::{
     check_queue_count, feature, read_config_bytes, ActivateContext, ActivateError, ActiveQueue,
     VirtioDevice,
@@ -28,7 +30,7 @@ pub use device::{
 pub use interrupt::{Interrupt, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER};
 pub use io_stats::{IoStats, IoStatsSnapshot};
 pub use mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
-pub use ring::{add_used_batch, drain_queue, notify_since, pop_chain};
+pub use ring::{add_used_batch, drain_queue, guarded, notify_since, pop_chain};
 
 pub use block::{Block, BlockConfig, BlockError};
 pub use console::{Console, ConsoleInput, ConsoleOutput};

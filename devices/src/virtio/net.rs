@@ -3,8 +3,15 @@
 //! mergeable receive buffers, and a config space with the MAC and link
 //! status. The worker sleeps in epoll on the TAP fd and the queue kicks.
 //!
-//! A receive buffer the driver placed outside guest memory (or with no
-//! writable bytes) is a broken driver: the device asks for a reset.
+//! A receive buffer the driver placed outside guest memory, with no
+//! writable bytes, or longer than the descriptor cap is a broken driver:
+//! the device asks for a reset.
+//!
+//! What the device holds for the driver is bounded: receive chains popped
+//! while a frame waits keep only their writable segments, at most
+//! [`MAX_RX_HELD_SEGMENTS`] of them (and at most the queue size in
+//! chains); a frame those cannot hold is dropped and the chains kept for
+//! smaller ones.
 //!
 //! Frames are counted in the device's [`IoStats`](super::IoStats) both
 //! ways, by their Ethernet bytes (without the virtio-net header): received
@@ -17,21 +24,25 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use libc::c_uint;
-use log::{debug, warn};
+use log::debug;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 
 use super::tap::{Tap, VNET_HDR_LEN};
-use super::worker::{Worker, WorkerError, WorkerHandler};
+use super::worker::{publish, should_yield, Worker, WorkerError, WorkerHandler};
 use super::{
-    add_used_batch, check_queue_count, drain_queue, feature, notify_since, pop_chain,
-    read_config_bytes, ActivateContext, ActivateError, Chain, ChainError, Interrupt, VirtioDevice,
+    add_used_batch, check_queue_count, drain_queue, feature, guarded, notify_since, pop_chain,
+    read_config_bytes, ActivateContext, ActivateError, Chain, ChainError, Interrupt, LogLimit,
+    Segments, VirtioDevice,
 };
+
+/// Frames the TAP took only part of.
+static SHORT_WRITE: LogLimit = LogLimit::new();
 
 const QUEUE_SIZE: u16 = 256;
 const RX_QUEUE: usize = 0;
@@ -41,6 +52,10 @@ const TX_QUEUE: usize = 1;
 const MAX_FRAME: usize = VNET_HDR_LEN + 0x1_0000 + 64;
 /// Where `num_buffers` sits in the header.
 const NUM_BUFFERS_OFFSET: usize = 10;
+/// The most writable segments the device holds in receive chains popped
+/// for a waiting frame (16 bytes each). A driver's usual buffers — one
+/// segment each, or one chain of a few dozen — are far below it.
+pub const MAX_RX_HELD_SEGMENTS: usize = 1024;
 
 /// How the user described a NIC (`--net tap=NAME[,mac=MAC]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,22 +244,6 @@ pub fn fuzz_handler(
     }
 }
 
-/// How many bytes of a `len`-byte frame go into each buffer of the given
-/// capacities, filling them in order; `None` if they cannot hold it.
-fn split_frame(len: usize, capacities: &[usize]) -> Option<Vec<usize>> {
-    let mut left = len;
-    let mut pieces = Vec::new();
-    for &capacity in capacities {
-        if left == 0 {
-            break;
-        }
-        let piece = capacity.min(left);
-        pieces.push(piece);
-        left -= piece;
-    }
-    (left == 0).then_some(pieces)
-}
-
 struct NetHandler {
     tap: Arc<Tap>,
     mem: GuestMemoryMmap,
@@ -254,8 +253,10 @@ struct NetHandler {
     /// A frame read from the TAP, waiting for receive buffers.
     rx_frame: Vec<u8>,
     rx_len: usize,
-    /// Receive buffers popped but not yet filled, with their capacities.
-    rx_held: VecDeque<(Chain, usize)>,
+    /// Receive buffers popped but not yet filled.
+    rx_held: VecDeque<RxBuffer>,
+    /// Segments in `rx_held`, at most [`MAX_RX_HELD_SEGMENTS`].
+    rx_held_segments: usize,
     tx_frame: Vec<u8>,
 }
 
@@ -270,101 +271,9 @@ impl NetHandler {
             rx_frame: vec![0; MAX_FRAME],
             rx_len: 0,
             rx_held: VecDeque::new(),
+            rx_held_segments: 0,
             tx_frame: vec![0; MAX_FRAME],
         }
-    }
-
-    /// Moves frames from the TAP into receive buffers until the TAP is
-    /// empty or the buffers run out, then interrupts once.
-    fn receive(&mut self) -> Result<(), WorkerError> {
-        let old_used = self.queues[RX_QUEUE].next_used();
-        let result = self.receive_frames();
-        let rx = &self.queues[RX_QUEUE];
-        notify_since(rx, &self.mem, &self.interrupt, old_used).map_err(rx_error)?;
-        result
-    }
-
-    fn receive_frames(&mut self) -> Result<(), WorkerError> {
-        let mut last_rearm = None;
-        loop {
-            if self.rx_len == 0 {
-                match self.tap.read_frame(&mut self.rx_frame) {
-                    Ok(len) if len <= VNET_HDR_LEN => {
-                        debug!("virtio-net: runt frame dropped");
-                        self.interrupt.io_stats().record_error();
-                    }
-                    Ok(len) => self.rx_len = len,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(WorkerError::Backend(e)),
-                }
-                continue;
-            }
-            if self.deliver_frame()? {
-                continue;
-            }
-            // Every available buffer is held and they are not enough: ask
-            // for a kick at the next one the driver adds (avail_event =
-            // next_avail), and look again if it just added some, unless
-            // nothing could be popped since the last look (a broken ring).
-            let rx = &mut self.queues[RX_QUEUE];
-            let position = rx.next_avail();
-            let more = rx.enable_notification(&self.mem).map_err(rx_error)?;
-            if !more || last_rearm == Some(position) {
-                return Ok(());
-            }
-            last_rearm = Some(position);
-        }
-    }
-
-    /// Copies the pending frame into receive buffers. False when there are
-    /// not enough buffers yet: the frame and the buffers popped so far stay
-    /// held for the next attempt.
-    fn deliver_frame(&mut self) -> Result<bool, WorkerError> {
-        let (mem, rx, held) = (&self.mem, &mut self.queues[RX_QUEUE], &mut self.rx_held);
-        let (mergeable, len, max) = (self.mergeable, self.rx_len, usize::from(rx.size()));
-        while needs_buffers(held, len, mergeable, max) {
-            let Some(chain) = pop_chain(rx, mem).map_err(rx_error)? else {
-                return Ok(false);
-            };
-            chain.validate(mem).map_err(|e| bad_rx_buffer(&chain, e))?;
-            let capacity = chain.writable().len();
-            if capacity == 0 {
-                let e = ChainError::TooShort {
-                    needed: 1,
-                    available: 0,
-                };
-                return Err(bad_rx_buffer(&chain, e));
-            }
-            held.push_back((chain, capacity));
-        }
-        let frame = &mut self.rx_frame[..len];
-        self.rx_len = 0;
-        let capacities: Vec<usize> = held.iter().map(|h| h.1).collect();
-        let Some(pieces) = split_frame(len, &capacities) else {
-            // The buffers stay held for smaller frames.
-            debug!("virtio-net: {len}-byte frame larger than the receive buffers, dropped");
-            self.interrupt.io_stats().record_error();
-            return Ok(true);
-        };
-        // Without MRG_RXBUF this is always 1, as the spec requires.
-        let num_buffers = pieces.len() as u16;
-        frame[NUM_BUFFERS_OFFSET..VNET_HDR_LEN].copy_from_slice(&num_buffers.to_le_bytes());
-        let mut used = Vec::with_capacity(pieces.len());
-        let mut offset = 0;
-        for ((chain, _), piece) in held.drain(..pieces.len()).zip(pieces) {
-            let bytes = &frame[offset..offset + piece];
-            let written = chain
-                .writable()
-                .write_from(mem, bytes)
-                .map_err(|e| bad_rx_buffer(&chain, e))?;
-            used.push((chain.head, written as u32));
-            offset += piece;
-        }
-        add_used_batch(rx, mem, &used).map_err(rx_error)?;
-        let io = self.interrupt.io_stats();
-        io.record(len - VNET_HDR_LEN, 0);
-        Ok(true)
     }
 
     fn transmit(&mut self) -> Result<(), WorkerError> {
@@ -387,15 +296,6 @@ impl NetHandler {
     }
 }
 
-/// Whether `held` receive buffers are too few for a `len`-byte frame:
-/// one buffer without MRG_RXBUF, enough bytes (up to `max` buffers) with.
-fn needs_buffers(held: &VecDeque<(Chain, usize)>, len: usize, mergeable: bool, max: usize) -> bool {
-    if !mergeable {
-        return held.is_empty();
-    }
-    held.iter().map(|h| h.1).sum::<usize>() < len && held.len() < max
-}
-
 /// Sends one transmit chain (header and frame) to the TAP; returns its
 /// length (more than the header's).
 fn send_frame(
@@ -415,21 +315,9 @@ fn send_frame(
     readable.read_into(mem, &mut buf[..len]).map_err(invalid)?;
     let sent = tap.write_frame(&buf[..len])?;
     if sent != len {
-        warn!("virtio-net: tap took {sent} of {len} bytes");
+        SHORT_WRITE.warn(format_args!("virtio-net: tap took {sent} of {len} bytes"));
     }
     Ok(len)
-}
-
-fn rx_error(source: virtio_queue::Error) -> WorkerError {
-    WorkerError::Queue {
-        index: RX_QUEUE,
-        source,
-    }
-}
-
-fn bad_rx_buffer(chain: &Chain, e: ChainError) -> WorkerError {
-    let message = format!("receive buffer {}: {e}", chain.head);
-    WorkerError::Backend(io::Error::new(io::ErrorKind::InvalidData, message))
 }
 
 impl WorkerHandler for NetHandler {
@@ -453,6 +341,12 @@ impl WorkerHandler for NetHandler {
         self.receive()
     }
 }
+
+#[path = "net_rx.rs"]
+mod rx;
+#[cfg(test)]
+use rx::split_frame;
+use rx::RxBuffer;
 
 #[cfg(test)]
 #[path = "net_tests.rs"]

@@ -22,12 +22,20 @@ struct Fixture {
 }
 
 fn fixture(mergeable: bool) -> Fixture {
+    fixture_sized(mergeable, 16)
+}
+
+/// A fixture whose receive queue has `rx_size` entries.
+fn fixture_sized(mergeable: bool, rx_size: u16) -> Fixture {
     let (guest_end, host) = UnixDatagram::pair().unwrap();
     guest_end.set_nonblocking(true).unwrap();
     host.set_nonblocking(true).unwrap();
     let tap = Tap::from_file(File::from(OwnedFd::from(guest_end)), "fake0");
     let mem = test_memory();
-    let (rx, tx) = (TestRing::new(&mem, 0, 16), TestRing::new(&mem, 0x4000, 16));
+    let (rx, tx) = (
+        TestRing::new(&mem, 0, rx_size),
+        TestRing::new(&mem, 0x4000, 16),
+    );
     let irq = IrqTrigger::new().unwrap();
     let interrupt = Arc::new(Interrupt::new(irq.clone()));
     let queues = vec![rx.queue(true), tx.queue(true)];
@@ -229,4 +237,56 @@ fn macs_parse_and_generate() {
     }
     let mac = random_mac().unwrap();
     assert_eq!(mac[0] & 0x03, 0x02, "unicast, locally administered");
+}
+
+/// Descriptors the device holds for receive chains it has popped but not
+/// yet filled: what a driver can make it keep.
+fn held_segments(handler: &NetHandler) -> usize {
+    let held = handler.rx_held.iter().map(|b| b.writable.count()).sum();
+    assert_eq!(handler.rx_held_segments, held, "accounting");
+    held
+}
+
+/// The stated bound on [`held_segments`].
+const HELD_SEGMENTS_BOUND: usize = MAX_RX_HELD_SEGMENTS;
+
+#[test]
+fn receive_heads_naming_one_huge_indirect_table_are_refused() {
+    // The attack: every receive head names the same indirect table of
+    // 4096 descriptors, one writable byte and then empty buffers, so the
+    // device holds all of them (each chain has room for one byte) while a
+    // frame waits.
+    let mut f = fixture_sized(true, 256);
+    let mut table = vec![(0x40000, 0, true); 4096];
+    table[0].1 = 1;
+    f.rx.write_indirect_table(0x20000, &table);
+    for _ in 0..256 {
+        f.rx.add_indirect_head(0x20000, table.len());
+    }
+    f.host.send(&tap_frame(1000)).unwrap();
+    let result = f.handler.backend_event(0, EventSet::IN);
+    let held = held_segments(&f.handler);
+    assert!(held <= HELD_SEGMENTS_BOUND, "{held} segments held");
+    assert!(result.is_err(), "a chain over the cap is a broken driver");
+}
+
+#[test]
+fn fragmented_receive_buffers_hold_a_bounded_number_of_segments() {
+    // Within the descriptor cap: 256 heads, each an indirect table of 256
+    // one-byte buffers (64 KiB in all), and a frame larger than that.
+    let mut f = fixture_sized(true, 256);
+    f.rx.write_indirect_table(0x20000, &[(0x40000, 1, true); 256]);
+    for _ in 0..256 {
+        f.rx.add_indirect_head(0x20000, 256);
+    }
+    f.host.send(&tap_frame(0x1_0000 + 50)).unwrap();
+    f.handler.backend_event(0, EventSet::IN).unwrap();
+    let held = held_segments(&f.handler);
+    assert!(held <= HELD_SEGMENTS_BOUND, "{held} segments held");
+    assert!(f.rx.used().is_empty(), "the frame does not fit: dropped");
+    assert_eq!(f.handler.interrupt.io_stats().snapshot().errors, 1);
+    // A frame that fits goes into the first held chain.
+    f.host.send(&tap_frame(100)).unwrap();
+    f.handler.backend_event(0, EventSet::IN).unwrap();
+    assert_eq!(f.rx.used(), vec![(0, (VNET_HDR_LEN + 100) as u32)]);
 }

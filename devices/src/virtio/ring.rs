@@ -2,30 +2,61 @@
 //! ring, and the EVENT_IDX handshake both ways — `avail_event` keeps the
 //! driver from kicking while the device is busy, `used_event` decides
 //! whether the driver wants an interrupt.
+//!
+//! Chains are walked with the descriptor cap (the queue size, at most
+//! [`MAX_CHAIN_DESCRIPTORS`]). On a worker thread, [`drain_queue`] returns
+//! between chains when the worker is asked to pause or stop, and writes
+//! nothing into the rings once it is told to stop.
 
 use std::sync::atomic::{fence, Ordering};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::chain::MAX_CHAIN_DESCRIPTORS;
+use super::worker::{publish, should_yield};
 use super::{Chain, Interrupt};
 
 const AVAIL_RING_HEADER: u64 = 4;
 const USED_RING_HEADER: u64 = 4;
 const USED_ELEM_LEN: u64 = 8;
 
-/// Pops the next chain of `queue`. An error means the driver corrupted the
-/// available ring; `Ok(None)` means it is empty.
+/// Pops the next chain of `queue`, walking at most the queue size in
+/// descriptors (a longer chain comes back refused, see [`Chain::new`]). An
+/// error means the driver corrupted the available ring; `Ok(None)` means
+/// it is empty.
+///
+/// A head past the descriptor table is such an error, returned here so
+/// that it never reaches `Queue::add_used`, which would log it at `error`
+/// for every such chain.
 pub fn pop_chain(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
 ) -> Result<Option<Chain>, virtio_queue::Error> {
-    Ok(queue.iter(mem)?.next().map(Chain::new))
+    let (size, max) = (queue.size(), queue.size().min(MAX_CHAIN_DESCRIPTORS));
+    match queue.iter(mem)?.next() {
+        Some(chain) if chain.head_index() >= size => {
+            Err(virtio_queue::Error::InvalidDescriptorIndex)
+        }
+        chain => Ok(chain.map(|chain| Chain::new(chain, max))),
+    }
+}
+
+/// Runs a ring write through [`publish`]: `Ok(None)` when the worker was
+/// told to stop and the write did not happen.
+pub fn guarded<T>(
+    write: impl FnOnce() -> Result<T, virtio_queue::Error>,
+) -> Result<Option<T>, virtio_queue::Error> {
+    publish(write).transpose()
 }
 
 /// Serves every available chain with `serve`, which returns the number of
 /// bytes it wrote into the chain, then interrupts the driver if it asked
 /// for it. Chains added while serving are picked up before returning.
+///
+/// On a worker asked to pause or stop it returns after the chain in hand
+/// (the worker serves the rest after a pause); once told to stop it
+/// returns nothing more through the used ring.
 pub fn drain_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
@@ -38,14 +69,24 @@ pub fn drain_queue(
         // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY; with it,
         // avail_event stays where it was, so the driver does not kick for
         // buffers added while this loop runs.
-        queue.disable_notification(mem)?;
+        if guarded(|| queue.disable_notification(mem))?.is_none() {
+            return Ok(());
+        }
         let mut popped = false;
-        while let Some(chain) = pop_chain(queue, mem)? {
+        let yielded = loop {
+            if should_yield() {
+                break true;
+            }
+            let Some(chain) = pop_chain(queue, mem)? else {
+                break false;
+            };
             let len = serve(&chain);
-            queue.add_used(mem, chain.head, len)?;
+            if guarded(|| queue.add_used(mem, chain.head, len))?.is_none() {
+                return Ok(());
+            }
             used_any = true;
             popped = true;
-        }
+        };
         // The last pass promised more and there was none: a broken ring
         // (our own writes move the available index). Stop, not spin.
         if more_promised && !popped {
@@ -53,13 +94,13 @@ pub fn drain_queue(
         }
         // Re-arms kicks (avail_event = next_avail); true if the driver
         // added more in the meantime.
-        if !queue.enable_notification(mem)? {
+        if yielded || !guarded(|| queue.enable_notification(mem))?.unwrap_or(false) {
             break;
         }
         more_promised = true;
     }
     if used_any {
-        interrupt.notify_queue(queue, mem)?;
+        guarded(|| interrupt.notify_queue(queue, mem))?;
     }
     Ok(())
 }
@@ -207,8 +248,9 @@ mod tests {
     /// available ring's flags, so the used flags the device writes are the
     /// available index. Each disable/enable of notifications then moves
     /// the index back and forth and `enable_notification` keeps reporting
-    /// buffers `pop_chain` never finds: the worker spun forever, and a
-    /// reset, pause or VM exit waiting for it hung with it.
+    /// buffers `pop_chain` never finds: the worker spun, burning a host
+    /// CPU until a pause or stop made it yield (and forever off a worker
+    /// thread, as here).
     #[test]
     fn overlapping_rings_cannot_keep_the_device_busy_forever() {
         let mem = test_memory();

@@ -80,21 +80,38 @@ impl TestRing {
             let at = self.base + 16 * u64::from(index);
             self.write_desc(at, (addr, len, writable), (!last).then_some(self.next_desc));
         }
+        self.add_head(head);
+        head
+    }
+
+    /// Makes descriptor `head` available, whatever it is: a driver may
+    /// name one past the end of the table.
+    pub fn add_head(&mut self, head: u16) {
         let slot = self.avail() + 4 + 2 * u64::from(self.avail_idx % self.size);
         self.put_u16(slot, head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.put_u16(self.avail() + 2, self.avail_idx);
-        head
     }
 
     /// Queues a one-descriptor chain naming an indirect table, written at
     /// `table`, that holds `buffers`.
     pub fn add_indirect_chain(&mut self, table: u64, buffers: &[(u64, u32, bool)]) -> u16 {
-        for (i, &buffer) in (0u16..).zip(buffers) {
-            let next = (usize::from(i) + 1 < buffers.len()).then_some(i + 1);
+        self.write_indirect_table(table, buffers);
+        self.add_indirect_head(table, buffers.len())
+    }
+
+    /// Writes an indirect table of `buffers`, chained in order, at `table`.
+    pub fn write_indirect_table(&self, table: u64, buffers: &[(u64, u32, bool)]) {
+        for (i, &buffer) in (0u32..).zip(buffers) {
+            let next = (i as usize + 1 < buffers.len()).then_some((i + 1) as u16);
             self.write_desc(table + 16 * u64::from(i), buffer, next);
         }
-        let head = self.add_chain(&[(table, 16 * buffers.len() as u32, false)]);
+    }
+
+    /// Queues a one-descriptor chain naming the `entries`-long indirect
+    /// table at `table` (several heads may name the same table).
+    pub fn add_indirect_head(&mut self, table: u64, entries: usize) -> u16 {
+        let head = self.add_chain(&[(table, 16 * entries as u32, false)]);
         let flags = self.base + 16 * u64::from(head) + 12;
         self.put_u16(flags, VRING_DESC_F_INDIRECT as u16);
         head

@@ -1,22 +1,33 @@
 //! Device worker threads: one epoll loop per active device over its queue
 //! kicks, its backend fds, a kill `EventFd` and a pause `EventFd`. A
 //! handler error is logged and turns into NEEDS_RESET; it never reaches the
-//! VMM as a panic. A paused worker sits between events and touches neither
-//! guest memory nor its queues until resumed; kicks and backend readiness
-//! that arrive meanwhile wait in their fds and are served on resume.
+//! VMM as a panic. A paused worker sits between requests and touches
+//! neither guest memory nor its queues until resumed; kicks and backend
+//! readiness that arrive meanwhile wait in their fds, and every queue and
+//! backend is served again on resume.
+//!
+//! Nobody waits long for a worker. Handlers check [`should_yield`] between
+//! requests, so a pause or a stop waits for the request in hand only (and
+//! requests are bounded: see the chain cap and each device's limits).
+//! [`Worker::request_stop`] returns at once; from then on the worker
+//! publishes nothing (see [`publish`]) and ends after that request.
+//! Dropping a worker waits for it at most [`STOP_WAIT`], then leaves it to
+//! end on its own.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use log::{debug, error};
+use log::{debug, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::Interrupt;
+use crate::LogLimit;
 
 /// A failure that leaves the device unusable until the driver resets it.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +49,8 @@ pub enum WorkerError {
 /// The device-specific half of a worker.
 pub trait WorkerHandler: Send + 'static {
     /// Queue `index` was kicked. Also called once per queue when the worker
-    /// starts, since buffers may have been queued before activation.
+    /// starts, since buffers may have been queued before activation, and
+    /// after a pause, since the handler may have yielded with work left.
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError>;
 
     /// Extra fds to watch, with the events wanted; `backend_event` gets the
@@ -47,27 +59,43 @@ pub trait WorkerHandler: Send + 'static {
         Vec::new()
     }
 
-    /// Backend fd `index` of [`WorkerHandler::backend_fds`] is ready.
+    /// Backend fd `index` of [`WorkerHandler::backend_fds`] is ready. Also
+    /// called (with `EventSet::IN`) for every backend fd after a pause.
     fn backend_event(&mut self, index: usize, events: EventSet) -> Result<(), WorkerError> {
         let _ = (index, events);
         Ok(())
     }
 }
 
+/// Workers that failed (a driver that broke its rings can make one fail
+/// again after every reset).
+static FAILED: LogLimit = LogLimit::new();
+
 const KILL_TOKEN: u64 = 0;
 const PAUSE_TOKEN: u64 = 1;
 /// Queue `i` uses token `FIRST_QUEUE_TOKEN + i`; backend fds follow.
 const FIRST_QUEUE_TOKEN: u64 = 2;
 
-/// How long [`Worker::pause`] waits for the thread to finish the event it
-/// is serving before giving up.
+/// How long [`Worker::pause`] waits for the thread to finish the request
+/// it is serving before giving up.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The pause handshake between the VMM and a worker thread.
+/// How long [`Worker::stop`] (and dropping a worker) waits for the thread
+/// to end before leaving it to end on its own.
+pub const STOP_WAIT: Duration = Duration::from_millis(500);
+
+/// What a worker thread and its owner share.
 #[derive(Debug, Default)]
-struct PauseGate {
+struct Control {
     state: Mutex<GateState>,
     changed: Condvar,
+    /// Lock-free copies of "pause requested" and "stop requested", read
+    /// between requests.
+    pausing: AtomicBool,
+    stopping: AtomicBool,
+    /// Held around every [`publish`], and by [`Worker::request_stop`]
+    /// while it sets `stopping`.
+    publishing: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -76,14 +104,16 @@ struct GateState {
     requested: bool,
     /// The worker is parked.
     parked: bool,
+    /// The thread has ended (or is about to: it touches nothing more).
+    finished: bool,
 }
 
-impl PauseGate {
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Worker side: parks until the VMM resumes (or kills) the worker.
+    /// Worker side: parks until the VMM resumes (or stops) the worker.
     fn park(&self) {
         let mut state = self.lock();
         state.parked = true;
@@ -93,14 +123,77 @@ impl PauseGate {
         }
         state.parked = false;
     }
+
+    /// Waits until `done` holds or `timeout` passes; returns whether it held.
+    fn wait_for(&self, timeout: Duration, done: impl Fn(&GateState) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        while !done(&state) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
 }
 
-/// A running worker thread; stopping (or dropping) it joins the thread.
+/// Marks the thread finished when it ends, panicking or not.
+struct FinishOnDrop(Arc<Control>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().finished = true;
+        self.0.changed.notify_all();
+    }
+}
+
+thread_local! {
+    /// The control block of the worker running on this thread, if any.
+    static CONTROL: RefCell<Option<Arc<Control>>> = const { RefCell::new(None) };
+}
+
+fn current_control() -> Option<Arc<Control>> {
+    CONTROL.with_borrow(Clone::clone)
+}
+
+/// Whether the worker running on this thread was asked to pause or stop:
+/// handlers check it between requests and return to the event loop, so
+/// neither waits for more than the request in hand. Always false off a
+/// worker thread (in unit tests, say).
+pub fn should_yield() -> bool {
+    CONTROL.with_borrow(|control| {
+        control.as_ref().is_some_and(|c| {
+            c.pausing.load(Ordering::Acquire) || c.stopping.load(Ordering::Acquire)
+        })
+    })
+}
+
+/// Runs `write` — an update of a used ring, of a notification hint, or an
+/// interrupt — unless the worker running on this thread was told to stop;
+/// `None` then. A stop request waits for a `write` in progress, so once
+/// [`Worker::request_stop`] has returned, the worker writes nothing more
+/// into the rings of a device that may already be reset and set up anew.
+/// Off a worker thread `write` always runs.
+pub fn publish<T>(write: impl FnOnce() -> T) -> Option<T> {
+    let Some(control) = current_control() else {
+        return Some(write());
+    };
+    let _publishing = control.publishing.lock().unwrap_or_else(|p| p.into_inner());
+    (!control.stopping.load(Ordering::Acquire)).then(write)
+}
+
+/// A running worker thread.
 #[derive(Debug)]
 pub struct Worker {
     kill: EventFd,
     pause: EventFd,
-    gate: Arc<PauseGate>,
+    control: Arc<Control>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -127,34 +220,41 @@ impl Worker {
         for (i, kick) in kicks.iter().enumerate() {
             watch(kick.as_raw_fd(), EventSet::IN, FIRST_QUEUE_TOKEN + i as u64)?;
         }
+        let backends = handler.backend_fds().len();
         for (i, (fd, events)) in handler.backend_fds().into_iter().enumerate() {
             watch(fd, events, FIRST_QUEUE_TOKEN + (kicks.len() + i) as u64)?;
         }
-        let gate = Arc::new(PauseGate::default());
+        let control = Arc::new(Control::default());
         let kill_for_thread = kill.try_clone()?;
         let pause_for_thread = pause.try_clone()?;
-        let gate_for_thread = gate.clone();
+        let control_for_thread = control.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 let _kill = kill_for_thread;
+                let _finish = FinishOnDrop(control_for_thread.clone());
+                CONTROL.set(Some(control_for_thread.clone()));
                 let mut event_loop = EventLoop {
                     epoll,
                     pause: pause_for_thread,
-                    gate: gate_for_thread,
+                    control: control_for_thread,
                     kicks,
+                    backends,
                     interrupt,
                     handler,
                 };
                 if let Err(e) = event_loop.run() {
-                    error!("virtio worker {}: {e}", thread_name());
-                    event_loop.interrupt.set_needs_reset();
+                    // A stopped worker's failure is nobody's business.
+                    publish(|| {
+                        FAILED.error(format_args!("virtio worker {}: {e}", thread_name()));
+                        event_loop.interrupt.set_needs_reset();
+                    });
                 }
             })?;
         Ok(Self {
             kill,
             pause,
-            gate,
+            control,
             thread: Some(thread),
         })
     }
@@ -164,6 +264,11 @@ impl Worker {
     /// thread, and an error sets NEEDS_RESET as the thread would; later
     /// kicks are not served. Deterministic, so a fuzz target can drive a
     /// device through the transport alone.
+    ///
+    /// The worker it returns has already ended: it pauses at once, a stop
+    /// has nothing to wait for, and once a reset retires it
+    /// ([`super::device::RetiredWorker`]) the device can be activated again
+    /// without waiting.
     fn serve_inline<H: WorkerHandler>(
         queues: usize,
         interrupt: &Interrupt,
@@ -173,65 +278,93 @@ impl Worker {
             debug!("virtio worker (inline): {e}");
             interrupt.set_needs_reset();
         }
+        let control = Arc::new(Control::default());
+        control.lock().finished = true;
         Ok(Self {
             kill: EventFd::new(EFD_NONBLOCK)?,
             pause: EventFd::new(EFD_NONBLOCK)?,
-            gate: Arc::default(),
+            control,
             thread: None,
         })
     }
 
-    /// Parks the thread between events. Returns once it has stopped
+    /// Parks the thread between requests. Returns once it has stopped
     /// touching guest memory, or false if it did not within
-    /// [`PAUSE_TIMEOUT`] (it then parks as soon as its current event is
-    /// done) or had already ended.
+    /// [`PAUSE_TIMEOUT`] (it then parks as soon as its current request is
+    /// done). A thread that has ended counts as parked.
     pub fn pause(&self) -> bool {
-        let Some(thread) = &self.thread else {
-            return true;
-        };
-        let mut state = self.gate.lock();
-        state.requested = true;
+        {
+            let mut state = self.control.lock();
+            state.requested = true;
+            self.control.pausing.store(true, Ordering::Release);
+        }
         // A full counter still wakes the loop, so a write error is moot.
         let _ = self.pause.write(1);
-        let deadline = std::time::Instant::now() + PAUSE_TIMEOUT;
-        while !state.parked {
-            if thread.is_finished() {
-                // Ended (device failure): nothing left to touch memory.
-                return true;
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            // Short waits, so a thread that ends instead of parking is seen.
-            let wait = left.min(Duration::from_millis(50));
-            state = self
-                .gate
-                .changed
-                .wait_timeout(state, wait)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
+        self.control
+            .wait_for(PAUSE_TIMEOUT, |state| state.parked || state.finished)
     }
 
     /// Lets a paused thread go on serving events.
     pub fn resume(&self) {
-        let mut state = self.gate.lock();
+        let mut state = self.control.lock();
         state.requested = false;
-        self.gate.changed.notify_all();
+        self.control.pausing.store(false, Ordering::Release);
+        self.control.changed.notify_all();
     }
 
-    /// Stops the thread and waits for it. Returns false if it had panicked.
-    pub fn stop(&mut self) -> bool {
-        let Some(thread) = self.thread.take() else {
-            return true;
-        };
+    /// Tells the thread to stop, without waiting for it to end: it finishes
+    /// at most the request in hand, and from the moment this returns it
+    /// publishes nothing more (no used-ring update, no interrupt).
+    pub fn request_stop(&self) {
+        {
+            let _publishing = self
+                .control
+                .publishing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.control.stopping.store(true, Ordering::Release);
+        }
         // A full counter still wakes the loop, so a write error is moot.
         let _ = self.kill.write(1);
-        // A paused thread must wake up to see the kill.
+        // A paused thread must wake up to see the stop.
         self.resume();
-        thread.join().is_ok()
+    }
+
+    /// Waits up to `timeout` for the thread to end, and joins it if it
+    /// did: `Some(false)` if it had panicked, `None` if it still runs.
+    pub fn wait_ended(&mut self, timeout: Duration) -> Option<bool> {
+        let Some(thread) = self.thread.take() else {
+            // Joined already, or never a thread (feature `fuzzing`): ended
+            // unless a stop gave up on it and left it running.
+            return self.control.lock().finished.then_some(true);
+        };
+        if !self.control.wait_for(timeout, |state| state.finished) {
+            self.thread = Some(thread);
+            return None;
+        }
+        Some(thread.join().is_ok())
+    }
+
+    /// Stops the thread and waits up to [`STOP_WAIT`] for it. Returns true
+    /// if it ended without panicking.
+    pub fn stop(&mut self) -> bool {
+        if self.thread.is_none() {
+            return true;
+        }
+        self.request_stop();
+        match self.wait_ended(STOP_WAIT) {
+            Some(clean) => clean,
+            None => {
+                warn!(
+                    "virtio worker still busy {} ms after a stop: left to end on its own",
+                    STOP_WAIT.as_millis()
+                );
+                // Dropping the handle detaches the thread; it holds its own
+                // references to guest memory and ends after its request.
+                self.thread = None;
+                false
+            }
+        }
     }
 }
 
@@ -248,20 +381,25 @@ fn thread_name() -> String {
 struct EventLoop<H> {
     epoll: Epoll,
     pause: EventFd,
-    gate: Arc<PauseGate>,
+    control: Arc<Control>,
     kicks: Vec<EventFd>,
+    backends: usize,
     interrupt: Arc<Interrupt>,
     handler: H,
 }
 
 impl<H: WorkerHandler> EventLoop<H> {
-    /// Runs until killed (Ok) or until the device breaks (Err).
+    fn stopping(&self) -> bool {
+        self.control.stopping.load(Ordering::Acquire)
+    }
+
+    /// Runs until stopped (Ok) or until the device breaks (Err).
     fn run(&mut self) -> Result<(), WorkerError> {
         for index in 0..self.kicks.len() {
             self.handler.queue_event(index)?;
         }
         let mut events = vec![EpollEvent::default(); 8 + self.kicks.len()];
-        loop {
+        while !self.stopping() {
             let ready = match self.epoll.wait(-1, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -269,14 +407,16 @@ impl<H: WorkerHandler> EventLoop<H> {
             };
             for event in &events[..ready] {
                 let token = event.data();
-                if token == KILL_TOKEN {
-                    debug!("virtio worker {} stopping", thread_name());
-                    return Ok(());
+                if token == KILL_TOKEN || self.stopping() {
+                    break;
                 }
                 if token == PAUSE_TOKEN {
                     // WouldBlock: a pause already served by an earlier wake.
                     let _ = self.pause.read();
-                    self.gate.park();
+                    self.control.park();
+                    if !self.stopping() {
+                        self.serve_everything()?;
+                    }
                     // Events of this batch may be stale after a long pause:
                     // poll again rather than serve them.
                     break;
@@ -295,89 +435,23 @@ impl<H: WorkerHandler> EventLoop<H> {
                 }
             }
         }
+        debug!("virtio worker {} stopping", thread_name());
+        Ok(())
+    }
+
+    /// After a pause: handlers may have yielded with work left, and an
+    /// edge-triggered backend will not say so again.
+    fn serve_everything(&mut self) -> Result<(), WorkerError> {
+        for index in 0..self.kicks.len() {
+            self.handler.queue_event(index)?;
+        }
+        for index in 0..self.backends {
+            self.handler.backend_event(index, EventSet::IN)?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::mpsc::{channel, Sender};
-    use std::time::Duration;
-
-    use super::*;
-    use crate::IrqTrigger;
-
-    /// Reports each queue event; fails on queue 1.
-    struct Probe(Sender<usize>);
-
-    impl WorkerHandler for Probe {
-        fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
-            let _ = self.0.send(index);
-            if index == 1 {
-                let e = io::Error::other("queue 1 is broken");
-                return Err(WorkerError::Backend(e));
-            }
-            Ok(())
-        }
-    }
-
-    fn spawn(
-        queues: usize,
-    ) -> (
-        Worker,
-        Vec<EventFd>,
-        Arc<Interrupt>,
-        std::sync::mpsc::Receiver<usize>,
-    ) {
-        let kicks: Vec<EventFd> = (0..queues)
-            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
-            .collect();
-        let clones = kicks.iter().map(|k| k.try_clone().unwrap()).collect();
-        let interrupt = Arc::new(Interrupt::new(IrqTrigger::new().unwrap()));
-        let (tx, rx) = channel();
-        let worker = Worker::spawn("test-worker", clones, interrupt.clone(), Probe(tx)).unwrap();
-        (worker, kicks, interrupt, rx)
-    }
-
-    #[test]
-    fn kicks_reach_the_handler_and_stop_joins() {
-        let (mut worker, kicks, interrupt, events) = spawn(1);
-        let wait = Duration::from_secs(5);
-        assert_eq!(events.recv_timeout(wait), Ok(0), "initial pass");
-        kicks[0].write(3).unwrap();
-        assert_eq!(events.recv_timeout(wait), Ok(0));
-        assert!(worker.stop());
-        assert_eq!(interrupt.stats().snapshot().queue_kicks, 3);
-        assert!(!interrupt.needs_reset());
-    }
-
-    #[test]
-    fn a_paused_worker_serves_no_kick_until_resumed() {
-        let (mut worker, kicks, interrupt, events) = spawn(1);
-        let wait = Duration::from_secs(5);
-        assert_eq!(events.recv_timeout(wait), Ok(0), "initial pass");
-        assert!(worker.pause());
-        kicks[0].write(1).unwrap();
-        assert!(
-            events.recv_timeout(Duration::from_millis(200)).is_err(),
-            "a paused worker served a kick"
-        );
-        worker.resume();
-        assert_eq!(events.recv_timeout(wait), Ok(0), "the kick waited");
-        assert_eq!(interrupt.stats().snapshot().queue_kicks, 1);
-        // Pausing twice and stopping while paused both end cleanly.
-        assert!(worker.pause());
-        assert!(worker.pause());
-        assert!(worker.stop());
-    }
-
-    #[test]
-    fn a_handler_error_sets_needs_reset() {
-        let (mut worker, _kicks, interrupt, events) = spawn(2);
-        let wait = Duration::from_secs(5);
-        assert_eq!(events.recv_timeout(wait), Ok(0));
-        assert_eq!(events.recv_timeout(wait), Ok(1));
-        assert!(worker.stop(), "the thread ended without panicking");
-        assert!(interrupt.needs_reset());
-        assert_ne!(interrupt.status() & crate::virtio::INT_CONFIG_CHANGE, 0);
-    }
-}
+#[path = "worker_tests.rs"]
+mod tests;

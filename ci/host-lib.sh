@@ -1,0 +1,149 @@
+#!/bin/sh
+# shellcheck shell=dash disable=SC2034 # variables set here are the callers'
+#! Helpers for the host scripts (ci/virtio-host.sh, ci/api-host.sh) that
+#! busybox sh runs inside an emulated KVM host; sourced, never run. The rows
+#! put this file beside the host script (emulated-host.sh --add
+#! ci/host-lib.sh:/host-lib.sh). Callers set HOST_LOG_PREFIX and TANDEM.
+#! The guest's net check (ci/guest-checks.d/40-net.sh) has its host end
+#! here: net_files, net_tap_up, net_fetch_up.
+
+HOST_IP=10.77.0.1
+GUEST_IP=10.77.0.2
+GUEST_MAC=52:54:00:77:00:02
+TANDEM_PID="" TAIL_PID="" HTTPD_PID=""
+
+# Notes wait in a file while tandem's output is being copied to the
+# console: written in between, they would split the guest's lines.
+note() {
+    local uptime
+    read -r uptime _ </proc/uptime
+    echo "${HOST_LOG_PREFIX:-host}: [$uptime] $*" >>/tmp/notes
+}
+check_result() { echo "CHECK $1 $2 $3"; }
+# A check's line decided while tandem's output is being copied to the
+# console: kept, like the notes, and printed by finish_tandem.
+check_later() { echo "CHECK $1 $2 $3" >>/tmp/checks.later; }
+sha_file() { sha256sum "$1" | cut -c1-64; }
+# sha256 of COUNT MiB of FILE from SKIP MiB on.
+sha_range() { dd if="$1" bs=1M skip="$2" count="$3" 2>/dev/null | sha256sum | cut -c1-64; }
+# The last 64-hex-digit sum after MARKER in FILE.
+marker_sum() { sed -n "s/.*$1 \([0-9a-f]\{64\}\).*/\1/p" "$2" | tail -n 1; }
+# The host's uptime in whole seconds.
+uptime_s() {
+    local uptime
+    read -r uptime _ </proc/uptime
+    echo "${uptime%.*}"
+}
+
+# Loads tun unless /dev/net/tun exists (a module in Debian's kernels;
+# emulated-host.sh puts it in /lib/modules/extra).
+load_tun() {
+    [ -c /dev/net/tun ] || insmod /lib/modules/extra/tun.ko ||
+        echo "${HOST_LOG_PREFIX:-host}: no tun module: the net check will fail"
+}
+
+# Starts tandem in the background with its output (stdout and stderr) in
+# OUT, copied live to the console.
+start_tandem() {
+    local out=$1
+    shift
+    : >"$out"
+    : >/tmp/notes
+    : >/tmp/checks.later
+    note "tandem $*"
+    "$TANDEM" "$@" >"$out" 2>&1 </dev/null &
+    TANDEM_PID=$!
+    tail -n +1 -f "$out" &
+    TAIL_PID=$!
+}
+
+# Runs CMD once a second until it succeeds (0), SECONDS pass, tandem
+# ends or the host's uptime reaches DEADLINE (seconds; unset: none) (1).
+wait_until() {
+    local left=$1
+    shift
+    while ! "$@"; do
+        kill -0 "$TANDEM_PID" 2>/dev/null || return 1
+        left=$((left - 1))
+        [ "$left" -gt 0 ] || return 1
+        if [ -n "${DEADLINE:-}" ] && [ "$(uptime_s)" -ge "$DEADLINE" ]; then
+            note "giving up: the host script's deadline (uptime $DEADLINE s) has passed"
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+# Waits up to SECONDS for tandem to end (SIGKILL after that), stops the
+# copy to the console and prints the notes and the checks kept for later.
+# Sets TANDEM_EXIT.
+finish_tandem() {
+    local left=$1
+    while kill -0 "$TANDEM_PID" 2>/dev/null && [ "$left" -gt 0 ]; do
+        sleep 1
+        left=$((left - 1))
+    done
+    if kill -0 "$TANDEM_PID" 2>/dev/null; then
+        note "tandem still running after the time limit: SIGKILL"
+        kill -9 "$TANDEM_PID"
+    fi
+    wait "$TANDEM_PID"
+    TANDEM_EXIT=$?
+    sleep 2 # busybox tail -f polls once a second
+    kill "$TAIL_PID"
+    wait "$TAIL_PID" 2>/dev/null
+    note "tandem exited with $TANDEM_EXIT"
+    echo
+    cat /tmp/notes /tmp/checks.later
+}
+
+# The host end of net, part 1: /tmp/www with 8 MiB down.bin and its
+# sha256, served by httpd on port 8080 (HTTPD_PID).
+net_files() {
+    mkdir -p /tmp/www
+    dd if=/dev/urandom of=/tmp/www/down.bin bs=1M count=8 2>/dev/null
+    sha_file /tmp/www/down.bin >/tmp/www/down.sha256
+    httpd -f -p 8080 -h /tmp/www &
+    HTTPD_PID=$!
+}
+
+# Part 2: address tap0 once tandem has created it. Fails if it never does.
+net_tap_up() {
+    if ! wait_until 60 [ -d /sys/class/net/tap0 ]; then
+        note "tap0 never appeared"
+        return 1
+    fi
+    ip addr add "$HOST_IP/24" dev tap0 && ip link set tap0 up && note "tap0 up as $HOST_IP"
+}
+
+# wget of the guest's up.bin to /tmp/up.bin; tried again (5 times at most)
+# when refused at once, e.g. by a guest whose httpd is not listening yet.
+net_wget_up() {
+    local tries=0 start
+    while :; do
+        start=$(uptime_s)
+        timeout 300 wget -q -O /tmp/up.bin "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes && return 0
+        tries=$((tries + 1))
+        [ "$tries" -lt 5 ] && [ $(($(uptime_s) - start)) -lt 10 ] || return 1
+        sleep 2
+    done
+}
+
+# Part 3: once the guest's output (file OUT) says NET-UP-READY, fetch its
+# up.bin and publish the sum this side computed.
+net_fetch_up() {
+    if ! wait_until "${RUN_TIMEOUT:-300}" grep -q NET-UP-READY "$1"; then
+        note "the guest never served up.bin"
+        return
+    fi
+    note "the guest serves up.bin"
+    if net_wget_up; then
+        # Renamed into place: the guest polls for it and must not see it half written.
+        sha_file /tmp/up.bin >/tmp/up-received.sha256
+        mv /tmp/up-received.sha256 /tmp/www/
+        note "fetched up.bin from the guest, sha256 $(cat /tmp/www/up-received.sha256)"
+    else
+        note "wget of the guest's up.bin failed after $({ wc -c </tmp/up.bin; } 2>/dev/null || echo 0) bytes;" \
+             "tap0: $(grep tap0 /proc/net/dev | tr -s ' ')"
+    fi
+}
