@@ -60,6 +60,51 @@ impl AArch64 {
     }
 }
 
+/// Fuzzing hooks (fuzz/, docs/fuzzing.md), not an API: the boot payload
+/// code of [`Arch::configure_boot`] without KVM, for RAM at `RAM_BASE`
+/// and 4 KiB pages. Both back ends have them with the same signatures, so
+/// the targets go through [`crate::Host`].
+impl AArch64 {
+    /// Checks and loads the Image `kernel` and places and loads `initrd`
+    /// into `mem` as `configure_boot` does for a VM of `memory_size` bytes
+    /// (the command line goes into the FDT: unused); returns the entry
+    /// point and where the initrd went.
+    #[doc(hidden)]
+    pub fn fuzz_load_payload(
+        mem: &GuestMemoryMmap,
+        memory_size: u64,
+        kernel: &std::path::Path,
+        initrd: Option<&std::path::Path>,
+        _cmdline: &str,
+    ) -> Result<(u64, Option<(u64, u64)>)> {
+        image::check_kernel(kernel)?;
+        let loaded = image::load_kernel(mem, kernel)?;
+        let ram = Region::new(RAM_BASE, memory_size);
+        let initrd_size = initrd.map(image::initrd_size).transpose()?;
+        let placed = layout::place_boot_data(ram, loaded.end, initrd_size, 4096)?;
+        if let (Some(path), Some(region)) = (initrd, placed.initrd) {
+            image::load_initrd(mem, path, region.base, region.size)?;
+        }
+        Ok((loaded.entry, placed.initrd.map(|r| (r.base, r.size))))
+    }
+
+    /// Where an initrd of `size` bytes goes in a VM of `memory_size` bytes,
+    /// after a kernel ending at `kernel_end` (`_ceiling`: x86_64 only).
+    #[doc(hidden)]
+    pub fn fuzz_place_initrd(
+        memory_size: u64,
+        kernel_end: u64,
+        _ceiling: u64,
+        size: u64,
+    ) -> Result<u64> {
+        let ram = Region::new(RAM_BASE, memory_size);
+        layout::place_boot_data(ram, kernel_end, Some(size), 4096)?
+            .initrd
+            .map(|region| region.base)
+            .ok_or_else(|| Error::Config("no initrd placed".into()))
+    }
+}
+
 impl Arch for AArch64 {
     const NAME: &'static str = "aarch64";
     const HAS_GIC_CHOICE: bool = true;

@@ -107,6 +107,46 @@ fn check_address_width(supported: &[kvm_cpuid_entry2], layout: &MemoryLayout) ->
     Ok(())
 }
 
+/// Fuzzing hooks (fuzz/, docs/fuzzing.md), not an API: the boot payload
+/// code of [`Arch::configure_boot`] without KVM. Both back ends have them
+/// with the same signatures, so the targets go through [`crate::Host`].
+impl X86_64 {
+    /// Loads `kernel`, `initrd` and `cmdline` into `mem` as
+    /// `configure_boot` does for a VM of `memory_size` bytes; returns the
+    /// entry point and where the initrd went.
+    #[doc(hidden)]
+    pub fn fuzz_load_payload(
+        mem: &GuestMemoryMmap,
+        memory_size: u64,
+        kernel: &std::path::Path,
+        initrd: Option<&std::path::Path>,
+        cmdline: &str,
+    ) -> Result<(u64, Option<(u64, u64)>)> {
+        let loaded = loader::load_kernel(mem, kernel)?;
+        let initrd = match initrd {
+            Some(path) => {
+                loader::load_initrd(mem, path, &loaded, layout::low_ram_end(memory_size))?
+            }
+            None => None,
+        };
+        loader::write_cmdline(mem, cmdline, loaded.cmdline_max)?;
+        Ok((loaded.entry, initrd))
+    }
+
+    /// Where an initrd of `size` bytes goes in a VM of `memory_size` bytes,
+    /// after a kernel ending at `kernel_end` that reaches up to `ceiling`.
+    #[doc(hidden)]
+    pub fn fuzz_place_initrd(
+        memory_size: u64,
+        kernel_end: u64,
+        ceiling: u64,
+        size: u64,
+    ) -> Result<u64> {
+        let ceiling = ceiling.min(layout::low_ram_end(memory_size));
+        loader::place_initrd(size, kernel_end, ceiling)
+    }
+}
+
 impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
     const HAS_GIC_CHOICE: bool = false;

@@ -224,6 +224,26 @@ impl VirtioDevice for Net {
     }
 }
 
+/// Fuzzing hook (feature `fuzzing`), not an API: the device's queue
+/// handler over a TAP stand-in (`tap`: one end of a datagram socket pair),
+/// serving `queues` (receive, transmit) in `mem` on the caller's thread.
+/// [`Net::activate`] cannot be used there: TUNSETOFFLOAD needs a real TAP.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_handler(
+    tap: std::fs::File,
+    mem: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    interrupt: Arc<Interrupt>,
+    mergeable: bool,
+) -> impl WorkerHandler {
+    let tap = Arc::new(Tap::from_file(tap, "fuzz0"));
+    NetHandler {
+        mergeable,
+        ..NetHandler::new(tap, mem, queues, interrupt)
+    }
+}
+
 struct NetHandler {
     tap: Arc<Tap>,
     mem: GuestMemoryMmap,

@@ -64,6 +64,7 @@ pub fn drain_queue(
     mut serve: impl FnMut(&Chain) -> u32,
 ) -> Result<(), virtio_queue::Error> {
     let mut used_any = false;
+    let mut more_promised = false;
     loop {
         // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY; with it,
         // avail_event stays where it was, so the driver does not kick for
@@ -71,6 +72,7 @@ pub fn drain_queue(
         if guarded(|| queue.disable_notification(mem))?.is_none() {
             return Ok(());
         }
+        let mut popped = false;
         let yielded = loop {
             if should_yield() {
                 break true;
@@ -83,12 +85,19 @@ pub fn drain_queue(
                 return Ok(());
             }
             used_any = true;
+            popped = true;
         };
+        // The last pass promised more and there was none: a broken ring
+        // (our own writes move the available index). Stop, not spin.
+        if more_promised && !popped {
+            break;
+        }
         // Re-arms kicks (avail_event = next_avail); true if the driver
         // added more in the meantime.
         if yielded || !guarded(|| queue.enable_notification(mem))?.unwrap_or(false) {
             break;
         }
+        more_promised = true;
     }
     if used_any {
         guarded(|| interrupt.notify_queue(queue, mem))?;
@@ -233,6 +242,37 @@ mod tests {
         mem.write_obj(40u16, GuestAddress(0x1002)).unwrap();
         let interrupt = Interrupt::new(IrqTrigger::new().unwrap());
         assert!(drain_queue(&mut queue, &mem, &interrupt, |_| 0).is_err());
+    }
+
+    /// Found by fuzz/ (virtio_chain): a used ring placed right after the
+    /// available ring's flags, so the used flags the device writes are the
+    /// available index. Each disable/enable of notifications then moves
+    /// the index back and forth and `enable_notification` keeps reporting
+    /// buffers `pop_chain` never finds: the worker spun, burning a host
+    /// CPU until a pause or stop made it yield (and forever off a worker
+    /// thread, as here).
+    #[test]
+    fn overlapping_rings_cannot_keep_the_device_busy_forever() {
+        let mem = test_memory();
+        let mut queue = Queue::new(16).unwrap();
+        queue.set_size(16);
+        queue.set_desc_table_address(Some(0), Some(0));
+        queue.set_avail_ring_address(Some(0x1002), Some(0));
+        queue.set_used_ring_address(Some(0x1004), Some(0)); // flags = avail idx
+        queue.set_ready(true);
+        mem.write_obj(0x8000u64, GuestAddress(0)).unwrap();
+        mem.write_obj(0x10u32, GuestAddress(8)).unwrap();
+        let interrupt = Interrupt::new(IrqTrigger::new().unwrap());
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = drain_queue(&mut queue, &mem, &interrupt, |_| 0);
+            let _ = done.send(result.is_ok());
+        });
+        let wait = std::time::Duration::from_secs(5);
+        assert!(
+            finished.recv_timeout(wait).is_ok(),
+            "drain_queue never returned"
+        );
     }
 
     #[test]

@@ -65,8 +65,9 @@ impl Tap {
         Ok(tap)
     }
 
-    /// A TAP stand-in over any datagram fd (tests use a socket pair).
-    #[cfg(test)]
+    /// A TAP stand-in over any datagram fd (tests and fuzz targets use a
+    /// socket pair).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn from_file(file: File, name: &str) -> Self {
         Self {
             file,

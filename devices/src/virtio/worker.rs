@@ -206,6 +206,9 @@ impl Worker {
         interrupt: Arc<Interrupt>,
         handler: H,
     ) -> io::Result<Self> {
+        if cfg!(feature = "fuzzing") {
+            return Self::serve_inline(kicks.len(), &interrupt, handler);
+        }
         let kill = EventFd::new(EFD_NONBLOCK)?;
         let pause = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
@@ -257,6 +260,35 @@ impl Worker {
         })
     }
 
+    /// Fuzzing builds (feature `fuzzing`) only: no thread. The handler's
+    /// start-up pass (every queue once, in order) runs on the caller's
+    /// thread, and an error sets NEEDS_RESET as the thread would; later
+    /// kicks are not served. Deterministic, so a fuzz target can drive a
+    /// device through the transport alone.
+    ///
+    /// The worker it returns has already ended: it pauses at once, a stop
+    /// has nothing to wait for, and once a reset retires it
+    /// ([`super::device::RetiredWorker`]) the device can be activated again
+    /// without waiting.
+    fn serve_inline<H: WorkerHandler>(
+        queues: usize,
+        interrupt: &Interrupt,
+        mut handler: H,
+    ) -> io::Result<Self> {
+        if let Err(e) = (0..queues).try_for_each(|index| handler.queue_event(index)) {
+            debug!("virtio worker (inline): {e}");
+            interrupt.set_needs_reset();
+        }
+        let control = Arc::new(Control::default());
+        control.lock().finished = true;
+        Ok(Self {
+            kill: EventFd::new(EFD_NONBLOCK)?,
+            pause: EventFd::new(EFD_NONBLOCK)?,
+            control,
+            thread: None,
+        })
+    }
+
     /// Parks the thread between requests. Returns once it has stopped
     /// touching guest memory, or false if it did not within
     /// [`PAUSE_TIMEOUT`] (it then parks as soon as its current request is
@@ -302,7 +334,11 @@ impl Worker {
     /// Waits up to `timeout` for the thread to end, and joins it if it
     /// did: `Some(false)` if it had panicked, `None` if it still runs.
     pub fn wait_ended(&mut self, timeout: Duration) -> Option<bool> {
-        let thread = self.thread.take()?;
+        let Some(thread) = self.thread.take() else {
+            // Joined already, or never a thread (feature `fuzzing`): ended
+            // unless a stop gave up on it and left it running.
+            return self.control.lock().finished.then_some(true);
+        };
         if !self.control.wait_for(timeout, |state| state.finished) {
             self.thread = Some(thread);
             return None;

@@ -178,3 +178,27 @@ fn dropping_a_stuck_worker_gives_up_in_bounded_time() {
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1500), "drop took {took:?}");
 }
+
+/// The thread-less worker of fuzzing builds (feature `fuzzing`): its one
+/// pass serves every queue, a failure sets NEEDS_RESET, and as a worker
+/// that has already ended it pauses, stops and retires without waiting.
+#[test]
+fn an_inline_worker_serves_once_and_has_already_ended() {
+    let interrupt = Interrupt::new(IrqTrigger::new().unwrap());
+    let (tx, events) = channel();
+    let mut worker = Worker::serve_inline(2, &interrupt, Probe(tx)).unwrap();
+    assert_eq!(events.try_iter().collect::<Vec<_>>(), vec![0, 1]);
+    assert!(interrupt.needs_reset(), "queue 1 failed");
+    assert!(worker.pause(), "an ended worker counts as parked");
+    worker.resume();
+    worker.request_stop();
+    assert_eq!(worker.wait_ended(Duration::ZERO), Some(true));
+    let mut retired = crate::virtio::device::RetiredWorker::default();
+    retired.retire(worker);
+    assert!(retired.pause());
+    retired.resume();
+    assert!(retired.wait_ended(Duration::ZERO));
+    let (tx, _events) = channel();
+    let mut worker = Worker::serve_inline(1, &interrupt, Probe(tx)).unwrap();
+    assert!(worker.stop());
+}
