@@ -3,7 +3,8 @@
 #! both targets, unit tests (aarch64 ones under qemu-user), the direct KVM
 #! payload tests on this host's /dev/kvm, the static binaries, the API
 #! driven by a third-party Firecracker client from PyPI and fuzzed by
-#! schemathesis against tandem's and Firecracker's API descriptions, and the
+#! schemathesis against tandem's and Firecracker's API descriptions, a short
+#! run of every fuzz target, and the
 #! end-to-end boots (directly on hardware KVM, else in emulated KVM hosts).
 #! Usage: ci/test.sh [--quick]   (--quick: everything but the end-to-end boots)
 set -euo pipefail
@@ -34,6 +35,9 @@ step "API: a Firecracker client from PyPI drives tandem"
 bash ci/api-client-flow.sh --vmm tandem
 step "API: schemathesis against tandem's and Firecracker's descriptions"
 bash ci/api-schemathesis.sh --vmm tandem --max-examples 50
+
+step "fuzz smoke: every cargo-fuzz target for 10 s from its committed seeds"
+bash ci/fuzz.sh --seconds 10
 
 if [ "${1:-}" = --quick ]; then
     exit 0
