@@ -184,6 +184,8 @@ def main():
             tail = bytes(out[-1500:]).decode(errors="replace").splitlines()[-10:]
             for line in tail:
                 say(f"  vmm stdout: {line}")
+            for line in bytes(err[-3000:]).decode(errors="replace").splitlines()[-15:]:
+                say(f"  vmm stderr: {line}")
         return 1
     finally:
         if api is not None:

@@ -439,3 +439,32 @@ fn tandem_api_sends_one_request_and_says_how_it_went() {
     assert!(String::from_utf8_lossy(&refused.stdout).contains("fault_message"));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("HTTP 400"));
 }
+
+#[test]
+fn many_clients_at_once_are_all_served_under_the_seccomp_filters() {
+    let vmm = Vmm::spawn(&[]);
+    // Each connection has a thread of its own; with this many alive at
+    // once glibc's malloc wants more arenas than it starts with.
+    let mut clients: Vec<UnixStream> = (0..24)
+        .map(|_| UnixStream::connect(&vmm.socket).unwrap())
+        .collect();
+    for client in &mut clients {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+    }
+    for client in &mut clients {
+        let mut answer = [0u8; 512];
+        let n = client.read(&mut answer).unwrap();
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &answer[..n]
+        );
+    }
+    drop(clients);
+    assert_eq!(vmm.state(), "Not started");
+    let (code, stderr) = vmm.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+    assert!(!stderr.contains("seccomp"), "{stderr}");
+}

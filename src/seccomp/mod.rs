@@ -93,6 +93,7 @@ thread_local! {
 /// installs the SIGSYS handler and has device threads install theirs. Call
 /// once, on the main thread, before any VM is built.
 pub fn enable() -> Result<()> {
+    cap_malloc_arenas();
     let mut compiled = Vec::new();
     for kind in ThreadKind::ALL {
         compiled.push(
@@ -107,6 +108,22 @@ pub fn enable() -> Result<()> {
     let _ = FILTERS.set(compiled);
     devices::set_thread_start_hook(|name| enter(ThreadKind::Worker, name));
     Ok(())
+}
+
+/// glibc's malloc gives a thread that first allocates a new arena, and
+/// past 8 arenas it sizes the limit by reading
+/// /sys/devices/system/cpu/online — an `openat` no filtered thread may make
+/// (seen as an API connection thread dying under a client that opens many
+/// connections). A fixed limit makes malloc reuse arenas instead of asking.
+fn cap_malloc_arenas() {
+    const MALLOC_ARENAS: libc::c_int = 8;
+    // SAFETY: mallopt only changes malloc's tuning; it is called once,
+    // before the threads that allocate concurrently exist.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) } != 1 {
+        log::warn!(
+            "cannot limit malloc's arenas: a thread may die on its first allocation under seccomp"
+        );
+    }
 }
 
 /// Says, once, that filters are off (`--no-seccomp`).
