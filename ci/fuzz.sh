@@ -12,6 +12,8 @@
 #!   --runs N      run each target for N executions instead
 #!   --smoke       CI mode: 20 s per target (all 12: about 4 minutes plus
 #!                 the build)
+#!   --seed N      libFuzzer's seed (default: a random one); a fixed seed
+#!                 makes a run repeat the same inputs (CI uses 1)
 #!   --build-only  build the targets, run none
 #!   TARGET...     default: every target (`cargo fuzz list`)
 #!
@@ -28,11 +30,12 @@ ROOT=$PWD
 usage() { sed -n 's/^#!\( \|$\)//p' "$0" | sed -n '2,$p'; }
 die() { echo "fuzz: error: $*" >&2; exit 2; }
 
-seconds=60 runs="" build_only=false targets=()
+seconds=60 runs="" seed="" build_only=false targets=()
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) seconds=${2:?}; runs=""; shift 2 ;;
         --runs) runs=${2:?}; shift 2 ;;
+        --seed) seed=${2:?}; shift 2 ;;
         --smoke) seconds=20; runs=""; shift ;;
         --build-only) build_only=true; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -72,8 +75,9 @@ for target in "${targets[@]}"; do
     limit=(-max_total_time="$seconds")
     [ -z "$runs" ] || limit=(-runs="$runs")
     extra=()
+    [ -z "$seed" ] || extra+=(-seed="$seed")
     # Kernel images need room: up to 64 KiB (the seeds are a few KiB).
-    [ "$target" != kernel_loader ] || extra=(-max_len=65536)
+    [ "$target" != kernel_loader ] || extra+=(-max_len=65536)
     log="$work/$target.log"
     found_before=$(find "$artifacts" -type f ! -name '*.log' | wc -l)
     status=0

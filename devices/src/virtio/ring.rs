@@ -14,7 +14,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::chain::MAX_CHAIN_DESCRIPTORS;
-use super::worker::{publish, should_yield};
+use super::worker::{come_back_later, publish, should_yield};
 use super::{Chain, Interrupt};
 
 const AVAIL_RING_HEADER: u64 = 4;
@@ -65,6 +65,12 @@ pub fn drain_queue(
 ) -> Result<(), virtio_queue::Error> {
     let mut used_any = false;
     let mut more_promised = false;
+    // A driver has at most the queue size in flight; serving twice that in
+    // one call means it refills as fast as we serve, or our own writes make
+    // more (a ring laid over another, or over a buffer): come back after
+    // the worker's other events instead of spinning here.
+    let budget = usize::from(queue.size()).max(1) * 2;
+    let mut served = 0;
     loop {
         // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY; with it,
         // avail_event stays where it was, so the driver does not kick for
@@ -77,6 +83,10 @@ pub fn drain_queue(
             if should_yield() {
                 break true;
             }
+            if served == budget {
+                come_back_later();
+                break true;
+            }
             let Some(chain) = pop_chain(queue, mem)? else {
                 break false;
             };
@@ -86,6 +96,7 @@ pub fn drain_queue(
             }
             used_any = true;
             popped = true;
+            served += 1;
         };
         // The last pass promised more and there was none: a broken ring
         // (our own writes move the available index). Stop, not spin.
@@ -273,6 +284,34 @@ mod tests {
             finished.recv_timeout(wait).is_ok(),
             "drain_queue never returned"
         );
+    }
+
+    #[test]
+    fn rings_that_refill_themselves_cannot_keep_the_device_busy_forever() {
+        let mem = test_memory();
+        let mut ring = TestRing::new(&mem, 0, 16);
+        let mut queue = ring.queue(false);
+        ring.add_chain(&[(0x8000, 0x10, true)]);
+        let avail_idx = GuestAddress(0x1000 + 2); // TestRing: avail ring at base + 0x1000
+        let interrupt = Interrupt::new(IrqTrigger::new().unwrap());
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut served = 0;
+            // What a device does whose buffer lies over the available
+            // ring: every request it serves makes one more available.
+            let result = drain_queue(&mut queue, &mem, &interrupt, |_| {
+                served += 1;
+                let idx: u16 = mem.read_obj(avail_idx).unwrap();
+                mem.write_obj(idx.wrapping_add(1), avail_idx).unwrap();
+                0
+            });
+            let _ = done.send((result.is_ok(), served));
+        });
+        let wait = std::time::Duration::from_secs(5);
+        let (_, served) = finished
+            .recv_timeout(wait)
+            .expect("drain_queue never returned");
+        assert!(served <= 32, "served {served} chains in one call");
     }
 
     #[test]

@@ -158,6 +158,24 @@ thread_local! {
     static CONTROL: RefCell<Option<Arc<Control>>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// Set by a handler that stopped early with work left on its queue.
+    static COME_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Asks the worker running on this thread to serve the queue whose event
+/// is being handled again, after the other events that are ready: for a
+/// handler that stops at a fairness budget with work left. Does nothing
+/// off a worker thread.
+pub fn come_back_later() {
+    COME_BACK.set(true);
+}
+
+/// Whether the handler that just ran asked to be called again.
+fn wants_to_come_back() -> bool {
+    COME_BACK.replace(false)
+}
+
 fn current_control() -> Option<Arc<Control>> {
     CONTROL.with_borrow(Clone::clone)
 }
@@ -275,7 +293,10 @@ impl Worker {
         interrupt: &Interrupt,
         mut handler: H,
     ) -> io::Result<Self> {
-        if let Err(e) = (0..queues).try_for_each(|index| handler.queue_event(index)) {
+        let served = (0..queues).try_for_each(|index| handler.queue_event(index));
+        // Inline there is no later: a budget stop just ends the pass.
+        wants_to_come_back();
+        if let Err(e) = served {
             debug!("virtio worker (inline): {e}");
             interrupt.set_needs_reset();
         }
@@ -397,7 +418,7 @@ impl<H: WorkerHandler> EventLoop<H> {
     /// Runs until stopped (Ok) or until the device breaks (Err).
     fn run(&mut self) -> Result<(), WorkerError> {
         for index in 0..self.kicks.len() {
-            self.handler.queue_event(index)?;
+            self.serve_queue(index)?;
         }
         let mut events = vec![EpollEvent::default(); 8 + self.kicks.len()];
         while !self.stopping() {
@@ -429,7 +450,7 @@ impl<H: WorkerHandler> EventLoop<H> {
                         let stats = self.interrupt.stats();
                         stats.queue_kicks.fetch_add(count, Ordering::Relaxed);
                     }
-                    self.handler.queue_event(index)?;
+                    self.serve_queue(index)?;
                 } else {
                     let backend = index - self.kicks.len();
                     self.handler.backend_event(backend, event.event_set())?;
@@ -440,11 +461,23 @@ impl<H: WorkerHandler> EventLoop<H> {
         Ok(())
     }
 
+    /// Serves queue `index`; a handler that stopped at its budget gets a
+    /// kick of its own, served after the events already waiting. (It is
+    /// counted as a kick in the statistics.)
+    fn serve_queue(&mut self, index: usize) -> Result<(), WorkerError> {
+        self.handler.queue_event(index)?;
+        if wants_to_come_back() {
+            // A full counter still wakes the loop, so a write error is moot.
+            let _ = self.kicks[index].write(1);
+        }
+        Ok(())
+    }
+
     /// After a pause: handlers may have yielded with work left, and an
     /// edge-triggered backend will not say so again.
     fn serve_everything(&mut self) -> Result<(), WorkerError> {
         for index in 0..self.kicks.len() {
-            self.handler.queue_event(index)?;
+            self.serve_queue(index)?;
         }
         for index in 0..self.backends {
             self.handler.backend_event(index, EventSet::IN)?;
