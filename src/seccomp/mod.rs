@@ -8,7 +8,9 @@
 //!
 //! A forbidden call traps: the SIGSYS handler here writes one line naming
 //! the thread and the call to stderr, with async-signal-safe calls only,
-//! and ends the process with exit status 1 — never a silent hang.
+//! and ends the process with exit status 1 — never a silent hang. The
+//! one exception: the few calls library code on a device thread may make
+//! on its own fail with EPERM instead (`filters::REFUSED_ON_DEVICE_THREADS`).
 //!
 //! Filters are off unless [`enable`] ran (the `tandem` binary calls it
 //! unless `--no-seccomp` is given); library users and tests that build VMs
@@ -59,16 +61,31 @@ impl ThreadKind {
         }
     }
 
-    /// Compiles this kind's filter to BPF for the build architecture.
-    pub fn compile(self) -> Result<BpfProgram> {
+    /// Compiles this kind's filters to BPF for the build architecture, in
+    /// the order they are installed: on device threads first a filter
+    /// answering [`filters::REFUSED_ON_DEVICE_THREADS`] with EPERM, then
+    /// the allow list (anything else traps; it forbids installing more).
+    /// The kernel runs every filter and takes the strictest answer.
+    pub fn compile(self) -> Result<Vec<BpfProgram>> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)?;
-        let filter = SeccompFilter::new(
+        let mut programs = Vec::new();
+        if matches!(self, ThreadKind::Vcpu | ThreadKind::Worker) {
+            let refused = filters::REFUSED_ON_DEVICE_THREADS
+                .iter()
+                .map(|&call| (call, Vec::new()))
+                .collect();
+            let errno = SeccompAction::Errno(libc::EPERM as u32);
+            let refusals = SeccompFilter::new(refused, SeccompAction::Allow, errno, arch)?;
+            programs.push(BpfProgram::try_from(refusals)?);
+        }
+        let allow_list = SeccompFilter::new(
             self.rules().into_seccompiler()?,
             SeccompAction::Trap,
             SeccompAction::Allow,
             arch,
         )?;
-        Ok(BpfProgram::try_from(filter)?)
+        programs.push(BpfProgram::try_from(allow_list)?);
+        Ok(programs)
     }
 
     fn index(self) -> usize {
@@ -77,7 +94,7 @@ impl ThreadKind {
 }
 
 /// The compiled filters, once [`enable`] ran.
-static FILTERS: OnceLock<Vec<BpfProgram>> = OnceLock::new();
+static FILTERS: OnceLock<Vec<Vec<BpfProgram>>> = OnceLock::new();
 /// Names of the system calls, for the SIGSYS handler (set before it is
 /// installed, read-only after).
 static NAMES: OnceLock<Vec<(i64, &'static str)>> = OnceLock::new();
@@ -170,7 +187,9 @@ pub fn try_enter(kind: ThreadKind, name: &str) -> seccompiler::Result<()> {
     let len = bytes.len().min(15);
     stored[..len].copy_from_slice(&bytes[..len]);
     THREAD_NAME.with(|cell| cell.set(stored));
-    seccompiler::apply_filter(&filters[kind.index()])
+    filters[kind.index()]
+        .iter()
+        .try_for_each(|program| seccompiler::apply_filter(program))
 }
 
 fn install_sigsys_handler() -> std::io::Result<()> {

@@ -8,10 +8,11 @@ use super::*;
 #[test]
 fn every_filter_compiles_to_bpf_on_the_build_arch() {
     for kind in ThreadKind::ALL {
-        let program = kind.compile().unwrap();
-        assert!(!program.is_empty(), "{kind:?}");
-        // The kernel's limit is 4096 instructions per filter.
-        assert!(program.len() < 4096, "{kind:?}: {}", program.len());
+        for program in kind.compile().unwrap() {
+            assert!(!program.is_empty(), "{kind:?}");
+            // The kernel's limit is 4096 instructions per filter.
+            assert!(program.len() < 4096, "{kind:?}: {}", program.len());
+        }
     }
 }
 
@@ -83,19 +84,14 @@ fn the_violation_line_is_formatted_without_allocating() {
     assert_eq!(syscall_name(100_000), None);
 }
 
-/// Set in the child [`a_forbidden_call_ends_the_process_with_one_line`]
-/// starts.
+/// Set, to the scenario's name, in the children the tests below start.
 const CHILD: &str = "TANDEM_SECCOMP_TEST_CHILD";
 
-/// Runs only as that child: confines its thread like a vCPU and opens a
-/// socket, which no tandem thread may.
-#[test]
-fn forbidden_call_child() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
+/// Confines this thread like `kind`, or prints SECCOMP-UNSUPPORTED and
+/// says no where the kernel (qemu-user) takes no filters.
+fn confine_child(kind: ThreadKind, name: &str) -> bool {
     enable().unwrap();
-    if let Err(e) = try_enter(ThreadKind::Vcpu, "vcpu0") {
+    if let Err(e) = try_enter(kind, name) {
         let unsupported = match &e {
             seccompiler::Error::Seccomp(io) | seccompiler::Error::Prctl(io) => {
                 matches!(io.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
@@ -104,11 +100,55 @@ fn forbidden_call_child() {
         };
         assert!(unsupported, "{e}");
         println!("SECCOMP-UNSUPPORTED: {e}");
+        return false;
+    }
+    true
+}
+
+/// Runs only as the child of [`a_forbidden_call_ends_the_process_with_one_line`]:
+/// confines its thread like a vCPU and opens a socket, which no tandem
+/// thread may.
+#[test]
+fn forbidden_call_child() {
+    if std::env::var(CHILD).as_deref() != Ok("socket") || !confine_child(ThreadKind::Vcpu, "vcpu0")
+    {
         return;
     }
     // SAFETY: a plain socket() call; the filter traps it.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
     panic!("socket() returned {fd} under the vCPU filter");
+}
+
+/// Runs only as the child of [`a_device_thread_open_fails_with_eperm`]:
+/// confines its thread like a worker and opens a file.
+#[test]
+fn refused_call_child() {
+    if std::env::var(CHILD).as_deref() != Ok("open")
+        || !confine_child(ThreadKind::Worker, "virtio-net")
+    {
+        return;
+    }
+    let err = std::fs::File::open("/dev/null").expect_err("a worker opened /dev/null");
+    println!("OPEN-REFUSED: {:?}", err.raw_os_error());
+}
+
+/// Runs the child test `name` with scenario `scenario`; None where the
+/// child found that filters cannot be installed.
+fn run_child(name: &str, scenario: &str) -> Option<std::process::Output> {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, scenario)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if let Some(line) = stdout
+        .lines()
+        .find(|l| l.starts_with("SECCOMP-UNSUPPORTED"))
+    {
+        eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {line}");
+        return None;
+    }
+    Some(output)
 }
 
 /// Whether this kernel (or emulator) takes seccomp filters, asked
@@ -137,25 +177,11 @@ fn a_forbidden_call_ends_the_process_with_one_line() {
         eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {e}");
         return;
     }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "seccomp::tests::forbidden_call_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
+    let Some(output) = run_child("seccomp::tests::forbidden_call_child", "socket") else {
+        return;
+    };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if let Some(line) = stdout
-        .lines()
-        .find(|l| l.starts_with("SECCOMP-UNSUPPORTED"))
-    {
-        eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {line}");
-        return;
-    }
     let expected = format!(
         "tandem: seccomp: thread vcpu0 called forbidden system call {} (socket)",
         libc::SYS_socket
@@ -165,6 +191,24 @@ fn a_forbidden_call_ends_the_process_with_one_line() {
         "stderr: {stderr}\nstdout: {stdout}"
     );
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+}
+
+#[test]
+fn a_device_thread_open_fails_with_eperm() {
+    if let Some(e) = seccomp_unsupported() {
+        eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {e}");
+        return;
+    }
+    let Some(output) = run_child("seccomp::tests::refused_call_child", "open") else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains(&format!("OPEN-REFUSED: Some({})", libc::EPERM)),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(output.status.success(), "stderr: {stderr}");
 }
 
 #[test]
