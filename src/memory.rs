@@ -2,11 +2,21 @@
 //! with KVM as a memory slot. The two steps are separate because the second
 //! is slow (milliseconds per 128 MiB in KVM) and needs nothing but the
 //! mapping, so the boot path overlaps it with the rest of the build.
+//! Snapshots write RAM to a file region after region, and restore maps
+//! that file privately, so pages are read only when the guest touches them
+//! and the guest's writes never reach the file.
 
-use anyhow::{Context, Result};
+use std::fs::File;
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, GuestRegionMmap,
+};
 
 /// Maps `regions` (start, size) and hands them to KVM.
 pub fn create_guest_memory(vm: &VmFd, regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMmap> {
@@ -24,6 +34,48 @@ pub fn map_guest_memory(regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMm
     let total: u64 = regions.iter().map(|r| r.1).sum();
     GuestMemoryMmap::from_ranges(&ranges)
         .with_context(|| format!("cannot map {} MiB of guest memory", total >> 20))
+}
+
+/// Maps `regions` (start, size) privately from `file`, which holds them
+/// back to back as [`save_guest_memory`] wrote them.
+pub fn map_guest_memory_from_file(
+    regions: &[(GuestAddress, u64)],
+    file: &File,
+) -> Result<GuestMemoryMmap> {
+    let total: u64 = regions.iter().map(|r| r.1).sum();
+    let len = file.metadata().context("memory file")?.len();
+    if len != total {
+        bail!(
+            "the memory file holds {len} bytes, the VM has {total} bytes of RAM (not this snapshot's memory?)"
+        );
+    }
+    let mut offset = 0;
+    let mut mapped = Vec::with_capacity(regions.len());
+    for &(start, size) in regions {
+        let file_offset = FileOffset::new(file.try_clone().context("memory file")?, offset);
+        let mapping = MmapRegionBuilder::new(usize::try_from(size)?)
+            .with_file_offset(file_offset)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .with_context(|| format!("cannot map {} MiB of the memory file", size >> 20))?;
+        let region = GuestRegionMmap::new(mapping, start)
+            .context("a guest memory region wraps around the address space")?;
+        mapped.push(region);
+        offset += size;
+    }
+    GuestMemoryMmap::from_regions(mapped).context("guest memory regions overlap")
+}
+
+/// Writes every region of `mem`, in order, to `file`.
+pub fn save_guest_memory(mem: &GuestMemoryMmap, file: &mut File) -> Result<()> {
+    for region in mem.iter() {
+        let len = usize::try_from(region.len())?;
+        mem.write_volatile_to(region.start_addr(), file, len)
+            .context("writing guest memory")?;
+    }
+    file.flush()?;
+    Ok(())
 }
 
 /// Hands every region of `mem` to KVM as a memory slot.
