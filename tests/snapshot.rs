@@ -43,7 +43,7 @@ impl Console {
 
     /// Waits until at least `count` bytes arrived; returns them all.
     fn wait_for(&self, count: usize) -> Vec<u8> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let seen = self.bytes.lock().unwrap().clone();
             if seen.len() >= count {
@@ -97,7 +97,7 @@ fn a_restored_guest_counts_on_from_where_it_was_saved() {
     let Some((first, console)) = counter_vm() else {
         return;
     };
-    console.wait_for(20);
+    console.wait_for(8);
     let files = TempDir::new().unwrap();
     let state = files.as_path().join("vm.state");
     let memory = files.as_path().join("vm.mem");
@@ -137,7 +137,7 @@ fn a_restored_guest_counts_on_from_where_it_was_saved() {
         "not supported after starting",
     );
     second.ok("PATCH", "/vm", json!({"state": "Resumed"}));
-    let after = console.wait_for(20);
+    let after = console.wait_for(8);
     assert_eq!(
         after[0],
         last.wrapping_add(1),

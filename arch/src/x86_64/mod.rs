@@ -434,6 +434,8 @@ mod tests {
             vcpus: 1,
             supported_cpuid: vec![],
             tsc_khz_known: false,
+            msr_indices: vec![],
+            xsave_fits: true,
         };
         let devices = arch.platform_devices();
         let find = |kind| *devices.iter().find(|d| d.kind == kind).unwrap();
