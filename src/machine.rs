@@ -157,9 +157,7 @@ impl Machine {
 
     /// Saves a paused machine's state (its RAM is [`Self::save_memory`]'s).
     pub fn save_state(&self) -> Result<MachineState> {
-        if !self.devices.virtio.is_empty() {
-            bail!("snapshots of VMs with virtio devices are not supported yet (their queue state is not saved)");
-        }
+        let devices = self.devices.save_state()?;
         let vcpus = self.vcpus.lock_all();
         let fds: Vec<&VcpuFd> = vcpus.iter().map(|fd| &**fd).collect();
         let arch = &self.context.arch;
@@ -170,6 +168,7 @@ impl Machine {
                 .iter()
                 .map(|fd| arch.save_vcpu(fd))
                 .collect::<arch::Result<_>>()?,
+            devices,
         })
     }
 
@@ -319,6 +318,7 @@ fn build_platform(
             for (vcpu, saved) in vcpus.iter().zip(&state.vcpus) {
                 arch.restore_vcpu(vcpu, saved)?;
             }
+            devices.restore_state(&state.devices)?;
         }
     }
     devices.connect_irqs(vm)?;

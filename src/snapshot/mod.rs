@@ -15,6 +15,7 @@ use arch::{Arch, GuestClock, Host};
 use serde::{Deserialize, Serialize};
 
 use crate::api::models::FullVmConfiguration;
+use crate::device_manager::DevicesState;
 
 pub use file::FORMAT_VERSION;
 
@@ -27,6 +28,8 @@ pub struct MachineState {
     pub vm: <Host as Arch>::VmState,
     /// Each vCPU's state, in index order.
     pub vcpus: Vec<<Host as Arch>::VcpuState>,
+    /// The devices' state.
+    pub devices: DevicesState,
 }
 
 /// The state file's contents.
