@@ -173,7 +173,7 @@ impl Machine {
     }
 
     /// Writes guest RAM to `file`; the machine must be paused.
-    pub fn save_memory(&self, file: &mut File) -> Result<()> {
+    pub fn save_memory(&self, file: &File) -> Result<()> {
         save_guest_memory(&self.mem, file)
     }
 
