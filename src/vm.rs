@@ -192,9 +192,9 @@ impl Vm {
         let config = crate::api::convert::full_config(&self.resources);
         let machine = self.running_machine()?;
         let state = machine.save_state()?;
-        let mut file =
+        let file =
             File::create(memory).with_context(|| format!("memory file {}", memory.display()))?;
-        machine.save_memory(&mut file)?;
+        machine.save_memory(&file)?;
         file.sync_all()
             .with_context(|| format!("memory file {}", memory.display()))?;
         Snapshot::new(config, state).save(snapshot)
