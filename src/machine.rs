@@ -137,9 +137,13 @@ impl Machine {
         // built the VM (docs/security.md). The guest starts after this.
         crate::seccomp::enter(ThreadKind::Main, "main");
         info!(
-            "{} vCPU(s), {} MiB: first KVM_RUN {:.1} ms after start",
+            "{} vCPU(s), {} MiB: {} {:.1} ms after start",
             config.vcpus,
             config.memory_size >> 20,
+            match origin {
+                Origin::Kernel => "first KVM_RUN",
+                Origin::Snapshot(..) => "restored, paused,",
+            },
             crate::process_started().elapsed().as_secs_f64() * 1e3
         );
         Ok(Machine {
