@@ -89,10 +89,10 @@ boot_and_snapshot() {
         return 1
     fi
     t1=$(date +%s)
-    if [ "$(wc -c <"$MEMORY")" = $((512 << 20)) ] && [ -s "$STATE" ]; then
+    if [ "$(stat -c %s "$MEMORY")" = $((512 << 20)) ] && [ -s "$STATE" ]; then
         check snap-create PASS "paused after SNAP-TICK $SAVED_TICK, snapshot in $((t1 - t0)) s: state $(wc -c <"$STATE") bytes, memory 512 MiB ($(du -k "$MEMORY" | cut -f1) KiB allocated)"
     else
-        check snap-create FAIL "files: state $(wc -c <"$STATE" 2>&1), memory $(wc -c <"$MEMORY" 2>&1) bytes"
+        check snap-create FAIL "files: state $(wc -c <"$STATE" 2>&1), memory $(stat -c %s "$MEMORY" 2>&1) bytes"
         return 1
     fi
     kill_tandem

@@ -183,15 +183,37 @@ fn msr_list(entries: impl Iterator<Item = kvm_msr_entry>) -> Result<Msrs> {
         .map_err(|e| Error::Snapshot(format!("MSR list: {e:?}")))
 }
 
+/// Bits (eax, ebx, ecx, edx) KVM rewrites at run time from the guest's own
+/// settings: CPUID.1 ECX.OSXSAVE (CR4) and EDX.APIC (the APIC base MSR),
+/// CPUID.7.0 ECX.OSPKE (CR4), CPUID.0xD.0/1 EBX (the size of the state
+/// XCR0 enables). A vCPU the guest ran on shows them otherwise than a new
+/// one; they are not features, so the comparison leaves them out.
+fn runtime_bits(function: u32, index: u32) -> [u32; 4] {
+    match (function, index) {
+        (1, _) => [0, 0, 1 << 27, 1 << 9],
+        (7, 0) => [0, 0, 1 << 4, 0],
+        (0xd, 0 | 1) => [0, u32::MAX, 0, 0],
+        _ => [0; 4],
+    }
+}
+
 /// Refuses a snapshot whose guest had CPUID leaves this vCPU does not
 /// have identically: the guest may use any feature it was shown.
 fn check_cpuid(saved: &[kvm_cpuid_entry2], now: &[kvm_cpuid_entry2]) -> Result<()> {
     let key = |e: &kvm_cpuid_entry2| (e.function, e.index);
+    let features = |e: &kvm_cpuid_entry2| {
+        let mask = runtime_bits(e.function, e.index);
+        [e.eax, e.ebx, e.ecx, e.edx]
+            .iter()
+            .zip(mask)
+            .map(|(value, runtime)| value & !runtime)
+            .collect::<Vec<u32>>()
+    };
     for old in saved {
         let same = now
             .iter()
             .find(|e| key(e) == key(old))
-            .is_some_and(|e| (e.eax, e.ebx, e.ecx, e.edx) == (old.eax, old.ebx, old.ecx, old.edx));
+            .is_some_and(|e| features(e) == features(old));
         if !same {
             return Err(Error::Snapshot(format!(
                 "the guest's CPUID leaf {:#x} subleaf {} differs on this host (another CPU or KVM)",
@@ -221,5 +243,9 @@ mod tests {
         let err = check_cpuid(&saved, &[leaf(1, 0b001), leaf(7, 0)]).unwrap_err();
         assert!(err.to_string().contains("leaf 0x1 subleaf 0"), "{err}");
         assert!(check_cpuid(&saved, &[leaf(1, 0b101)]).is_err());
+        // OSXSAVE follows the guest's CR4: a running guest's leaf 1 has it,
+        // a new vCPU's not.
+        let running = [leaf(1, 0b101 | 1 << 27), leaf(7, 0)];
+        assert!(check_cpuid(&running, &[leaf(1, 0b101), leaf(7, 0)]).is_ok());
     }
 }
