@@ -7,7 +7,7 @@
 
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
-    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs,
+    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs,
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
     KVM_MAX_MSR_ENTRIES,
 };
@@ -77,12 +77,17 @@ pub fn save_vcpu(vcpu: &VcpuFd, msr_indices: &[u32], tsc_khz_known: bool) -> Res
     })
 }
 
-/// Gives a new vCPU, whose CPUID tandem already set, the saved state.
+/// Gives a new vCPU, whose CPUID tandem already set, the saved state and
+/// the saved CPUID, once the host has every feature that CPUID shows.
 pub fn restore_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<()> {
-    let now = vcpu
+    let offered = vcpu
         .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_CPUID2"))?;
-    check_cpuid(&state.cpuid, now.as_slice())?;
+    check_features(&state.cpuid, offered.as_slice())?;
+    // The guest keeps exactly the CPUID it booted with.
+    let cpuid = CpuId::from_entries(&state.cpuid)
+        .map_err(|e| Error::Snapshot(format!("CPUID list: {e:?}")))?;
+    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
     if let Some(khz) = state.tsc_khz {
         vcpu.set_tsc_khz(khz).map_err(kvm_err("KVM_SET_TSC_KHZ"))?;
     }
@@ -185,39 +190,50 @@ fn msr_list(entries: impl Iterator<Item = kvm_msr_entry>) -> Result<Msrs> {
 
 /// Bits (eax, ebx, ecx, edx) KVM rewrites at run time from the guest's own
 /// settings: CPUID.1 ECX.OSXSAVE (CR4) and EDX.APIC (the APIC base MSR),
-/// CPUID.7.0 ECX.OSPKE (CR4), CPUID.0xD.0/1 EBX (the size of the state
-/// XCR0 enables). A vCPU the guest ran on shows them otherwise than a new
-/// one; they are not features, so the comparison leaves them out.
+/// CPUID.7.0 ECX.OSPKE (CR4). A vCPU the guest ran on shows them otherwise
+/// than a new one; they are not features.
 fn runtime_bits(function: u32, index: u32) -> [u32; 4] {
     match (function, index) {
         (1, _) => [0, 0, 1 << 27, 1 << 9],
         (7, 0) => [0, 0, 1 << 4, 0],
-        (0xd, 0 | 1) => [0, u32::MAX, 0, 0],
         _ => [0; 4],
     }
 }
 
-/// Refuses a snapshot whose guest had CPUID leaves this vCPU does not
-/// have identically: the guest may use any feature it was shown.
-fn check_cpuid(saved: &[kvm_cpuid_entry2], now: &[kvm_cpuid_entry2]) -> Result<()> {
-    let key = |e: &kvm_cpuid_entry2| (e.function, e.index);
-    let features = |e: &kvm_cpuid_entry2| {
-        let mask = runtime_bits(e.function, e.index);
-        [e.eax, e.ebx, e.ecx, e.edx]
+/// The CPUID registers that list features: (leaf, subleaf, register
+/// 0..=3 for eax..edx, its name).
+const FEATURE_REGISTERS: [(u32, u32, usize, &str); 10] = [
+    (1, 0, 2, "ecx"),
+    (1, 0, 3, "edx"),
+    (7, 0, 1, "ebx"),
+    (7, 0, 2, "ecx"),
+    (7, 0, 3, "edx"),
+    (7, 1, 0, "eax"),
+    (0xd, 1, 0, "eax"),
+    (0x8000_0001, 0, 2, "ecx"),
+    (0x8000_0001, 0, 3, "edx"),
+    (0x4000_0001, 0, 0, "eax"),
+];
+
+/// Refuses a snapshot whose guest was shown a CPU feature that `offered`
+/// (what tandem gives a new vCPU on this host) lacks: the guest may use
+/// any feature it saw. Values that are not features (topology, cache
+/// sizes, the APIC ID) are the guest's own and restored as saved.
+fn check_features(saved: &[kvm_cpuid_entry2], offered: &[kvm_cpuid_entry2]) -> Result<()> {
+    let register = |entries: &[kvm_cpuid_entry2], function: u32, index: u32, reg: usize| {
+        entries
             .iter()
-            .zip(mask)
-            .map(|(value, runtime)| value & !runtime)
-            .collect::<Vec<u32>>()
+            .find(|e| e.function == function && e.index == index)
+            .map_or(0, |e| [e.eax, e.ebx, e.ecx, e.edx][reg])
     };
-    for old in saved {
-        let same = now
-            .iter()
-            .find(|e| key(e) == key(old))
-            .is_some_and(|e| features(e) == features(old));
-        if !same {
+    for (function, index, reg, name) in FEATURE_REGISTERS {
+        let runtime = runtime_bits(function, index)[reg];
+        let missing = register(saved, function, index, reg)
+            & !register(offered, function, index, reg)
+            & !runtime;
+        if missing != 0 {
             return Err(Error::Snapshot(format!(
-                "the guest's CPUID leaf {:#x} subleaf {} differs on this host (another CPU or KVM)",
-                old.function, old.index
+                "the guest was given CPU features this host lacks: CPUID leaf {function:#x}.{index} {name} bits {missing:#x}"
             )));
         }
     }
@@ -238,14 +254,16 @@ mod tests {
 
     #[test]
     fn a_host_without_the_guests_cpu_features_is_refused() {
-        let saved = [leaf(1, 0b101), leaf(7, 0)];
-        assert!(check_cpuid(&saved, &[leaf(7, 0), leaf(1, 0b101)]).is_ok());
-        let err = check_cpuid(&saved, &[leaf(1, 0b001), leaf(7, 0)]).unwrap_err();
-        assert!(err.to_string().contains("leaf 0x1 subleaf 0"), "{err}");
-        assert!(check_cpuid(&saved, &[leaf(1, 0b101)]).is_err());
+        let saved = [leaf(1, 0b101), leaf(7, 0), leaf(0, 0)];
+        // Same features; other non-feature leaves do not matter.
+        assert!(check_features(&saved, &[leaf(7, 0), leaf(1, 0b101)]).is_ok());
+        // More offered than shown is fine.
+        assert!(check_features(&saved, &[leaf(1, 0b111)]).is_ok());
+        let err = check_features(&saved, &[leaf(1, 0b001), leaf(7, 0)]).unwrap_err();
+        assert!(err.to_string().contains("leaf 0x1.0 ecx bits 0x4"), "{err}");
         // OSXSAVE follows the guest's CR4: a running guest's leaf 1 has it,
         // a new vCPU's not.
-        let running = [leaf(1, 0b101 | 1 << 27), leaf(7, 0)];
-        assert!(check_cpuid(&running, &[leaf(1, 0b101), leaf(7, 0)]).is_ok());
+        let running = [leaf(1, 0b101 | 1 << 27)];
+        assert!(check_features(&running, &[leaf(1, 0b101)]).is_ok());
     }
 }
