@@ -16,9 +16,9 @@
 #!   snap-no-stall  no RCU stall, soft lockup, hung task or unstable
 #!                  clocksource in the guest's log after the restore
 #!   snap-restore-again  the same snapshot restored SNAP_RESTORES more times
-#!                  (default 3), each going on from the same tick
+#!                  (default 10), each going on from the same tick
 #! Prints CHECK <name> PASS|FAIL <detail>; exits 0 when none failed.
-#! Environment: TANDEM (/bin/tandem), SNAP_RESTORES (3).
+#! Environment: TANDEM (/bin/tandem), SNAP_RESTORES (10).
 
 SOCK=/tmp/snap.sock
 STATE=/tmp/vm.state
@@ -125,7 +125,7 @@ restore_into() {
 }
 
 main() {
-    local restores=${SNAP_RESTORES:-3} i ok=0 back stalls
+    local restores=${SNAP_RESTORES:-10} i ok=0 back stalls
     TANDEM=${TANDEM:-/bin/tandem} TANDEM_EXIT=""
     boot_and_snapshot || { FAILED=1; kill_tandem; echo "snapshot-host: done, a check failed"; return 1; }
 
