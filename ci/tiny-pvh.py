@@ -12,7 +12,11 @@ then spins forever (`jmp .`), or halts in a loop with --halt:
 The byte appearing on the VMM's serial output is the first guest instruction
 having run. Same layout as tandem's arch/src/test_payloads.rs elf_kernel().
 
-Usage: ci/tiny-pvh.py OUTPUT [--byte R|0xNN] [--halt]
+With --count it instead counts in guest RAM at 2 MiB and writes each count's
+low byte to 0x3f8 with a short delay loop in between (1, 2, 3, …; tandem's
+TinyKernel::Counter): output that goes on shows a restored guest running.
+
+Usage: ci/tiny-pvh.py OUTPUT [--byte R|0xNN] [--halt | --count]
 """
 import argparse
 import re
@@ -27,6 +31,12 @@ XEN_ELFNOTE_PHYS32_ENTRY = 18
 def code(byte: int, halt: bool) -> bytes:
     out = bytes([0xB0, byte, 0x66, 0xBA, 0xF8, 0x03, 0xEE])  # mov $b,%al; mov $0x3f8,%dx; out
     return out + (bytes([0xF4, 0xEB, 0xFD]) if halt else bytes([0xEB, 0xFE]))  # hlt; jmp -3 | jmp .
+
+
+# mov $0x3f8,%edx; 1: incl 0x200000; mov 0x200000,%eax; out %al,(%dx);
+# mov $0x4000,%ecx; 2: loop 2b; jmp 1b
+COUNTER = bytes([0xBA, 0xF8, 0x03, 0x00, 0x00, 0xFF, 0x05, 0x00, 0x00, 0x20, 0x00, 0xA1, 0x00,
+                 0x00, 0x20, 0x00, 0xEE, 0xB9, 0x00, 0x40, 0x00, 0x00, 0xE2, 0xFE, 0xEB, 0xEB])
 
 
 def elf(text: bytes, paddr: int = LOAD) -> bytes:
@@ -47,7 +57,9 @@ def main() -> int:
     ap.add_argument("output")
     ap.add_argument("--byte", default="R",
                     help="the byte written to 0x3f8: one ASCII character or 0xNN (default R)")
-    ap.add_argument("--halt", action="store_true", help="hlt in a loop instead of spinning")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--halt", action="store_true", help="hlt in a loop instead of spinning")
+    mode.add_argument("--count", action="store_true", help="count on the serial port forever")
     args = ap.parse_args()
     if re.fullmatch(r"0x[0-9a-fA-F]{1,2}", args.byte):
         byte = int(args.byte, 16)
@@ -56,7 +68,7 @@ def main() -> int:
     else:
         ap.error("--byte takes one ASCII character or 0xNN")
     with open(args.output, "wb") as f:
-        f.write(elf(code(byte, args.halt)))
+        f.write(elf(COUNTER if args.count else code(byte, args.halt)))
     return 0
 
 

@@ -45,9 +45,10 @@ fn phase(request: &ApiRequest) -> Phase {
         | PutNetworkInterface(_)
         | PutEntropy(_)
         | PutLogger(_)
-        | PutMetrics(_) => Phase::PreBoot,
+        | PutMetrics(_)
+        | PutSnapshotLoad(_) => Phase::PreBoot,
         Action(crate::api::models::Action::InstanceStart) => Phase::PreBoot,
-        Action(_) | PatchDrive(_) | PatchVm(_) => Phase::Runtime,
+        Action(_) | PatchDrive(_) | PatchVm(_) | PutSnapshotCreate(_) => Phase::Runtime,
     }
 }
 
@@ -131,6 +132,15 @@ impl Vmm {
                 }
                 .map_err(text),
             ),
+            ApiRequest::PutSnapshotCreate(params) => done(
+                self.vm
+                    .snapshot(
+                        Path::new(&params.snapshot_path),
+                        Path::new(&params.mem_file_path),
+                    )
+                    .map_err(text),
+            ),
+            ApiRequest::PutSnapshotLoad(params) => done(self.load_snapshot(&params).map_err(text)),
             ApiRequest::PatchDrive(drive) => done(self.swap_drive(
                 &drive.drive_id,
                 drive.path_on_host.as_deref().map(Path::new),

@@ -1,17 +1,19 @@
 //! Builds the devices the back end asks for, puts each on its bus and binds
 //! its interrupt trigger to its GSI with KVM_IRQFD. Owns the list of
-//! [`DeviceInfo`] the boot tables describe.
+//! [`DeviceInfo`] the boot tables describe, and saves and restores the
+//! devices' state for snapshots ([`DevicesState`]).
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout};
-use devices::legacy::serial::SerialOutput;
+use devices::legacy::serial::{SerialOutput, SerialState};
 use devices::legacy::{AcpiSleep, Pl031, Serial, I8042};
 use devices::virtio::{Interrupt, MmioTransport, VirtioDevice, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 use devices::{BusDevice, ExitSignal, IrqTrigger};
 use kvm_ioctls::{IoEventAddress, VmFd};
+use serde::{Deserialize, Serialize};
 use vm_memory::GuestMemoryMmap;
 
 use crate::vcpu::Buses;
@@ -32,6 +34,14 @@ pub struct DeviceManager {
     free_irqs: Range<u32>,
     /// Triggers waiting for [`DeviceManager::connect_irqs`].
     unconnected: Vec<(IrqTrigger, u32, DeviceKind)>,
+}
+
+/// What a snapshot holds of the devices. The i8042 and the PL031 restart
+/// from their reset state; virtio devices are refused for now.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DevicesState {
+    /// The console UART, if the VM has one.
+    pub serial: Option<SerialState>,
 }
 
 /// One virtio device behind its transport.
@@ -55,6 +65,25 @@ fn lock<T: ?Sized>(device: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const VIRTIO_STRIDE: u64 = 0x1000;
 
 impl DeviceManager {
+    /// The devices' state, for a snapshot of a paused VM.
+    pub fn save_state(&self) -> Result<DevicesState> {
+        if !self.virtio.is_empty() {
+            bail!("snapshots of VMs with virtio devices are not supported yet (their queue state is not saved)");
+        }
+        Ok(DevicesState {
+            serial: self.serial.as_ref().map(|serial| lock(serial).state()),
+        })
+    }
+
+    /// Gives freshly built devices the state a snapshot saved.
+    pub fn restore_state(&self, state: &DevicesState) -> Result<()> {
+        match (&self.serial, &state.serial) {
+            (Some(serial), Some(saved)) => lock(serial).restore(saved).map_err(anyhow::Error::msg),
+            (None, None) => Ok(()),
+            _ => bail!("the snapshot's serial console does not match this VM's"),
+        }
+    }
+
     /// Creates the back end's platform devices. Guest console output goes
     /// to `console_out`; reset and power-off requests to `exit`.
     pub fn new(

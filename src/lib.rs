@@ -17,6 +17,7 @@ pub mod metrics_line;
 pub mod resources;
 pub mod seccomp;
 pub mod signals;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vcpus;
 pub mod vm;

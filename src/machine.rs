@@ -4,6 +4,7 @@
 //! access), then device workers (no guest-memory access), then guest time.
 //! States and which operation is legal when live in src/vm.rs.
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,9 +20,12 @@ use vm_memory::GuestMemoryMmap;
 use crate::console::InputTarget;
 use crate::device_manager::DeviceManager;
 use crate::kvm_stats::KvmStats;
-use crate::memory::{map_guest_memory, register_guest_memory};
+use crate::memory::{
+    map_guest_memory, map_guest_memory_from_file, register_guest_memory, save_guest_memory,
+};
 use crate::resources::{ConsoleKind, VmResources};
 use crate::seccomp::ThreadKind;
+use crate::snapshot::MachineState;
 use crate::vcpu::ExitCounters;
 use crate::vcpus::{VcpuContext, Vcpus};
 
@@ -61,20 +65,56 @@ pub struct Machine {
     kvm_stats: Vec<(String, KvmStats)>,
 }
 
+/// Where a machine's guest comes from.
+#[derive(Clone, Copy)]
+pub enum Origin<'a> {
+    /// Boot the kernel the resources name.
+    Kernel,
+    /// Continue a snapshot's guest: its saved state, and its RAM file.
+    Snapshot(&'a MachineState, &'a File),
+}
+
 impl Machine {
     /// Builds the VM `resources` describe and starts its vCPUs. Whatever
     /// ends the run is raised on `exit`.
     pub fn boot(resources: &VmResources, exit: Arc<ExitSignal>) -> Result<Machine> {
-        let mut config = resources.vm_config()?;
+        let machine = Machine::build(resources, exit, Origin::Kernel)?;
+        machine.vcpus.resume();
+        Ok(machine)
+    }
+
+    /// Rebuilds a snapshot's machine, paused exactly where it was saved:
+    /// [`Self::resume`] runs it, guest time included.
+    pub fn restore(
+        resources: &VmResources,
+        exit: Arc<ExitSignal>,
+        state: &MachineState,
+        memory: &File,
+    ) -> Result<Machine> {
+        let mut machine = Machine::build(resources, exit, Origin::Snapshot(state, memory))?;
+        machine.paused_clock = state.clock;
+        machine.devices.pause()?;
+        Ok(machine)
+    }
+
+    /// The one build path: the machine with its vCPU threads parked.
+    fn build(resources: &VmResources, exit: Arc<ExitSignal>, origin: Origin) -> Result<Machine> {
+        let mut config = match origin {
+            Origin::Kernel => resources.vm_config()?,
+            Origin::Snapshot(..) => resources.restored_vm_config()?,
+        };
         warn_if_pvm();
         let kvm = open_kvm()?;
         let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
-        let mem = map_guest_memory(&arch.layout().ram)?;
+        let mem = match origin {
+            Origin::Kernel => map_guest_memory(&arch.layout().ram)?,
+            Origin::Snapshot(_, file) => map_guest_memory_from_file(&arch.layout().ram, file)?,
+        };
         // Registering guest memory with KVM takes milliseconds and needs
         // only the mapping: it runs beside the rest of the build.
         let (devices, vcpus, virtio_console, console_output) = std::thread::scope(|scope| {
             let registered = scope.spawn(|| register_guest_memory(&vm, &mem));
-            let built = build_platform(resources, &mut arch, &vm, &mem, &mut config, &exit);
+            let built = build_platform(resources, &mut arch, &vm, &mem, &mut config, &exit, origin);
             let registered = registered
                 .join()
                 .unwrap_or_else(|_| Err(anyhow!("registering guest memory panicked")));
@@ -96,11 +136,14 @@ impl Machine {
         // Built: from here on the main thread needs none of the calls that
         // built the VM (docs/security.md). The guest starts after this.
         crate::seccomp::enter(ThreadKind::Main, "main");
-        vcpus.resume();
         info!(
-            "{} vCPU(s), {} MiB: first KVM_RUN {:.1} ms after start",
+            "{} vCPU(s), {} MiB: {} {:.1} ms after start",
             config.vcpus,
             config.memory_size >> 20,
+            match origin {
+                Origin::Kernel => "first KVM_RUN",
+                Origin::Snapshot(..) => "restored, paused,",
+            },
             crate::process_started().elapsed().as_secs_f64() * 1e3
         );
         Ok(Machine {
@@ -114,6 +157,28 @@ impl Machine {
             paused_clock: None,
             kvm_stats,
         })
+    }
+
+    /// Saves a paused machine's state (its RAM is [`Self::save_memory`]'s).
+    pub fn save_state(&self) -> Result<MachineState> {
+        let devices = self.devices.save_state()?;
+        let vcpus = self.vcpus.lock_all();
+        let fds: Vec<&VcpuFd> = vcpus.iter().map(|fd| &**fd).collect();
+        let arch = &self.context.arch;
+        Ok(MachineState {
+            clock: self.paused_clock,
+            vm: arch.save_vm(&self.vm, &fds)?,
+            vcpus: fds
+                .iter()
+                .map(|fd| arch.save_vcpu(fd))
+                .collect::<arch::Result<_>>()?,
+            devices,
+        })
+    }
+
+    /// Writes guest RAM to `file`; the machine must be paused.
+    pub fn save_memory(&self, file: &File) -> Result<()> {
+        save_guest_memory(&self.mem, file)
     }
 
     /// Stops the guest: vCPUs parked out of KVM_RUN, device workers parked,
@@ -227,6 +292,7 @@ fn build_platform(
     mem: &GuestMemoryMmap,
     config: &mut VmConfig,
     exit: &Arc<ExitSignal>,
+    origin: Origin,
 ) -> Result<Platform> {
     let console_output = crate::console::stdout_output().context("console output")?;
     let mut devices = DeviceManager::new(
@@ -242,7 +308,23 @@ fn build_platform(
     let mut vcpus = (0..config.vcpus)
         .map(|index| arch.create_vcpu(vm, index))
         .collect::<arch::Result<Vec<VcpuFd>>>()?;
-    arch.configure_boot(vm, &mut vcpus, mem, config, &devices.info)?;
+    match origin {
+        Origin::Kernel => arch.configure_boot(vm, &mut vcpus, mem, config, &devices.info)?,
+        Origin::Snapshot(state, _) => {
+            if state.vcpus.len() != vcpus.len() {
+                bail!(
+                    "the snapshot has {} vCPU states for {} vCPUs",
+                    state.vcpus.len(),
+                    vcpus.len()
+                );
+            }
+            arch.restore_vm(vm, &vcpus, &state.vm)?;
+            for (vcpu, saved) in vcpus.iter().zip(&state.vcpus) {
+                arch.restore_vcpu(vcpu, saved)?;
+            }
+            devices.restore_state(&state.devices)?;
+        }
+    }
     devices.connect_irqs(vm)?;
     Ok((devices, vcpus, virtio_console, console_output))
 }

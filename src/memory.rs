@@ -2,11 +2,21 @@
 //! with KVM as a memory slot. The two steps are separate because the second
 //! is slow (milliseconds per 128 MiB in KVM) and needs nothing but the
 //! mapping, so the boot path overlaps it with the rest of the build.
+//! Snapshots write RAM to a file region after region (all-zero chunks as
+//! holes), and restore maps that file privately, so pages are read only
+//! when the guest touches them and the guest's writes never reach the file.
 
-use anyhow::{Context, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use anyhow::{bail, Context, Result};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, GuestRegionMmap,
+};
 
 /// Maps `regions` (start, size) and hands them to KVM.
 pub fn create_guest_memory(vm: &VmFd, regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMmap> {
@@ -24,6 +34,67 @@ pub fn map_guest_memory(regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMm
     let total: u64 = regions.iter().map(|r| r.1).sum();
     GuestMemoryMmap::from_ranges(&ranges)
         .with_context(|| format!("cannot map {} MiB of guest memory", total >> 20))
+}
+
+/// Maps `regions` (start, size) privately from `file`, which holds them
+/// back to back as [`save_guest_memory`] wrote them.
+pub fn map_guest_memory_from_file(
+    regions: &[(GuestAddress, u64)],
+    file: &File,
+) -> Result<GuestMemoryMmap> {
+    let total: u64 = regions.iter().map(|r| r.1).sum();
+    let len = file.metadata().context("memory file")?.len();
+    if len != total {
+        bail!(
+            "the memory file holds {len} bytes, the VM has {total} bytes of RAM (not this snapshot's memory?)"
+        );
+    }
+    let mut offset = 0;
+    let mut mapped = Vec::with_capacity(regions.len());
+    for &(start, size) in regions {
+        let file_offset = FileOffset::new(file.try_clone().context("memory file")?, offset);
+        let mapping = MmapRegionBuilder::new(usize::try_from(size)?)
+            .with_file_offset(file_offset)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .with_context(|| format!("cannot map {} MiB of the memory file", size >> 20))?;
+        let region = GuestRegionMmap::new(mapping, start)
+            .context("a guest memory region wraps around the address space")?;
+        mapped.push(region);
+        offset += size;
+    }
+    GuestMemoryMmap::from_regions(mapped).context("guest memory regions overlap")
+}
+
+/// Granule of [`save_guest_memory`]'s zero check: large enough for few
+/// system calls, small enough that a guest's scattered pages stay sparse.
+const SAVE_CHUNK: usize = 64 << 10;
+
+/// Writes every region of `mem`, in order, to `file`, leaving all-zero
+/// chunks as holes: the file reads back the same, but RAM the guest never
+/// wrote costs neither disk space nor write time.
+pub fn save_guest_memory(mem: &GuestMemoryMmap, file: &File) -> Result<()> {
+    let total: u64 = mem.iter().map(|r| r.len()).sum();
+    file.set_len(total).context("sizing the memory file")?;
+    let mut buf = vec![0u8; SAVE_CHUNK];
+    let mut offset = 0;
+    for region in mem.iter() {
+        let mut done = 0;
+        while done < region.len() {
+            let len = (region.len() - done).min(SAVE_CHUNK as u64) as usize;
+            let chunk = &mut buf[..len];
+            mem.read_slice(chunk, region.start_addr().unchecked_add(done))
+                .context("reading guest memory")?;
+            if chunk.iter().any(|&b| b != 0) {
+                file.write_all_at(chunk, offset + done)
+                    .context("writing guest memory")?;
+            }
+            done += len as u64;
+        }
+        offset += region.len();
+    }
+    Ok(())
 }
 
 /// Hands every region of `mem` to KVM as a memory slot.
@@ -121,7 +192,51 @@ fn kib_field(line: &str, name: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
+
+    #[test]
+    fn saved_memory_maps_back_the_same_sparse_and_private() {
+        let regions = [(GuestAddress(0), 1 << 20), (GuestAddress(4 << 20), 2 << 20)];
+        let mem = map_guest_memory(&regions).unwrap();
+        mem.write_slice(b"first", GuestAddress(0x1234)).unwrap();
+        mem.write_slice(b"second", GuestAddress((6 << 20) - 6))
+            .unwrap();
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let path = dir.as_path().join("mem");
+        save_guest_memory(&mem, &File::create(&path).unwrap()).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 3 << 20);
+        // Two written 64 KiB chunks; the rest are holes.
+        assert!(
+            meta.blocks() * 512 <= 4 * SAVE_CHUNK as u64,
+            "{} blocks",
+            meta.blocks()
+        );
+
+        let file = File::open(&path).unwrap();
+        let restored = map_guest_memory_from_file(&regions, &file).unwrap();
+        let mut buf = [0u8; 6];
+        restored
+            .read_slice(&mut buf[..5], GuestAddress(0x1234))
+            .unwrap();
+        assert_eq!(&buf[..5], b"first");
+        restored
+            .read_slice(&mut buf, GuestAddress((6 << 20) - 6))
+            .unwrap();
+        assert_eq!(&buf, b"second");
+        // The guest's writes stay in this process.
+        restored
+            .write_slice(b"THIRD", GuestAddress(0x1234))
+            .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[0x1234..0x1239], b"first");
+        // A file of another size is not this VM's memory.
+        let wrong = [(GuestAddress(0), 1 << 20)];
+        let err = map_guest_memory_from_file(&wrong, &file).unwrap_err();
+        assert!(err.to_string().contains("memory file holds"), "{err}");
+    }
 
     #[test]
     fn guest_mappings_are_split_from_the_vmms_own() {

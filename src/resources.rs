@@ -184,6 +184,16 @@ impl VmResources {
         if let Some(initrd) = &boot.initrd {
             check_readable_file("initrd", initrd)?;
         }
+        self.machine_config()
+    }
+
+    /// The [`VmConfig`] of a VM restored from a snapshot: its guest is in
+    /// the memory file, so its kernel and initrd need not exist any more.
+    pub fn restored_vm_config(&self) -> Result<VmConfig> {
+        self.machine_config()
+    }
+
+    fn machine_config(&self) -> Result<VmConfig> {
         for drive in &self.drives {
             check_readable_file("disk", &drive.block.path)?;
         }
@@ -196,8 +206,12 @@ impl VmResources {
         Ok(VmConfig {
             vcpus: self.vcpus,
             memory_size: self.memory_size,
-            kernel: boot.kernel.clone(),
-            initrd: boot.initrd.clone(),
+            kernel: self
+                .boot
+                .as_ref()
+                .map(|b| b.kernel.clone())
+                .unwrap_or_default(),
+            initrd: self.boot.as_ref().and_then(|b| b.initrd.clone()),
             cmdline: self.cmdline(),
             gic: self.gic,
             dump_fdt: self.dump_fdt.clone(),

@@ -1,26 +1,32 @@
 //! The VM's lifecycle, in one place:
 //!
 //! ```text
-//!   NotStarted ──start──► Running ◄──resume── Paused
-//!       │                    │ └────pause─────►  │
+//!   NotStarted ──start──► Running ◄──resume── Paused ──snapshot──┐
+//!       │   │                │ └────pause─────►  ▲ ◄─────────────┘
+//!       │   └──────────────restore───────────────┘
 //!       └────────stop────────┴───────stop────────┴──► Stopped
 //! ```
 //!
 //! A [`Vm`] is configured only while NotStarted (its [`VmResources`]);
-//! `start` builds the machine by the one boot path and runs it. Every
-//! change of state goes through [`VmState::check_transition`], so an
-//! operation the state does not allow is one error, not scattered checks.
+//! `start` builds the machine by the one boot path and runs it; `restore`
+//! builds it by the same path from a snapshot and leaves it Paused. Every
+//! change of state goes through [`VmState::check_transition`] (restore
+//! through [`VmState::check_restore`]), so an operation the state does not
+//! allow is one error, not scattered checks.
 //! Snapshots, migration and hot-plug hang on this object: they act on a
 //! Paused VM's machine.
 
+use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use devices::ExitSignal;
 
 use crate::machine::Machine;
 use crate::resources::VmResources;
+use crate::snapshot::Snapshot;
 
 /// Where a VM is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +66,16 @@ impl VmState {
                 from.api_name(),
                 to.api_name()
             ),
+        }
+    }
+}
+
+impl VmState {
+    /// Restore builds the machine, so only a VM without one may: NotStarted.
+    pub fn check_restore(self) -> Result<()> {
+        match self {
+            VmState::NotStarted => Ok(()),
+            _ => bail!("a snapshot can only be loaded into a VM that is not started"),
         }
     }
 }
@@ -164,6 +180,50 @@ impl Vm {
         self.stats.last_resume = began.elapsed();
         self.state = VmState::Running;
         Ok(())
+    }
+
+    /// Saves a paused VM: its state to the file `snapshot`, its RAM to the
+    /// file `memory` (written first and synced, so a state file never
+    /// names memory that is not all there).
+    pub fn snapshot(&mut self, snapshot: &Path, memory: &Path) -> Result<()> {
+        if self.state != VmState::Paused {
+            bail!("the VM must be paused to take a snapshot");
+        }
+        let config = crate::api::convert::full_config(&self.resources);
+        let machine = self.running_machine()?;
+        let state = machine.save_state()?;
+        let file =
+            File::create(memory).with_context(|| format!("memory file {}", memory.display()))?;
+        machine.save_memory(&file)?;
+        file.sync_all()
+            .with_context(|| format!("memory file {}", memory.display()))?;
+        Snapshot::new(config, state).save(snapshot)
+    }
+
+    /// Rebuilds the VM `snapshot` and `memory` hold in this NotStarted
+    /// one, Paused where it was saved; then runs it if `resume`. On failure
+    /// nothing is left behind and the VM stays NotStarted.
+    pub fn restore(&mut self, snapshot: &Path, memory: &Path, resume: bool) -> Result<()> {
+        self.state.check_restore()?;
+        let r = &self.resources;
+        if r.boot.is_some() || !r.drives.is_empty() || !r.nets.is_empty() {
+            bail!("a snapshot cannot be loaded after a boot source or devices were configured");
+        }
+        let saved = Snapshot::load(snapshot)?;
+        let resources = crate::api::convert::from_config_file(&saved.config)
+            .map_err(|e| anyhow!("snapshot file {}: {e}", snapshot.display()))?;
+        let memory_file =
+            File::open(memory).with_context(|| format!("memory file {}", memory.display()))?;
+        let machine =
+            Machine::restore(&resources, self.exit.clone(), &saved.machine, &memory_file)?;
+        self.machine = Some(machine);
+        self.resources = resources;
+        self.started_at = Some(Instant::now());
+        self.state = VmState::Paused;
+        match resume {
+            true => self.resume(),
+            false => Ok(()),
+        }
     }
 
     /// Stops the vCPUs and devices and frees the machine; idempotent.

@@ -13,7 +13,7 @@ use devices::{ExitReason, ExitSignal};
 use log::{info, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::api::models::{FullVmConfiguration, Logger};
+use crate::api::models::{FullVmConfiguration, Logger, SnapshotLoadParams};
 use crate::api::{self, convert, ApiInbox, ApiResponse, ApiServer};
 use crate::config::{RunArgs, VmmArgs};
 use crate::console::{flush_output, ConsoleInput, InputEvent, RawTerminal};
@@ -169,6 +169,18 @@ impl Vmm {
     /// Builds and boots the VM, then connects the terminal to its console.
     pub fn start(&mut self) -> Result<()> {
         self.vm.start()?;
+        self.attach_console()
+    }
+
+    /// Restores a snapshot into the VM and attaches the console, as
+    /// [`Self::start`] does for a boot.
+    pub fn load_snapshot(&mut self, params: &SnapshotLoadParams) -> Result<()> {
+        let memory = params.memory_file().map_err(anyhow::Error::msg)?;
+        self.vm.restore(
+            Path::new(&params.snapshot_path),
+            Path::new(memory),
+            params.resume_vm,
+        )?;
         self.attach_console()
     }
 

@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 #[cfg(target_arch = "aarch64")]
@@ -111,8 +112,8 @@ pub struct MemoryLayout {
 }
 
 /// Guest time as it stood when the VM was paused, so that resume can hide
-/// the paused interval from the guest (and, later, snapshots can carry it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// the paused interval from the guest, and a snapshot can carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestClock {
     /// x86_64: kvmclock in nanoseconds (KVM_GET_CLOCK); aarch64: the
     /// guest's virtual counter in ticks.
@@ -153,6 +154,9 @@ pub enum Error {
     /// Writing boot data into guest memory failed.
     #[error("guest memory: {0}")]
     GuestMemory(String),
+    /// A snapshot cannot be saved here, or does not fit this host or VM.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// Shorthand for back-end results.
@@ -188,14 +192,21 @@ pub fn host_memory_limit() -> u64 {
 ///
 /// The core calls these in order: [`Arch::create_vm`], [`Arch::layout`] and
 /// [`Arch::platform_devices`] to build memory and devices,
-/// [`Arch::create_vcpu`] once per vCPU, then [`Arch::configure_boot`] once,
-/// then runs the vCPUs and hands every exit that is not port or MMIO I/O to
-/// [`Arch::handle_exit`].
+/// [`Arch::create_vcpu`] once per vCPU, then [`Arch::configure_boot`] once
+/// — or, restoring a snapshot, [`Arch::restore_vm`] and
+/// [`Arch::restore_vcpu`] instead — then runs the vCPUs and hands every
+/// exit that is not port or MMIO I/O to [`Arch::handle_exit`].
 pub trait Arch: Sized + Send + Sync + 'static {
     /// The architecture's name, as `target_arch` spells it.
     const NAME: &'static str;
     /// Whether [`VmConfig::gic`] may be other than `Auto`.
     const HAS_GIC_CHOICE: bool;
+
+    /// Everything the guest can observe of one vCPU, for snapshots.
+    type VcpuState: Serialize + DeserializeOwned + std::fmt::Debug + Send;
+    /// What KVM holds for the whole VM outside the vCPUs and guest time
+    /// (interrupt controllers, timers), for snapshots.
+    type VmState: Serialize + DeserializeOwned + std::fmt::Debug + Send;
 
     /// Checks `config` against the host and creates the VM with whatever
     /// must exist before the first vCPU (x86: IRQCHIP, PIT, TSS).
@@ -235,6 +246,20 @@ pub trait Arch: Sized + Send + Sync + 'static {
     /// Sets guest time back to `clock`, so the guest sees no time pass
     /// while it was paused. Called with every vCPU parked, at resume.
     fn restore_clock(&self, vm: &VmFd, vcpus: &[&VcpuFd], clock: GuestClock) -> Result<()>;
+
+    /// Saves a parked vCPU's state.
+    fn save_vcpu(&self, vcpu: &VcpuFd) -> Result<Self::VcpuState>;
+
+    /// Gives a freshly created vCPU the state [`Arch::save_vcpu`] saved,
+    /// refusing one this host cannot give the guest (CPU features).
+    fn restore_vcpu(&self, vcpu: &VcpuFd, state: &Self::VcpuState) -> Result<()>;
+
+    /// Saves the VM-wide state of a VM whose vCPUs are all parked.
+    fn save_vm(&self, vm: &VmFd, vcpus: &[&VcpuFd]) -> Result<Self::VmState>;
+
+    /// Gives a freshly built VM (vCPUs created, no boot configured) the
+    /// state [`Arch::save_vm`] saved; called before [`Arch::restore_vcpu`].
+    fn restore_vm(&mut self, vm: &VmFd, vcpus: &[VcpuFd], state: &Self::VmState) -> Result<()>;
 
     /// What this architecture adds to tandem's per-thread seccomp filters:
     /// the system calls and ioctls only it makes (src/seccomp/).

@@ -51,7 +51,14 @@ pub enum TinyKernel {
     /// Writes `x` to the console UART's transmit register (x86: COM1,
     /// port 0x3f8) forever, without waiting for the line to be free.
     SerialFlood,
+    /// Counts in guest RAM ([`COUNTER_ADDR`]) and writes each new count's
+    /// low byte to the console UART, a short delay loop between counts:
+    /// the bytes 1, 2, 3, … show that registers and RAM carried on.
+    Counter,
 }
+
+/// Where [`TinyKernel::Counter`] keeps its count (x86: 2 MiB).
+pub const COUNTER_ADDR: u64 = 0x20_0000;
 
 /// The image of `kernel` for this architecture, or `None` where tandem
 /// cannot boot hand-made kernels of that kind yet.
@@ -114,6 +121,13 @@ mod imp {
             TinyKernel::Crash => &[0x0f, 0x0b],
             // mov $0x3f8,%dx; mov $'x',%al; 1: out %al,(%dx); jmp 1b
             TinyKernel::SerialFlood => &[0x66, 0xba, 0xf8, 0x03, 0xb0, 0x78, 0xee, 0xeb, 0xfd],
+            // mov $0x3f8,%edx
+            // 1: incl 0x200000; mov 0x200000,%eax; out %al,(%dx)
+            //    mov $0x4000,%ecx; 2: loop 2b; jmp 1b
+            TinyKernel::Counter => &[
+                0xba, 0xf8, 0x03, 0x00, 0x00, 0xff, 0x05, 0x00, 0x00, 0x20, 0x00, 0xa1, 0x00, 0x00,
+                0x20, 0x00, 0xee, 0xb9, 0x00, 0x40, 0x00, 0x00, 0xe2, 0xfe, 0xeb, 0xeb,
+            ],
         };
         const LOAD: u32 = 0x100_0000;
         Some(elf_kernel(code, LOAD.into(), Some(LOAD)))

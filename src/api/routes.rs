@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use super::models::{
     check_id, Action, BootSource, Drive, EntropyDevice, InstanceActionInfo, Logger, MachineConfig,
-    MachineConfigUpdate, Metrics, NetworkInterface, PartialDrive, VmStateRequest,
+    MachineConfigUpdate, Metrics, NetworkInterface, PartialDrive, SnapshotCreateParams,
+    SnapshotLoadParams, VmStateRequest,
 };
 
 /// A request the VMM's main thread acts on.
@@ -30,6 +31,8 @@ pub enum ApiRequest {
     PutMetrics(Metrics),
     Action(Action),
     PatchVm(VmStateRequest),
+    PutSnapshotCreate(SnapshotCreateParams),
+    PutSnapshotLoad(SnapshotLoadParams),
 }
 
 /// The main thread's answer to an [`ApiRequest`].
@@ -66,14 +69,13 @@ impl ApiResponse {
 }
 
 /// Firecracker endpoints tandem does not implement yet, by path prefix.
-const UNSUPPORTED_PATHS: [&str; 8] = [
+const UNSUPPORTED_PATHS: [&str; 7] = [
     "balloon",
     "cpu-config",
     "hotplug",
     "mmds",
     "pmem",
     "serial",
-    "snapshot",
     "vsock",
 ];
 
@@ -168,6 +170,16 @@ pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest
             Ok(ApiRequest::Action(action.action_type))
         }
         ("PATCH", ["vm"]) => Ok(ApiRequest::PatchVm(json_body(&what, body)?)),
+        ("PUT", ["snapshot", "create"]) => {
+            let params: SnapshotCreateParams = json_body(&what, body)?;
+            params.validate()?;
+            Ok(ApiRequest::PutSnapshotCreate(params))
+        }
+        ("PUT", ["snapshot", "load"]) => {
+            let params: SnapshotLoadParams = json_body(&what, body)?;
+            params.validate()?;
+            Ok(ApiRequest::PutSnapshotLoad(params))
+        }
         _ => Err(invalid()),
     }
 }
@@ -310,8 +322,6 @@ mod tests {
             ("PUT", "/vsock"),
             ("GET", "/balloon"),
             ("PATCH", "/balloon/statistics"),
-            ("PUT", "/snapshot/create"),
-            ("PUT", "/snapshot/load"),
             ("PUT", "/mmds"),
             ("PUT", "/mmds/config"),
             ("PUT", "/cpu-config"),
@@ -326,6 +336,24 @@ mod tests {
                 "{path}: {message}"
             );
         }
+    }
+
+    #[test]
+    fn snapshot_requests_are_routed_and_checked() {
+        let create = ok(
+            "PUT",
+            "/snapshot/create",
+            r#"{"snapshot_path":"s","mem_file_path":"m"}"#,
+        );
+        assert!(matches!(create, ApiRequest::PutSnapshotCreate(p) if p.snapshot_path == "s"));
+        let load = ok(
+            "PUT",
+            "/snapshot/load",
+            r#"{"snapshot_path":"s","mem_file_path":"m"}"#,
+        );
+        assert!(matches!(load, ApiRequest::PutSnapshotLoad(p) if p.memory_file() == Ok("m")));
+        assert!(fault("PUT", "/snapshot/load", r#"{"snapshot_path":"s"}"#).contains("mem_backend"));
+        assert!(fault("PUT", "/snapshot/other", "{}").contains("Invalid request"));
     }
 
     #[test]

@@ -310,6 +310,9 @@ pub fn main_thread(extras: &SeccompExtras) -> Rules {
             libc::SYS_fsync,
             // KVM statistics.
             libc::SYS_pread64,
+            // A snapshot's memory file: sized, then written where not zero.
+            libc::SYS_ftruncate,
+            libc::SYS_pwrite64,
             // The API socket at the end.
             libc::SYS_unlinkat,
         ])

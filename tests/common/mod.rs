@@ -1,6 +1,8 @@
 //! What the integration tests share: opening KVM, or saying why a test
 //! cannot run here — a failure in CI, a skip with a message elsewhere.
 
+pub mod api_vmm;
+
 use kvm_ioctls::Kvm;
 
 /// Opens KVM, or explains why the test cannot run here.

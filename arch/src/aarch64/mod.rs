@@ -10,6 +10,7 @@ mod image;
 pub mod layout;
 mod machine_fdt;
 mod seccomp;
+mod snapshot;
 mod vcpu;
 
 #[cfg(test)]
@@ -108,6 +109,8 @@ impl AArch64 {
 impl Arch for AArch64 {
     const NAME: &'static str = "aarch64";
     const HAS_GIC_CHOICE: bool = true;
+    type VcpuState = snapshot::VcpuState;
+    type VmState = snapshot::VmState;
 
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
         image::check_kernel(&config.kernel)?;
@@ -237,6 +240,27 @@ impl Arch for AArch64 {
 
     fn restore_clock(&self, vm: &VmFd, vcpus: &[&VcpuFd], clock: GuestClock) -> Result<()> {
         counter::set_guest_counter(vm, vcpus, clock.value).map(drop)
+    }
+
+    fn save_vcpu(&self, _vcpu: &VcpuFd) -> Result<snapshot::VcpuState> {
+        snapshot::unsupported()
+    }
+
+    fn restore_vcpu(&self, _vcpu: &VcpuFd, _state: &snapshot::VcpuState) -> Result<()> {
+        snapshot::unsupported()
+    }
+
+    fn save_vm(&self, _vm: &VmFd, _vcpus: &[&VcpuFd]) -> Result<snapshot::VmState> {
+        snapshot::unsupported()
+    }
+
+    fn restore_vm(
+        &mut self,
+        _vm: &VmFd,
+        _vcpus: &[VcpuFd],
+        _state: &snapshot::VmState,
+    ) -> Result<()> {
+        snapshot::unsupported()
     }
 
     fn seccomp_extras() -> crate::SeccompExtras {

@@ -21,6 +21,7 @@ mod paging;
 mod regs;
 mod reset_vector;
 mod seccomp;
+mod snapshot;
 
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -63,6 +64,11 @@ pub struct X86_64 {
     supported_cpuid: Vec<kvm_cpuid_entry2>,
     /// Whether vCPUs can report their TSC frequency (KVM_CAP_GET_TSC_KHZ).
     tsc_khz_known: bool,
+    /// KVM_GET_MSR_INDEX_LIST: the MSRs a snapshot saves.
+    msr_indices: Vec<u32>,
+    /// Whether a vCPU's XSAVE state fits KVM_GET_XSAVE's 4 KiB (hosts with
+    /// AMX need KVM_GET_XSAVE2, which snapshots do not use yet).
+    xsave_fits: bool,
 }
 
 /// Checks `config` against what x86_64 and this host support.
@@ -147,9 +153,22 @@ impl X86_64 {
     }
 }
 
+impl X86_64 {
+    fn check_xsave_fits(&self) -> Result<()> {
+        match self.xsave_fits {
+            true => Ok(()),
+            false => Err(Error::Snapshot(
+                "this host's XSAVE state is larger than 4 KiB (AMX): not supported yet".into(),
+            )),
+        }
+    }
+}
+
 impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
     const HAS_GIC_CHOICE: bool = false;
+    type VcpuState = snapshot::VcpuState;
+    type VmState = snapshot::VmState;
 
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
         validate_config(config, kvm.get_max_vcpus(), crate::host_memory_limit())?;
@@ -184,6 +203,13 @@ impl Arch for X86_64 {
             vcpus: config.vcpus,
             supported_cpuid,
             tsc_khz_known: kvm.check_extension(Cap::GetTscKhz),
+            msr_indices: kvm
+                .get_msr_index_list()
+                .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
+                .as_slice()
+                .to_vec(),
+            xsave_fits: vm.check_extension_int(Cap::Xsave2)
+                <= std::mem::size_of::<kvm_bindings::kvm_xsave>() as i32,
         };
         Ok((arch, vm))
     }
@@ -295,6 +321,29 @@ impl Arch for X86_64 {
         vm.set_clock(&data).map_err(kvm_err("KVM_SET_CLOCK"))
     }
 
+    fn save_vcpu(&self, vcpu: &VcpuFd) -> Result<snapshot::VcpuState> {
+        self.check_xsave_fits()?;
+        snapshot::save_vcpu(vcpu, &self.msr_indices, self.tsc_khz_known)
+    }
+
+    fn restore_vcpu(&self, vcpu: &VcpuFd, state: &snapshot::VcpuState) -> Result<()> {
+        self.check_xsave_fits()?;
+        snapshot::restore_vcpu(vcpu, state)
+    }
+
+    fn save_vm(&self, vm: &VmFd, _vcpus: &[&VcpuFd]) -> Result<snapshot::VmState> {
+        snapshot::save_vm(vm)
+    }
+
+    fn restore_vm(
+        &mut self,
+        vm: &VmFd,
+        _vcpus: &[VcpuFd],
+        state: &snapshot::VmState,
+    ) -> Result<()> {
+        snapshot::restore_vm(vm, state)
+    }
+
     fn seccomp_extras() -> crate::SeccompExtras {
         seccomp::extras()
     }
@@ -385,6 +434,8 @@ mod tests {
             vcpus: 1,
             supported_cpuid: vec![],
             tsc_khz_known: false,
+            msr_indices: vec![],
+            xsave_fits: true,
         };
         let devices = arch.platform_devices();
         let find = |kind| *devices.iter().find(|d| d.kind == kind).unwrap();

@@ -1,0 +1,166 @@
+#!/bin/sh
+# shellcheck shell=dash
+#! The snapshot scenario, run by busybox sh inside an emulated KVM host
+#! (ci/emulated-host.sh --host-script; rows in ci/snapshot-e2e.sh). The test
+#! guest (2 vCPUs, 512 MiB, serial console, no virtio devices) runs the
+#! snapshot-ticks check (ci/guest-checks.d/07-snapshot-ticks.sh): a
+#! SNAP-TICK line a second, its count kept in guest RAM. Driven only
+#! through `tandem api`:
+#!   snap-create    after 5 ticks: PATCH /vm Paused, PUT /snapshot/create
+#!                  answered 204, both files there, the memory file 512 MiB long
+#!   snap-restore   tandem SIGKILLed; a new tandem: PUT /snapshot/load
+#!                  (resume_vm) answered 204, GET / Running, and the guest's
+#!                  next tick is the snapshot's last + 1 (it went on, it did
+#!                  not boot again: no TANDEM-GUEST-UP line) and 3 more follow
+#!   snap-clock     the guest's uptime never went backwards across the restore
+#!   snap-no-stall  no RCU stall, soft lockup, hung task or unstable
+#!                  clocksource in the guest's log after the restore
+#!   snap-restore-again  the same snapshot restored SNAP_RESTORES more times
+#!                  (default 10), each going on from the same tick
+#! Prints CHECK <name> PASS|FAIL <detail>; exits 0 when none failed.
+#! Environment: TANDEM (/bin/tandem), SNAP_RESTORES (10).
+
+SOCK=/tmp/snap.sock
+STATE=/tmp/vm.state
+MEMORY=/tmp/vm.mem
+FAILED=0
+# shellcheck disable=SC2034 # used by host-lib.sh
+HOST_LOG_PREFIX=snapshot-host
+# shellcheck source=ci/host-lib.sh
+. "$(dirname "$0")/host-lib.sh"
+
+check() {
+    [ "$2" = PASS ] || FAILED=1
+    if [ -z "$TANDEM_EXIT" ]; then check_later "$@"; else check_result "$@"; fi
+}
+
+api() {
+    local status=0
+    "$TANDEM" api --sock "$SOCK" "$1" "$2" ${3:+"$3"} >/tmp/api.answer 2>/tmp/api.err || status=$?
+    note "API $1 $2 ${3:-} -> $status $(cat /tmp/api.answer /tmp/api.err | tr '\n' ' ')"
+    return "$status"
+}
+answer() { cat /tmp/api.answer /tmp/api.err | tr '\n' ' '; }
+
+# The last SNAP-TICK number in FILE (0 before the first).
+last_tick() {
+    local n
+    n=$(grep -a 'SNAP-TICK ' "$1" | tail -n 1 | sed -n 's/.*SNAP-TICK \([0-9]*\).*/\1/p')
+    echo "${n:-0}"
+}
+# shellcheck disable=SC2317 # run by wait_until
+tick_after() { [ "$(last_tick "$1")" -gt "$2" ]; }
+# The first SNAP-TICK line of FILE, as "n uptime stalls".
+first_tick() { grep -a 'SNAP-TICK ' "$1" | head -n 1 | sed -n 's/.*SNAP-TICK \([0-9]*\) uptime=\([0-9.]*\) stalls=\([0-9]*\).*/\1 \2 \3/p'; }
+tick_fields() { grep -a 'SNAP-TICK ' "$1" | sed -n 's/.*SNAP-TICK \([0-9]*\) uptime=\([0-9.]*\) stalls=\([0-9]*\).*/\1 \2 \3/p'; }
+
+start_api_tandem() {
+    rm -f "$SOCK"
+    TANDEM_EXIT=""
+    start_tandem "$1" --api-sock "$SOCK" --id snap
+    wait_until 30 [ -S "$SOCK" ]
+}
+
+# Ends the running tandem the hard way, as a crash would.
+kill_tandem() {
+    kill -9 "$TANDEM_PID" 2>/dev/null
+    finish_tandem 10
+}
+
+boot_and_snapshot() {
+    local args t0 t1
+    args="console=ttyS0 quiet panic=-1 tandem.mode=checks tandem.checks=snapshot-ticks"
+    if ! start_api_tandem /tmp/first.out ||
+        ! api PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 512}' ||
+        ! api PUT /boot-source "{\"kernel_image_path\": \"/guest/vmlinuz\", \"initrd_path\": \"/guest/initramfs.cpio.gz\", \"boot_args\": \"$args\"}" ||
+        ! api PUT /actions '{"action_type": "InstanceStart"}'; then
+        check snap-create FAIL "the first VM did not start: $(answer)"
+        return 1
+    fi
+    if ! wait_until 600 tick_after /tmp/first.out 4; then
+        check snap-create FAIL "the guest never ticked 5 times"
+        return 1
+    fi
+    api PATCH /vm '{"state": "Paused"}' || { check snap-create FAIL "pause: $(answer)"; return 1; }
+    SAVED_TICK=$(last_tick /tmp/first.out)
+    t0=$(date +%s)
+    if ! api PUT /snapshot/create "{\"snapshot_path\": \"$STATE\", \"mem_file_path\": \"$MEMORY\"}"; then
+        check snap-create FAIL "PUT /snapshot/create: $(answer)"
+        return 1
+    fi
+    t1=$(date +%s)
+    if [ "$(stat -c %s "$MEMORY")" = $((512 << 20)) ] && [ -s "$STATE" ]; then
+        check snap-create PASS "paused after SNAP-TICK $SAVED_TICK, snapshot in $((t1 - t0)) s: state $(wc -c <"$STATE") bytes, memory 512 MiB ($(du -k "$MEMORY" | cut -f1) KiB allocated)"
+    else
+        check snap-create FAIL "files: state $(wc -c <"$STATE" 2>&1), memory $(stat -c %s "$MEMORY" 2>&1) bytes"
+        return 1
+    fi
+    kill_tandem
+}
+
+# Loads the snapshot into a new tandem whose output goes to OUT; true when
+# the guest then ticks 4 times, going on from SAVED_TICK. Sets WHY.
+restore_into() {
+    local out=$1 first
+    WHY=""
+    if ! start_api_tandem "$out"; then WHY="no API socket"; return 1; fi
+    if ! api PUT /snapshot/load "{\"snapshot_path\": \"$STATE\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"$MEMORY\"}, \"resume_vm\": true}"; then
+        WHY="PUT /snapshot/load: $(answer)"
+        return 1
+    fi
+    if ! api GET / || ! grep -q '"state": *"Running"' /tmp/api.answer; then
+        WHY="GET /: $(answer)"
+        return 1
+    fi
+    if ! wait_until 120 tick_after "$out" $((SAVED_TICK + 3)); then
+        WHY="ticks after the restore: last $(last_tick "$out"), wanted $((SAVED_TICK + 4))"
+        return 1
+    fi
+    first=$(first_tick "$out")
+    if [ "${first%% *}" != $((SAVED_TICK + 1)) ]; then
+        WHY="the first tick after the restore is '${first%% *}', the snapshot's last was $SAVED_TICK"
+        return 1
+    fi
+    if grep -aq TANDEM-GUEST-UP "$out"; then WHY="the guest booted again"; return 1; fi
+}
+
+main() {
+    local restores=${SNAP_RESTORES:-10} i ok=0 back stalls
+    TANDEM=${TANDEM:-/bin/tandem} TANDEM_EXIT=""
+    boot_and_snapshot || { FAILED=1; kill_tandem; echo "snapshot-host: done, a check failed"; return 1; }
+
+    if restore_into /tmp/second.out; then
+        check snap-restore PASS "new tandem, load 204, Running; ticks go on: $(tick_fields /tmp/second.out | head -n 4 | cut -d' ' -f1 | tr '\n' ' ')after $SAVED_TICK"
+    else
+        check snap-restore FAIL "$WHY"
+    fi
+    # Guest uptime: the first VM's ticks, then the restored one's.
+    back=$({ tick_fields /tmp/first.out; tick_fields /tmp/second.out; } |
+        awk 'NR > 1 && $2 < p { print "tick " $1 " at " $2 " s after " p " s" } { p = $2 }')
+    if [ -z "$back" ] && [ -n "$(first_tick /tmp/second.out)" ]; then
+        check snap-clock PASS "guest uptime $(grep -a "SNAP-TICK $SAVED_TICK " /tmp/first.out | sed 's/.*uptime=\([0-9.]*\).*/\1/' | tr -d '\r') s at the snapshot, $(first_tick /tmp/second.out | cut -d' ' -f2) s at the next tick"
+    else
+        check snap-clock FAIL "${back:-no ticks after the restore}"
+    fi
+    stalls=$(tick_fields /tmp/second.out | tail -n 1 | cut -d' ' -f3)
+    if [ "${stalls:-x}" = 0 ]; then
+        check snap-no-stall PASS "no stall, lockup or unstable clocksource line in the guest's log"
+    else
+        check snap-no-stall FAIL "the guest's log has ${stalls:-no tick with a count of} stall/lockup lines"
+    fi
+    kill_tandem
+
+    for i in $(seq 1 "$restores"); do
+        if restore_into "/tmp/again-$i.out"; then ok=$((ok + 1)); else note "restore $i: $WHY"; fi
+        kill_tandem
+    done
+    if [ "$ok" = "$restores" ]; then
+        check snap-restore-again PASS "the same snapshot restored $restores more times, each going on from tick $((SAVED_TICK + 1))"
+    else
+        check snap-restore-again FAIL "$ok of $restores restores went on from tick $((SAVED_TICK + 1)) (notes say why)"
+    fi
+    echo "snapshot-host: done, $([ "$FAILED" = 0 ] && echo 'every check passed' || echo 'a check failed')"
+    return "$FAILED"
+}
+
+main "$@"; exit
