@@ -17,7 +17,7 @@
 #!   api-sigterm                aarch64: SIGTERM, tandem exits 143
 #! A row passes when every check of its arch printed `CHECK <name> PASS`.
 #! Sourced by ci/e2e.sh, this file only defines api_rows (rows named
-#! *-api*). Run directly, it runs those rows through ci/e2e.sh and then
+#! *-api*). Run directly, it runs those rows through ci/e2e.sh, which
 #! prints each row's check lines.
 #! Usage: ci/api-e2e.sh [e2e.sh options] [x86_64|aarch64|all|ROW...]   (default: all)
 
@@ -58,47 +58,12 @@ api_rows() {
     done
 }
 
-# Prints each check's line from ROW's log, or MISSING.
-print_api_checks() {
-    local row=$1 log=$ROOT/target/e2e-logs/$1.log check line
-    while read -r check; do
-        line=$(grep -aoE "CHECK $check (PASS|FAIL)( .*)?" "$log" 2>/dev/null | tail -n 1 | tr -d '\r')
-        echo "  $row: ${line:-CHECK $check MISSING}"
-    done < <(api_checks_of "$row")
-}
-
-# The API rows ARG (a row name, x86_64, aarch64 or all) stands for.
-api_rows_for() {
-    case $1 in
-        all) echo "${API_ROWS[@]}" ;;
-        x86_64) echo x86-api ;;
-        aarch64) echo a64-api-gicv3 a64-api-gicv2 ;;
-        *) echo "$1" ;;
-    esac
-}
-
-main() {
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
     # shellcheck disable=SC2034 # used by lib.sh
     LOG_PREFIX=api-e2e
     # shellcheck source=ci/lib.sh
     . "$(dirname "$0")/lib.sh"
-    local options=() rows=() more=() row status=0
-    while [ $# -gt 0 ]; do
-        case $1 in
-            -j) options+=("$1" "$2"); shift ;;
-            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
-            -*) options+=("$1") ;;
-            *) read -ra more <<<"$(api_rows_for "$1")"; rows+=("${more[@]}") ;;
-        esac
-        shift
-    done
-    [ "${#rows[@]}" -gt 0 ] || rows=("${API_ROWS[@]}")
-    "$ROOT/ci/e2e.sh" ${options[@]+"${options[@]}"} "${rows[@]}" || status=$?
-    for row in "${rows[@]}"; do
-        [ ! -f "$ROOT/target/e2e-logs/$row.log" ] || print_api_checks "$row"
-    done
-    return "$status"
-}
-
-if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; exit; fi
+    suite_main API_ROWS "$@"
+    exit
+fi

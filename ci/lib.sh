@@ -53,3 +53,30 @@ resolve_vmm() {
     [ -x "$vmm" ] || die "not an executable: $vmm"
     realpath "$vmm"
 }
+
+# The standalone form of a row suite sourced by ci/e2e.sh (virtio-e2e.sh,
+# api-e2e.sh, …): runs the rows of array ROWS (its name) through
+# ci/e2e.sh, which prints each row's result and check lines. Arguments:
+# e2e.sh options, then x86_64 | aarch64 | all | row names (default all);
+# the suite's rows are named x86-… and a64-….
+suite_main() {
+    local -n suite_rows=$1
+    shift
+    local options=() rows=() row
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -j) options+=("$1" "$2"); shift ;;
+            -h|--help) usage; exit 0 ;;
+            -*) options+=("$1") ;;
+            all) rows+=("${suite_rows[@]}") ;;
+            x86_64|aarch64)
+                for row in "${suite_rows[@]}"; do
+                    case $1:$row in x86_64:x86-*|aarch64:a64-*) rows+=("$row") ;; esac
+                done ;;
+            *) rows+=("$1") ;;
+        esac
+        shift
+    done
+    [ "${#rows[@]}" -gt 0 ] || rows=("${suite_rows[@]}")
+    "$ROOT/ci/e2e.sh" ${options[@]+"${options[@]}"} "${rows[@]}"
+}

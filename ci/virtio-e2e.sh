@@ -13,11 +13,12 @@
 #!   crash        (host) fsync'd blocks are in the disk file after SIGKILL
 #! A row passes when every check printed `CHECK <name> PASS`.
 #! Sourced by ci/e2e.sh, this file only defines virtio_rows (rows named
-#! *-virtio*). Run directly, it runs those rows through ci/e2e.sh and then
+#! *-virtio*). Run directly, it runs those rows through ci/e2e.sh, which
 #! prints each row's check lines.
 #! Usage: ci/virtio-e2e.sh [e2e.sh options] [x86_64|aarch64|all|ROW...]   (default: all)
 
 VIRTIO_CHECKS=(blk blk-file blk-ro blk-ro-file rng net console crash)
+# shellcheck disable=SC2034 # read by suite_main (a nameref)
 VIRTIO_ROWS=(x86-virtio a64-virtio-gicv3 a64-virtio-gicv2)
 
 # Registers the virtio rows with e2e.sh's row(). Host flavour: the host
@@ -32,47 +33,12 @@ virtio_rows() {
     row aarch64 a64-virtio-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m'
 }
 
-# Prints each check's line from ROW's log, or MISSING.
-print_checks() {
-    local row=$1 log=$ROOT/target/e2e-logs/$1.log check line
-    for check in "${VIRTIO_CHECKS[@]}"; do
-        line=$(grep -aoE "CHECK $check (PASS|FAIL)( .*)?" "$log" 2>/dev/null | tail -n 1 | tr -d '\r')
-        echo "  $row: ${line:-CHECK $check MISSING}"
-    done
-}
-
-# The virtio rows ARG (a row name, x86_64, aarch64 or all) stands for.
-rows_for() {
-    case $1 in
-        all) echo "${VIRTIO_ROWS[@]}" ;;
-        x86_64) echo x86-virtio ;;
-        aarch64) echo a64-virtio-gicv3 a64-virtio-gicv2 ;;
-        *) echo "$1" ;;
-    esac
-}
-
-main() {
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
     # shellcheck disable=SC2034 # used by lib.sh
     LOG_PREFIX=virtio-e2e
     # shellcheck source=ci/lib.sh
     . "$(dirname "$0")/lib.sh"
-    local options=() rows=() more=() row status=0
-    while [ $# -gt 0 ]; do
-        case $1 in
-            -j) options+=("$1" "$2"); shift ;;
-            -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
-            -*) options+=("$1") ;;
-            *) read -ra more <<<"$(rows_for "$1")"; rows+=("${more[@]}") ;;
-        esac
-        shift
-    done
-    [ "${#rows[@]}" -gt 0 ] || rows=("${VIRTIO_ROWS[@]}")
-    "$ROOT/ci/e2e.sh" ${options[@]+"${options[@]}"} "${rows[@]}" || status=$?
-    for row in "${rows[@]}"; do
-        [ ! -f "$ROOT/target/e2e-logs/$row.log" ] || print_checks "$row"
-    done
-    return "$status"
-}
-
-if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; exit; fi
+    suite_main VIRTIO_ROWS "$@"
+    exit
+fi
