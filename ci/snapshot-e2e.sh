@@ -4,9 +4,11 @@
 #! snapshotted, killed, restored in new tandem processes; checks
 #! snap-create, snap-restore, snap-clock, snap-no-stall, snap-restore-again).
 #! aarch64 rows come with aarch64 snapshots (docs/snapshots.md).
-#! Run it with `ci/e2e.sh x86-snapshot`.
+#! Usage: ci/snapshot-e2e.sh [e2e.sh options] [x86_64|all|ROW...]
 
 SNAPSHOT_CHECKS=(snap-create snap-restore snap-clock snap-no-stall snap-restore-again)
+# shellcheck disable=SC2034 # read by suite_main (a nameref)
+SNAPSHOT_ROWS=(x86-snapshot)
 
 # Registers the row with e2e.sh's row(). Host flavour: the scenario needs
 # an emulated host of its own (several tandem processes, SIGKILL).
@@ -17,3 +19,13 @@ snapshot_rows() {
         --add "$ROOT/ci/host-lib.sh:/host-lib.sh" --timeout 900 --memory 3072 \
         --guest-cpus 2 "${expects[@]}"
 }
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+    # shellcheck disable=SC2034 # used by lib.sh
+    LOG_PREFIX=snapshot-e2e
+    # shellcheck source=ci/lib.sh
+    . "$(dirname "$0")/lib.sh"
+    suite_main SNAPSHOT_ROWS "$@"
+    exit
+fi
