@@ -184,16 +184,12 @@ impl VmResources {
         if let Some(initrd) = &boot.initrd {
             check_readable_file("initrd", initrd)?;
         }
-        self.machine_config()
+        self.restored_vm_config()
     }
 
     /// The [`VmConfig`] of a VM restored from a snapshot: its guest is in
     /// the memory file, so its kernel and initrd need not exist any more.
     pub fn restored_vm_config(&self) -> Result<VmConfig> {
-        self.machine_config()
-    }
-
-    fn machine_config(&self) -> Result<VmConfig> {
         for drive in &self.drives {
             check_readable_file("disk", &drive.block.path)?;
         }

@@ -52,6 +52,14 @@ impl VmState {
         }
     }
 
+    /// Restore builds the machine, so only a VM without one may: NotStarted.
+    pub fn check_restore(self) -> Result<()> {
+        match self {
+            VmState::NotStarted => Ok(()),
+            _ => bail!("a snapshot can only be loaded into a VM that is not started"),
+        }
+    }
+
     /// Refuses every transition the diagram above does not have.
     pub fn check_transition(self, next: VmState) -> Result<()> {
         use VmState::*;
@@ -66,16 +74,6 @@ impl VmState {
                 from.api_name(),
                 to.api_name()
             ),
-        }
-    }
-}
-
-impl VmState {
-    /// Restore builds the machine, so only a VM without one may: NotStarted.
-    pub fn check_restore(self) -> Result<()> {
-        match self {
-            VmState::NotStarted => Ok(()),
-            _ => bail!("a snapshot can only be loaded into a VM that is not started"),
         }
     }
 }
