@@ -61,6 +61,9 @@ pub struct Machine {
     console_output: ConsoleOutput,
     /// Guest time while paused.
     paused_clock: Option<GuestClock>,
+    /// Whether RAM is anonymous memory (booted) rather than a snapshot's
+    /// file mapped privately (restored): snapshots skip what it never used.
+    anonymous_memory: bool,
     /// KVM's statistics: the VM's (`vm`) and each vCPU's (`vcpuN`).
     kvm_stats: Vec<(String, KvmStats)>,
 }
@@ -155,6 +158,7 @@ impl Machine {
             console,
             console_output,
             paused_clock: None,
+            anonymous_memory: matches!(origin, Origin::Kernel),
             kvm_stats,
         })
     }
@@ -178,7 +182,7 @@ impl Machine {
 
     /// Writes guest RAM to `file`; the machine must be paused.
     pub fn save_memory(&self, file: &File) -> Result<()> {
-        save_guest_memory(&self.mem, file)
+        save_guest_memory(&self.mem, file, self.anonymous_memory)
     }
 
     /// Stops the guest: vCPUs parked out of KVM_RUN, device workers parked,

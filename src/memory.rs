@@ -73,28 +73,67 @@ const SAVE_CHUNK: usize = 64 << 10;
 
 /// Writes every region of `mem`, in order, to `file`, leaving all-zero
 /// chunks as holes: the file reads back the same, but RAM the guest never
-/// wrote costs neither disk space nor write time.
-pub fn save_guest_memory(mem: &GuestMemoryMmap, file: &File) -> Result<()> {
+/// wrote costs neither disk space nor write time. With `anonymous` (RAM
+/// from [`map_guest_memory`], not a file) chunks whose pages were never
+/// given memory are skipped without reading them.
+pub fn save_guest_memory(mem: &GuestMemoryMmap, file: &File, anonymous: bool) -> Result<()> {
     let total: u64 = mem.iter().map(|r| r.len()).sum();
     file.set_len(total).context("sizing the memory file")?;
+    let untouched = match anonymous {
+        true => Untouched::open().ok(),
+        false => None,
+    };
     let mut buf = vec![0u8; SAVE_CHUNK];
     let mut offset = 0;
     for region in mem.iter() {
         let mut done = 0;
         while done < region.len() {
             let len = (region.len() - done).min(SAVE_CHUNK as u64) as usize;
-            let chunk = &mut buf[..len];
-            mem.read_slice(chunk, region.start_addr().unchecked_add(done))
-                .context("reading guest memory")?;
-            if chunk.iter().any(|&b| b != 0) {
-                file.write_all_at(chunk, offset + done)
-                    .context("writing guest memory")?;
+            let host = region.as_ptr() as u64 + done;
+            if !untouched.as_ref().is_some_and(|u| u.all(host, len)) {
+                let chunk = &mut buf[..len];
+                mem.read_slice(chunk, region.start_addr().unchecked_add(done))
+                    .context("reading guest memory")?;
+                if chunk.iter().any(|&b| b != 0) {
+                    file.write_all_at(chunk, offset + done)
+                        .context("writing guest memory")?;
+                }
             }
             done += len as u64;
         }
         offset += region.len();
     }
     Ok(())
+}
+
+/// Which pages of this process's anonymous mappings were never given
+/// memory (/proc/self/pagemap: neither present nor swapped), so read as
+/// zero without being read.
+struct Untouched {
+    pagemap: File,
+    page_size: u64,
+}
+
+impl Untouched {
+    fn open() -> Result<Untouched> {
+        Ok(Untouched {
+            pagemap: File::open("/proc/self/pagemap")?,
+            page_size: arch::host_page_size()?,
+        })
+    }
+
+    /// Whether no page of `len` bytes at host address `addr` has memory;
+    /// false if pagemap cannot tell.
+    fn all(&self, addr: u64, len: usize) -> bool {
+        const PRESENT_OR_SWAPPED: u64 = 3 << 62;
+        let first = addr / self.page_size;
+        let pages = (addr + len as u64).div_ceil(self.page_size) - first;
+        let mut entries = vec![0u8; pages as usize * 8];
+        self.pagemap.read_exact_at(&mut entries, first * 8).is_ok()
+            && entries.chunks_exact(8).all(|entry| {
+                u64::from_le_bytes(entry.try_into().unwrap()) & PRESENT_OR_SWAPPED == 0
+            })
+    }
 }
 
 /// Hands every region of `mem` to KVM as a memory slot.
@@ -197,6 +236,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pages_never_written_are_told_from_written_ones() {
+        let mem = map_guest_memory(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let base = mem.iter().next().unwrap().as_ptr() as u64;
+        let untouched = Untouched::open().unwrap();
+        assert!(untouched.all(base, SAVE_CHUNK));
+        mem.write_slice(&[1], GuestAddress(SAVE_CHUNK as u64 + 5)).unwrap();
+        assert!(untouched.all(base, SAVE_CHUNK));
+        assert!(!untouched.all(base + SAVE_CHUNK as u64, SAVE_CHUNK));
+    }
+
+    #[test]
     fn saved_memory_maps_back_the_same_sparse_and_private() {
         let regions = [(GuestAddress(0), 1 << 20), (GuestAddress(4 << 20), 2 << 20)];
         let mem = map_guest_memory(&regions).unwrap();
@@ -205,7 +255,7 @@ mod tests {
             .unwrap();
         let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
         let path = dir.as_path().join("mem");
-        save_guest_memory(&mem, &File::create(&path).unwrap()).unwrap();
+        save_guest_memory(&mem, &File::create(&path).unwrap(), true).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.len(), 3 << 20);
         // Two written 64 KiB chunks; the rest are holes.
@@ -232,6 +282,13 @@ mod tests {
             .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[0x1234..0x1239], b"first");
+        // Saved again from the file mapping (pages not read yet are the
+        // file's, not zero): the guest's write and the old data are there.
+        let again = dir.as_path().join("again");
+        save_guest_memory(&restored, &File::create(&again).unwrap(), false).unwrap();
+        let bytes = std::fs::read(&again).unwrap();
+        assert_eq!(&bytes[0x1234..0x1239], b"THIRD");
+        assert_eq!(&bytes[(3 << 20) - 6..], b"second");
         // A file of another size is not this VM's memory.
         let wrong = [(GuestAddress(0), 1 << 20)];
         let err = map_guest_memory_from_file(&wrong, &file).unwrap_err();

@@ -167,6 +167,16 @@ pub fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
     move |source| Error::Kvm { what, source }
 }
 
+/// The host's page size (4 KiB on x86_64; 4, 16 or 64 KiB on arm64).
+pub fn host_page_size() -> Result<u64> {
+    // SAFETY: sysconf only reads a system constant; no memory is involved.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .ok_or_else(|| Error::Config(format!("cannot read the host page size (got {size})")))
+}
+
 /// Host RAM plus swap in bytes (from /proc/meminfo), the most a guest can
 /// be given without the host refusing or thrashing; `u64::MAX` if unknown.
 pub fn host_memory_limit() -> u64 {

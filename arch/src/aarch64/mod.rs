@@ -38,16 +38,6 @@ pub struct AArch64 {
     vgic: Vgic,
 }
 
-/// The host's page size (4, 16 or 64 KiB on arm64).
-fn host_page_size() -> Result<u64> {
-    // SAFETY: sysconf only reads a system constant; no memory is involved.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size)
-        .ok()
-        .filter(|s| s.is_power_of_two())
-        .ok_or_else(|| Error::Config(format!("cannot read the host page size (got {size})")))
-}
-
 /// The single RAM region of `layout`.
 fn ram_region(layout: &MemoryLayout) -> Region {
     let (start, size) = layout.ram[0];
@@ -122,7 +112,7 @@ impl Arch for AArch64 {
                 host_memory >> 20
             )));
         }
-        let page_size = host_page_size()?;
+        let page_size = crate::host_page_size()?;
         let layout = layout::memory_layout(config.memory_size, page_size)?;
         let ram = ram_region(&layout);
         let ipa_bits = layout::ipa_bits_needed(ram.base + ram.size);
