@@ -20,6 +20,8 @@ LOG_PREFIX=e2e
 . "$ROOT/ci/virtio-e2e.sh" # virtio_rows
 # shellcheck source=ci/api-e2e.sh
 . "$ROOT/ci/api-e2e.sh" # api_rows
+# shellcheck source=ci/hostile-e2e.sh
+. "$ROOT/ci/hostile-e2e.sh" # hostile_rows, hostile_prepare
 
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 JOBS=2 HOST_ONLY=0 FORCE_EMULATED=0 BUILD=1
@@ -82,6 +84,7 @@ define_rows() {
     common_rows aarch64 a64
     virtio_rows
     api_rows
+    hostile_rows
 }
 
 parse_args() {
@@ -130,6 +133,8 @@ build_tandem() {
     [ "$BUILD" = 1 ] || return 0
     log "building tandem for $arch"
     "$ROOT/ci/build-static.sh" "$arch" >/dev/null
+    # The hostile rows' guest program (ci/hostile-e2e.sh).
+    hostile_prepare "$arch"
 }
 
 # Runs row I (in a background job); its one-line result goes to file OUT.
@@ -160,7 +165,7 @@ run_row() {
     # a CI run explains itself.
     case $line in
         "RESULT: FAIL"*)
-            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|net-diag:|stall: ' "$log" | tail -n 40
+            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|hostile-host:|net-diag:|stall: ' "$log" | tail -n 40
               echo "... last lines:"
               tail -n 15 "$log"; } 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
     esac
