@@ -17,20 +17,22 @@
 #!   hostile-neighbour  the neighbour's disk and net throughput beside the
 #!                      attacker is at least NEIGHBOUR_MIN_PERCENT of alone, and
 #!                      its disk file holds what it wrote, in both runs
-#!   hostile-rss        the attacker's tandem: VmHWM minus guest memory is at
-#!                      most RSS_OVER_GUEST_MIB
+#!   hostile-rss        the attacker's tandem's own peak resident memory (its
+#!                      --stats vmm_peak_rss_kib: VmHWM minus the guest RAM
+#!                      resident at exit) is at most VMM_PEAK_RSS_MIB
 #!   hostile-sigterm    SIGTERM to the attacker's tandem: gone within
 #!                      SIGTERM_MAX_MS, exit status 143
 #!   hostile-log        the attacker's tandem wrote at most LOG_MAX_LINES
-#!                      lines on stderr over the whole run
+#!                      lines on stderr over the whole run (its tandem-stats
+#!                      lines, asked for by this host, not counted)
 #! The bounds and why they are what they are: docs/security.md ("A hostile
 #! guest, end to end"). Shared helpers: ci/host-lib.sh at /host-lib.sh.
 #! Exits 0 when every check passed.
 
 # Bounds (docs/security.md says why).
 SIGTERM_MAX_MS=1000
-RSS_OVER_GUEST_MIB=64
-LOG_MAX_LINES=150
+VMM_PEAK_RSS_MIB=64
+LOG_MAX_LINES=200
 NEIGHBOUR_MIN_PERCENT=25
 # Every attack tandem-hostile runs (hostile/src/attacks/mod.rs; a unit
 # test there checks this list).
@@ -102,11 +104,14 @@ start_attacker() {
     dd if=/dev/zero of=/tmp/attacker.img bs=1M count=0 seek=32 2>/dev/null
     rm -f /tmp/attacker.pipe
     mkfifo /tmp/attacker.pipe
-    awk 'length($0) < 300 && !/^U+$/ { print; fflush() }' </tmp/attacker.pipe >/tmp/attacker.out &
+    # Kept lines are copied live to the console, prefixed.
+    awk '{ sub(/\r$/, "") } length($0) < 300 && !/^U+$/ {
+             print; fflush(); print "attacker| " $0 >"/dev/stderr"; fflush("/dev/stderr") }' \
+        </tmp/attacker.pipe >/tmp/attacker.out &
     AWK_PID=$!
     "$TANDEM" run --kernel /guest/vmlinuz --initrd /tmp/hostile-initrd.gz --cpus 1 \
         --memory "${GUEST_MIB}M" --disk path=/tmp/attacker.img \
-        --net "tap=tap1,mac=$ATTACKER_MAC" --rng \
+        --net "tap=tap1,mac=$ATTACKER_MAC" --rng --stats \
         --cmdline "console=ttyS0 quiet panic=-1 tandem.mode=hostile" \
         >/tmp/attacker.pipe 2>/tmp/attacker.err </dev/null &
     ATTACKER_PID=$!
@@ -168,19 +173,24 @@ check_neighbour() {
     fi
 }
 
+# The attacker's VmHWM and VmRSS now (kB), for the record.
+sample_rss() {
+    HWM=$(status_kb "$ATTACKER_PID" VmHWM)
+    RSS=$(status_kb "$ATTACKER_PID" VmRSS)
+}
+
+# From tandem's own --stats line at exit: its peak resident memory beyond
+# guest RAM.
 check_rss() {
-    local hwm rss over
-    hwm=$(status_kb "$ATTACKER_PID" VmHWM)
-    rss=$(status_kb "$ATTACKER_PID" VmRSS)
-    if [ -z "$hwm" ]; then
-        check hostile-rss FAIL "the attacker's tandem is gone: no /proc/$ATTACKER_PID/status"
-        return
-    fi
-    over=$(((hwm - GUEST_MIB * 1024) / 1024))
-    if [ "$over" -le "$RSS_OVER_GUEST_MIB" ]; then
-        check hostile-rss PASS "VmHWM $hwm kB, VmRSS $rss kB: $over MiB over the guest's $GUEST_MIB MiB (at most $RSS_OVER_GUEST_MIB)"
+    local peak guest own
+    peak=$(sed -n 's/.*tandem-stats: .*vmm_peak_rss_kib=\([0-9]*\).*/\1/p' /tmp/attacker.err | tail -n 1)
+    guest=$(sed -n 's/.*tandem-stats: .*guest_rss_kib=\([0-9]*\).*/\1/p' /tmp/attacker.err | tail -n 1)
+    own=$(sed -n 's/.*tandem-stats: .*vmm_rss_kib=\([0-9]*\).*/\1/p' /tmp/attacker.err | tail -n 1)
+    local detail="tandem's own peak ${peak:-?} kB (at most $((VMM_PEAK_RSS_MIB * 1024))), own now ${own:-?} kB, guest RAM resident ${guest:-?} kB; before SIGTERM VmHWM ${HWM:-?} kB, VmRSS ${RSS:-?} kB"
+    if [ -n "$peak" ] && [ "$peak" -le $((VMM_PEAK_RSS_MIB * 1024)) ]; then
+        check hostile-rss PASS "$detail"
     else
-        check hostile-rss FAIL "VmHWM $hwm kB, VmRSS $rss kB: $over MiB over the guest's $GUEST_MIB MiB (at most $RSS_OVER_GUEST_MIB)"
+        check hostile-rss FAIL "$detail"
     fi
 }
 
@@ -213,7 +223,7 @@ check_sigterm() {
 
 check_log() {
     local lines
-    lines=$(wc -l </tmp/attacker.err | tr -d ' ')
+    lines=$(grep -vc 'tandem-stats:' /tmp/attacker.err)
     echo "hostile-host: the attacker's tandem log ($lines lines):"
     head -n 200 /tmp/attacker.err | sed 's/^/attacker-log| /'
     if [ "$lines" -le "$LOG_MAX_LINES" ]; then
@@ -241,11 +251,11 @@ neighbour_run /tmp/beside.out
 BESIDE_DISK=$NB_DISK BESIDE_NET=$NB_NET BESIDE_FILE_OK=$NB_FILE_OK
 kill "$HTTPD_PID" 2>/dev/null
 
-check_rss
+sample_rss
 check_sigterm
 kill "$PING_PID" 2>/dev/null
 wait "$AWK_PID" 2>/dev/null
-sed 's/^/attacker| /' /tmp/attacker.out
+check_rss
 check_attacks
 check_neighbour
 check_log
