@@ -1,7 +1,9 @@
 //! Finding the virtio-mmio register windows: `/proc/iomem` parsed into
 //! regions, and the ones a virtio-mmio transport sits behind picked by
-//! name (`LNRO0005:NN` from ACPI on x86_64, `…virtio_mmio…` from the
-//! device tree on aarch64). Pure text handling, unit-tested.
+//! name (`LNRO0005:NN`: ACPI platform devices, x86_64, are listed there
+//! without a driver); device-tree platform devices (aarch64) are not, so
+//! their names in /sys/bus/platform/devices (`a000000.virtio_mmio`) give
+//! the addresses. Pure text handling, unit-tested.
 
 /// One line of `/proc/iomem`: an inclusive physical range and its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +54,19 @@ pub fn virtio_windows(regions: &[Region]) -> Vec<Region> {
     found
 }
 
+/// The window addresses in device-tree platform device names
+/// (`<hex address>.virtio_mmio`), lowest first.
+pub fn platform_windows<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<u64> {
+    let mut found: Vec<u64> = names
+        .into_iter()
+        .filter_map(|name| name.strip_suffix(".virtio_mmio"))
+        .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
 /// Whether `addr` lies in any region (RAM, devices, bridges).
 pub fn is_claimed(regions: &[Region], addr: u64) -> bool {
     regions.iter().any(|r| r.start <= addr && addr <= r.end)
@@ -95,6 +110,17 @@ garbage line
         let windows = virtio_windows(&parse(ARM));
         let starts: Vec<u64> = windows.iter().map(|r| r.start).collect();
         assert_eq!(starts, vec![0x0a00_0000, 0x0a01_0000]);
+    }
+
+    #[test]
+    fn device_tree_platform_names_give_addresses() {
+        let names = [
+            "a010000.virtio_mmio",
+            "9000000.uart",
+            "a000000.virtio_mmio",
+            "x.virtio_mmio",
+        ];
+        assert_eq!(platform_windows(names), vec![0x0a00_0000, 0x0a01_0000]);
     }
 
     #[test]

@@ -119,12 +119,25 @@ fn setup() -> Result<Ctx, String> {
         .map(|r| r.end + 1)
         .max()
         .ok_or("no System RAM in /proc/iomem")?;
+    let mut windows: Vec<u64> = iomem::virtio_windows(&regions)
+        .iter()
+        .map(|r| r.start)
+        .collect();
+    let names: Vec<String> = std::fs::read_dir("/sys/bus/platform/devices")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    windows.extend(iomem::platform_windows(names.iter().map(String::as_str)));
+    windows.sort_unstable();
+    windows.dedup();
     let mut devices = Vec::new();
-    for window in iomem::virtio_windows(&regions) {
-        match Device::open(window.start) {
+    for window in windows {
+        match Device::open(window) {
             Ok(Some(d)) => devices.push(d),
-            Ok(None) => println!("HOSTILE-NOTE {:#x}: no virtio device", window.start),
-            Err(e) => println!("HOSTILE-NOTE {:#x}: {e}", window.start),
+            Ok(None) => println!("HOSTILE-NOTE {window:#x}: no virtio device"),
+            Err(e) => println!("HOSTILE-NOTE {window:#x}: {e}"),
         }
     }
     if devices.is_empty() {
