@@ -31,7 +31,7 @@
 
 # Bounds (docs/security.md says why).
 SIGTERM_MAX_MS=1000
-VMM_PEAK_RSS_MIB=64
+VMM_PEAK_RSS_MIB=32
 LOG_MAX_LINES=200
 NEIGHBOUR_MIN_PERCENT=25
 # Every attack tandem-hostile runs (hostile/src/attacks/mod.rs; a unit
