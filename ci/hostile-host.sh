@@ -218,7 +218,7 @@ EOF2
 # (vCPUs, workers, console output) before the kernel tears the process
 # and its VM down, to tell the two apart in the detail.
 check_sigterm() {
-    local t0 t1 ms code logged="" now
+    local t0 t1 ms code logged="" now threads=""
     if ! alive "$ATTACKER_PID"; then
         wait "$ATTACKER_PID"
         check hostile-sigterm FAIL "the attacker's tandem had already exited with $?"
@@ -232,6 +232,12 @@ check_sigterm() {
         if [ -z "$logged" ] && grep -q 'stopped: signal' /tmp/attacker.err; then
             logged=$(((now - t0) * 10))
         fi
+        # Half a second in: what each of its threads is doing, for a slow exit.
+        if [ -z "${threads:-}" ] && [ $((now - t0)) -ge 50 ]; then
+            threads=$(for task in /proc/"$ATTACKER_PID"/task/*; do
+                echo "$(cat "$task/comm" 2>/dev/null):$(cut -d' ' -f3 "$task/stat" 2>/dev/null):$(cat "$task/wchan" 2>/dev/null)"
+            done | tr '\n' ' ')
+        fi
         usleep 10000
     done
     t1=$(uptime_cs)
@@ -244,7 +250,7 @@ check_sigterm() {
     fi
     wait "$ATTACKER_PID"
     code=$?
-    local detail="exited $code after $ms ms (at most $SIGTERM_MAX_MS, status 143); its stop logged by ${logged:-$ms} ms"
+    local detail="exited $code after $ms ms (at most $SIGTERM_MAX_MS, status 143); its stop logged by ${logged:-$ms} ms${threads:+; threads at 500 ms: $threads}"
     if [ "$ms" -le "$SIGTERM_MAX_MS" ] && [ "$code" = 143 ]; then
         check hostile-sigterm PASS "$detail"
     else
