@@ -22,6 +22,8 @@ LOG_PREFIX=e2e
 . "$ROOT/ci/api-e2e.sh" # api_rows
 # shellcheck source=ci/snapshot-e2e.sh
 . "$ROOT/ci/snapshot-e2e.sh" # snapshot_rows
+# shellcheck source=ci/hostile-e2e.sh
+. "$ROOT/ci/hostile-e2e.sh" # hostile_rows, hostile_prepare
 
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 JOBS=2 HOST_ONLY=0 FORCE_EMULATED=0 BUILD=1
@@ -85,6 +87,7 @@ define_rows() {
     virtio_rows
     api_rows
     snapshot_rows
+    hostile_rows
 }
 
 parse_args() {
@@ -133,6 +136,8 @@ build_tandem() {
     [ "$BUILD" = 1 ] || return 0
     log "building tandem for $arch"
     "$ROOT/ci/build-static.sh" "$arch" >/dev/null
+    # The hostile rows' guest program (ci/hostile-e2e.sh).
+    hostile_prepare "$arch"
 }
 
 # Runs row I (in a background job); its one-line result goes to file OUT.
@@ -163,7 +168,7 @@ run_row() {
     # a CI run explains itself.
     case $line in
         "RESULT: FAIL"*)
-            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|net-diag:|stall: ' "$log" | tail -n 40
+            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|hostile-host:|net-diag:|stall: ' "$log" | tail -n 40
               echo "... last lines:"
               tail -n 15 "$log"; } 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
     esac

@@ -5,12 +5,15 @@
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout};
 use devices::legacy::serial::{SerialOutput, SerialState};
 use devices::legacy::{AcpiSleep, Pl031, Serial, I8042};
-use devices::virtio::{Interrupt, MmioTransport, VirtioDevice, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
+use devices::virtio::{
+    worker, Interrupt, MmioTransport, VirtioDevice, MMIO_LEN, QUEUE_NOTIFY_OFFSET,
+};
 use devices::{BusDevice, ExitSignal, IrqTrigger};
 use kvm_ioctls::{IoEventAddress, VmFd};
 use serde::{Deserialize, Serialize};
@@ -185,6 +188,21 @@ impl DeviceManager {
             }
         }
         Ok(())
+    }
+
+    /// Stops every virtio device's worker at once and waits for them
+    /// together, at most `STOP_WAIT`; one still busy then is left to end
+    /// on its own. Stopping them one by one (dropping each) would wait up
+    /// to that long per busy device, so a guest keeping several busy
+    /// could hold up the VMM's exit for seconds.
+    pub fn stop_workers(&self) {
+        let deadline = Instant::now() + worker::STOP_WAIT;
+        let workers = self
+            .virtio
+            .iter()
+            .flat_map(|slot| lock(&slot.transport).stop_workers())
+            .collect();
+        worker::finish_all(workers, deadline);
     }
 
     /// Lets every virtio device's worker go on.

@@ -218,9 +218,11 @@ impl Machine {
         Ok(())
     }
 
-    /// Stops every vCPU thread (idempotent); devices stop when dropped.
+    /// Stops every vCPU thread, then every device worker, all workers
+    /// at once (idempotent).
     pub fn stop(&mut self) {
         self.vcpus.stop();
+        self.devices.stop_workers();
     }
 
     /// Presses Ctrl+Alt+Del on the guest's keyboard (x86_64's i8042).

@@ -155,6 +155,14 @@ impl RetiredWorker {
         }
     }
 
+    /// Tells the retired worker, if any, to stop (again) and hands it over
+    /// (to wait for it together with others: `worker::finish_all`).
+    pub fn take(&mut self) -> Option<Worker> {
+        let worker = self.0.take()?;
+        worker.request_stop();
+        Some(worker)
+    }
+
     /// Parks the retired worker (or sees that it ended); see
     /// [`Worker::pause`].
     pub fn pause(&self) -> bool {

@@ -31,6 +31,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::device::{RetiredWorker, RETIRE_WAIT};
 use super::mmio_queue::{check_queue, half};
+use super::worker::Worker;
 use super::{
     feature, ActivateContext, ActiveQueue, Interrupt, LogLimit, StatsSnapshot, VirtioDevice,
 };
@@ -353,6 +354,19 @@ impl MmioTransport {
     /// Swaps the device's backing file (see [`VirtioDevice::update_backend`]).
     pub fn update_backend(&mut self, path: &Path) -> io::Result<()> {
         self.device.update_backend(path)
+    }
+
+    /// Tells the device's workers (the running one and one a reset
+    /// stopped) to stop, without waiting, and hands them over: the VMM
+    /// stopping the VM waits for all its devices' workers together
+    /// (`worker::finish_all`). The device is left as after a reset.
+    pub fn stop_workers(&mut self) -> Vec<Worker> {
+        let mut workers: Vec<Worker> = self.retired.take().into_iter().collect();
+        if self.activated {
+            workers.extend(self.device.reset());
+        }
+        self.reset();
+        workers
     }
 
     /// Returns at once: the worker is told to stop, not waited for.

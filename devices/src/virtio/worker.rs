@@ -396,6 +396,35 @@ impl Drop for Worker {
     }
 }
 
+/// Waits until `deadline` for `workers`, each already told to stop
+/// ([`Worker::request_stop`]), to end, and leaves those still busy then to
+/// end on their own; returns how many were left. One deadline for all, so
+/// stopping a VM with several busy devices waits [`STOP_WAIT`] once, not
+/// once per device (dropping them one by one would).
+pub fn finish_all(workers: Vec<Worker>, deadline: Instant) -> usize {
+    let mut left = 0;
+    for mut worker in workers {
+        let time = deadline.saturating_duration_since(Instant::now());
+        match worker.wait_ended(time) {
+            Some(true) => {}
+            Some(false) => warn!("a stopped virtio worker had panicked"),
+            None => {
+                // Detached: it holds its own references to guest memory
+                // and ends after its request.
+                worker.thread = None;
+                left += 1;
+            }
+        }
+    }
+    if left > 0 {
+        warn!(
+            "{left} virtio worker(s) still busy {} ms after a stop: left to end on their own",
+            STOP_WAIT.as_millis()
+        );
+    }
+    left
+}
+
 fn thread_name() -> String {
     std::thread::current().name().unwrap_or("?").to_string()
 }
