@@ -241,7 +241,8 @@ mod tests {
         let base = mem.iter().next().unwrap().as_ptr() as u64;
         let untouched = Untouched::open().unwrap();
         assert!(untouched.all(base, SAVE_CHUNK));
-        mem.write_slice(&[1], GuestAddress(SAVE_CHUNK as u64 + 5)).unwrap();
+        mem.write_slice(&[1], GuestAddress(SAVE_CHUNK as u64 + 5))
+            .unwrap();
         assert!(untouched.all(base, SAVE_CHUNK));
         assert!(!untouched.all(base + SAVE_CHUNK as u64, SAVE_CHUNK));
     }
