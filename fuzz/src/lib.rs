@@ -8,6 +8,7 @@
 //! for a chain longer than the descriptor cap (it drops those).
 
 use arbitrary::Arbitrary;
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use devices::virtio::{ConsoleOutput, MmioTransport, MAX_CHAIN_DESCRIPTORS};
@@ -28,22 +29,142 @@ pub const QUEUE_STRIDE: u64 = 0x2000;
 /// First byte of the data area (after two queues' rings).
 pub const DATA_START: u64 = 0x4000;
 
-/// A fresh, zeroed guest memory.
+/// The run's guest memory, zeroed: one mapping for the whole fuzzing
+/// run, cleared at the start of each input (mapping, faulting in and
+/// unmapping fresh memory per input cost more than the device itself).
+/// Devices get clones of it; each input's transport or handler is gone
+/// before the next input clears it.
 pub fn guest_memory() -> GuestMemoryMmap {
-    let ranges: Vec<(GuestAddress, usize)> =
-        RAM.iter().map(|&(a, l)| (GuestAddress(a), l)).collect();
-    GuestMemoryMmap::from_ranges(&ranges).expect("guest memory")
+    static MEMORY: OnceLock<GuestMemoryMmap> = OnceLock::new();
+    let mem = MEMORY.get_or_init(|| {
+        let ranges: Vec<(GuestAddress, usize)> =
+            RAM.iter().map(|&(a, l)| (GuestAddress(a), l)).collect();
+        GuestMemoryMmap::from_ranges(&ranges).expect("guest memory")
+    });
+    static ZEROS: [u8; RAM_END as usize] = [0; RAM_END as usize];
+    for &(base, len) in &RAM {
+        mem.write_slice(&ZEROS[..len], GuestAddress(base))
+            .expect("RAM writable");
+    }
+    mem.clone()
 }
 
-/// All of guest memory, for before/after comparisons (holes read as 0).
-pub fn snapshot(mem: &GuestMemoryMmap) -> Vec<u8> {
-    let mut all = vec![0u8; RAM_END as usize];
-    for &(base, len) in &RAM {
-        let range = base as usize..base as usize + len;
-        mem.read_slice(&mut all[range], GuestAddress(base))
-            .expect("RAM readable");
+/// All of guest memory as bytes at one moment (holes read as 0): the
+/// "before" and "after" the oracles compare, and a descriptor source
+/// ([`Descriptors`]) for what the driver laid out. Reuse one across
+/// inputs ([`Image::take`]) to keep allocations out of the loop.
+pub struct Image {
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    /// Buffers of dropped images, for the next ones: a fresh 72 KiB
+    /// buffer per image meant page faults on every input.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Default for Image {
+    fn default() -> Self {
+        let bytes = SPARE.with_borrow_mut(Vec::pop);
+        Self {
+            // Only RAM is ever written into a buffer: holes stay zero.
+            bytes: bytes.unwrap_or_else(|| vec![0; RAM_END as usize]),
+        }
     }
-    all
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let bytes = std::mem::take(&mut self.bytes);
+        SPARE.with_borrow_mut(|spare| spare.push(bytes));
+    }
+}
+
+impl Image {
+    /// An image of `mem` now.
+    pub fn of(mem: &GuestMemoryMmap) -> Self {
+        let mut image = Self::default();
+        image.take(mem);
+        image
+    }
+
+    /// Overwrites this image with `mem` as it is now.
+    pub fn take(&mut self, mem: &GuestMemoryMmap) {
+        for &(base, len) in &RAM {
+            let range = base as usize..base as usize + len;
+            mem.read_slice(&mut self.bytes[range], GuestAddress(base))
+                .expect("RAM readable");
+        }
+    }
+
+    /// `len` bytes at `addr`, if all of them are RAM (as guest memory
+    /// would read them).
+    pub fn get(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let end = addr.checked_add(len as u64)?;
+        let in_ram = |&(base, size): &(u64, usize)| base <= addr && end <= base + size as u64;
+        RAM.iter()
+            .any(in_ram)
+            .then(|| &self.bytes[addr as usize..end as usize])
+    }
+
+    /// The bytes, holes included (as zeros).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Where the oracles read descriptors and rings from: live guest memory
+/// or an [`Image`] of it.
+pub trait Descriptors {
+    /// `N` bytes at `addr`, if they are all RAM.
+    fn read<const N: usize>(&self, addr: u64) -> Option<[u8; N]>;
+
+    /// Appends the descriptors of the `count`-entry table at `table` that
+    /// lie in RAM (`(addr, len, flags, next)`).
+    fn table(&self, table: u64, count: u64, out: &mut Vec<(u64, u32, u16, u16)>) {
+        for j in 0..count {
+            if let Some(e) = table.checked_add(16 * j).and_then(|at| read_desc(self, at)) {
+                out.push(e);
+            }
+        }
+    }
+}
+
+impl Descriptors for GuestMemoryMmap {
+    fn read<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        let mut out = [0u8; N];
+        self.read_slice(&mut out, GuestAddress(addr)).ok()?;
+        Some(out)
+    }
+}
+
+impl Descriptors for Image {
+    fn read<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        self.get(addr, N)?.try_into().ok()
+    }
+
+    // Region by region, without a RAM check per entry: tables are up to
+    // 4096 entries long.
+    fn table(&self, table: u64, count: u64, out: &mut Vec<(u64, u32, u16, u16)>) {
+        let end = table.saturating_add(16 * count);
+        for &(base, size) in &RAM {
+            let region_end = base + size as u64;
+            // The first entry at or after `base`; whole entries up to
+            // `region_end`.
+            let first = if table >= base {
+                table
+            } else {
+                table + (base - table).div_ceil(16) * 16
+            };
+            let stop = end.min(region_end);
+            if first >= stop {
+                continue;
+            }
+            let whole = (stop - first) / 16 * 16;
+            let bytes = &self.bytes[first as usize..(first + whole) as usize];
+            out.extend(bytes.chunks_exact(16).map(decode_desc));
+        }
+    }
 }
 
 /// Where one split virtqueue lives.
@@ -263,46 +384,88 @@ pub fn apply_pokes(mem: &GuestMemoryMmap, pokes: &[Poke]) {
     }
 }
 
-fn read_desc(mem: &GuestMemoryMmap, at: u64) -> Option<(u64, u32, u16, u16)> {
-    let mut raw = [0u8; 16];
-    mem.read_slice(&mut raw, GuestAddress(at)).ok()?;
-    let word = |r: std::ops::Range<usize>| {
-        let mut b = [0u8; 8];
-        b[..r.len()].copy_from_slice(&raw[r]);
-        u64::from_le_bytes(b)
-    };
-    Some((
-        word(0..8),
-        word(8..12) as u32,
-        word(12..14) as u16,
-        word(14..16) as u16,
-    ))
+fn read_desc(mem: &(impl Descriptors + ?Sized), at: u64) -> Option<(u64, u32, u16, u16)> {
+    let raw: [u8; 16] = mem.read(at)?;
+    Some(decode_desc(&raw))
+}
+
+/// A descriptor's 16 bytes as `(addr, len, flags, next)`.
+fn decode_desc(raw: &[u8]) -> (u64, u32, u16, u16) {
+    let raw: &[u8; 16] = raw.try_into().expect("16 bytes");
+    let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, f0, f1, n0, n1] = *raw;
+    (
+        u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u32::from_le_bytes([l0, l1, l2, l3]),
+        u16::from_le_bytes([f0, f1]),
+        u16::from_le_bytes([n0, n1]),
+    )
 }
 
 /// Every descriptor of the table at `layout` and of the indirect tables it
 /// names (as memory holds them now): `(addr, len, flags, next)`.
-fn all_descs(mem: &GuestMemoryMmap, layout: &Layout) -> Vec<(u64, u32, u16, u16)> {
+fn all_descs(mem: &impl Descriptors, layout: &Layout) -> Vec<(u64, u32, u16, u16)> {
     let mut out = Vec::new();
+    // Tables named more than once add nothing new: read each once.
+    let mut tables = Vec::new();
     for i in 0..u64::from(layout.size) {
         let Some(d) = read_desc(mem, layout.desc + 16 * i) else {
             continue;
         };
         out.push(d);
-        if d.2 & VRING_DESC_F_INDIRECT as u16 != 0 {
-            for j in 0..u64::from(d.1 / 16).min(4096) {
-                if let Some(e) = read_desc(mem, d.0.wrapping_add(16 * j)) {
-                    out.push(e);
-                }
-            }
+        if d.2 & VRING_DESC_F_INDIRECT as u16 != 0 && !tables.contains(&(d.0, d.1)) {
+            tables.push((d.0, d.1));
+            mem.table(d.0, u64::from(d.1 / 16).min(4096), &mut out);
         }
     }
     out
 }
 
+/// Half-open address ranges, merged, sorted and disjoint, so that a
+/// lookup is a binary search (inputs name thousands of buffers).
+pub struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    /// The union of `ranges` (empty ones dropped).
+    pub fn new(mut ranges: Vec<(u64, u64)>) -> Self {
+        ranges.retain(|&(s, e)| s < e);
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (s, e) in ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        Self(merged)
+    }
+
+    /// The merged range holding `addr`, if any.
+    fn find(&self, addr: u64) -> Option<(u64, u64)> {
+        let i = self.0.partition_point(|&(_, e)| e <= addr);
+        self.0.get(i).copied().filter(|&(s, _)| s <= addr)
+    }
+
+    /// Whether `addr` is in one of the ranges.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.find(addr).is_some()
+    }
+
+    /// Whether all of `start..end` (not empty) is in the ranges.
+    pub fn covers(&self, start: u64, end: u64) -> bool {
+        self.find(start).is_some_and(|(_, e)| end <= e)
+    }
+
+    /// Whether any of `start..end` is in the ranges.
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        let i = self.0.partition_point(|&(_, e)| e <= start);
+        self.0.get(i).is_some_and(|&(s, _)| s < end)
+    }
+}
+
 /// What a device may change in guest memory: its used rings and every
 /// device-writable buffer any descriptor names.
 pub struct Allowed {
-    ranges: Vec<(u64, u64)>,
+    ranges: Ranges,
     /// A writable buffer overlaps a descriptor table, an available ring or
     /// a used ring:
     /// the device may legitimately rewrite the chains it is about to walk,
@@ -312,7 +475,7 @@ pub struct Allowed {
 
 impl Allowed {
     /// Computed from memory as the driver left it, before the device runs.
-    pub fn new(mem: &GuestMemoryMmap, layouts: &[Layout]) -> Self {
+    pub fn new(mem: &impl Descriptors, layouts: &[Layout]) -> Self {
         let mut used_rings = Vec::new();
         let mut writable = Vec::new();
         let mut driver_owned = Vec::new();
@@ -334,12 +497,11 @@ impl Allowed {
                 }
             }
         }
-        let self_modifying = writable
-            .iter()
-            .any(|&(s, e)| driver_owned.iter().any(|&(ds, de)| s < de && ds < e));
-        let ranges = used_rings.into_iter().chain(writable).collect();
+        let driver_owned = Ranges::new(driver_owned);
+        let self_modifying = writable.iter().any(|&(s, e)| driver_owned.overlaps(s, e));
+        used_rings.extend(writable);
         Self {
-            ranges,
+            ranges: Ranges::new(used_rings),
             self_modifying,
         }
     }
@@ -352,17 +514,32 @@ impl Allowed {
 
     /// Panics if a byte changed outside the allowed ranges (unless the
     /// driver let the device rewrite descriptors or the available ring).
-    pub fn check(&self, before: &[u8], after: &[u8]) {
+    /// Compares block by block and looks at single bytes only in blocks
+    /// that changed and are not wholly allowed: a byte loop over all of
+    /// RAM (instrumented like all fuzz target code) cost more than the
+    /// device run it checks.
+    pub fn check(&self, before: &Image, after: &Image) {
         if self.self_modifying {
             return;
         }
-        for (i, (a, b)) in before.iter().zip(after).enumerate() {
-            if a != b {
-                let addr = i as u64;
-                assert!(
-                    self.ranges.iter().any(|&(s, e)| s <= addr && addr < e),
-                    "device wrote guest byte {addr:#x} outside every writable buffer and used ring"
-                );
+        const BLOCK: usize = 256;
+        let blocks = before
+            .bytes()
+            .chunks(BLOCK)
+            .zip(after.bytes().chunks(BLOCK));
+        for (n, (a, b)) in blocks.enumerate() {
+            let start = (n * BLOCK) as u64;
+            if a == b || self.ranges.covers(start, start + a.len() as u64) {
+                continue;
+            }
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                if x != y {
+                    let addr = start + i as u64;
+                    assert!(
+                        self.ranges.contains(addr),
+                        "device wrote guest byte {addr:#x} outside every writable buffer and used ring"
+                    );
+                }
             }
         }
     }
@@ -400,7 +577,7 @@ impl Walk {
 /// chain counts a buffer once per visit, up to the queue size, and an
 /// indirect table may add up to its own length: what a device sees) and
 /// cut off as `Chain::new` cuts it, one buffer past the descriptor cap.
-pub fn walk(mem: &GuestMemoryMmap, layout: &Layout, head: u16) -> Walk {
+pub fn walk(mem: &impl Descriptors, layout: &Layout, head: u16) -> Walk {
     let cap = usize::from(layout.size.min(MAX_CHAIN_DESCRIPTORS));
     let (mut table, mut table_len, mut ttl) = (layout.desc, layout.size, layout.size);
     let (mut index, mut indirect) = (head, false);
@@ -457,32 +634,23 @@ pub struct Used {
 
 /// Checks the used ring the device filled: ids name descriptors of the
 /// queue and lengths fit the chains — a chain over the descriptor cap is
-/// dropped with length 0 (`mem` as the driver left it: the descriptors
-/// are not device-writable... unless a buffer overlaps them, so pass the
-/// pre-run memory). Returns the entries checked, for device-specific
-/// oracles.
-pub fn check_used(before: &GuestMemoryMmap, after: &GuestMemoryMmap, layout: &Layout) -> Vec<Used> {
-    let mut raw = [0u8; 2];
-    if after
-        .read_slice(&mut raw, GuestAddress(layout.used + 2))
-        .is_err()
-    {
+/// dropped with length 0. Chains are walked in `before`, memory as the
+/// driver left it (a buffer overlapping the descriptors would let the
+/// device change them); the used ring is read in `after`. Returns the
+/// entries checked, for device-specific oracles.
+pub fn check_used(before: &Image, after: &Image, layout: &Layout) -> Vec<Used> {
+    let Some(used_idx) = after.read(layout.used + 2).map(u16::from_le_bytes) else {
         return Vec::new();
-    }
-    let used_idx = u16::from_le_bytes(raw);
-    let mut old = [0u8; 2];
-    let _ = before.read_slice(&mut old, GuestAddress(layout.used + 2));
-    if used_idx == u16::from_le_bytes(old) {
+    };
+    let old = before.read(layout.used + 2).map_or(0, u16::from_le_bytes);
+    if used_idx == old {
         // Nothing published (the ring may hold the fuzzer's garbage).
         return Vec::new();
     }
     let mut checked = Vec::new();
     for i in 0..used_idx.min(layout.size) {
-        let mut elem = [0u8; 8];
         let at = layout.used + 4 + 8 * u64::from(i);
-        after
-            .read_slice(&mut elem, GuestAddress(at))
-            .expect("used ring in RAM");
+        let elem: [u8; 8] = after.read(at).expect("used ring in RAM");
         let id = u32::from_le_bytes(elem[..4].try_into().expect("4 bytes"));
         let len = u32::from_le_bytes(elem[4..].try_into().expect("4 bytes"));
         assert!(id < u32::from(layout.size), "used id {id} out of range");
@@ -499,20 +667,6 @@ pub fn check_used(before: &GuestMemoryMmap, after: &GuestMemoryMmap, layout: &La
         });
     }
     checked
-}
-
-/// A copy of `mem` (same layout, same bytes).
-pub fn clone_memory(mem: &GuestMemoryMmap) -> GuestMemoryMmap {
-    let copy = guest_memory();
-    let bytes = snapshot(mem);
-    for &(base, len) in &RAM {
-        copy.write_slice(
-            &bytes[base as usize..base as usize + len],
-            GuestAddress(base),
-        )
-        .expect("RAM writable");
-    }
-    copy
 }
 
 /// Writes a 32-bit transport register.
@@ -561,12 +715,19 @@ pub fn bring_up(t: &mut MmioTransport, mask: u64, layouts: &[Layout]) -> u64 {
     features
 }
 
-/// A scratch file for a target's whole run: created in the temp
+/// A scratch file for a target's whole run: created in /dev/shm (tmpfs:
+/// truncating and rewriting it per input costs little) or else the temp
 /// directory, unlinked at once (nothing is left behind), and reachable by
 /// the returned `/proc/self/fd/N` path for code that opens files by name.
 pub fn scratch_file(tag: &str) -> (std::fs::File, std::path::PathBuf) {
     use std::os::fd::AsRawFd;
-    let path = std::env::temp_dir().join(format!("tandem-fuzz-{tag}-{}", std::process::id()));
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!("tandem-fuzz-{tag}-{}", std::process::id()));
     let file = std::fs::File::options()
         .read(true)
         .write(true)
