@@ -15,6 +15,8 @@
 #!   --seed N      libFuzzer's seed (default: a random one); a fixed seed
 #!                 makes a run repeat the same inputs (CI uses 1)
 #!   --build-only  build the targets, run none
+#!   --log-dir D   keep each target's libFuzzer log as D/TARGET.log
+#!                 (default: a temporary directory, removed at the end)
 #!   TARGET...     default: every target (`cargo fuzz list`)
 #!
 #! cargo-fuzz needs nightly-only flags (-Zsanitizer=address); on a stable
@@ -30,7 +32,7 @@ ROOT=$PWD
 usage() { sed -n 's/^#!\( \|$\)//p' "$0" | sed -n '2,$p'; }
 die() { echo "fuzz: error: $*" >&2; exit 2; }
 
-seconds=60 runs="" seed="" build_only=false targets=()
+seconds=60 runs="" seed="" log_dir="" build_only=false targets=()
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) seconds=${2:?}; runs=""; shift 2 ;;
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
         --seed) seed=${2:?}; shift 2 ;;
         --smoke) seconds=20; runs=""; shift ;;
         --build-only) build_only=true; shift ;;
+        --log-dir) log_dir=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) targets+=("$1"); shift ;;
@@ -65,7 +68,7 @@ bin_dir="fuzz/target/$triple/release"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failed=0
-printf '%-18s %12s %9s %6s %8s %8s  %s\n' target executions exec/s new corpus crashes result
+printf '%-18s %12s %7s %9s %6s %8s %8s  %s\n' target executions time exec/s new corpus crashes result
 for target in "${targets[@]}"; do
     bin="$bin_dir/$target"
     [ -x "$bin" ] || die "no fuzz target $target (cargo fuzz list)"
@@ -79,11 +82,17 @@ for target in "${targets[@]}"; do
     # Kernel images need room: up to 64 KiB (the seeds are a few KiB).
     [ "$target" != kernel_loader ] || extra+=(-max_len=65536)
     log="$work/$target.log"
+    if [ -n "$log_dir" ]; then
+        mkdir -p "$log_dir"
+        log="$(cd "$log_dir" && pwd)/$target.log"
+    fi
     found_before=$(find "$artifacts" -type f ! -name '*.log' | wc -l)
     status=0
+    started=$(date +%s)
     (cd "$work" && nice -n 10 "$ROOT/$bin" "${limit[@]}" "${extra[@]}" \
         -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$ROOT/$artifacts/" "$ROOT/$corpus") >"$log" 2>&1 || status=$?
+    elapsed="$(($(date +%s) - started))s"
     stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
     execs=$(stat number_of_executed_units)
     rate=$(stat average_exec_per_sec)
@@ -98,6 +107,6 @@ for target in "${targets[@]}"; do
         result="FAIL (${kind:-exit $status}) ${unit#"$ROOT/"}"
         cp "$log" "$ROOT/$artifacts/last-failure.log"
     fi
-    printf '%-18s %12s %9s %6s %8s %8s  %s\n' "$target" "${execs:-?}" "${rate:-?}" "${new:-?}" "$size" "$crashes" "$result"
+    printf '%-18s %12s %7s %9s %6s %8s %8s  %s\n' "$target" "${execs:-?}" "$elapsed" "${rate:-?}" "${new:-?}" "$size" "$crashes" "$result"
 done
 exit "$failed"

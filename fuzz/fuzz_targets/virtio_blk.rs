@@ -57,17 +57,17 @@ fuzz_target!(|input: Input| {
     let layout = Layout::standard(0, input.queue.size(256));
     write_queue(&mem, &layout, &input.queue);
     apply_pokes(&mem, &input.pokes);
-    let before_mem = clone_memory(&mem);
-    let before = snapshot(&mem);
-    let allowed = Allowed::new(&mem, &[layout]);
+    let before = Image::of(&mem);
+    let allowed = Allowed::new(&before, &[layout]);
 
     let irq = IrqTrigger::new().expect("eventfd");
     let mut transport = MmioTransport::new(mem.clone(), irq, Box::new(device)).expect("transport");
     bring_up(&mut transport, input.features, &[layout]);
 
-    allowed.check(&before, &snapshot(&mem));
+    let after = Image::of(&mem);
+    allowed.check(&before, &after);
     if !allowed.self_modifying() {
-        for used in check_used(&before_mem, &mem, &layout) {
+        for used in check_used(&before, &after, &layout) {
             // More data than seg_max × size_max (plus header and status):
             // refused before the disk is touched, with at most the status
             // byte written (IOERR).

@@ -35,9 +35,8 @@ fuzz_target!(|input: Input| {
     write_queue(&mem, &rx, &input.rx);
     write_queue(&mem, &tx, &input.tx);
     apply_pokes(&mem, &input.pokes);
-    let before_mem = clone_memory(&mem);
-    let before = snapshot(&mem);
-    let allowed = Allowed::new(&mem, &[rx, tx]);
+    let before = Image::of(&mem);
+    let allowed = Allowed::new(&before, &[rx, tx]);
 
     let device = Console::new(console_output()).expect("console");
     let sink = device.input_sink();
@@ -50,12 +49,13 @@ fuzz_target!(|input: Input| {
     let mut transport = MmioTransport::new(mem.clone(), irq, Box::new(device)).expect("transport");
     bring_up(&mut transport, input.features, &[rx, tx]);
 
-    allowed.check(&before, &snapshot(&mem));
+    let after = Image::of(&mem);
+    allowed.check(&before, &after);
     if !allowed.self_modifying() {
-        check_used(&before_mem, &mem, &rx);
+        check_used(&before, &after, &rx);
     }
     if !allowed.self_modifying() {
-        check_used(&before_mem, &mem, &tx);
+        check_used(&before, &after, &tx);
     }
     let io = transport.interrupt().io_stats().snapshot();
     assert!(
