@@ -20,6 +20,8 @@ LOG_PREFIX=e2e
 . "$ROOT/ci/virtio-e2e.sh" # virtio_rows
 # shellcheck source=ci/api-e2e.sh
 . "$ROOT/ci/api-e2e.sh" # api_rows
+# shellcheck source=ci/crash-soak.sh
+. "$ROOT/ci/crash-soak.sh" # crash_soak_rows
 
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 JOBS=2 HOST_ONLY=0 FORCE_EMULATED=0 BUILD=1
@@ -82,6 +84,7 @@ define_rows() {
     common_rows aarch64 a64
     virtio_rows
     api_rows
+    crash_soak_rows
 }
 
 parse_args() {
