@@ -20,6 +20,8 @@ LOG_PREFIX=e2e
 . "$ROOT/ci/virtio-e2e.sh" # virtio_rows
 # shellcheck source=ci/api-e2e.sh
 . "$ROOT/ci/api-e2e.sh" # api_rows
+# shellcheck source=ci/many-e2e.sh
+. "$ROOT/ci/many-e2e.sh" # many_rows
 # shellcheck source=ci/crash-soak.sh
 . "$ROOT/ci/crash-soak.sh" # crash_soak_rows
 
@@ -84,6 +86,7 @@ define_rows() {
     common_rows aarch64 a64
     virtio_rows
     api_rows
+    many_rows
     crash_soak_rows
 }
 

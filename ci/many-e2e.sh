@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+#! Many VMs at once: one row per arch (x86_64; aarch64 GICv3 VHE), each one
+#! emulated KVM host running ci/many-host.sh, which starts 10 test guests
+#! together, each with its own disk file and its own TAP and /24, and
+#! checks:
+#!   many-exit   all 10 tandem processes exited 0
+#!   many-blk    every disk file holds exactly the 8 MiB its own guest
+#!               wrote (no other guest's data), zeros after it
+#!   many-net    every guest moved 2 MiB each way with its own host end
+#! Sizes: emulated host 2 vCPUs (the machine has 2 cores), 3072 MiB; each
+#! guest 1 vCPU, 160 MiB, a 16 MiB disk file in the host's tmpfs.
+#! A row passes when every check printed `CHECK <name> PASS`; a FAIL names
+#! each guest that failed and why.
+#! Sourced by ci/e2e.sh, this file only defines many_rows (rows named
+#! *-many). Run directly, it runs those rows through ci/e2e.sh and then
+#! prints each row's check lines.
+#! Usage: ci/many-e2e.sh [e2e.sh options] [x86_64|aarch64|all|ROW...]   (default: all)
+
+MANY_CHECKS=(many-exit many-blk many-net)
+MANY_ROWS=(x86-many a64-many)
+
+# Registers the rows with e2e.sh's row(). Host flavour: the host script
+# needs an emulated host of its own (10 TAPs, addresses).
+many_rows() {
+    local check common=(--host-script "$ROOT/ci/many-host.sh" --add "$ROOT/ci/host-lib.sh:/host-lib.sh"
+                        --memory 3072 --timeout 900 --guest-cpus 1
+                        --run "run --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz --cpus 1 --memory 160M")
+    for check in "${MANY_CHECKS[@]}"; do common+=(--expect "CHECK $check PASS"); done
+    row x86_64 x86-many host "${common[@]}"
+    row aarch64 a64-many host "${common[@]}" --expect-host 'VHE mode initialized'
+}
+
+# Prints each check's line from ROW's log, or MISSING.
+print_many_checks() {
+    local row=$1 log=$ROOT/target/e2e-logs/$1.log check line
+    for check in "${MANY_CHECKS[@]}"; do
+        line=$(grep -aoE "^CHECK $check (PASS|FAIL)( .*)?" "$log" 2>/dev/null | tail -n 1 | tr -d '\r')
+        echo "  $row: ${line:-CHECK $check MISSING}"
+    done
+}
+
+main() {
+    set -euo pipefail
+    # shellcheck disable=SC2034 # used by lib.sh
+    LOG_PREFIX=many-e2e
+    # shellcheck source=ci/lib.sh
+    . "$(dirname "$0")/lib.sh"
+    local options=() rows=() row status=0
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -j) options+=("$1" "$2"); shift ;;
+            -h|--help) usage; exit 0 ;;
+            -*) options+=("$1") ;;
+            all) rows+=("${MANY_ROWS[@]}") ;;
+            x86_64) rows+=(x86-many) ;;
+            aarch64) rows+=(a64-many) ;;
+            *) rows+=("$1") ;;
+        esac
+        shift
+    done
+    [ "${#rows[@]}" -gt 0 ] || rows=("${MANY_ROWS[@]}")
+    "$ROOT/ci/e2e.sh" ${options[@]+"${options[@]}"} "${rows[@]}" || status=$?
+    for row in "${rows[@]}"; do
+        [ ! -f "$ROOT/target/e2e-logs/$row.log" ] || print_many_checks "$row"
+    done
+    return "$status"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; exit; fi
