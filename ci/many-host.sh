@@ -125,8 +125,10 @@ judge_net() {
     esac
     if [ "$down" != "$(cut -c1-64 "$NET_WWW/down.sha256")" ]; then
         NET_BAD="$NET_BAD guest $i: received down.bin sha256 $down, not its host end's;"
-    elif [ ! -f "$NET_UP" ] || [ "$(sha_file "$NET_UP")" != "$up" ]; then
-        NET_BAD="$NET_BAD guest $i: its host end did not receive its up.bin ($up);"
+    elif [ ! -f "$NET_UP" ]; then
+        NET_BAD="$NET_BAD guest $i: its host end has no up.bin;"
+    elif [ "$(sha_file "$NET_UP")" != "$up" ]; then
+        NET_BAD="$NET_BAD guest $i: its host end holds up.bin sha256 $(sha_file "$NET_UP"), the guest sent $up;"
     else
         VERDICT=ok
         return
@@ -177,16 +179,16 @@ distinct=$(sort -u "$DIR/blk-sums" | wc -l)
 if [ -z "$EXIT_BAD" ]; then
     check_result many-exit PASS "$MANY/$MANY tandem processes exited 0"
 else
-    check_result many-exit FAIL "$EXIT_BAD"
+    check_result many-exit FAIL "${EXIT_BAD# }"
 fi
 if [ -z "$BLK_BAD" ]; then
     check_result many-blk PASS "$MANY/$MANY disk files hold exactly their own guest's $BLK_MIB MiB ($distinct distinct sha256) and zeros after it"
 else
-    check_result many-blk FAIL "$BLK_BAD"
+    check_result many-blk FAIL "${BLK_BAD# }"
 fi
 if [ -z "$NET_BAD" ]; then
     check_result many-net PASS "$MANY/$MANY guests moved $NET_MIB MiB each way with their own host end"
 else
-    check_result many-net FAIL "$NET_BAD"
+    check_result many-net FAIL "${NET_BAD# }"
 fi
 [ -z "$EXIT_BAD$BLK_BAD$NET_BAD" ]
