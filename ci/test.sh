@@ -5,7 +5,8 @@
 #! driven by a third-party Firecracker client from PyPI and fuzzed by
 #! schemathesis against tandem's and Firecracker's API descriptions, a short
 #! run of every fuzz target, and the
-#! end-to-end boots (directly on hardware KVM, else in emulated KVM hosts).
+#! end-to-end boots (directly on hardware KVM, else in emulated KVM hosts),
+#! among them 10 VMs at once and a short crash-consistency soak per arch.
 #! Usage: ci/test.sh [--quick]   (--quick: everything but the end-to-end boots)
 set -euo pipefail
 cd "$(dirname "$0")/.."
