@@ -166,7 +166,7 @@ run_row() {
     # a CI run explains itself.
     case $line in
         "RESULT: FAIL"*)
-            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|net-diag:|stall: ' "$log" | tail -n 40
+            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|many-host:|^many: |crash-soak: |net-diag:|stall: ' "$log" | tail -n 40
               echo "... last lines:"
               tail -n 15 "$log"; } 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
     esac
