@@ -56,6 +56,8 @@ common_rows() {
 }
 
 define_rows() {
+    # The longest row first, beside the short boot rows.
+    many_rows x86_64
     row x86_64 x86-bzimage-1cpu guest --guest-cpus 1 --run "$(boot vmlinuz 1 512M)" \
         --expect-host 'Nested Paging enabled'
     row x86_64 x86-bzimage-2cpu guest --guest-cpus 2 --run "$(boot vmlinuz 2 512M)"
@@ -84,9 +86,9 @@ define_rows() {
         --run "$(boot vmlinuz 1 512M)" --expect-host 'KernelPageSize: +4 kB' \
         --expect 'counter zeroed with KVM_ARM_SET_COUNTER_OFFSET'
     common_rows aarch64 a64
+    many_rows aarch64
     virtio_rows
     api_rows
-    many_rows
     crash_soak_rows
 }
 
