@@ -39,7 +39,7 @@ soak_iteration() {
         ready=1
     fi
     kill -9 "$TANDEM_PID" 2>/dev/null
-    wait "$TANDEM_PID"
+    wait "$TANDEM_PID" 2>/dev/null # no "Killed" job line
     TANDEM_EXIT=$?
     if [ "$ready" = 0 ]; then
         why="no CRASH-READY (tandem exited $TANDEM_EXIT)"

@@ -92,7 +92,6 @@ load_tun() {
 start_tandem() {
     local out=$1
     shift
-    : >"$out"
     : >/tmp/notes
     : >/tmp/checks.later
     note "tandem $*"
@@ -102,10 +101,14 @@ start_tandem() {
 }
 
 # Starts tandem in the background with its output (stdout and stderr) in
-# OUT, not copied anywhere; sets TANDEM_PID.
+# OUT, not copied anywhere; sets TANDEM_PID. OUT is emptied first, here:
+# the background shell's own redirection may come after the caller's first
+# look at OUT, which would then still see an earlier run's lines (the
+# crash soak once SIGKILLed a tandem at the CRASH-READY of the run before).
 spawn_tandem() {
     local out=$1
     shift
+    : >"$out"
     "$TANDEM" "$@" >"$out" 2>&1 </dev/null &
     TANDEM_PID=$!
 }
