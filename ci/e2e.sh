@@ -24,6 +24,10 @@ LOG_PREFIX=e2e
 . "$ROOT/ci/snapshot-e2e.sh" # snapshot_rows
 # shellcheck source=ci/hostile-e2e.sh
 . "$ROOT/ci/hostile-e2e.sh" # hostile_rows, hostile_prepare
+# shellcheck source=ci/many-e2e.sh
+. "$ROOT/ci/many-e2e.sh" # many_rows
+# shellcheck source=ci/crash-soak.sh
+. "$ROOT/ci/crash-soak.sh" # crash_soak_rows
 
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 JOBS=2 HOST_ONLY=0 FORCE_EMULATED=0 BUILD=1
@@ -56,6 +60,8 @@ common_rows() {
 }
 
 define_rows() {
+    # The longest row first, beside the short boot rows.
+    many_rows x86_64
     row x86_64 x86-bzimage-1cpu guest --guest-cpus 1 --run "$(boot vmlinuz 1 512M)" \
         --expect-host 'Nested Paging enabled'
     row x86_64 x86-bzimage-2cpu guest --guest-cpus 2 --run "$(boot vmlinuz 2 512M)"
@@ -84,10 +90,12 @@ define_rows() {
         --run "$(boot vmlinuz 1 512M)" --expect-host 'KernelPageSize: +4 kB' \
         --expect 'counter zeroed with KVM_ARM_SET_COUNTER_OFFSET'
     common_rows aarch64 a64
+    many_rows aarch64
     virtio_rows
     api_rows
     snapshot_rows
     hostile_rows
+    crash_soak_rows
 }
 
 parse_args() {
@@ -168,7 +176,7 @@ run_row() {
     # a CI run explains itself.
     case $line in
         "RESULT: FAIL"*)
-            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|hostile-host:|net-diag:|stall: ' "$log" | tail -n 40
+            { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|hostile-host:|snapshot-host:|many-host:|^many: |crash-soak: |net-diag:|stall: ' "$log" | tail -n 40
               echo "... last lines:"
               tail -n 15 "$log"; } 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
     esac

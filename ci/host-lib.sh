@@ -5,11 +5,18 @@
 #! put this file beside the host script (emulated-host.sh --add
 #! ci/host-lib.sh:/host-lib.sh). Callers set HOST_LOG_PREFIX and TANDEM.
 #! The guest's net check (ci/guest-checks.d/40-net.sh) has its host end
-#! here: net_files, net_tap_up, net_fetch_up.
+#! here: net_files, net_tap_up, net_fetch_up. They use the NET_* settings
+#! below, which a host script running several guests (ci/many-host.sh) sets
+#! per guest in a subshell.
 
 HOST_IP=10.77.0.1
 GUEST_IP=10.77.0.2
 GUEST_MAC=52:54:00:77:00:02
+NET_TAP=tap0       # the guest's TAP
+NET_WWW=/tmp/www   # what the host serves: down.bin, later up-received.sha256
+NET_MIB=8          # size of down.bin
+NET_BIND=""        # httpd's address (empty: every address)
+NET_UP=/tmp/up.bin # where the guest's up.bin lands
 TANDEM_PID="" TAIL_PID="" HTTPD_PID=""
 
 # Notes wait in a file while tandem's output is being copied to the
@@ -28,6 +35,44 @@ sha_file() { sha256sum "$1" | cut -c1-64; }
 sha_range() { dd if="$1" bs=1M skip="$2" count="$3" 2>/dev/null | sha256sum | cut -c1-64; }
 # The last 64-hex-digit sum after MARKER in FILE.
 marker_sum() { sed -n "s/.*$1 \([0-9a-f]\{64\}\).*/\1/p" "$2" | tail -n 1; }
+# sha256 of LENGTH bytes of FILE from byte OFFSET on (4 KiB blocks when
+# both are multiples of 4096).
+sha_bytes() {
+    local bs=4096
+    [ $(($2 % bs)) = 0 ] && [ $(($3 % bs)) = 0 ] || bs=1
+    dd if="$1" bs=$bs skip=$(($2 / bs)) count=$(($3 / bs)) 2>/dev/null | sha256sum | cut -c1-64
+}
+
+# The host end of the guest's crash check (ci/guest-checks.d/90-crash.sh):
+# compares each CRASH-REGION the guest's output (file OUT) lists with the
+# same bytes of disk file DISK. Sets CRASH_REGIONS (how many) and
+# CRASH_DETAIL (each region, or what differs); fails when the guest listed
+# fewer regions than its CRASH-READY line says, or a region differs.
+crash_check_regions() {
+    local out=$1 disk=$2 name offset length want got bad="" want_n
+    CRASH_REGIONS=0 CRASH_DETAIL=""
+    tr -d '\r' <"$out" | grep -o 'CRASH-REGION .*' >/tmp/crash.regions
+    want_n=$(tr -d '\r' <"$out" | sed -n 's/.*CRASH-READY \([0-9]*\).*/\1/p' | tail -n 1)
+    while read -r _ name offset length want; do
+        CRASH_REGIONS=$((CRASH_REGIONS + 1))
+        got=$(sha_bytes "$disk" "$offset" "$length")
+        if [ "$got" = "$want" ]; then
+            CRASH_DETAIL="$CRASH_DETAIL $name $length@$offset"
+        else
+            bad="$bad $name ($length bytes at $offset): file sha256 $got, guest fsync'd $want;"
+        fi
+    done </tmp/crash.regions
+    if [ -n "$bad" ]; then
+        CRASH_DETAIL="differs:$bad"
+        return 1
+    fi
+    if [ -z "$want_n" ] || [ "$CRASH_REGIONS" != "$want_n" ]; then
+        CRASH_DETAIL="the guest listed $CRASH_REGIONS regions, CRASH-READY says '${want_n:-nothing}'"
+        return 1
+    fi
+    CRASH_DETAIL="all present:$CRASH_DETAIL"
+}
+
 # The host's uptime in whole seconds.
 uptime_s() {
     local uptime
@@ -47,14 +92,25 @@ load_tun() {
 start_tandem() {
     local out=$1
     shift
-    : >"$out"
     : >/tmp/notes
     : >/tmp/checks.later
     note "tandem $*"
-    "$TANDEM" "$@" >"$out" 2>&1 </dev/null &
-    TANDEM_PID=$!
+    spawn_tandem "$out" "$@"
     tail -n +1 -f "$out" &
     TAIL_PID=$!
+}
+
+# Starts tandem in the background with its output (stdout and stderr) in
+# OUT, not copied anywhere; sets TANDEM_PID. OUT is emptied first, here:
+# the background shell's own redirection may come after the caller's first
+# look at OUT, which would then still see an earlier run's lines (the
+# crash soak once SIGKILLed a tandem at the CRASH-READY of the run before).
+spawn_tandem() {
+    local out=$1
+    shift
+    : >"$out"
+    "$TANDEM" "$@" >"$out" 2>&1 </dev/null &
+    TANDEM_PID=$!
 }
 
 # Runs CMD once a second until it succeeds (0), SECONDS pass, tandem
@@ -97,32 +153,32 @@ finish_tandem() {
     cat /tmp/notes /tmp/checks.later
 }
 
-# The host end of net, part 1: /tmp/www with 8 MiB down.bin and its
-# sha256, served by httpd on port 8080 (HTTPD_PID).
+# The host end of net, part 1: $NET_WWW with $NET_MIB MiB down.bin and its
+# sha256, served by httpd on port 8080 of $NET_BIND (HTTPD_PID).
 net_files() {
-    mkdir -p /tmp/www
-    dd if=/dev/urandom of=/tmp/www/down.bin bs=1M count=8 2>/dev/null
-    sha_file /tmp/www/down.bin >/tmp/www/down.sha256
-    httpd -f -p 8080 -h /tmp/www &
+    mkdir -p "$NET_WWW"
+    dd if=/dev/urandom of="$NET_WWW/down.bin" bs=1M count="$NET_MIB" 2>/dev/null
+    sha_file "$NET_WWW/down.bin" >"$NET_WWW/down.sha256"
+    httpd -f -p "${NET_BIND:+$NET_BIND:}8080" -h "$NET_WWW" &
     HTTPD_PID=$!
 }
 
-# Part 2: address tap0 once tandem has created it. Fails if it never does.
+# Part 2: address $NET_TAP once tandem has created it. Fails if it never does.
 net_tap_up() {
-    if ! wait_until 60 [ -d /sys/class/net/tap0 ]; then
-        note "tap0 never appeared"
+    if ! wait_until 60 [ -d "/sys/class/net/$NET_TAP" ]; then
+        note "$NET_TAP never appeared"
         return 1
     fi
-    ip addr add "$HOST_IP/24" dev tap0 && ip link set tap0 up && note "tap0 up as $HOST_IP"
+    ip addr add "$HOST_IP/24" dev "$NET_TAP" && ip link set "$NET_TAP" up && note "$NET_TAP up as $HOST_IP"
 }
 
-# wget of the guest's up.bin to /tmp/up.bin; tried again (5 times at most)
+# wget of the guest's up.bin to $NET_UP; tried again (5 times at most)
 # when refused at once, e.g. by a guest whose httpd is not listening yet.
 net_wget_up() {
     local tries=0 start
     while :; do
         start=$(uptime_s)
-        timeout 300 wget -q -O /tmp/up.bin "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes && return 0
+        timeout 300 wget -q -O "$NET_UP" "http://$GUEST_IP:8080/up.bin" 2>>/tmp/notes && return 0
         tries=$((tries + 1))
         [ "$tries" -lt 5 ] && [ $(($(uptime_s) - start)) -lt 10 ] || return 1
         sleep 2
@@ -139,11 +195,11 @@ net_fetch_up() {
     note "the guest serves up.bin"
     if net_wget_up; then
         # Renamed into place: the guest polls for it and must not see it half written.
-        sha_file /tmp/up.bin >/tmp/up-received.sha256
-        mv /tmp/up-received.sha256 /tmp/www/
-        note "fetched up.bin from the guest, sha256 $(cat /tmp/www/up-received.sha256)"
+        sha_file "$NET_UP" >"$NET_UP.sha256"
+        mv "$NET_UP.sha256" "$NET_WWW/up-received.sha256"
+        note "fetched up.bin from the guest, sha256 $(cat "$NET_WWW/up-received.sha256")"
     else
-        note "wget of the guest's up.bin failed after $({ wc -c </tmp/up.bin; } 2>/dev/null || echo 0) bytes;" \
-             "tap0: $(grep tap0 /proc/net/dev | tr -s ' ')"
+        note "wget of the guest's up.bin failed after $({ wc -c <"$NET_UP"; } 2>/dev/null || echo 0) bytes;" \
+             "$NET_TAP: $(grep "$NET_TAP:" /proc/net/dev | tr -s ' ')"
     fi
 }

@@ -7,7 +7,8 @@
 #! run of every fuzz target, and the
 #! end-to-end boots (directly on hardware KVM, else in emulated KVM hosts),
 #! including a hostile guest attacking tandem beside a neighbour VM
-#! (ci/hostile-e2e.sh).
+#! (ci/hostile-e2e.sh), 10 VMs at once and a short crash-consistency soak
+#! per arch.
 #! Usage: ci/test.sh [--quick]   (--quick: everything but the end-to-end boots)
 set -euo pipefail
 cd "$(dirname "$0")/.."

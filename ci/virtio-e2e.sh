@@ -10,7 +10,7 @@
 #!   rng          /dev/hwrng is virtio_rng and gives 256 varied bytes
 #!   net          8 MiB each way between guest and emulated host over a TAP
 #!   console      hvc0 is the guest's only console (--console virtio)
-#!   crash        (host) fsync'd blocks are in the disk file after SIGKILL
+#!   crash        (host) fsync'd regions (O_DIRECT, page cache, unaligned) are in the disk file after SIGKILL
 #! A row passes when every check printed `CHECK <name> PASS`.
 #! Sourced by ci/e2e.sh, this file only defines virtio_rows (rows named
 #! *-virtio*). Run directly, it runs those rows through ci/e2e.sh, which

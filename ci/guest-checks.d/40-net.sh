@@ -1,11 +1,13 @@
 # shellcheck shell=dash
 # net: eth0 gets 10.77.0.2/24; the emulated host is 10.77.0.1 on its TAP
-# (these addresses exist only inside the emulated host). Down: wget the
+# (these addresses exist only inside the emulated host; kernel arguments
+# tandem.net_ip= and tandem.net_host= choose others, tandem.net_mib= the
+# size each way, default 8). Down: wget the
 # host's down.bin and compare with its down.sha256. Up: serve up.bin with
 # httpd, print NET-UP-READY; the host fetches it and publishes the sha256 it
 # computed as up-received.sha256, which must match ours.
 # (timeout, not wget -T: busybox 1.35's wget segfaults with -T.)
-net_fetch() { timeout 30 wget -q -O "$2" "http://10.77.0.1:8080/$1" 2>/tmp/check.err; }
+net_fetch() { timeout 30 wget -q -O "$2" "http://$NET_HOST:8080/$1" 2>/tmp/check.err; }
 
 # Retries net_fetch once a second for up to $3 seconds.
 net_fetch_retry() {
@@ -31,14 +33,18 @@ net_diagnostics() {
 }
 
 check_net() {
-    local mac want_mac down want_down up got_up httpd_pid tries=0
+    local mac want_mac down want_down up got_up httpd_pid tries=0 ip mib
+    NET_HOST=$(cmdline_value tandem.net_host)
+    NET_HOST=${NET_HOST:-10.77.0.1}
+    ip=$(cmdline_value tandem.net_ip)
+    mib=$(cmdline_value tandem.net_mib)
     if [ ! -d /sys/class/net/eth0 ]; then check_result net FAIL "no eth0"; return; fi
     mac=$(cat /sys/class/net/eth0/address)
     want_mac=$(cmdline_value tandem.net_mac)
     if [ "$mac" != "$want_mac" ]; then check_result net FAIL "MAC $mac, expected $want_mac"; return; fi
-    ip addr add 10.77.0.2/24 dev eth0 && ip link set eth0 up
+    ip addr add "${ip:-10.77.0.2}/24" dev eth0 && ip link set eth0 up
     if ! net_fetch_retry down.sha256 /tmp/down.sha256 60; then
-        check_result net FAIL "host 10.77.0.1 unreachable: $(last_error)"; return
+        check_result net FAIL "host $NET_HOST unreachable: $(last_error)"; return
     fi
     if ! net_fetch down.bin /tmp/down.bin; then check_result net FAIL "wget down.bin: $(last_error)"; return; fi
     down=$(sha_of_stdin </tmp/down.bin)
@@ -48,7 +54,7 @@ check_net() {
         check_result net FAIL "down: got sha256 $down, host sent $want_down"; return
     fi
     mkdir -p /tmp/www
-    dd if=/dev/urandom of=/tmp/www/up.bin bs=1M count=8 2>/dev/null
+    dd if=/dev/urandom of=/tmp/www/up.bin bs=1M count="${mib:-8}" 2>/dev/null
     up=$(sha_of_stdin </tmp/www/up.bin)
     httpd -f -p 8080 -h /tmp/www &
     httpd_pid=$!
@@ -65,7 +71,7 @@ check_net() {
     rm -rf /tmp/www
     got_up=$(cut -c1-64 /tmp/up.sha256 2>/dev/null)
     if [ "$got_up" = "$up" ]; then
-        check_result net PASS "8 MiB each way, down sha256 $down, up sha256 $up, mac $mac"
+        check_result net PASS "${mib:-8} MiB each way, down sha256 $down, up sha256 $up, mac $mac"
     else
         net_diagnostics
         check_result net FAIL "up: host received sha256 '${got_up:-nothing}', sent $up"
