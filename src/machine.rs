@@ -115,7 +115,7 @@ impl Machine {
         };
         // Registering guest memory with KVM takes milliseconds and needs
         // only the mapping: it runs beside the rest of the build.
-        let (devices, vcpus, virtio_console, console_output) = std::thread::scope(|scope| {
+        let (mut devices, vcpus, virtio_console, console_output) = std::thread::scope(|scope| {
             let registered = scope.spawn(|| register_guest_memory(&vm, &mem));
             let built = build_platform(resources, &mut arch, &vm, &mem, &mut config, &exit, origin);
             let registered = registered
@@ -123,6 +123,10 @@ impl Machine {
                 .unwrap_or_else(|_| Err(anyhow!("registering guest memory panicked")));
             registered.and(built)
         })?;
+        if let Origin::Snapshot(state, _) = origin {
+            restore_state(&mut arch, &vm, &vcpus, &devices, state)?;
+            devices.connect_irqs(&vm)?;
+        }
 
         let kvm_stats = open_kvm_stats(&vm, &vcpus);
         let context = Arc::new(VcpuContext {
@@ -314,25 +318,38 @@ fn build_platform(
     let mut vcpus = (0..config.vcpus)
         .map(|index| arch.create_vcpu(vm, index))
         .collect::<arch::Result<Vec<VcpuFd>>>()?;
-    match origin {
-        Origin::Kernel => arch.configure_boot(vm, &mut vcpus, mem, config, &devices.info)?,
-        Origin::Snapshot(state, _) => {
-            if state.vcpus.len() != vcpus.len() {
-                bail!(
-                    "the snapshot has {} vCPU states for {} vCPUs",
-                    state.vcpus.len(),
-                    vcpus.len()
-                );
-            }
-            arch.restore_vm(vm, &vcpus, &state.vm)?;
-            for (vcpu, saved) in vcpus.iter().zip(&state.vcpus) {
-                arch.restore_vcpu(vcpu, saved)?;
-            }
-            devices.restore_state(&state.devices)?;
-        }
+    // A snapshot's state is restored by the caller once guest memory is
+    // registered: KVM checks that MSRs such as kvmclock's and async PF's
+    // name guest memory it knows. Its interrupt lines are connected after
+    // that too, as here after the boot set the interrupt controller up.
+    if let Origin::Kernel = origin {
+        arch.configure_boot(vm, &mut vcpus, mem, config, &devices.info)?;
+        devices.connect_irqs(vm)?;
     }
-    devices.connect_irqs(vm)?;
     Ok((devices, vcpus, virtio_console, console_output))
+}
+
+/// Gives a machine built for a snapshot the state it saved: the VM's,
+/// each vCPU's, the devices'. Guest memory must be registered with KVM.
+fn restore_state(
+    arch: &mut Host,
+    vm: &VmFd,
+    vcpus: &[VcpuFd],
+    devices: &DeviceManager,
+    state: &MachineState,
+) -> Result<()> {
+    if state.vcpus.len() != vcpus.len() {
+        bail!(
+            "the snapshot has {} vCPU states for {} vCPUs",
+            state.vcpus.len(),
+            vcpus.len()
+        );
+    }
+    arch.restore_vm(vm, vcpus, &state.vm)?;
+    for (vcpu, saved) in vcpus.iter().zip(&state.vcpus) {
+        arch.restore_vcpu(vcpu, saved)?;
+    }
+    devices.restore_state(&state.devices)
 }
 
 /// Opens KVM's statistics for the VM and each vCPU, where the host has
