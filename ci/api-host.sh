@@ -38,23 +38,6 @@ HOST_LOG_PREFIX=api-host
 # shellcheck source=ci/host-lib.sh
 . "$(dirname "$0")/host-lib.sh"
 
-# Prints the result line (after tandem's output while that is being
-# copied to the console) and remembers a failure.
-check() {
-    [ "$2" = PASS ] || FAILED=1
-    if [ -z "$TANDEM_EXIT" ]; then check_later "$@"; else check_result "$@"; fi
-}
-
-# Sends one request with `tandem api`; the answer's body is in
-# /tmp/api.answer, the client's stderr in /tmp/api.err. Returns the
-# client's status (0 on 2xx).
-api() {
-    local method=$1 path=$2 status=0
-    "$TANDEM" api --sock "$SOCK" "$method" "$path" ${3:+"$3"} >/tmp/api.answer 2>/tmp/api.err || status=$?
-    note "API $method $path ${3:-} -> $status $(cat /tmp/api.answer) $(cat /tmp/api.err)"
-    return "$status"
-}
-
 # The VM's state as GET / tells it ("" when the request failed).
 vm_state() {
     api GET / && sed -n 's/.*"state": *"\([^"]*\)".*/\1/p' /tmp/api.answer

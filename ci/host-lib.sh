@@ -30,6 +30,21 @@ check_result() { echo "CHECK $1 $2 $3"; }
 # A check's line decided while tandem's output is being copied to the
 # console: kept, like the notes, and printed by finish_tandem.
 check_later() { echo "CHECK $1 $2 $3" >>/tmp/checks.later; }
+# A check's line, printed now or, while tandem's output is being copied
+# to the console, kept for after it; a FAIL sets FAILED to 1.
+check() {
+    [ "$2" = PASS ] || FAILED=1
+    if [ -z "$TANDEM_EXIT" ]; then check_later "$@"; else check_result "$@"; fi
+}
+# Sends one request to tandem's API socket $SOCK with `tandem api`; the
+# answer's body is in /tmp/api.answer, the client's stderr in
+# /tmp/api.err. Returns the client's status (0 on 2xx).
+api() {
+    local method=$1 path=$2 status=0
+    "$TANDEM" api --sock "$SOCK" "$method" "$path" ${3:+"$3"} >/tmp/api.answer 2>/tmp/api.err || status=$?
+    note "API $method $path ${3:-} -> $status $(cat /tmp/api.answer) $(cat /tmp/api.err)"
+    return "$status"
+}
 sha_file() { sha256sum "$1" | cut -c1-64; }
 # sha256 of COUNT MiB of FILE from SKIP MiB on.
 sha_range() { dd if="$1" bs=1M skip="$2" count="$3" 2>/dev/null | sha256sum | cut -c1-64; }

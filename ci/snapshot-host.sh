@@ -29,17 +29,6 @@ HOST_LOG_PREFIX=snapshot-host
 # shellcheck source=ci/host-lib.sh
 . "$(dirname "$0")/host-lib.sh"
 
-check() {
-    [ "$2" = PASS ] || FAILED=1
-    if [ -z "$TANDEM_EXIT" ]; then check_later "$@"; else check_result "$@"; fi
-}
-
-api() {
-    local status=0
-    "$TANDEM" api --sock "$SOCK" "$1" "$2" ${3:+"$3"} >/tmp/api.answer 2>/tmp/api.err || status=$?
-    note "API $1 $2 ${3:-} -> $status $(cat /tmp/api.answer /tmp/api.err | tr '\n' ' ')"
-    return "$status"
-}
 answer() { cat /tmp/api.answer /tmp/api.err | tr '\n' ' '; }
 
 # The last SNAP-TICK number in FILE (0 before the first).
