@@ -6,6 +6,11 @@
 # host's down.bin and compare with its down.sha256. Up: serve up.bin with
 # httpd, print NET-UP-READY; the host fetches it and publishes the sha256 it
 # computed as up-received.sha256, which must match ours.
+# The host this guest fetches from; set here, not in check_net, because
+# check neighbour-io (60-neighbour.sh) fetches through net_fetch too.
+NET_HOST=$(cmdline_value tandem.net_host)
+NET_HOST=${NET_HOST:-10.77.0.1}
+
 # (timeout, not wget -T: busybox 1.35's wget segfaults with -T.)
 net_fetch() { timeout 30 wget -q -O "$2" "http://$NET_HOST:8080/$1" 2>/tmp/check.err; }
 
@@ -34,8 +39,6 @@ net_diagnostics() {
 
 check_net() {
     local mac want_mac down want_down up got_up httpd_pid tries=0 ip mib
-    NET_HOST=$(cmdline_value tandem.net_host)
-    NET_HOST=${NET_HOST:-10.77.0.1}
     ip=$(cmdline_value tandem.net_ip)
     mib=$(cmdline_value tandem.net_mib)
     if [ ! -d /sys/class/net/eth0 ]; then check_result net FAIL "no eth0"; return; fi
