@@ -2,10 +2,13 @@
 # shellcheck shell=dash
 #! The snapshot scenario, run by busybox sh inside an emulated KVM host
 #! (ci/emulated-host.sh --host-script; rows in ci/snapshot-e2e.sh). The test
-#! guest (2 vCPUs, 512 MiB, serial console, no virtio devices) runs the
-#! snapshot-ticks check (ci/guest-checks.d/07-snapshot-ticks.sh): a
-#! SNAP-TICK line a second, its count kept in guest RAM. Driven only
-#! through `tandem api`:
+#! guest (2 vCPUs, 512 MiB, serial console; virtio-blk on a disk file,
+#! virtio-net on tap0, virtio-rng) runs the snapshot-ticks check
+#! (ci/guest-checks.d/07-snapshot-ticks.sh): a SNAP-TICK line a second,
+#! its count kept in guest RAM, each tick writing its number to the disk,
+#! reading the rng and fetching a file from this host. Driven only
+#! through `tandem api`; a restored VM is loaded paused, tap0 (recreated
+#! by the new tandem) is given its address again, then it is resumed:
 #!   snap-create    after 5 ticks: PATCH /vm Paused, PUT /snapshot/create
 #!                  answered 204, both files there, the memory file 512 MiB long
 #!   snap-restore   tandem SIGKILLed; a new tandem: PUT /snapshot/load
@@ -15,6 +18,10 @@
 #!   snap-clock     the guest's uptime never went backwards across the restore
 #!   snap-no-stall  no RCU stall, soft lockup, hung task or unstable
 #!                  clocksource in the guest's log after the restore
+#!   snap-devices   every tick after the first one after the restore did
+#!                  its disk write, rng read and network fetch (io=ok)
+#!   snap-disk      the disk file holds every tick's number, before the
+#!                  snapshot and after the restore, in its sector
 #!   snap-restore-again  the same snapshot restored SNAP_RESTORES more times
 #!                  (default 10), each going on from the same tick
 #! Prints CHECK <name> PASS|FAIL <detail>; exits 0 when none failed.
@@ -23,6 +30,10 @@
 SOCK=/tmp/snap.sock
 STATE=/tmp/vm.state
 MEMORY=/tmp/vm.mem
+DISK=/tmp/vda.img
+# The host's end of tap0 keeps one MAC across tandem processes (a new TAP
+# gets a random one), so the restored guest's ARP entry stays right.
+TAP_MAC=52:54:00:77:00:01
 FAILED=0
 # shellcheck disable=SC2034 # used by host-lib.sh
 HOST_LOG_PREFIX=snapshot-host
@@ -50,6 +61,29 @@ start_api_tandem() {
     wait_until 30 [ -S "$SOCK" ]
 }
 
+# Addresses tap0 once the tandem just started has created it.
+tap_up() {
+    wait_until 60 [ -d /sys/class/net/tap0 ] &&
+        ip link set tap0 address "$TAP_MAC" &&
+        ip addr add "$HOST_IP/24" dev tap0 && ip link set tap0 up
+}
+
+# The ticks of FILE after tick N whose I/O did not all work, as "n:io".
+bad_io_after() {
+    grep -a 'SNAP-TICK ' "$1" | sed -n 's/.*SNAP-TICK \([0-9]*\) .* io=\([a-z,]*\).*/\1:\2/p' |
+        awk -F: -v n="$2" '$1 > n && $2 != "ok" { printf "%s ", $0 }'
+}
+
+# The ticks 1..N whose sector of the disk file does not hold "tick <n>".
+missing_ticks() {
+    local n=1
+    while [ "$n" -le "$1" ]; do
+        [ "$(dd if="$DISK" bs=512 skip="$n" count=1 2>/dev/null | head -n 1 | tr -s ' ' | cut -d' ' -f1-2)" = "tick $n" ] ||
+            printf '%s ' "$n"
+        n=$((n + 1))
+    done
+}
+
 # Ends the running tandem the hard way, as a crash would.
 kill_tandem() {
     kill -9 "$TANDEM_PID" 2>/dev/null
@@ -62,7 +96,10 @@ boot_and_snapshot() {
     if ! start_api_tandem /tmp/first.out ||
         ! api PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 512}' ||
         ! api PUT /boot-source "{\"kernel_image_path\": \"/guest/vmlinuz\", \"initrd_path\": \"/guest/initramfs.cpio.gz\", \"boot_args\": \"$args\"}" ||
-        ! api PUT /actions '{"action_type": "InstanceStart"}'; then
+        ! api PUT /drives/vda "{\"drive_id\": \"vda\", \"path_on_host\": \"$DISK\", \"is_root_device\": false, \"is_read_only\": false}" ||
+        ! api PUT /network-interfaces/eth0 "{\"iface_id\": \"eth0\", \"host_dev_name\": \"tap0\", \"guest_mac\": \"$GUEST_MAC\"}" ||
+        ! api PUT /entropy '{}' ||
+        ! api PUT /actions '{"action_type": "InstanceStart"}' || ! tap_up; then
         check snap-create FAIL "the first VM did not start: $(answer)"
         return 1
     fi
@@ -93,10 +130,12 @@ restore_into() {
     local out=$1 first
     WHY=""
     if ! start_api_tandem "$out"; then WHY="no API socket"; return 1; fi
-    if ! api PUT /snapshot/load "{\"snapshot_path\": \"$STATE\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"$MEMORY\"}, \"resume_vm\": true}"; then
+    if ! api PUT /snapshot/load "{\"snapshot_path\": \"$STATE\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"$MEMORY\"}, \"resume_vm\": false}"; then
         WHY="PUT /snapshot/load: $(answer)"
         return 1
     fi
+    if ! tap_up; then WHY="tap0: no address"; return 1; fi
+    if ! api PATCH /vm '{"state": "Resumed"}'; then WHY="resume: $(answer)"; return 1; fi
     if ! api GET / || ! grep -q '"state": *"Running"' /tmp/api.answer; then
         WHY="GET /: $(answer)"
         return 1
@@ -111,11 +150,18 @@ restore_into() {
         return 1
     fi
     if grep -aq TANDEM-GUEST-UP "$out"; then WHY="the guest booted again"; return 1; fi
+    BAD_IO=$(bad_io_after "$out" $((SAVED_TICK + 1)))
+    if [ -n "$BAD_IO" ]; then WHY="ticks whose I/O failed after the restore: $BAD_IO"; return 1; fi
 }
 
 main() {
-    local restores=${SNAP_RESTORES:-10} i ok=0 back stalls
+    local restores=${SNAP_RESTORES:-10} i ok=0 back stalls last missing
     TANDEM=${TANDEM:-/bin/tandem} TANDEM_EXIT=""
+    load_tun
+    dd if=/dev/zero of="$DISK" bs=1M count=4 2>/dev/null
+    mkdir -p "$NET_WWW" && echo tick >"$NET_WWW/tick.txt"
+    httpd -f -p 8080 -h "$NET_WWW" &
+    HTTPD_PID=$!
     boot_and_snapshot || { FAILED=1; kill_tandem; echo "snapshot-host: done, a check failed"; return 1; }
 
     if restore_into /tmp/second.out; then
@@ -137,7 +183,20 @@ main() {
     else
         check snap-no-stall FAIL "the guest's log has ${stalls:-no tick with a count of} stall/lockup lines"
     fi
+    last=$(last_tick /tmp/second.out)
+    if [ "$(bad_io_after /tmp/second.out $((SAVED_TICK + 1)))$(bad_io_after /tmp/first.out 0)" = "" ] &&
+        [ "$last" -gt $((SAVED_TICK + 1)) ]; then
+        check snap-devices PASS "ticks 1-$SAVED_TICK before and $((SAVED_TICK + 2))-$last after the restore each wrote the disk, read the rng and fetched over the network"
+    else
+        check snap-devices FAIL "failed I/O before: $(bad_io_after /tmp/first.out 0); after: $(bad_io_after /tmp/second.out $((SAVED_TICK + 1)))"
+    fi
     kill_tandem
+    missing=$(missing_ticks "$last")
+    if [ -z "$missing" ] && [ "$last" -gt "$SAVED_TICK" ]; then
+        check snap-disk PASS "sectors 1-$last hold their tick's number ($SAVED_TICK written before the snapshot)"
+    else
+        check snap-disk FAIL "ticks missing from the disk: ${missing:-none after the snapshot}"
+    fi
 
     for i in $(seq 1 "$restores"); do
         if restore_into "/tmp/again-$i.out"; then ok=$((ok + 1)); else note "restore $i: $WHY"; fi
@@ -148,6 +207,7 @@ main() {
     else
         check snap-restore-again FAIL "$ok of $restores restores went on from tick $((SAVED_TICK + 1)) (notes say why)"
     fi
+    kill "$HTTPD_PID"
     echo "snapshot-host: done, $([ "$FAILED" = 0 ] && echo 'every check passed' || echo 'a check failed')"
     return "$FAILED"
 }

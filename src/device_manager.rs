@@ -7,12 +7,12 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout};
 use devices::legacy::serial::{SerialOutput, SerialState};
 use devices::legacy::{AcpiSleep, Pl031, Serial, I8042};
 use devices::virtio::{
-    worker, Interrupt, MmioTransport, VirtioDevice, MMIO_LEN, QUEUE_NOTIFY_OFFSET,
+    worker, Interrupt, MmioState, MmioTransport, VirtioDevice, MMIO_LEN, QUEUE_NOTIFY_OFFSET,
 };
 use devices::{BusDevice, ExitSignal, IrqTrigger};
 use kvm_ioctls::{IoEventAddress, VmFd};
@@ -40,11 +40,24 @@ pub struct DeviceManager {
 }
 
 /// What a snapshot holds of the devices. The i8042 and the PL031 restart
-/// from their reset state; virtio devices are refused for now.
+/// from their reset state.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DevicesState {
     /// The console UART, if the VM has one.
     pub serial: Option<SerialState>,
+    /// Each virtio device, in the order they were added (the order the
+    /// VM's configuration gives them again on restore).
+    #[serde(default)]
+    pub virtio: Vec<VirtioState>,
+}
+
+/// One virtio device's saved state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VirtioState {
+    /// The device's name (see [`VirtioSlot::name`]), checked on restore.
+    pub name: String,
+    /// Its transport's registers, queue positions and interrupt state.
+    pub transport: MmioState,
 }
 
 /// One virtio device behind its transport.
@@ -70,21 +83,45 @@ const VIRTIO_STRIDE: u64 = 0x1000;
 impl DeviceManager {
     /// The devices' state, for a snapshot of a paused VM.
     pub fn save_state(&self) -> Result<DevicesState> {
-        if !self.virtio.is_empty() {
-            bail!("snapshots of VMs with virtio devices are not supported yet (their queue state is not saved)");
-        }
+        let virtio = self
+            .virtio
+            .iter()
+            .map(|slot| {
+                let transport = lock(&slot.transport).save_state();
+                Ok(VirtioState {
+                    name: slot.name.clone(),
+                    transport: transport
+                        .map_err(|e| anyhow!("virtio device {}: {e}", slot.name))?,
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(DevicesState {
             serial: self.serial.as_ref().map(|serial| lock(serial).state()),
+            virtio,
         })
     }
 
     /// Gives freshly built devices the state a snapshot saved.
     pub fn restore_state(&self, state: &DevicesState) -> Result<()> {
         match (&self.serial, &state.serial) {
-            (Some(serial), Some(saved)) => lock(serial).restore(saved).map_err(anyhow::Error::msg),
-            (None, None) => Ok(()),
+            (Some(serial), Some(saved)) => {
+                lock(serial).restore(saved).map_err(anyhow::Error::msg)?
+            }
+            (None, None) => {}
             _ => bail!("the snapshot's serial console does not match this VM's"),
         }
+        let names = |names: Vec<&str>| names.join(", ");
+        let saved = names(state.virtio.iter().map(|v| v.name.as_str()).collect());
+        let built = names(self.virtio.iter().map(|v| v.name.as_str()).collect());
+        if saved != built {
+            bail!("the snapshot has virtio devices [{saved}], this VM [{built}]");
+        }
+        for (slot, saved) in self.virtio.iter().zip(&state.virtio) {
+            lock(&slot.transport)
+                .restore_state(&saved.transport)
+                .map_err(|e| anyhow!("virtio device {}: {e}", slot.name))?;
+        }
+        Ok(())
     }
 
     /// Creates the back end's platform devices. Guest console output goes

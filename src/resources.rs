@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arch::{GicChoice, VmConfig};
-use devices::virtio::{BlockConfig, NetConfig};
+use devices::virtio::{random_mac, BlockConfig, NetConfig};
 
 /// Command line used when none is given (serial console).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
@@ -146,6 +146,16 @@ impl VmResources {
         match self.nets.iter_mut().find(|n| n.id == iface.id) {
             Some(existing) => *existing = iface,
             None => self.nets.push(iface),
+        }
+        Ok(())
+    }
+
+    /// Gives each interface without a MAC a random one. Called at start,
+    /// so that the VM's configuration (`GET /vm/config`, a snapshot's)
+    /// names the MAC its guest sees: a restored guest keeps it.
+    pub fn choose_missing_macs(&mut self) -> Result<()> {
+        for iface in self.nets.iter_mut().filter(|n| n.net.mac.is_none()) {
+            iface.net.mac = Some(random_mac().context("cannot choose a MAC address")?);
         }
         Ok(())
     }

@@ -143,6 +143,7 @@ impl Vm {
     /// and the VM stays NotStarted.
     pub fn start(&mut self) -> Result<()> {
         self.state.check_transition(VmState::Running)?;
+        self.resources.choose_missing_macs()?;
         self.machine = Some(Machine::boot(&self.resources, self.exit.clone())?);
         self.started_at = Some(Instant::now());
         self.state = VmState::Running;

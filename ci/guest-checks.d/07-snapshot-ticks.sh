@@ -1,17 +1,40 @@
 # shellcheck shell=dash
 # snapshot-ticks (ci/snapshot-host.sh): the guest's heartbeat across a
-# snapshot and restores. Prints SNAP-TICK <n> uptime=<s> stalls=<k> once a
-# second, forever (the host ends tandem): n counts on in RAM, so a restored
-# guest goes on from the snapshot's count and a rebooted one would start
-# again at 1; uptime is the guest's clock; stalls counts RCU stall, soft
-# lockup, hung task and clocksource-unstable lines in the kernel log.
+# snapshot and restores. Prints SNAP-TICK <n> uptime=<s> stalls=<k>
+# io=<result> once a second, forever (the host ends tandem): n counts on
+# in RAM, so a restored guest goes on from the snapshot's count and a
+# rebooted one would start again at 1; uptime is the guest's clock; stalls
+# counts RCU stall, soft lockup, hung task and clocksource-unstable lines
+# in the kernel log. io: with virtio devices (the VM has eth0), each tick
+# also writes "tick <n>" into sector n of /dev/vda (O_DIRECT, fsync), reads
+# 16 bytes of /dev/hwrng and fetches tick.txt from the host (10.77.0.1,
+# port 8080) over eth0 (10.77.0.2); io=ok when all three worked, else the
+# list of those that failed; io=none without devices.
+
+# One tick's I/O (see above) for tick $1.
+snapshot_tick_io() {
+    local failed=""
+    printf 'tick %-506s\n' "$1" |
+        dd of=/dev/vda bs=512 seek="$1" iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null ||
+        failed="$failed,blk"
+    [ "$(timeout 5 dd if=/dev/hwrng bs=16 count=1 iflag=fullblock 2>/dev/null | wc -c)" = 16 ] ||
+        failed="$failed,rng"
+    timeout 5 wget -q -O /tmp/tick.txt "http://10.77.0.1:8080/tick.txt" 2>/dev/null ||
+        failed="$failed,net"
+    echo "${failed:-,ok}" | cut -c2-
+}
+
 check_snapshot_ticks() {
-    local n=0 uptime stalls
+    local n=0 uptime stalls io=none
+    if [ -d /sys/class/net/eth0 ]; then
+        ip addr add 10.77.0.2/24 dev eth0 && ip link set eth0 up
+    fi
     while :; do
         n=$((n + 1))
         read -r uptime _ </proc/uptime
         stalls=$(dmesg | grep -cE 'rcu.*(stall|detected)|soft lockup|hung task|clocksource.*unstable')
-        echo "SNAP-TICK $n uptime=$uptime stalls=$stalls"
+        [ -d /sys/class/net/eth0 ] && io=$(snapshot_tick_io "$n")
+        echo "SNAP-TICK $n uptime=$uptime stalls=$stalls io=$io"
         sleep 1
     done
 }

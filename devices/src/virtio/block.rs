@@ -25,7 +25,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vm_memory::{Address, Bytes};
 
-use super::worker::{Worker, WorkerError, WorkerHandler};
+use super::worker::{QueuePosition, Worker, WorkerError, WorkerHandler};
 use super::{
     check_queue_count, drain_queue, feature, read_config_bytes, ActivateContext, ActivateError,
     Chain, Interrupt, IoStats, LogLimit, VirtioDevice,
@@ -187,7 +187,13 @@ impl VirtioDevice for Block {
             interrupt: ctx.interrupt.clone(),
         };
         self.interrupt = Some(ctx.interrupt.clone());
-        let worker = Worker::spawn("virtio-blk", vec![active.kick], ctx.interrupt, handler);
+        let worker = Worker::spawn(
+            "virtio-blk",
+            ctx.start,
+            vec![active.kick],
+            ctx.interrupt,
+            handler,
+        );
         self.worker = Some(worker.map_err(ActivateError::Worker)?);
         Ok(())
     }
@@ -241,6 +247,10 @@ struct BlockHandler {
 }
 
 impl WorkerHandler for BlockHandler {
+    fn queue_positions(&self) -> Vec<QueuePosition> {
+        vec![QueuePosition::of(&self.queue)]
+    }
+
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let (disk, mem, io) = (&self.disk, &self.mem, self.interrupt.io_stats());
         drain_queue(&mut self.queue, mem, &self.interrupt, |chain| {

@@ -21,7 +21,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::worker::{Worker, WorkerError, WorkerHandler};
+use super::worker::{QueuePosition, Worker, WorkerError, WorkerHandler};
 use super::{
     check_queue_count, drain_queue, feature, pop_chain, read_config_bytes, ActivateContext,
     ActivateError, Chain, Interrupt, LogLimit, VirtioDevice,
@@ -140,7 +140,7 @@ impl VirtioDevice for Console {
             queues,
             interrupt: ctx.interrupt.clone(),
         };
-        let worker = Worker::spawn("virtio-console", kicks, ctx.interrupt, handler);
+        let worker = Worker::spawn("virtio-console", ctx.start, kicks, ctx.interrupt, handler);
         self.worker = Some(worker.map_err(ActivateError::Worker)?);
         Ok(())
     }
@@ -245,6 +245,10 @@ fn transmit(mem: &GuestMemoryMmap, chain: &Chain, output: &mut ConsoleOutput) ->
 }
 
 impl WorkerHandler for ConsoleHandler {
+    fn queue_positions(&self) -> Vec<QueuePosition> {
+        self.queues.iter().map(QueuePosition::of).collect()
+    }
+
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let result = match index {
             RX_QUEUE => self.deliver_input(),

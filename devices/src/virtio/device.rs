@@ -10,7 +10,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::worker::Worker;
+use super::worker::{Start, Worker};
 use super::Interrupt;
 use crate::LogLimit;
 
@@ -38,6 +38,8 @@ pub struct ActivateContext {
     pub queues: Vec<ActiveQueue>,
     /// How the device signals used buffers, config changes and failures.
     pub interrupt: Arc<Interrupt>,
+    /// How its worker begins (pass it to [`Worker::spawn`]).
+    pub start: Start,
 }
 
 /// Why a device could not start.

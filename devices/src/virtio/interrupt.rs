@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use log::warn;
+use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -51,6 +52,18 @@ impl Stats {
             interrupts_suppressed: self.interrupts_suppressed.load(Ordering::Relaxed),
         }
     }
+}
+
+/// What a snapshot keeps of an [`Interrupt`] (the counters stay behind:
+/// they describe one process's run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterruptState {
+    /// The ISR bits pending.
+    pub status: u32,
+    /// NEEDS_RESET.
+    pub needs_reset: bool,
+    /// ConfigGeneration.
+    pub config_generation: u32,
 }
 
 /// Interrupt state shared by a transport and its device's worker.
@@ -153,6 +166,36 @@ impl Interrupt {
     pub fn reset(&self) {
         self.status.store(0, Ordering::Release);
         self.needs_reset.store(false, Ordering::Release);
+    }
+
+    /// The state a snapshot saves.
+    pub fn state(&self) -> InterruptState {
+        InterruptState {
+            status: self.status(),
+            needs_reset: self.needs_reset(),
+            config_generation: self.config_generation(),
+        }
+    }
+
+    /// Takes a snapshot's state, raising nothing: see
+    /// [`Self::raise_pending`].
+    pub fn restore(&self, state: &InterruptState) {
+        self.status.store(state.status, Ordering::Release);
+        self.needs_reset.store(state.needs_reset, Ordering::Release);
+        self.config_generation
+            .store(state.config_generation, Ordering::Release);
+    }
+
+    /// Raises the line again if ISR bits are pending: after a restore, an
+    /// interrupt the driver had not handled yet is delivered (once more,
+    /// if the interrupt controller's saved state had it pending too; a
+    /// driver finds nothing new in the ISR then and ignores it).
+    pub fn raise_pending(&self) {
+        if self.status() != 0 {
+            if let Err(e) = self.irq.trigger() {
+                warn!("virtio: cannot raise interrupt: {e}");
+            }
+        }
     }
 
     fn raise(&self, bit: u32) {

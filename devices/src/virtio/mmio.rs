@@ -31,7 +31,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::device::{RetiredWorker, RETIRE_WAIT};
 use super::mmio_queue::{check_queue, half};
-use super::worker::Worker;
+use super::worker::{Start, Worker};
 use super::{
     feature, ActivateContext, ActiveQueue, Interrupt, LogLimit, StatsSnapshot, VirtioDevice,
 };
@@ -286,7 +286,7 @@ impl MmioTransport {
             ),
             (FEATURES_OK, DRIVER_OK) => {
                 self.status = value;
-                self.activate();
+                self.activate(Start::Serving);
             }
             (old, new) => debug!("virtio-mmio: status {old:#x} -> {new:#x} ignored"),
         }
@@ -299,7 +299,9 @@ impl MmioTransport {
             && self.driver_features & !offered == 0
     }
 
-    fn activate(&mut self) {
+    /// Starts the device on the queues the driver set up; its worker
+    /// begins as `start` says.
+    fn activate(&mut self, start: Start) {
         self.activated = true;
         // Never two workers on one device: the one a reset stopped may
         // still be finishing its (bounded) request.
@@ -311,7 +313,7 @@ impl MmioTransport {
             self.interrupt.set_needs_reset();
             return;
         }
-        if let Err(e) = self.try_activate() {
+        if let Err(e) = self.try_activate(start) {
             NOT_ACTIVATED.error(format_args!(
                 "virtio-mmio: device {} not activated: {e}",
                 self.device_type()
@@ -320,7 +322,7 @@ impl MmioTransport {
         }
     }
 
-    fn try_activate(&mut self) -> Result<(), String> {
+    fn try_activate(&mut self, start: Start) -> Result<(), String> {
         let event_idx = self.driver_features & feature(VIRTIO_RING_F_EVENT_IDX) != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
         for (index, (queue, kick)) in self.queues.iter().zip(&self.kicks).enumerate() {
@@ -335,6 +337,7 @@ impl MmioTransport {
             features: self.driver_features,
             queues,
             interrupt: self.interrupt.clone(),
+            start,
         };
         self.device.activate(ctx).map_err(|e| e.to_string())
     }
@@ -426,6 +429,10 @@ impl BusDevice for MmioTransport {
         }
     }
 }
+
+#[path = "mmio_state.rs"]
+mod state;
+pub use state::{MmioState, QueueRegisters};
 
 #[cfg(test)]
 #[path = "mmio_tests.rs"]

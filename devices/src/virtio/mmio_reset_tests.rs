@@ -38,6 +38,10 @@ struct BusyHandler {
 }
 
 impl crate::virtio::worker::WorkerHandler for BusyHandler {
+    fn queue_positions(&self) -> Vec<crate::virtio::worker::QueuePosition> {
+        Vec::new()
+    }
+
     fn queue_event(&mut self, _index: usize) -> Result<(), crate::virtio::worker::WorkerError> {
         let _ = self.started.send(());
         self.door.wait();
@@ -64,7 +68,7 @@ impl VirtioDevice for BusyDevice {
             started: self.started.clone(),
         };
         let kicks = ctx.queues.into_iter().map(|q| q.kick).collect();
-        let worker = Worker::spawn("busy", kicks, ctx.interrupt, handler);
+        let worker = Worker::spawn("busy", ctx.start, kicks, ctx.interrupt, handler);
         self.worker = Some(worker.map_err(ActivateError::Worker)?);
         Ok(())
     }

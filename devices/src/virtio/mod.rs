@@ -27,12 +27,14 @@ pub use device::{
     check_queue_count, feature, read_config_bytes, ActivateContext, ActivateError, ActiveQueue,
     VirtioDevice,
 };
-pub use interrupt::{Interrupt, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER};
+pub use interrupt::{
+    Interrupt, InterruptState, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER,
+};
 pub use io_stats::{IoStats, IoStatsSnapshot};
-pub use mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
+pub use mmio::{MmioState, MmioTransport, QueueRegisters, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 pub use ring::{add_used_batch, drain_queue, guarded, notify_since, pop_chain};
 
 pub use block::{Block, BlockConfig, BlockError};
 pub use console::{Console, ConsoleInput, ConsoleOutput};
-pub use net::{parse_mac, Net, NetConfig, NetError};
+pub use net::{parse_mac, random_mac, Net, NetConfig, NetError};
 pub use rng::Rng;

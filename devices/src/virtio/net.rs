@@ -34,7 +34,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 
 use super::tap::{Tap, VNET_HDR_LEN};
-use super::worker::{publish, should_yield, Worker, WorkerError, WorkerHandler};
+use super::worker::{publish, should_yield, QueuePosition, Worker, WorkerError, WorkerHandler};
 use super::{
     add_used_batch, check_queue_count, drain_queue, feature, guarded, notify_since, pop_chain,
     read_config_bytes, ActivateContext, ActivateError, Chain, ChainError, Interrupt, LogLimit,
@@ -140,7 +140,7 @@ impl Net {
 }
 
 /// A random unicast, locally administered MAC.
-fn random_mac() -> io::Result<[u8; 6]> {
+pub fn random_mac() -> io::Result<[u8; 6]> {
     let mut mac = [0u8; 6];
     io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut mac)?;
     mac[0] = (mac[0] & !0x01) | 0x02;
@@ -214,7 +214,7 @@ impl VirtioDevice for Net {
             mergeable,
             ..handler
         };
-        let worker = Worker::spawn("virtio-net", kicks, ctx.interrupt, handler);
+        let worker = Worker::spawn("virtio-net", ctx.start, kicks, ctx.interrupt, handler);
         self.worker = Some(worker.map_err(ActivateError::Worker)?);
         Ok(())
     }
@@ -321,6 +321,16 @@ fn send_frame(
 }
 
 impl WorkerHandler for NetHandler {
+    /// Receive buffers held for a frame go back to the ring (the ring is
+    /// in order, so they are the last ones taken); the frame itself, if
+    /// one was waiting, is lost like any frame on a wire.
+    fn queue_positions(&self) -> Vec<QueuePosition> {
+        let mut positions: Vec<QueuePosition> = self.queues.iter().map(QueuePosition::of).collect();
+        let rx = &mut positions[RX_QUEUE];
+        rx.next_avail = rx.next_avail.wrapping_sub(self.rx_held.len() as u16);
+        positions
+    }
+
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         match index {
             RX_QUEUE => self.receive(),

@@ -290,3 +290,23 @@ fn fragmented_receive_buffers_hold_a_bounded_number_of_segments() {
     f.handler.backend_event(0, EventSet::IN).unwrap();
     assert_eq!(f.rx.used(), vec![(0, (VNET_HDR_LEN + 100) as u32)]);
 }
+
+#[test]
+fn held_receive_buffers_are_given_back_in_the_saved_positions() {
+    let mut f = fixture(true);
+    f.rx.add_chain(&[(0x10000, 1000, true)]);
+    f.rx.add_chain(&[(0x11000, 1000, true)]);
+    f.host.send(&tap_frame(100)).unwrap();
+    f.host.send(&tap_frame(2500)).unwrap();
+    f.handler.backend_event(0, EventSet::IN).unwrap();
+    // The first frame took one buffer; the second holds the other, waiting
+    // for more.
+    assert_eq!(f.rx.used().len(), 1);
+    assert_eq!(f.handler.rx_held.len(), 1);
+    let positions = f.handler.queue_positions();
+    let rx = QueuePosition {
+        next_avail: 1,
+        next_used: 1,
+    };
+    assert_eq!(positions, vec![rx, QueuePosition::default()]);
+}

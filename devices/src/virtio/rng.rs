@@ -14,7 +14,7 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
-use super::worker::{Worker, WorkerError, WorkerHandler};
+use super::worker::{QueuePosition, Worker, WorkerError, WorkerHandler};
 use super::{
     check_queue_count, drain_queue, feature, ActivateContext, ActivateError, Chain, Interrupt,
     VirtioDevice,
@@ -67,7 +67,13 @@ impl VirtioDevice for Rng {
             queue: active.queue,
             interrupt: ctx.interrupt.clone(),
         };
-        let worker = Worker::spawn("virtio-rng", vec![active.kick], ctx.interrupt, handler);
+        let worker = Worker::spawn(
+            "virtio-rng",
+            ctx.start,
+            vec![active.kick],
+            ctx.interrupt,
+            handler,
+        );
         self.worker = Some(worker.map_err(ActivateError::Worker)?);
         Ok(())
     }
@@ -85,6 +91,10 @@ struct RngHandler {
 }
 
 impl WorkerHandler for RngHandler {
+    fn queue_positions(&self) -> Vec<QueuePosition> {
+        vec![QueuePosition::of(&self.queue)]
+    }
+
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let (source, mem, io) = (&*self.source, &self.mem, self.interrupt.io_stats());
         drain_queue(&mut self.queue, mem, &self.interrupt, |chain| {

@@ -6,6 +6,9 @@
 //! readiness that arrive meanwhile wait in their fds, and every queue and
 //! backend is served again on resume.
 //!
+//! A parked worker leaves behind where each of its queues stands
+//! ([`QueuePosition`]), which is what a snapshot saves of a running device.
+//!
 //! Nobody waits long for a worker. Handlers check [`should_yield`] between
 //! requests, so a pause or a stop waits for the request in hand only (and
 //! requests are bounded: see the chain cap and each device's limits).
@@ -23,6 +26,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -46,8 +51,35 @@ pub enum WorkerError {
     Backend(#[source] io::Error),
 }
 
+/// Where a device stands on one of its queues: the next available entry it
+/// will take and the next used entry it will fill. The rest of a queue
+/// (size, ring addresses) is what the driver wrote to the transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePosition {
+    /// The next available-ring entry the device reads.
+    pub next_avail: u16,
+    /// The next used-ring entry the device writes.
+    pub next_used: u16,
+}
+
+impl QueuePosition {
+    /// Where `queue` stands.
+    pub fn of(queue: &Queue) -> Self {
+        Self {
+            next_avail: queue.next_avail(),
+            next_used: queue.next_used(),
+        }
+    }
+}
+
 /// The device-specific half of a worker.
 pub trait WorkerHandler: Send + 'static {
+    /// Where each queue stands, in queue order, for a device that goes on
+    /// from here in another process (a snapshot). Chains taken but not yet
+    /// returned are given back: a restored device takes them again.
+    /// Called on the worker thread between requests, as it parks.
+    fn queue_positions(&self) -> Vec<QueuePosition>;
+
     /// Queue `index` was kicked. Also called once per queue when the worker
     /// starts, since buffers may have been queued before activation, and
     /// after a pause, since the handler may have yielded with work left.
@@ -106,6 +138,8 @@ struct GateState {
     parked: bool,
     /// The thread has ended (or is about to: it touches nothing more).
     finished: bool,
+    /// Where the queues stood when the worker last parked.
+    positions: Vec<QueuePosition>,
 }
 
 impl Control {
@@ -113,9 +147,11 @@ impl Control {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Worker side: parks until the VMM resumes (or stops) the worker.
-    fn park(&self) {
+    /// Worker side: parks, leaving where its queues stand, until the VMM
+    /// resumes (or stops) the worker.
+    fn park(&self, positions: Vec<QueuePosition>) {
         let mut state = self.lock();
+        state.positions = positions;
         state.parked = true;
         self.changed.notify_all();
         while state.requested {
@@ -206,6 +242,17 @@ pub fn publish<T>(write: impl FnOnce() -> T) -> Option<T> {
     (!control.stopping.load(Ordering::Acquire)).then(write)
 }
 
+/// How a new worker begins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Serving its queues at once (a driver set DRIVER_OK).
+    #[default]
+    Serving,
+    /// Parked until [`Worker::resume`], before touching guest memory: a
+    /// device restored from a snapshot waits for its VM's resume.
+    Parked,
+}
+
 /// A running worker thread.
 #[derive(Debug)]
 pub struct Worker {
@@ -220,6 +267,7 @@ impl Worker {
     /// queue, in queue order) and the handler's backend fds.
     pub fn spawn<H: WorkerHandler>(
         name: &str,
+        start: Start,
         kicks: Vec<EventFd>,
         interrupt: Arc<Interrupt>,
         handler: H,
@@ -243,6 +291,10 @@ impl Worker {
             watch(fd, events, FIRST_QUEUE_TOKEN + (kicks.len() + i) as u64)?;
         }
         let control = Arc::new(Control::default());
+        if start == Start::Parked {
+            control.lock().requested = true;
+            control.pausing.store(true, Ordering::Release);
+        }
         let kill_for_thread = kill.try_clone()?;
         let pause_for_thread = pause.try_clone()?;
         let control_for_thread = control.clone();
@@ -324,6 +376,14 @@ impl Worker {
         let _ = self.pause.write(1);
         self.control
             .wait_for(PAUSE_TIMEOUT, |state| state.parked || state.finished)
+    }
+
+    /// Where each queue stood when the thread parked (see
+    /// [`WorkerHandler::queue_positions`]); `None` unless it is parked now
+    /// (a thread that has ended, say after failing, left none).
+    pub fn parked_positions(&self) -> Option<Vec<QueuePosition>> {
+        let state = self.control.lock();
+        (state.parked && !state.finished).then(|| state.positions.clone())
     }
 
     /// Lets a paused thread go on serving events.
@@ -446,6 +506,13 @@ impl<H: WorkerHandler> EventLoop<H> {
 
     /// Runs until stopped (Ok) or until the device breaks (Err).
     fn run(&mut self) -> Result<(), WorkerError> {
+        if self.control.pausing.load(Ordering::Acquire) {
+            // Started parked (`Start::Parked`).
+            self.control.park(self.handler.queue_positions());
+        }
+        if self.stopping() {
+            return Ok(());
+        }
         for index in 0..self.kicks.len() {
             self.serve_queue(index)?;
         }
@@ -464,7 +531,7 @@ impl<H: WorkerHandler> EventLoop<H> {
                 if token == PAUSE_TOKEN {
                     // WouldBlock: a pause already served by an earlier wake.
                     let _ = self.pause.read();
-                    self.control.park();
+                    self.control.park(self.handler.queue_positions());
                     if !self.stopping() {
                         self.serve_everything()?;
                     }

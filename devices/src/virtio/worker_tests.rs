@@ -12,6 +12,10 @@ use crate::IrqTrigger;
 struct Probe(Sender<usize>);
 
 impl WorkerHandler for Probe {
+    fn queue_positions(&self) -> Vec<QueuePosition> {
+        Vec::new()
+    }
+
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let _ = self.0.send(index);
         if index == 1 {
@@ -36,7 +40,14 @@ fn spawn(
     let clones = kicks.iter().map(|k| k.try_clone().unwrap()).collect();
     let interrupt = Arc::new(Interrupt::new(IrqTrigger::new().unwrap()));
     let (tx, rx) = channel();
-    let worker = Worker::spawn("test-worker", clones, interrupt.clone(), Probe(tx)).unwrap();
+    let worker = Worker::spawn(
+        "test-worker",
+        Start::Serving,
+        clones,
+        interrupt.clone(),
+        Probe(tx),
+    )
+    .unwrap();
     (worker, kicks, interrupt, rx)
 }
 
@@ -119,6 +130,10 @@ struct Slow {
 }
 
 impl WorkerHandler for Slow {
+    fn queue_positions(&self) -> Vec<QueuePosition> {
+        vec![QueuePosition::of(&self.queue)]
+    }
+
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let served = &self.served;
         crate::virtio::drain_queue(&mut self.queue, &self.mem, &self.interrupt, |chain| {
@@ -147,7 +162,7 @@ fn a_stop_ends_a_busy_worker_after_the_request_in_hand() {
         served: tx,
     };
     let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-    let worker = Worker::spawn("slow", vec![kick], interrupt, handler).unwrap();
+    let worker = Worker::spawn("slow", Start::Serving, vec![kick], interrupt, handler).unwrap();
     assert_eq!(served.recv_timeout(Duration::from_secs(5)), Ok(0));
     let started = std::time::Instant::now();
     drop(worker);
@@ -157,10 +172,53 @@ fn a_stop_ends_a_busy_worker_after_the_request_in_hand() {
     assert!(ring.used().is_empty(), "published after the stop");
 }
 
+#[test]
+fn a_parked_worker_tells_where_its_queue_stands() {
+    use crate::virtio::testing::{test_memory, TestRing};
+    let mem = test_memory();
+    let mut ring = TestRing::new(&mem, 0, 16);
+    for _ in 0..16 {
+        ring.add_chain(&[(0x8000, 0x10, true)]);
+    }
+    let interrupt = Arc::new(Interrupt::new(IrqTrigger::new().unwrap()));
+    let (tx, served) = channel();
+    let handler = Slow {
+        queue: ring.queue(false),
+        mem: mem.clone(),
+        interrupt: interrupt.clone(),
+        served: tx,
+    };
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    let worker = Worker::spawn("slow", Start::Serving, vec![kick], interrupt, handler).unwrap();
+    assert_eq!(worker.parked_positions(), None, "running, not parked");
+    assert_eq!(served.recv_timeout(Duration::from_secs(5)), Ok(0));
+    assert!(worker.pause());
+    let done = ring.used().len() as u16;
+    assert!(
+        (1..16).contains(&done),
+        "{done} chains served before the pause"
+    );
+    let position = QueuePosition {
+        next_avail: done,
+        next_used: done,
+    };
+    assert_eq!(worker.parked_positions(), Some(vec![position]));
+    worker.resume();
+    assert!(
+        eventually(|| ring.used().len() == 16),
+        "went on after resume"
+    );
+    assert_eq!(worker.parked_positions(), None, "running again");
+}
+
 /// Blocks in its first queue event for 10 s.
 struct Stuck;
 
 impl WorkerHandler for Stuck {
+    fn queue_positions(&self) -> Vec<QueuePosition> {
+        Vec::new()
+    }
+
     fn queue_event(&mut self, _index: usize) -> Result<(), WorkerError> {
         std::thread::sleep(Duration::from_secs(10));
         Ok(())
@@ -171,7 +229,7 @@ impl WorkerHandler for Stuck {
 fn dropping_a_stuck_worker_gives_up_in_bounded_time() {
     let interrupt = Arc::new(Interrupt::new(IrqTrigger::new().unwrap()));
     let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-    let worker = Worker::spawn("stuck", vec![kick], interrupt, Stuck).unwrap();
+    let worker = Worker::spawn("stuck", Start::Serving, vec![kick], interrupt, Stuck).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let started = std::time::Instant::now();
     drop(worker);
