@@ -3,6 +3,7 @@
 //! [`DeviceInfo`] the boot tables describe, and saves and restores the
 //! devices' state for snapshots ([`DevicesState`]).
 
+use guest_memory::GuestMemoryMmap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,7 +18,6 @@ use devices::virtio::{
 use devices::{BusDevice, ExitSignal, IrqTrigger};
 use kvm_ioctls::{IoEventAddress, VmFd};
 use serde::{Deserialize, Serialize};
-use vm_memory::GuestMemoryMmap;
 
 use crate::vcpu::Buses;
 

@@ -4,6 +4,7 @@
 //! access), then device workers (no guest-memory access), then guest time.
 //! States and which operation is legal when live in src/vm.rs.
 
+use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Net, R
 use devices::ExitSignal;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use log::{info, warn};
-use vm_memory::GuestMemoryMmap;
 
 use crate::console::InputTarget;
 use crate::device_manager::DeviceManager;

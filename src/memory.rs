@@ -6,6 +6,7 @@
 //! holes), and restore maps that file privately, so pages are read only
 //! when the guest touches them and the guest's writes never reach the file.
 
+use guest_memory::{GuestMemoryMmap, GuestRegionMmap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -13,10 +14,7 @@ use anyhow::{bail, Context, Result};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{
-    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
-    GuestMemoryRegion, GuestRegionMmap,
-};
+use vm_memory::{Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 /// Maps `regions` (start, size) and hands them to KVM.
 pub fn create_guest_memory(vm: &VmFd, regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMmap> {

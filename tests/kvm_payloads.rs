@@ -7,6 +7,7 @@
 
 mod common;
 
+use guest_memory::GuestMemoryMmap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +19,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use tandem::memory::create_guest_memory;
 use tandem::vcpu::{run_loop, Buses, ExitCounters, VcpuShared};
 use tandem::vcpus::{Request, VcpuControl};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 /// Records every write, and stops the vCPU after `limit` of them.
 /// Reads answer 1, 2, 3, … (one number per read access).

@@ -5,16 +5,16 @@
 //! chosen at compile time through the [`Host`] alias: this file is the only
 //! place outside the back-end modules that names a target architecture.
 
+use guest_memory::GuestMemoryMmap;
 use std::ops::Range;
 use std::path::PathBuf;
 
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
-mod guest_copy;
 pub mod test_payloads;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

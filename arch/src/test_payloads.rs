@@ -3,8 +3,9 @@
 //! cannot boot a stock kernel. Each is loaded at guest address 0x1000 into
 //! a VM the test created without a back end.
 
+use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::{kvm_err, Error, Result};
 

@@ -4,6 +4,7 @@
 //! Skipped, with a note on stderr, where /dev/kvm is missing.
 #![cfg(target_arch = "x86_64")]
 
+use guest_memory::GuestMemoryMmap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -13,7 +14,7 @@ use kvm_bindings::{
     kvm_irqchip, kvm_msr_entry, Msrs, KVM_IRQCHIP_PIC_MASTER, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::tempfile::TempFile;
 
 const MEMORY: u64 = 64 << 20;

@@ -16,9 +16,10 @@
 use std::fs::File;
 use std::sync::OnceLock;
 
+use guest_memory::GuestMemoryMmap;
 use libfuzzer_sys::fuzz_target;
 use tandem_fuzz::scratch_file;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 /// Guest RAM for either architecture: 32 MiB at 0 (x86_64) and 32 MiB at
 /// 2 GiB (aarch64's RAM_BASE). Mapped once, lazily backed.

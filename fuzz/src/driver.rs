@@ -3,9 +3,10 @@
 //! tampered with), the available ring, `used_event`, raw byte pokes.
 
 use arbitrary::Arbitrary;
+use guest_memory::GuestMemoryMmap;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::memory::{DATA_START, QUEUE_STRIDE, RAM_END};
 

@@ -1,15 +1,15 @@
 //! Loading the arm64 `Image` (checked against its 64-byte header first, so
 //! a wrong file gets a clear error) and the initrd into guest RAM.
 
+use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use linux_loader::loader::{pe::PE, KernelLoader};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 use super::layout::RAM_BASE;
-use crate::guest_copy::copy_into_guest;
 use crate::{Error, Result};
 
 /// "ARM\x64" at byte 56 of every arm64 Image.
@@ -140,7 +140,7 @@ pub fn initrd_size(path: &Path) -> Result<u64> {
 pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, addr: u64, size: u64) -> Result<()> {
     let mut file = open(path, "initrd")?;
     let len = usize::try_from(size).map_err(|_| Error::Image("initrd too large".into()))?;
-    copy_into_guest(mem, GuestAddress(addr), &mut file, len)
+    guest_memory::read_into_guest(mem, GuestAddress(addr), &mut file, len)
         .map_err(|e| Error::GuestMemory(format!("loading initrd {}: {e}", path.display())))
 }
 

@@ -16,8 +16,9 @@ mod vcpu;
 #[cfg(test)]
 mod tests;
 
+use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 pub use gic::GicVersion;
 

@@ -11,7 +11,8 @@ use acpi_tables::madt::{
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use guest_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::dsdt::dsdt;
 use super::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};

@@ -3,17 +3,17 @@
 //! initrd (as high as the kernel allows, clear of its decompression
 //! area), and the command line.
 
+use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::gdt::EntryMode;
 use super::layout::{CMDLINE_ADDR, HIMEM_START, PAGE_SIZE};
-use crate::guest_copy::copy_into_guest;
 use crate::{Error, Result};
 
 /// "HdrS" at offset 0x202 marks a Linux boot-protocol header.
@@ -198,7 +198,7 @@ pub fn load_initrd(
     let addr = place_initrd(size, kernel.initrd_floor, ceiling)?;
     let len =
         usize::try_from(size).map_err(|_| open_err(std::io::ErrorKind::FileTooLarge.into()))?;
-    copy_into_guest(mem, GuestAddress(addr), &mut file, len)
+    guest_memory::read_into_guest(mem, GuestAddress(addr), &mut file, len)
         .map_err(|e| Error::Image(format!("reading initrd {}: {e}", path.display())))?;
     Ok(Some((addr, size)))
 }

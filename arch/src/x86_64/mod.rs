@@ -23,11 +23,11 @@ mod reset_vector;
 mod seccomp;
 mod snapshot;
 
+use guest_memory::GuestMemoryMmap;
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::GuestMemoryMmap;
 
 use crate::{
     kvm_err, AddressSpace, Arch, DeviceInfo, DeviceKind, Error, ExitAction, GicChoice, GuestClock,

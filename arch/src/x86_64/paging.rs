@@ -2,7 +2,8 @@
 //! with 2 MiB pages, enough for the kernel, its boot data and an initrd
 //! anywhere below the hole. Linux replaces them early in boot.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use guest_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{CMDLINE_ADDR, PML4_ADDR};
 use crate::{Error, Result};

@@ -3,9 +3,10 @@
 //! (RSI = zero page) for the Linux boot protocol, or flat 32-bit protected
 //! mode (EBX = hvm_start_info) for PVH.
 
+use guest_memory::GuestMemoryMmap;
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::gdt::{self, EntryMode, CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
 use super::layout::{BOOT_STACK_TOP, GDT_ADDR, IDT_ADDR, PVH_INFO_ADDR, ZERO_PAGE_ADDR};

@@ -5,7 +5,8 @@
 //! pulses the i8042 reset line, so every reboot (including `panic=` ones)
 //! reaches the VMM as a reset request.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use guest_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, Result};
 

@@ -12,6 +12,7 @@
 //! longer than the queue is dropped and larger data gets `IOERR` (see
 //! [`refuse_oversized`]).
 
+use guest_memory::GuestMemoryMmap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,6 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vm_memory::{Address, Bytes};
 
 use super::worker::{QueuePosition, Worker, WorkerError, WorkerHandler};

@@ -6,6 +6,7 @@
 //! touches memory outside a chain's own buffers. Every request is counted
 //! in the device's [`IoStats`].
 
+use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +14,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use log::{debug, warn};
 use virtio_bindings::virtio_blk::*;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap,
-    ReadVolatile,
-};
+use vm_memory::{Address, Bytes};
 
 use super::{ID_LEN, SECTOR_SIZE};
 use crate::virtio::{Chain, ChainError, IoStats};
@@ -211,7 +209,7 @@ impl Disk {
                 }
                 let mut file = self.seek_to(sector, writable.len())?;
                 for (addr, len) in writable.parts() {
-                    read_into_guest(mem, addr, &mut file, len)?;
+                    guest_memory::read_into_guest(mem, addr, &mut file, len)?;
                 }
                 Ok(Done::read(writable.len()))
             }
@@ -265,21 +263,4 @@ impl Disk {
         file.seek(SeekFrom::Start(sector * SECTOR_SIZE))?;
         Ok(file)
     }
-}
-
-/// Fills the `len` bytes of guest memory at `addr` from `src`, reading
-/// until they are all there: one read(2) moves at most about 2 GiB, and
-/// any read may come back short. `src` ending first is an error.
-pub(super) fn read_into_guest(
-    mem: &GuestMemoryMmap,
-    addr: GuestAddress,
-    src: &mut impl ReadVolatile,
-    len: usize,
-) -> Result<(), GuestMemoryError> {
-    // Region by region: a short read must not shift the rest of the data
-    // into the next region.
-    for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
-        src.read_exact_volatile(&mut slice?)?;
-    }
-    Ok(())
 }

@@ -11,10 +11,11 @@
 //! longer one is cut off after one descriptor more, keeps no buffers and
 //! fails [`Chain::validate`], so no device serves it.
 
+use guest_memory::GuestMemoryMmap;
 use std::collections::VecDeque;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 /// The most descriptors any chain may name, whatever the queue size; a
 /// chain may name no more than its queue's size either.

@@ -1,13 +1,13 @@
 //! What a virtio device model implements to sit behind a transport, and
 //! what the transport hands it when the driver sets DRIVER_OK.
 
+use guest_memory::GuestMemoryMmap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::worker::{Start, Worker};

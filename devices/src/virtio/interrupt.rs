@@ -4,13 +4,13 @@
 //! notifications sent and suppressed (EVENT_IDX) for benchmarks, and the
 //! device's [`IoStats`].
 
+use guest_memory::GuestMemoryMmap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use log::warn;
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 use super::io_stats::IoStats;
 use crate::IrqTrigger;

@@ -13,6 +13,7 @@
 //! the request in hand. DRIVER_OK waits for it at most [`RETIRE_WAIT`],
 //! and if it is still busy the activation fails with NEEDS_RESET.
 
+use guest_memory::GuestMemoryMmap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use virtio_bindings::virtio_config::{
 use virtio_bindings::virtio_mmio::*;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::device::{RetiredWorker, RETIRE_WAIT};

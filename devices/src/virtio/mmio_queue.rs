@@ -3,11 +3,12 @@
 //! error for every invalid value a driver writes (see the log rates in
 //! docs/devices.md).
 
+use guest_memory::GuestMemoryMmap;
 use virtio_bindings::virtio_mmio::{
     VIRTIO_MMIO_QUEUE_AVAIL_HIGH, VIRTIO_MMIO_QUEUE_DESC_HIGH, VIRTIO_MMIO_QUEUE_USED_HIGH,
 };
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 /// `addr` with the half that queue register `offset` names (`*_LOW` or
 /// `*_HIGH`) replaced by `value`.

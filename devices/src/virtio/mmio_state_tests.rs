@@ -2,6 +2,7 @@
 //! a fresh transport over the same guest memory, as a snapshot's restore
 //! does: the restored device goes on at the next ring entry.
 
+use guest_memory::GuestMemoryMmap;
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_config::{
@@ -9,7 +10,6 @@ use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1,
 };
 use virtio_bindings::virtio_mmio::*;
-use vm_memory::GuestMemoryMmap;
 
 use super::*;
 use crate::virtio::testing::{test_memory, TestRing};

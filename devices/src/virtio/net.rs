@@ -18,6 +18,7 @@
 //! frames as `bytes_read`, transmitted ones as `bytes_written`, and frames
 //! dropped either way as errors.
 
+use guest_memory::GuestMemoryMmap;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -30,7 +31,6 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 
 use super::tap::{Tap, VNET_HDR_LEN};

@@ -8,10 +8,11 @@
 //! between chains when the worker is asked to pause or stop, and writes
 //! nothing into the rings once it is told to stop.
 
+use guest_memory::GuestMemoryMmap;
 use std::sync::atomic::{fence, Ordering};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress};
 
 use super::chain::MAX_CHAIN_DESCRIPTORS;
 use super::worker::{come_back_later, publish, should_yield};

@@ -3,6 +3,7 @@
 //! counted as `bytes_read` in the device's [`IoStats`](super::IoStats), a
 //! chain that got nothing as an error.
 
+use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::Bytes;
 
 use super::worker::{QueuePosition, Worker, WorkerError, WorkerHandler};
 use super::{

@@ -2,9 +2,10 @@
 //! into guest memory, so device tests can queue chains and read back what
 //! the device returned.
 
+use guest_memory::GuestMemoryMmap;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 /// Guest memory for device tests: 1 MiB at address 0.
 pub fn test_memory() -> GuestMemoryMmap {

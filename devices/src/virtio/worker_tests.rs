@@ -124,7 +124,7 @@ fn eventually(condition: impl Fn() -> bool) -> bool {
 /// Serves a queue whose every chain takes 100 ms, reporting each head.
 struct Slow {
     queue: virtio_queue::Queue,
-    mem: vm_memory::GuestMemoryMmap,
+    mem: guest_memory::GuestMemoryMmap,
     interrupt: Arc<Interrupt>,
     served: Sender<u16>,
 }

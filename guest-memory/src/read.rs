@@ -1,14 +1,14 @@
-//! Copying a file into guest memory for the boot loaders (the initrd) in
-//! as many reads as it takes: one read(2) moves at most about 2 GiB
-//! (Linux's `MAX_RW_COUNT`), and any read may come back short.
+//! Filling guest memory from a file in as many reads as it takes: one
+//! read(2) moves at most about 2 GiB (Linux's `MAX_RW_COUNT`), and any
+//! read may come back short.
 
-use vm_memory::{
-    GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, ReadVolatile,
-};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryError, ReadVolatile};
+
+use crate::GuestMemoryMmap;
 
 /// Fills the `len` bytes of `mem` at `addr` from `src`, reading until
 /// they are all there; `src` ending first is an `UnexpectedEof` error.
-pub(crate) fn copy_into_guest(
+pub fn read_into_guest(
     mem: &GuestMemoryMmap,
     addr: GuestAddress,
     src: &mut impl ReadVolatile,
@@ -62,7 +62,7 @@ mod tests {
             chunk: 4096,
             reads: 0,
         };
-        copy_into_guest(&mem, GuestAddress(0x1000), &mut src, bytes.len()).unwrap();
+        read_into_guest(&mem, GuestAddress(0x1000), &mut src, bytes.len()).unwrap();
         assert!(src.reads >= 25, "{} reads", src.reads);
         let mut copied = vec![0u8; bytes.len()];
         mem.read_slice(&mut copied, GuestAddress(0x1000)).unwrap();
@@ -82,7 +82,7 @@ mod tests {
             chunk: 1000,
             reads: 0,
         };
-        copy_into_guest(&mem, GuestAddress(0xc000), &mut src, bytes.len()).unwrap();
+        read_into_guest(&mem, GuestAddress(0xc000), &mut src, bytes.len()).unwrap();
         let mut copied = vec![0u8; bytes.len()];
         mem.read_slice(&mut copied, GuestAddress(0xc000)).unwrap();
         assert_eq!(copied, bytes);
@@ -97,12 +97,12 @@ mod tests {
             chunk: 4096,
             reads: 0,
         };
-        let err = copy_into_guest(&mem, GuestAddress(0), &mut src, 8192).unwrap_err();
+        let err = read_into_guest(&mem, GuestAddress(0), &mut src, 8192).unwrap_err();
         assert!(
             matches!(&err, GuestMemoryError::IOError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof),
             "{err:?}"
         );
-        let outside = copy_into_guest(&mem, GuestAddress(1 << 20), &mut src, 1);
+        let outside = read_into_guest(&mem, GuestAddress(1 << 20), &mut src, 1);
         assert!(outside.is_err());
     }
 }
