@@ -146,6 +146,22 @@ pub enum Command {
     /// Send one request to a running tandem's API socket and print the
     /// answer (for hosts without curl).
     Api(ApiArgs),
+    /// Apply a diff snapshot's memory file to the memory file of the
+    /// snapshot before it (as Firecracker's `snapshot-editor edit-memory
+    /// rebase`): the base then restores to the diff's state.
+    RebaseMemory(RebaseArgs),
+}
+
+/// Options of `tandem rebase-memory`.
+#[derive(Debug, Args)]
+pub struct RebaseArgs {
+    /// The memory file of the snapshot the diff was taken after; changed
+    /// in place.
+    #[arg(long, value_name = "PATH")]
+    pub memory_path: PathBuf,
+    /// The diff snapshot's memory file.
+    #[arg(long, value_name = "PATH")]
+    pub diff_path: PathBuf,
 }
 
 /// Options of `tandem api`.

@@ -137,6 +137,7 @@ impl Vmm {
                     .snapshot(
                         Path::new(&params.snapshot_path),
                         Path::new(&params.mem_file_path),
+                        params.snapshot_type,
                     )
                     .map_err(text),
             ),

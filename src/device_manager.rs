@@ -3,7 +3,6 @@
 //! [`DeviceInfo`] the boot tables describe, and saves and restores the
 //! devices' state for snapshots ([`DevicesState`]).
 
-use guest_memory::GuestMemoryMmap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,6 +15,7 @@ use devices::virtio::{
     worker, Interrupt, MmioState, MmioTransport, VirtioDevice, MMIO_LEN, QUEUE_NOTIFY_OFFSET,
 };
 use devices::{BusDevice, ExitSignal, IrqTrigger};
+use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use serde::{Deserialize, Serialize};
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod console;
 pub mod controller;
 pub mod device_manager;
+pub mod dirty;
 pub mod kvm_stats;
 pub mod logger;
 pub mod machine;

@@ -4,7 +4,6 @@
 //! access), then device workers (no guest-memory access), then guest time.
 //! States and which operation is legal when live in src/vm.rs.
 
-use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,11 +13,14 @@ use arch::{Arch, GuestClock, Host, VmConfig};
 use devices::legacy::ConsoleOutput;
 use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Net, Rng};
 use devices::ExitSignal;
+use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use log::{info, warn};
 
+use crate::api::models::SnapshotType;
 use crate::console::InputTarget;
 use crate::device_manager::DeviceManager;
+use crate::dirty::{save_dirty_memory, take_dirty_pages};
 use crate::kvm_stats::KvmStats;
 use crate::memory::{
     map_guest_memory, map_guest_memory_from_file, register_guest_memory, save_guest_memory,
@@ -64,6 +66,9 @@ pub struct Machine {
     /// Whether RAM is anonymous memory (booted) rather than a snapshot's
     /// file mapped privately (restored): snapshots skip what it never used.
     anonymous_memory: bool,
+    /// Whether KVM logs the pages the vCPUs write (`track_dirty_pages`),
+    /// for diff snapshots.
+    log_dirty: bool,
     /// KVM's statistics: the VM's (`vm`) and each vCPU's (`vcpuN`).
     kvm_stats: Vec<(String, KvmStats)>,
 }
@@ -116,7 +121,8 @@ impl Machine {
         // Registering guest memory with KVM takes milliseconds and needs
         // only the mapping: it runs beside the rest of the build.
         let (mut devices, vcpus, virtio_console, console_output) = std::thread::scope(|scope| {
-            let registered = scope.spawn(|| register_guest_memory(&vm, &mem));
+            let registered =
+                scope.spawn(|| register_guest_memory(&vm, &mem, resources.track_dirty_pages));
             let built = build_platform(resources, &mut arch, &vm, &mem, &mut config, &exit, origin);
             let registered = registered
                 .join()
@@ -163,6 +169,7 @@ impl Machine {
             console_output,
             paused_clock: None,
             anonymous_memory: matches!(origin, Origin::Kernel),
+            log_dirty: resources.track_dirty_pages,
             kvm_stats,
         })
     }
@@ -185,8 +192,24 @@ impl Machine {
     }
 
     /// Writes guest RAM to `file`; the machine must be paused.
-    pub fn save_memory(&self, file: &File) -> Result<()> {
-        save_guest_memory(&self.mem, file, self.anonymous_memory)
+    pub fn save_memory(&self, file: &File, kind: SnapshotType) -> Result<()> {
+        if kind == SnapshotType::Diff && !self.log_dirty {
+            bail!("a diff snapshot needs dirty-page tracking: set track_dirty_pages in the machine configuration (or in the snapshot load)");
+        }
+        // Taken first either way: the next diff starts at this snapshot.
+        let dirty = match self.log_dirty {
+            true => Some(take_dirty_pages(&self.vm, &self.mem)?),
+            false => None,
+        };
+        let saved = match (kind, &dirty) {
+            (SnapshotType::Diff, Some(dirty)) => save_dirty_memory(&self.mem, file, dirty),
+            _ => save_guest_memory(&self.mem, file, self.anonymous_memory),
+        };
+        if let (Err(_), Some(dirty)) = (&saved, &dirty) {
+            // No snapshot after all: the next diff must still have these.
+            dirty.keep_for_next(&self.mem);
+        }
+        saved
     }
 
     /// Stops the guest: vCPUs parked out of KVM_RUN, device workers parked,

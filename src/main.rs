@@ -63,6 +63,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::RebaseMemory(args)) => match tandem::dirty::rebase_files(&args) {
+            Ok(bytes) => {
+                println!(
+                    "{} KiB of {} applied to {}",
+                    bytes >> 10,
+                    args.diff_path.display(),
+                    args.memory_path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("tandem: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         None => {
             tandem::logger::init(cli.vmm.level.unwrap_or(log::LevelFilter::Info));
             match tandem::vmm::run_firecracker(&cli.vmm) {

@@ -6,12 +6,12 @@
 //! holes), and restore maps that file privately, so pages are read only
 //! when the guest touches them and the guest's writes never reach the file.
 
-use guest_memory::{GuestMemoryMmap, GuestRegionMmap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
-use kvm_bindings::kvm_userspace_memory_region;
+use guest_memory::{GuestMemoryMmap, GuestRegionMmap};
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::VmFd;
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
@@ -19,7 +19,7 @@ use vm_memory::{Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, Gu
 /// Maps `regions` (start, size) and hands them to KVM.
 pub fn create_guest_memory(vm: &VmFd, regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMmap> {
     let mem = map_guest_memory(regions)?;
-    register_guest_memory(vm, &mem)?;
+    register_guest_memory(vm, &mem, false)?;
     Ok(mem)
 }
 
@@ -134,12 +134,17 @@ impl Untouched {
     }
 }
 
-/// Hands every region of `mem` to KVM as a memory slot.
-pub fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
+/// Hands every region of `mem` to KVM as a memory slot, with KVM's dirty
+/// log on if `log_dirty` (src/dirty.rs).
+pub fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap, log_dirty: bool) -> Result<()> {
+    let flags = match log_dirty {
+        true => KVM_MEM_LOG_DIRTY_PAGES,
+        false => 0,
+    };
     for (slot, region) in mem.iter().enumerate() {
         let kvm_region = kvm_userspace_memory_region {
             slot: slot as u32,
-            flags: 0,
+            flags,
             guest_phys_addr: region.start_addr().raw_value(),
             memory_size: region.len(),
             userspace_addr: region.as_ptr() as u64,

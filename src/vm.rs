@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use devices::ExitSignal;
 
+use crate::api::models::SnapshotType;
 use crate::machine::Machine;
 use crate::resources::VmResources;
 use crate::snapshot::Snapshot;
@@ -184,7 +185,7 @@ impl Vm {
     /// Saves a paused VM: its state to the file `snapshot`, its RAM to the
     /// file `memory` (written first and synced, so a state file never
     /// names memory that is not all there).
-    pub fn snapshot(&mut self, snapshot: &Path, memory: &Path) -> Result<()> {
+    pub fn snapshot(&mut self, snapshot: &Path, memory: &Path, kind: SnapshotType) -> Result<()> {
         if self.state != VmState::Paused {
             bail!("the VM must be paused to take a snapshot");
         }
@@ -193,7 +194,7 @@ impl Vm {
         let state = machine.save_state()?;
         let file =
             File::create(memory).with_context(|| format!("memory file {}", memory.display()))?;
-        machine.save_memory(&file)?;
+        machine.save_memory(&file, kind)?;
         file.sync_all()
             .with_context(|| format!("memory file {}", memory.display()))?;
         Snapshot::new(config, state).save(snapshot)
@@ -202,15 +203,24 @@ impl Vm {
     /// Rebuilds the VM `snapshot` and `memory` hold in this NotStarted
     /// one, Paused where it was saved; then runs it if `resume`. On failure
     /// nothing is left behind and the VM stays NotStarted.
-    pub fn restore(&mut self, snapshot: &Path, memory: &Path, resume: bool) -> Result<()> {
+    /// With `track_dirty` (or if the saved configuration had it) the
+    /// restored VM logs dirty pages for diff snapshots.
+    pub fn restore(
+        &mut self,
+        snapshot: &Path,
+        memory: &Path,
+        resume: bool,
+        track_dirty: bool,
+    ) -> Result<()> {
         self.state.check_restore()?;
         let r = &self.resources;
         if r.boot.is_some() || !r.drives.is_empty() || !r.nets.is_empty() {
             bail!("a snapshot cannot be loaded after a boot source or devices were configured");
         }
         let saved = Snapshot::load(snapshot)?;
-        let resources = crate::api::convert::from_config_file(&saved.config)
+        let mut resources = crate::api::convert::from_config_file(&saved.config)
             .map_err(|e| anyhow!("snapshot file {}: {e}", snapshot.display()))?;
+        resources.track_dirty_pages |= track_dirty;
         let memory_file =
             File::open(memory).with_context(|| format!("memory file {}", memory.display()))?;
         let machine =

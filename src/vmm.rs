@@ -180,6 +180,7 @@ impl Vmm {
             Path::new(&params.snapshot_path),
             Path::new(memory),
             params.resume_vm,
+            params.track_dirty_pages || params.enable_diff_snapshots,
         )?;
         self.attach_console()
     }

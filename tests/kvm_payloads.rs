@@ -7,7 +7,6 @@
 
 mod common;
 
-use guest_memory::GuestMemoryMmap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +14,7 @@ use arch::test_payloads::{self, Payload, MMIO_TARGET, PORT, RAM_SIZE};
 use arch::ExitAction;
 use common::kvm_or_skip;
 use devices::{Bus, BusDevice, ExitReason, ExitSignal};
+use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use tandem::memory::create_guest_memory;
 use tandem::vcpu::{run_loop, Buses, ExitCounters, VcpuShared};

@@ -74,6 +74,11 @@ fn assert_counting(bytes: &[u8]) {
 
 /// A started counter guest.
 fn counter_vm() -> Option<(Vmm, Console)> {
+    counter_vm_with(json!({"vcpu_count": 1, "mem_size_mib": 64}))
+}
+
+/// A started counter guest of machine configuration `machine`.
+fn counter_vm_with(machine: serde_json::Value) -> Option<(Vmm, Console)> {
     common::kvm_or_skip()?;
     let Some(kernel) = tiny_kernel(TinyKernel::Counter) else {
         eprintln!("SKIPPED: no hand-made kernel for this architecture");
@@ -82,11 +87,7 @@ fn counter_vm() -> Option<(Vmm, Console)> {
     let mut vmm = Vmm::spawn_with_stdout(&[], Stdio::piped());
     let console = Console::attach(&mut vmm);
     let kernel = vmm.file("counter.elf", &kernel);
-    vmm.ok(
-        "PUT",
-        "/machine-config",
-        json!({"vcpu_count": 1, "mem_size_mib": 64}),
-    );
+    vmm.ok("PUT", "/machine-config", machine);
     vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
     vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
     Some((vmm, console))
@@ -160,6 +161,12 @@ fn bad_snapshots_are_refused_and_the_vm_stays_configurable() {
     let state = files.as_path().join("vm.state");
     let memory = files.as_path().join("vm.mem");
     first.ok("PATCH", "/vm", json!({"state": "Paused"}));
+    first.fault(
+        "PUT",
+        "/snapshot/create",
+        Some(json!({"snapshot_path": state, "mem_file_path": memory, "snapshot_type": "Diff"})),
+        "needs dirty-page tracking",
+    );
     first.ok(
         "PUT",
         "/snapshot/create",
@@ -213,5 +220,80 @@ fn bad_snapshots_are_refused_and_the_vm_stays_configurable() {
         "/snapshot/load",
         Some(load(&state, &memory)),
         "after a boot source or devices were configured",
+    );
+}
+
+/// Bytes of `path` that are data, not holes (allocated blocks).
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Loads `state` with `memory` into a new tandem, resumes it and returns
+/// its first count.
+fn first_count_after_load(state: &std::path::Path, memory: &std::path::Path) -> u8 {
+    let mut vmm = Vmm::spawn_with_stdout(&[], Stdio::piped());
+    let console = Console::attach(&mut vmm);
+    let load = json!({"snapshot_path": state, "mem_file_path": memory, "resume_vm": true});
+    vmm.ok("PUT", "/snapshot/load", load);
+    let after = console.wait_for(4);
+    assert_counting(&after);
+    let (code, stderr) = vmm.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+    after[0]
+}
+
+#[test]
+fn a_diff_snapshot_rebased_onto_its_full_one_restores_the_later_state() {
+    let machine = json!({"vcpu_count": 1, "mem_size_mib": 64, "track_dirty_pages": true});
+    let Some((vmm, console)) = counter_vm_with(machine) else {
+        return;
+    };
+    let files = TempDir::new_in(std::path::Path::new("/var/tmp")).unwrap();
+    let path = |name: &str| files.as_path().join(name);
+    console.wait_for(4);
+    vmm.ok("PATCH", "/vm", json!({"state": "Paused"}));
+    let full = json!({"snapshot_path": path("full.state"), "mem_file_path": path("full.mem")});
+    vmm.ok("PUT", "/snapshot/create", full);
+    let at_full = *console.bytes.lock().unwrap().last().unwrap();
+    vmm.ok("PATCH", "/vm", json!({"state": "Resumed"}));
+    let seen = console.bytes.lock().unwrap().len();
+    console.wait_for(seen + 10);
+    vmm.ok("PATCH", "/vm", json!({"state": "Paused"}));
+    let diff = json!({"snapshot_path": path("diff.state"), "mem_file_path": path("diff.mem"),
+                      "snapshot_type": "Diff"});
+    vmm.ok("PUT", "/snapshot/create", diff);
+    let at_diff = *console.bytes.lock().unwrap().last().unwrap();
+    assert_ne!(at_full, at_diff);
+    drop(vmm);
+
+    // The diff holds the pages written since the full snapshot: the
+    // counter's page, not the 64 MiB.
+    assert_eq!(std::fs::metadata(path("diff.mem")).unwrap().len(), 64 << 20);
+    let diff_data = allocated(&path("diff.mem"));
+    assert!(
+        (4096..=64 << 10).contains(&diff_data),
+        "diff memory file: {diff_data} bytes of data"
+    );
+    eprintln!("diff memory file: {diff_data} bytes of data in 64 MiB");
+
+    // The diff's state with the full snapshot's memory: the count in RAM
+    // is the older one, so the guest goes on from there.
+    assert_eq!(
+        first_count_after_load(&path("diff.state"), &path("full.mem")),
+        at_full.wrapping_add(1)
+    );
+    let rebase = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["rebase-memory", "--memory-path"])
+        .arg(path("full.mem"))
+        .arg("--diff-path")
+        .arg(path("diff.mem"))
+        .output()
+        .unwrap();
+    assert!(rebase.status.success(), "{rebase:?}");
+    assert_eq!(
+        first_count_after_load(&path("diff.state"), &path("full.mem")),
+        at_diff.wrapping_add(1),
+        "rebased: the later count"
     );
 }

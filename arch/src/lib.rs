@@ -5,10 +5,10 @@
 //! chosen at compile time through the [`Host`] alias: this file is the only
 //! place outside the back-end modules that names a target architecture.
 
-use guest_memory::GuestMemoryMmap;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use vm_memory::GuestAddress;

@@ -4,12 +4,12 @@
 //! Skipped, with a note on stderr, where /dev/kvm is missing.
 #![cfg(target_arch = "x86_64")]
 
-use guest_memory::GuestMemoryMmap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use arch::x86_64::X86_64;
 use arch::{Arch, GicChoice, VmConfig};
+use guest_memory::GuestMemoryMmap;
 use kvm_bindings::{
     kvm_irqchip, kvm_msr_entry, Msrs, KVM_IRQCHIP_PIC_MASTER, KVM_MAX_CPUID_ENTRIES,
 };

@@ -2,10 +2,10 @@
 //! mapping a run reuses, byte images of it for before/after comparisons,
 //! and reading descriptors from either.
 
-use guest_memory::GuestMemoryMmap;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
+use guest_memory::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress};
 
 /// Guest RAM: 64 KiB at 0, a 4 KiB hole, 4 KiB more (buffers may straddle

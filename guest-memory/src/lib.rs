@@ -18,9 +18,14 @@ pub type GuestRegionMmap = vm_memory::GuestRegionMmap<AtomicBitmap>;
 /// The mapping behind a [`GuestRegionMmap`].
 pub type MmapRegion = vm_memory::MmapRegion<AtomicBitmap>;
 
+/// The pages of `region` tandem wrote through vm-memory since the bitmap
+/// was last reset, one bit per host page from the region's start.
+pub fn dirty_bitmap(region: &GuestRegionMmap) -> &AtomicBitmap {
+    MmapRegion::bitmap(region)
+}
+
 #[cfg(test)]
 mod tests {
-    use vm_memory::bitmap::Bitmap;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
     use super::*;
@@ -29,7 +34,7 @@ mod tests {
     fn writes_through_vm_memory_mark_their_pages_dirty() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 12)]).unwrap();
         let region = mem.iter().next().unwrap();
-        let page = |n: usize| region.bitmap().is_addr_set(n << 12);
+        let page = |n: usize| dirty_bitmap(region).is_addr_set(n << 12);
         assert!((0..16).all(|n| !page(n)), "clean at first");
         mem.write_obj(7u32, GuestAddress(3 << 12)).unwrap();
         mem.write_slice(&[1u8; 0x1800], GuestAddress((5 << 12) + 0x800))
@@ -39,7 +44,7 @@ mod tests {
         let mut buf = [0u8; 64];
         mem.read_slice(&mut buf, GuestAddress(9 << 12)).unwrap();
         assert!(!page(9), "reads do not dirty");
-        region.bitmap().reset();
+        dirty_bitmap(region).reset();
         assert!((0..16).all(|n| !page(n)), "clean after reset");
     }
 }

@@ -106,3 +106,27 @@ mod tests {
         assert!(outside.is_err());
     }
 }
+
+#[cfg(test)]
+mod dirty_tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+    use crate::dirty_bitmap;
+
+    #[test]
+    fn a_file_read_into_guest_memory_marks_its_pages_dirty() {
+        // What the block device and the loaders do: the diff snapshot must
+        // see these pages although no vCPU wrote them.
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 12)]).unwrap();
+        let mut file = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
+        file.write_all(&[0x5a; 2 << 12]).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        read_into_guest(&mem, GuestAddress(4 << 12), &mut file, 2 << 12).unwrap();
+        let region = vm_memory::GuestMemoryBackend::iter(&mem).next().unwrap();
+        let dirty: Vec<usize> = (0..16)
+            .filter(|&n| dirty_bitmap(region).is_addr_set(n << 12))
+            .collect();
+        assert_eq!(dirty, [4, 5]);
+    }
+}

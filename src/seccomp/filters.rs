@@ -5,7 +5,8 @@
 //!
 //! Filters stack: a thread starts with its creator's filter and adds its
 //! own, and a call must pass both. Device workers are started by a vCPU
-//! thread (the guest's DRIVER_OK write activates the device) and API
+//! thread (the guest's DRIVER_OK write activates the device; a restore
+//! starts them on the main thread before its filter is on) and API
 //! connection threads by the accept thread, so the vCPU list includes
 //! everything a worker needs and the API list is shared by both API
 //! threads.
@@ -25,6 +26,9 @@ const KVMIO: u64 = 0xae;
 pub const KVM_RUN: u64 = io(KVMIO, 0x80);
 /// `KVM_CHECK_EXTENSION` (aarch64's resume asks for the counter offset).
 pub const KVM_CHECK_EXTENSION: u64 = io(KVMIO, 0x03);
+/// `KVM_GET_DIRTY_LOG` = `_IOW(KVMIO, 0x42, struct kvm_dirty_log)` (16
+/// bytes): a snapshot takes the pages the vCPUs wrote.
+pub(super) const KVM_GET_DIRTY_LOG: u64 = (1 << 30) | (16 << 16) | io(KVMIO, 0x42);
 /// `BLKSSZGET`: a drive swapped to a host block device reads its block size.
 pub(super) const BLKSSZGET: u64 = io(0x12, 104);
 /// `BLKGETSIZE64` = `_IOR(0x12, 114, u64)`: the size of that device.
@@ -285,6 +289,7 @@ pub fn main_thread(extras: &SeccompExtras) -> Rules {
         libc::TCSETSF,
         libc::FIONBIO,
         KVM_CHECK_EXTENSION,
+        KVM_GET_DIRTY_LOG,
         BLKSSZGET,
         BLKGETSIZE64,
     ];

@@ -216,3 +216,17 @@ fn the_block_size_ioctls_have_their_kernel_numbers() {
     assert_eq!(super::filters::BLKSSZGET, 0x1268);
     assert_eq!(super::filters::BLKGETSIZE64, 0x8008_1272);
 }
+
+/// `cargo test --lib seccomp_counts -- --ignored --nocapture` prints the
+/// counts docs/security.md quotes for each thread kind.
+#[test]
+#[ignore = "prints the numbers for docs/security.md"]
+fn seccomp_counts() {
+    for kind in ThreadKind::ALL {
+        let rules = kind.rules();
+        let ioctls = rules.arg_values(libc::SYS_ioctl).map_or(0, <[u64]>::len);
+        let programs = kind.compile().unwrap();
+        let allow_list = programs.last().unwrap().len();
+        println!("{kind:?}: {} / {ioctls} / {allow_list}", rules.0.len());
+    }
+}

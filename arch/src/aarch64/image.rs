@@ -1,11 +1,11 @@
 //! Loading the arm64 `Image` (checked against its 64-byte header first, so
 //! a wrong file gets a clear error) and the initrd into guest RAM.
 
-use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use guest_memory::GuestMemoryMmap;
 use linux_loader::loader::{pe::PE, KernelLoader};
 use vm_memory::GuestAddress;
 

@@ -12,11 +12,11 @@
 //! longer than the queue is dropped and larger data gets `IOERR` (see
 //! [`refuse_oversized`]).
 
-use guest_memory::GuestMemoryMmap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use guest_memory::GuestMemoryMmap;
 use log::{info, warn};
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;

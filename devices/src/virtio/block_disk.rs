@@ -6,12 +6,12 @@
 //! touches memory outside a chain's own buffers. Every request is counted
 //! in the device's [`IoStats`].
 
-use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use guest_memory::GuestMemoryMmap;
 use log::{debug, warn};
 use virtio_bindings::virtio_blk::*;
 use vm_memory::{Address, Bytes};

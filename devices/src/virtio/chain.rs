@@ -11,9 +11,9 @@
 //! longer one is cut off after one descriptor more, keeps no buffers and
 //! fails [`Chain::validate`], so no device serves it.
 
-use guest_memory::GuestMemoryMmap;
 use std::collections::VecDeque;
 
+use guest_memory::GuestMemoryMmap;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 

@@ -7,12 +7,12 @@
 //! input as `bytes_read`, output as `bytes_written`, one request per
 //! buffer, refused buffers as errors.
 
-use guest_memory::GuestMemoryMmap;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use guest_memory::GuestMemoryMmap;
 use log::debug;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;

@@ -1,12 +1,12 @@
 //! What a virtio device model implements to sit behind a transport, and
 //! what the transport hands it when the driver sets DRIVER_OK.
 
-use guest_memory::GuestMemoryMmap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use guest_memory::GuestMemoryMmap;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 

@@ -4,9 +4,9 @@
 //! notifications sent and suppressed (EVENT_IDX) for benchmarks, and the
 //! device's [`IoStats`].
 
-use guest_memory::GuestMemoryMmap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use guest_memory::GuestMemoryMmap;
 use log::warn;
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};

@@ -13,11 +13,11 @@
 //! the request in hand. DRIVER_OK waits for it at most [`RETIRE_WAIT`],
 //! and if it is still busy the activation fails with NEEDS_RESET.
 
-use guest_memory::GuestMemoryMmap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use guest_memory::GuestMemoryMmap;
 use log::{debug, warn};
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,

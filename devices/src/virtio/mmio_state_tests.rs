@@ -2,9 +2,9 @@
 //! a fresh transport over the same guest memory, as a snapshot's restore
 //! does: the restored device goes on at the next ring entry.
 
-use guest_memory::GuestMemoryMmap;
 use std::time::{Duration, Instant};
 
+use guest_memory::GuestMemoryMmap;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1,

@@ -18,12 +18,12 @@
 //! frames as `bytes_read`, transmitted ones as `bytes_written`, and frames
 //! dropped either way as errors.
 
-use guest_memory::GuestMemoryMmap;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
+use guest_memory::GuestMemoryMmap;
 use libc::c_uint;
 use log::debug;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;

@@ -8,9 +8,9 @@
 //! between chains when the worker is asked to pause or stop, and writes
 //! nothing into the rings once it is told to stop.
 
-use guest_memory::GuestMemoryMmap;
 use std::sync::atomic::{fence, Ordering};
 
+use guest_memory::GuestMemoryMmap;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
 

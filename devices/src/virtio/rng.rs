@@ -3,11 +3,11 @@
 //! counted as `bytes_read` in the device's [`IoStats`](super::IoStats), a
 //! chain that got nothing as an error.
 
-use guest_memory::GuestMemoryMmap;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
+use guest_memory::GuestMemoryMmap;
 use log::debug;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;

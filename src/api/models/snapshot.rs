@@ -1,8 +1,8 @@
 //! `PUT /snapshot/create` and `PUT /snapshot/load` bodies, as Firecracker
-//! has them. Fields tandem does not act on yet (diff snapshots, dirty-page
-//! tracking, a UFFD memory backend, overrides, realtime clock) are
-//! accepted by serde and refused by `validate()` with one line, so a
-//! client never believes it got what it did not.
+//! has them. Fields tandem does not act on yet (a UFFD memory backend,
+//! overrides, realtime clock) are accepted by serde and refused by
+//! `validate()` with one line, so a client never believes it got what it
+//! did not.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,10 +34,7 @@ impl SnapshotCreateParams {
     pub fn validate(&self) -> Result<(), String> {
         non_empty("snapshot_path", &self.snapshot_path)?;
         non_empty("mem_file_path", &self.mem_file_path)?;
-        match self.snapshot_type {
-            SnapshotType::Full => Ok(()),
-            SnapshotType::Diff => Err("diff snapshots are not supported by tandem yet".into()),
-        }
+        Ok(())
     }
 }
 
@@ -73,7 +70,8 @@ pub struct SnapshotLoadParams {
     /// Run the VM once loaded (else it stays Paused).
     #[serde(default)]
     pub resume_vm: bool,
-    /// Dirty-page tracking for later diff snapshots.
+    /// Dirty-page tracking for later diff snapshots (on as well if the
+    /// snapshot's machine configuration had it).
     #[serde(default)]
     pub track_dirty_pages: bool,
     /// Deprecated name of `track_dirty_pages`.
@@ -109,10 +107,6 @@ impl SnapshotLoadParams {
         non_empty("snapshot_path", &self.snapshot_path)?;
         non_empty("the memory file path", self.memory_file()?)?;
         let unsupported = [
-            (
-                self.track_dirty_pages || self.enable_diff_snapshots,
-                "dirty-page tracking",
-            ),
             (
                 self.network_overrides
                     .as_ref()
@@ -150,6 +144,8 @@ mod tests {
         let ok = load(r#"{"snapshot_path":"s","mem_backend":{"backend_type":"File","backend_path":"m"},"resume_vm":true}"#).unwrap();
         assert_eq!(ok.memory_file(), Ok("m"));
         assert!(ok.resume_vm);
+        let tracked = load(r#"{"snapshot_path":"s","mem_file_path":"m","track_dirty_pages":true}"#);
+        assert!(tracked.unwrap().track_dirty_pages);
         assert_eq!(
             load(r#"{"snapshot_path":"s","mem_file_path":"m"}"#)
                 .unwrap()
@@ -167,8 +163,8 @@ mod tests {
                 "Uffd",
             ),
             (
-                r#"{"snapshot_path":"s","mem_file_path":"m","track_dirty_pages":true}"#,
-                "dirty-page",
+                r#"{"snapshot_path":"s","mem_file_path":"m","clock_realtime":true}"#,
+                "clock_realtime",
             ),
             (
                 r#"{"snapshot_path":"","mem_file_path":"m"}"#,
@@ -185,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn create_is_full_by_default_and_refuses_diff_for_now() {
+    fn create_is_full_by_default_or_diff() {
         let full: SnapshotCreateParams =
             serde_json::from_str(r#"{"snapshot_path":"s","mem_file_path":"m"}"#).unwrap();
         assert_eq!(full.snapshot_type, SnapshotType::Full);
@@ -194,6 +190,7 @@ mod tests {
             r#"{"snapshot_path":"s","mem_file_path":"m","snapshot_type":"Diff"}"#,
         )
         .unwrap();
-        assert!(diff.validate().unwrap_err().contains("diff snapshots"));
+        assert_eq!(diff.snapshot_type, SnapshotType::Diff);
+        assert!(diff.validate().is_ok());
     }
 }
