@@ -24,12 +24,18 @@
 #!                  snapshot and after the restore, in its sector
 #!   snap-restore-again  the same snapshot restored SNAP_RESTORES more times
 #!                  (default 10), each going on from the same tick
+#!   snap-diff      restored once more with track_dirty_pages, run on, saved
+#!                  as a Diff; `tandem rebase-memory` applies it to the
+#!                  full snapshot's memory file, and the diff's state then
+#!                  goes on from the diff's last tick, io=ok
 #! Prints CHECK <name> PASS|FAIL <detail>; exits 0 when none failed.
 #! Environment: TANDEM (/bin/tandem), SNAP_RESTORES (10).
 
 SOCK=/tmp/snap.sock
 STATE=/tmp/vm.state
 MEMORY=/tmp/vm.mem
+DIFF_STATE=/tmp/vm.diff.state
+DIFF_MEMORY=/tmp/vm.diff.mem
 DISK=/tmp/vda.img
 # The host's end of tap0 keeps one MAC across tandem processes (a new TAP
 # gets a random one), so the restored guest's ARP entry stays right.
@@ -124,13 +130,15 @@ boot_and_snapshot() {
     kill_tandem
 }
 
-# Loads the snapshot into a new tandem whose output goes to OUT; true when
-# the guest then ticks 4 times, going on from SAVED_TICK. Sets WHY.
+# Loads a snapshot into a new tandem whose output goes to OUT; true when
+# the guest then ticks 4 times, going on from its last tick. The snapshot
+# is STATE (default $STATE, with $MEMORY) and its last tick FROM (default
+# SAVED_TICK); EXTRA is added to the load's JSON body. Sets WHY.
 restore_into() {
-    local out=$1 first
+    local out=$1 state=${2:-$STATE} from=${3:-$SAVED_TICK} extra=${4:-} first
     WHY=""
     if ! start_api_tandem "$out"; then WHY="no API socket"; return 1; fi
-    if ! api PUT /snapshot/load "{\"snapshot_path\": \"$STATE\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"$MEMORY\"}, \"resume_vm\": false}"; then
+    if ! api PUT /snapshot/load "{\"snapshot_path\": \"$state\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"$MEMORY\"}, \"resume_vm\": false$extra}"; then
         WHY="PUT /snapshot/load: $(answer)"
         return 1
     fi
@@ -140,18 +148,49 @@ restore_into() {
         WHY="GET /: $(answer)"
         return 1
     fi
-    if ! wait_until 120 tick_after "$out" $((SAVED_TICK + 3)); then
-        WHY="ticks after the restore: last $(last_tick "$out"), wanted $((SAVED_TICK + 4))"
+    if ! wait_until 120 tick_after "$out" $((from + 3)); then
+        WHY="ticks after the restore: last $(last_tick "$out"), wanted $((from + 4))"
         return 1
     fi
     first=$(first_tick "$out")
-    if [ "${first%% *}" != $((SAVED_TICK + 1)) ]; then
-        WHY="the first tick after the restore is '${first%% *}', the snapshot's last was $SAVED_TICK"
+    if [ "${first%% *}" != $((from + 1)) ]; then
+        WHY="the first tick after the restore is '${first%% *}', the snapshot's last was $from"
         return 1
     fi
     if grep -aq TANDEM-GUEST-UP "$out"; then WHY="the guest booted again"; return 1; fi
-    BAD_IO=$(bad_io_after "$out" $((SAVED_TICK + 1)))
+    BAD_IO=$(bad_io_after "$out" $((from + 1)))
     if [ -n "$BAD_IO" ]; then WHY="ticks whose I/O failed after the restore: $BAD_IO"; return 1; fi
+}
+
+# A diff on top of the full snapshot: a restored VM (dirty-page tracking
+# asked for in the load) runs on, is paused and saved as a diff; applied
+# to the full snapshot's memory file with `tandem rebase-memory`, the
+# diff's state goes on from the diff's last tick.
+diff_snapshot() {
+    local diff_tick data
+    if ! restore_into /tmp/diff-base.out "$STATE" "$SAVED_TICK" ', "track_dirty_pages": true'; then
+        check snap-diff FAIL "the restore before the diff: $WHY"
+        return
+    fi
+    api PATCH /vm '{"state": "Paused"}' || { check snap-diff FAIL "pause: $(answer)"; return; }
+    sleep 1 # the last tick line on its way to the output file
+    diff_tick=$(last_tick /tmp/diff-base.out)
+    if ! api PUT /snapshot/create "{\"snapshot_path\": \"$DIFF_STATE\", \"mem_file_path\": \"$DIFF_MEMORY\", \"snapshot_type\": \"Diff\"}"; then
+        check snap-diff FAIL "PUT /snapshot/create Diff: $(answer)"
+        return
+    fi
+    kill_tandem
+    data=$(du -k "$DIFF_MEMORY" | cut -f1)
+    if ! "$TANDEM" rebase-memory --memory-path "$MEMORY" --diff-path "$DIFF_MEMORY" >/tmp/rebase.out 2>&1; then
+        check snap-diff FAIL "rebase-memory: $(cat /tmp/rebase.out)"
+        return
+    fi
+    if restore_into /tmp/diff.out "$DIFF_STATE" "$diff_tick"; then
+        check snap-diff PASS "diff after tick $diff_tick: $data KiB of data in its 512 MiB memory file; rebased onto the full snapshot's, it goes on from tick $((diff_tick + 1)) with io=ok"
+    else
+        check snap-diff FAIL "the rebased diff: $WHY"
+    fi
+    kill_tandem
 }
 
 main() {
@@ -207,6 +246,7 @@ main() {
     else
         check snap-restore-again FAIL "$ok of $restores restores went on from tick $((SAVED_TICK + 1)) (notes say why)"
     fi
+    diff_snapshot
     kill "$HTTPD_PID"
     echo "snapshot-host: done, $([ "$FAILED" = 0 ] && echo 'every check passed' || echo 'a check failed')"
     return "$FAILED"

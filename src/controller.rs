@@ -48,7 +48,9 @@ fn phase(request: &ApiRequest) -> Phase {
         | PutMetrics(_)
         | PutSnapshotLoad(_) => Phase::PreBoot,
         Action(crate::api::models::Action::InstanceStart) => Phase::PreBoot,
-        Action(_) | PatchDrive(_) | PatchVm(_) | PutSnapshotCreate(_) => Phase::Runtime,
+        Action(_) | PatchDrive(_) | PatchVm(_) | PutSnapshotCreate(_) | PutMigrate(_) => {
+            Phase::Runtime
+        }
     }
 }
 
@@ -142,6 +144,14 @@ impl Vmm {
                     .map_err(text),
             ),
             ApiRequest::PutSnapshotLoad(params) => done(self.load_snapshot(&params).map_err(text)),
+            ApiRequest::PutMigrate(params) => match self.vm.migrate(Path::new(&params.destination))
+            {
+                Ok(report) => {
+                    log::info!("migrated to {}: {report:?}", params.destination);
+                    json(report)
+                }
+                Err(e) => ApiResponse::Fault(text(e)),
+            },
             ApiRequest::PatchDrive(drive) => done(self.swap_drive(
                 &drive.drive_id,
                 drive.path_on_host.as_deref().map(Path::new),

@@ -11,10 +11,21 @@ use std::os::unix::fs::FileExt;
 use anyhow::{Context, Result};
 use guest_memory::{dirty_bitmap, GuestMemoryMmap};
 use kvm_ioctls::VmFd;
-use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::seek_hole::SeekHole;
 
 use crate::config::RebaseArgs;
+
+/// Neighbouring dirty pages of one region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirtyRun {
+    /// Where the run starts in guest memory.
+    pub addr: GuestAddress,
+    /// Where it starts in a memory file (regions back to back).
+    pub offset: u64,
+    /// Its length in bytes.
+    pub len: usize,
+}
 
 /// Pages written since the logs were last taken: per region (in `mem`'s
 /// order), one bit per host page, in u64 words as KVM returns them.
@@ -43,6 +54,36 @@ impl DirtyPages {
                 }
             }
         }
+    }
+
+    /// The dirty pages of `mem` as runs of neighbours, none longer than
+    /// `max_len` bytes (a multiple of the page size).
+    pub fn runs(&self, mem: &GuestMemoryMmap, max_len: usize) -> Vec<DirtyRun> {
+        let page = self.page_size as usize;
+        let mut runs: Vec<DirtyRun> = Vec::new();
+        let mut file_offset = 0;
+        for (index, region) in mem.iter().enumerate() {
+            // Runs never cross regions: neighbours in the file need not be
+            // in guest memory.
+            let first = runs.len();
+            for n in (0..region.len() / self.page_size).filter(|&n| self.is_dirty(index, n)) {
+                let at = n * self.page_size;
+                match runs[first..].last_mut() {
+                    Some(run)
+                        if run.offset + run.len as u64 == file_offset + at && run.len < max_len =>
+                    {
+                        run.len += page;
+                    }
+                    _ => runs.push(DirtyRun {
+                        addr: region.start_addr().unchecked_add(at),
+                        offset: file_offset + at,
+                        len: page,
+                    }),
+                }
+            }
+            file_offset += region.len();
+        }
+        runs
     }
 
     /// How many pages were written.
@@ -77,6 +118,13 @@ pub fn take_dirty_pages(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<DirtyPages> 
     Ok(DirtyPages { regions, page_size })
 }
 
+/// Marks every page of `mem` written, in the regions' bitmaps.
+pub fn mark_all(mem: &GuestMemoryMmap) {
+    for region in mem.iter() {
+        dirty_bitmap(region).set_addr_range(0, region.len() as usize);
+    }
+}
+
 /// Writes the `dirty` pages of `mem` to `file` at their offsets in a full
 /// memory file (regions back to back), leaving the rest as holes: a page
 /// written since the last snapshot is data even if it is now all zeros,
@@ -84,20 +132,13 @@ pub fn take_dirty_pages(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<DirtyPages> 
 pub fn save_dirty_memory(mem: &GuestMemoryMmap, file: &File, dirty: &DirtyPages) -> Result<()> {
     let total: u64 = mem.iter().map(|r| r.len()).sum();
     file.set_len(total).context("sizing the memory file")?;
-    let mut page = vec![0u8; dirty.page_size as usize];
-    let mut file_offset = 0;
-    for (index, region) in mem.iter().enumerate() {
-        for n in 0..region.len() / dirty.page_size {
-            if dirty.is_dirty(index, n) {
-                let at = n * dirty.page_size;
-                region
-                    .read_slice(&mut page, MemoryRegionAddress(at))
-                    .context("reading guest memory")?;
-                file.write_all_at(&page, file_offset + at)
-                    .context("writing guest memory")?;
-            }
-        }
-        file_offset += region.len();
+    let mut buf = Vec::new();
+    for run in dirty.runs(mem, 1 << 20) {
+        buf.resize(run.len, 0);
+        mem.read_slice(&mut buf, run.addr)
+            .context("reading guest memory")?;
+        file.write_all_at(&buf, run.offset)
+            .context("writing guest memory")?;
     }
     Ok(())
 }

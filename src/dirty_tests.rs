@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use vm_memory::GuestAddress;
+use vm_memory::{GuestAddress, MemoryRegionAddress};
 use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
@@ -98,4 +98,34 @@ fn a_diff_of_another_size_is_refused() {
     diff.set_len(4 * PAGE).unwrap();
     let err = rebase(&base, &mut diff).unwrap_err().to_string();
     assert!(err.contains("not the same VM"), "{err}");
+}
+
+#[test]
+fn dirty_pages_come_as_runs_of_neighbours_within_each_region() {
+    let mem = memory();
+    // Region 0: pages 1, 2, 3 and 7; region 1: page 0 (a neighbour of
+    // region 0's page 7 in the file, but another region).
+    let dirty = DirtyPages {
+        regions: vec![vec![0b1000_1110], vec![1]],
+        page_size: PAGE,
+    };
+    let run = |addr: u64, offset: u64, pages: u64| DirtyRun {
+        addr: GuestAddress(addr),
+        offset: offset * PAGE,
+        len: (pages * PAGE) as usize,
+    };
+    assert_eq!(
+        dirty.runs(&mem, 1 << 20),
+        [run(PAGE, 1, 3), run(7 * PAGE, 7, 1), run(0x10_0000, 8, 1)]
+    );
+    // At most two pages a run.
+    assert_eq!(
+        dirty.runs(&mem, 2 * PAGE as usize),
+        [
+            run(PAGE, 1, 2),
+            run(3 * PAGE, 3, 1),
+            run(7 * PAGE, 7, 1),
+            run(0x10_0000, 8, 1)
+        ]
+    );
 }

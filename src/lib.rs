@@ -15,6 +15,7 @@ pub mod machine;
 pub mod memory;
 pub mod metrics;
 pub mod metrics_line;
+pub mod migration;
 pub mod resources;
 pub mod seccomp;
 pub mod signals;

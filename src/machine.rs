@@ -20,7 +20,7 @@ use log::{info, warn};
 use crate::api::models::SnapshotType;
 use crate::console::InputTarget;
 use crate::device_manager::DeviceManager;
-use crate::dirty::{save_dirty_memory, take_dirty_pages};
+use crate::dirty::{save_dirty_memory, take_dirty_pages, DirtyPages};
 use crate::kvm_stats::KvmStats;
 use crate::memory::{
     map_guest_memory, map_guest_memory_from_file, register_guest_memory, save_guest_memory,
@@ -79,7 +79,17 @@ pub enum Origin<'a> {
     /// Boot the kernel the resources name.
     Kernel,
     /// Continue a snapshot's guest: its saved state, and its RAM file.
-    Snapshot(&'a MachineState, &'a File),
+    Snapshot(&'a MachineState, SavedMemory<'a>),
+}
+
+/// The guest RAM a restore maps.
+#[derive(Clone, Copy)]
+pub struct SavedMemory<'a> {
+    /// RAM, regions back to back.
+    pub file: &'a File,
+    /// Mapped shared (a migration's file, nobody else's) rather than
+    /// privately (a snapshot's, which must stay as it is).
+    pub shared: bool,
 }
 
 impl Machine {
@@ -97,7 +107,7 @@ impl Machine {
         resources: &VmResources,
         exit: Arc<ExitSignal>,
         state: &MachineState,
-        memory: &File,
+        memory: SavedMemory,
     ) -> Result<Machine> {
         let mut machine = Machine::build(resources, exit, Origin::Snapshot(state, memory))?;
         machine.paused_clock = state.clock;
@@ -116,7 +126,9 @@ impl Machine {
         let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
         let mem = match origin {
             Origin::Kernel => map_guest_memory(&arch.layout().ram)?,
-            Origin::Snapshot(_, file) => map_guest_memory_from_file(&arch.layout().ram, file)?,
+            Origin::Snapshot(_, memory) => {
+                map_guest_memory_from_file(&arch.layout().ram, memory.file, memory.shared)?
+            }
         };
         // Registering guest memory with KVM takes milliseconds and needs
         // only the mapping: it runs beside the rest of the build.
@@ -174,6 +186,36 @@ impl Machine {
         })
     }
 
+    /// Guest RAM.
+    pub fn guest_memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// Turns KVM's dirty-page log on if it is not (a migration), and
+    /// clears both logs: pages written from now on are known.
+    pub fn start_dirty_log(&mut self) -> Result<()> {
+        if !self.log_dirty {
+            register_guest_memory(&self.vm, &self.mem, true)
+                .context("turning on dirty-page logging")?;
+            self.log_dirty = true;
+        }
+        self.take_dirty_pages().map(drop)
+    }
+
+    /// The pages written since the logs were last taken (see
+    /// src/dirty.rs); the guest must be paused or the pages may be
+    /// written again meanwhile (a migration's rounds allow for that).
+    pub fn take_dirty_pages(&self) -> Result<DirtyPages> {
+        take_dirty_pages(&self.vm, &self.mem)
+    }
+
+    /// After a migration that failed midway, which took the dirty-page
+    /// logs a diff snapshot counts on: every page counts as written, so
+    /// the next diff holds all of RAM rather than miss a page.
+    pub fn forget_dirty_log(&self) {
+        crate::dirty::mark_all(&self.mem);
+    }
+
     /// Saves a paused machine's state (its RAM is [`Self::save_memory`]'s).
     pub fn save_state(&self) -> Result<MachineState> {
         let devices = self.devices.save_state()?;
@@ -198,7 +240,7 @@ impl Machine {
         }
         // Taken first either way: the next diff starts at this snapshot.
         let dirty = match self.log_dirty {
-            true => Some(take_dirty_pages(&self.vm, &self.mem)?),
+            true => Some(self.take_dirty_pages()?),
             false => None,
         };
         let saved = match (kind, &dirty) {

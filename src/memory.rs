@@ -34,11 +34,14 @@ pub fn map_guest_memory(regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMm
         .with_context(|| format!("cannot map {} MiB of guest memory", total >> 20))
 }
 
-/// Maps `regions` (start, size) privately from `file`, which holds them
-/// back to back as [`save_guest_memory`] wrote them.
+/// Maps `regions` (start, size) from `file`, which holds them back to
+/// back as [`save_guest_memory`] wrote them: privately (a snapshot's file
+/// stays as it is), or `shared` (a migration's memory file, which no one
+/// else needs: no page is held twice).
 pub fn map_guest_memory_from_file(
     regions: &[(GuestAddress, u64)],
     file: &File,
+    shared: bool,
 ) -> Result<GuestMemoryMmap> {
     let total: u64 = regions.iter().map(|r| r.1).sum();
     let len = file.metadata().context("memory file")?.len();
@@ -54,7 +57,10 @@ pub fn map_guest_memory_from_file(
         let mapping = MmapRegionBuilder::new(usize::try_from(size)?)
             .with_file_offset(file_offset)
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .with_mmap_flags(match shared {
+                true => libc::MAP_SHARED,
+                false => libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+            })
             .build()
             .with_context(|| format!("cannot map {} MiB of the memory file", size >> 20))?;
         let region = GuestRegionMmap::new(mapping, start)
@@ -270,7 +276,7 @@ mod tests {
         );
 
         let file = File::open(&path).unwrap();
-        let restored = map_guest_memory_from_file(&regions, &file).unwrap();
+        let restored = map_guest_memory_from_file(&regions, &file, false).unwrap();
         let mut buf = [0u8; 6];
         restored
             .read_slice(&mut buf[..5], GuestAddress(0x1234))
@@ -295,7 +301,7 @@ mod tests {
         assert_eq!(&bytes[(3 << 20) - 6..], b"second");
         // A file of another size is not this VM's memory.
         let wrong = [(GuestAddress(0), 1 << 20)];
-        let err = map_guest_memory_from_file(&wrong, &file).unwrap_err();
+        let err = map_guest_memory_from_file(&wrong, &file, false).unwrap_err();
         assert!(err.to_string().contains("memory file holds"), "{err}");
     }
 

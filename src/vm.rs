@@ -22,10 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use devices::ExitSignal;
+use devices::{ExitReason, ExitSignal};
 
 use crate::api::models::SnapshotType;
-use crate::machine::Machine;
+use crate::machine::{Machine, SavedMemory};
+use crate::migration;
 use crate::resources::VmResources;
 use crate::snapshot::Snapshot;
 
@@ -212,19 +213,42 @@ impl Vm {
         resume: bool,
         track_dirty: bool,
     ) -> Result<()> {
+        self.check_restorable()?;
+        let saved = Snapshot::load(snapshot)?;
+        let memory_file =
+            File::open(memory).with_context(|| format!("memory file {}", memory.display()))?;
+        let memory = SavedMemory {
+            file: &memory_file,
+            shared: false,
+        };
+        self.rebuild(&saved, memory, resume, track_dirty)
+            .with_context(|| format!("snapshot file {}", snapshot.display()))
+    }
+
+    /// Whether a snapshot or a migration can be loaded into this VM:
+    /// NotStarted, nothing configured that the snapshot would replace.
+    pub fn check_restorable(&self) -> Result<()> {
         self.state.check_restore()?;
         let r = &self.resources;
         if r.boot.is_some() || !r.drives.is_empty() || !r.nets.is_empty() {
             bail!("a snapshot cannot be loaded after a boot source or devices were configured");
         }
-        let saved = Snapshot::load(snapshot)?;
-        let mut resources = crate::api::convert::from_config_file(&saved.config)
-            .map_err(|e| anyhow!("snapshot file {}: {e}", snapshot.display()))?;
+        Ok(())
+    }
+
+    /// Builds the machine `saved` and `memory` describe in this VM (see
+    /// [`Self::restore`]); a migration's destination does the same.
+    pub fn rebuild(
+        &mut self,
+        saved: &Snapshot,
+        memory: SavedMemory,
+        resume: bool,
+        track_dirty: bool,
+    ) -> Result<()> {
+        let mut resources =
+            crate::api::convert::from_config_file(&saved.config).map_err(|e| anyhow!("{e}"))?;
         resources.track_dirty_pages |= track_dirty;
-        let memory_file =
-            File::open(memory).with_context(|| format!("memory file {}", memory.display()))?;
-        let machine =
-            Machine::restore(&resources, self.exit.clone(), &saved.machine, &memory_file)?;
+        let machine = Machine::restore(&resources, self.exit.clone(), &saved.machine, memory)?;
         self.machine = Some(machine);
         self.resources = resources;
         self.started_at = Some(Instant::now());
@@ -232,6 +256,48 @@ impl Vm {
         match resume {
             true => self.resume(),
             false => Ok(()),
+        }
+    }
+
+    /// Moves the running (or paused) guest to the tandem listening for a
+    /// migration on `destination` (src/migration/): RAM while it runs,
+    /// then paused, the rest and its state. Once the destination runs it,
+    /// this VM stops and the process is told to exit; on any failure
+    /// before that, it carries on as it was.
+    pub fn migrate(&mut self, destination: &Path) -> Result<migration::Report> {
+        let was_running = match self.state {
+            VmState::Running => true,
+            VmState::Paused => false,
+            _ => bail!("only a running or paused VM can be migrated"),
+        };
+        let config = crate::api::convert::full_config(&self.resources);
+        let machine = self.running_machine()?;
+        let mut sender = migration::Sender::connect(destination, machine)?;
+        if let Err(e) = sender.precopy(machine) {
+            machine.forget_dirty_log();
+            return Err(e);
+        }
+        let paused_at = Instant::now();
+        if was_running {
+            if let Err(e) = self.pause() {
+                self.running_machine()?.forget_dirty_log();
+                return Err(e);
+            }
+        }
+        let machine = self.running_machine()?;
+        match sender.finish(machine, config, paused_at) {
+            Ok(report) => {
+                self.stop();
+                self.exit.raise(ExitReason::Migrated);
+                Ok(report)
+            }
+            Err(e) => {
+                machine.forget_dirty_log();
+                if was_running {
+                    self.resume()?;
+                }
+                Err(e)
+            }
         }
     }
 

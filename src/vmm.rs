@@ -17,10 +17,11 @@ use crate::api::models::{FullVmConfiguration, Logger, SnapshotLoadParams};
 use crate::api::{self, convert, ApiInbox, ApiResponse, ApiServer};
 use crate::config::{RunArgs, VmmArgs};
 use crate::console::{flush_output, ConsoleInput, InputEvent, RawTerminal};
-use crate::machine::Machine;
+use crate::machine::{Machine, SavedMemory};
 use crate::memory::rss_report;
 use crate::metrics::{MetricsSink, MetricsTimer};
 use crate::metrics_line::{metrics_line, VmmCounters};
+use crate::migration;
 use crate::signals::StopSignals;
 use crate::vm::Vm;
 
@@ -92,6 +93,9 @@ pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
     }
     if args.config_file.is_some() {
         vmm.start()?;
+    }
+    if let Some(path) = &args.migrate_listen {
+        vmm.receive_migration(path)?;
     }
     vmm.serve()?;
     Ok(vmm.finish(false))
@@ -183,6 +187,26 @@ impl Vmm {
             params.track_dirty_pages || params.enable_diff_snapshots,
         )?;
         self.attach_console()
+    }
+
+    /// Waits for a migration on `path` and runs the guest it brings, then
+    /// tells the source whether that worked. API requests wait meanwhile.
+    pub fn receive_migration(&mut self, path: &Path) -> Result<()> {
+        let incoming = migration::receive(path)?;
+        let memory = SavedMemory {
+            file: &incoming.memory,
+            shared: true,
+        };
+        let result = self
+            .vm
+            .check_restorable()
+            .and_then(|()| self.vm.rebuild(&incoming.snapshot, memory, true, false))
+            .and_then(|()| self.attach_console());
+        let answered = incoming.answer(&result);
+        result.context("migration")?;
+        answered?;
+        info!("migrated guest running");
+        Ok(())
     }
 
     /// Connects the host terminal to the started VM's console.
@@ -361,6 +385,10 @@ impl Vmm {
             }
             Some(ExitReason::Reset) => {
                 info!("guest requested a reset: exiting");
+                0
+            }
+            Some(ExitReason::Migrated) => {
+                info!("the guest runs on in the migration's destination: exiting");
                 0
             }
             Some(ExitReason::Stopped(why)) => {

@@ -14,6 +14,8 @@ pub enum ExitReason {
     Reset,
     /// The host asked us to stop (signal, console escape).
     Stopped(String),
+    /// The guest moved to another tandem process, which runs it now.
+    Migrated,
     /// An error the guest cannot recover from.
     Fatal(String),
 }
@@ -21,7 +23,10 @@ pub enum ExitReason {
 impl ExitReason {
     /// Whether the run ended the way a guest can legitimately end it.
     pub fn is_success(&self) -> bool {
-        matches!(self, ExitReason::PowerOff | ExitReason::Reset)
+        matches!(
+            self,
+            ExitReason::PowerOff | ExitReason::Reset | ExitReason::Migrated
+        )
     }
 }
 

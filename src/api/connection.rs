@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,20 @@ impl Limits {
 pub(crate) struct Queue {
     pub sender: mpsc::Sender<PendingRequest>,
     pub wake: Arc<EventFd>,
+    /// The server's count of the main thread's answers not yet written.
+    pub unsent: Arc<AtomicUsize>,
+}
+
+/// One of the main thread's answers, counted as unsent until dropped
+/// (after it was written, or failed to be).
+struct Unsent(Option<Arc<AtomicUsize>>);
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Why a connection stops reading.
@@ -94,7 +109,7 @@ pub(crate) fn serve(stream: UnixStream, queue: Queue, limits: Limits) {
     loop {
         match connection.read_request() {
             Ok(request) => {
-                let (response, close_after) = answer(&request, &queue, &limits);
+                let (response, close_after, _unsent) = answer(&request, &queue, &limits);
                 let close = request.close || close_after;
                 if write_response(&mut connection.stream, &response, close).is_err() || close {
                     return;
@@ -111,27 +126,29 @@ pub(crate) fn serve(stream: UnixStream, queue: Queue, limits: Limits) {
 }
 
 /// Routes the request and, if valid, waits for the main thread's answer.
-/// The bool says whether to close the connection afterwards.
-fn answer(request: &RawRequest, queue: &Queue, limits: &Limits) -> (ApiResponse, bool) {
+/// The bool says whether to close the connection afterwards; the
+/// [`Unsent`] is to be dropped once the answer is written.
+fn answer(request: &RawRequest, queue: &Queue, limits: &Limits) -> (ApiResponse, bool, Unsent) {
     let api_request = match parse_request(&request.method, &request.path, &request.body) {
         Ok(api_request) => api_request,
-        Err(fault) => return (ApiResponse::Fault(fault), false),
+        Err(fault) => return (ApiResponse::Fault(fault), false, Unsent(None)),
     };
     let shutting_down = || ApiResponse::Fault("the VMM is shutting down".into());
     let (reply, replied) = mpsc::sync_channel(1);
     let pending = PendingRequest {
         request: api_request,
         reply,
+        unsent: queue.unsent.clone(),
     };
     if queue.sender.send(pending).is_err() {
-        return (shutting_down(), true);
+        return (shutting_down(), true, Unsent(None));
     }
     if let Err(e) = queue.wake.write(1) {
         warn!("API: cannot wake the main thread: {e}");
     }
     match replied.recv_timeout(limits.reply_timeout) {
-        Ok(response) => (response, false),
-        Err(mpsc::RecvTimeoutError::Disconnected) => (shutting_down(), true),
+        Ok(response) => (response, false, Unsent(Some(queue.unsent.clone()))),
+        Err(mpsc::RecvTimeoutError::Disconnected) => (shutting_down(), true, Unsent(None)),
         // The main thread may still act on it later: close, so the client
         // does not mistake a later answer for this one.
         Err(mpsc::RecvTimeoutError::Timeout) => (
@@ -140,6 +157,7 @@ fn answer(request: &RawRequest, queue: &Queue, limits: &Limits) -> (ApiResponse,
                 limits.reply_timeout.as_secs()
             )),
             true,
+            Unsent(None),
         ),
     }
 }

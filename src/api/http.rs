@@ -45,7 +45,14 @@ pub struct ApiServer {
     socket_id: (u64, u64),
     stop: EventFd,
     accept_thread: Option<JoinHandle<()>>,
+    /// Answers the main thread gave that no connection has written yet.
+    unsent: Arc<AtomicUsize>,
 }
+
+/// How long a stopping server waits for answers still being written: the
+/// last one (say, `PUT /migrate`'s, right before the process exits) must
+/// reach its client.
+const UNSENT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The main thread's end of the queue.
 #[derive(Debug)]
@@ -60,14 +67,20 @@ pub struct PendingRequest {
     /// What the client asked.
     pub request: ApiRequest,
     pub(crate) reply: mpsc::SyncSender<ApiResponse>,
+    /// The server's count of answers not yet written.
+    pub(crate) unsent: Arc<AtomicUsize>,
 }
 
 impl PendingRequest {
     /// Sends the answer to the waiting client. Dropping a request instead
     /// answers it with the fault "the VMM is shutting down".
     pub fn reply(self, response: ApiResponse) {
-        // The client may have timed out and gone: nothing left to tell.
-        let _ = self.reply.send(response);
+        // Counted until the connection has written it (`Unsent`).
+        self.unsent.fetch_add(1, Ordering::AcqRel);
+        if self.reply.send(response).is_err() {
+            // The client timed out and went: nothing left to tell.
+            self.unsent.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -120,9 +133,11 @@ pub(crate) fn start_with(path: &Path, limits: Limits) -> io::Result<(ApiServer, 
             .map_err(server_error)?;
     }
     let (sender, requests) = mpsc::channel();
+    let unsent = Arc::new(AtomicUsize::new(0));
     let queue = Queue {
         sender,
         wake: wake.clone(),
+        unsent: unsent.clone(),
     };
     let stop_for_thread = stop.try_clone().map_err(server_error)?;
     let accept_thread = thread::Builder::new()
@@ -139,6 +154,7 @@ pub(crate) fn start_with(path: &Path, limits: Limits) -> io::Result<(ApiServer, 
         socket_id,
         stop,
         accept_thread: Some(accept_thread),
+        unsent,
     };
     Ok((server, ApiInbox { requests, wake }))
 }
@@ -254,6 +270,10 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + UNSENT_WAIT;
+        while self.unsent.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
         if let Err(e) = self.stop.write(1) {
             warn!("API: cannot stop the accept thread: {e}");
         } else if let Some(thread) = self.accept_thread.take() {

@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 
 use super::models::{
     check_id, Action, BootSource, Drive, EntropyDevice, InstanceActionInfo, Logger, MachineConfig,
-    MachineConfigUpdate, Metrics, NetworkInterface, PartialDrive, SnapshotCreateParams,
-    SnapshotLoadParams, VmStateRequest,
+    MachineConfigUpdate, Metrics, MigrateParams, NetworkInterface, PartialDrive,
+    SnapshotCreateParams, SnapshotLoadParams, VmStateRequest,
 };
 
 /// A request the VMM's main thread acts on.
@@ -33,6 +33,7 @@ pub enum ApiRequest {
     PatchVm(VmStateRequest),
     PutSnapshotCreate(SnapshotCreateParams),
     PutSnapshotLoad(SnapshotLoadParams),
+    PutMigrate(MigrateParams),
 }
 
 /// The main thread's answer to an [`ApiRequest`].
@@ -179,6 +180,11 @@ pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest
             let params: SnapshotLoadParams = json_body(&what, body)?;
             params.validate()?;
             Ok(ApiRequest::PutSnapshotLoad(params))
+        }
+        ("PUT", ["migrate"]) => {
+            let params: MigrateParams = json_body(&what, body)?;
+            params.validate()?;
+            Ok(ApiRequest::PutMigrate(params))
         }
         _ => Err(invalid()),
     }
@@ -354,6 +360,9 @@ mod tests {
         assert!(matches!(load, ApiRequest::PutSnapshotLoad(p) if p.memory_file() == Ok("m")));
         assert!(fault("PUT", "/snapshot/load", r#"{"snapshot_path":"s"}"#).contains("mem_backend"));
         assert!(fault("PUT", "/snapshot/other", "{}").contains("Invalid request"));
+        let migrate = ok("PUT", "/migrate", r#"{"destination":"/tmp/m.sock"}"#);
+        assert!(matches!(migrate, ApiRequest::PutMigrate(p) if p.destination == "/tmp/m.sock"));
+        assert!(fault("PUT", "/migrate", r#"{"destination":""}"#).contains("must not be empty"));
     }
 
     #[test]

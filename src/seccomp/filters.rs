@@ -29,6 +29,10 @@ pub const KVM_CHECK_EXTENSION: u64 = io(KVMIO, 0x03);
 /// `KVM_GET_DIRTY_LOG` = `_IOW(KVMIO, 0x42, struct kvm_dirty_log)` (16
 /// bytes): a snapshot takes the pages the vCPUs wrote.
 pub(super) const KVM_GET_DIRTY_LOG: u64 = (1 << 30) | (16 << 16) | io(KVMIO, 0x42);
+/// `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct
+/// kvm_userspace_memory_region)` (32 bytes): a migration turns dirty-page
+/// logging on in the memory slots.
+pub(super) const KVM_SET_USER_MEMORY_REGION: u64 = (1 << 30) | (32 << 16) | io(KVMIO, 0x46);
 /// `BLKSSZGET`: a drive swapped to a host block device reads its block size.
 pub(super) const BLKSSZGET: u64 = io(0x12, 104);
 /// `BLKGETSIZE64` = `_IOR(0x12, 114, u64)`: the size of that device.
@@ -290,6 +294,7 @@ pub fn main_thread(extras: &SeccompExtras) -> Rules {
         libc::FIONBIO,
         KVM_CHECK_EXTENSION,
         KVM_GET_DIRTY_LOG,
+        KVM_SET_USER_MEMORY_REGION,
         BLKSSZGET,
         BLKGETSIZE64,
     ];
@@ -320,7 +325,12 @@ pub fn main_thread(extras: &SeccompExtras) -> Rules {
             libc::SYS_pwrite64,
             // The API socket at the end.
             libc::SYS_unlinkat,
+            // A migration's connection to its destination (and its
+            // timeouts).
+            libc::SYS_connect,
+            libc::SYS_setsockopt,
         ])
+        .allow_arg(libc::SYS_socket, 0, &[libc::AF_UNIX as u64])
         .allow_arg(libc::SYS_ioctl, 1, &ioctls);
     rules
 }

@@ -16,19 +16,25 @@ const MAGIC: &[u8; 8] = b"TANDEMSN";
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8;
 /// Far more than any VM's state (RAM goes to its own file).
-const MAX_BODY: u64 = 64 << 20;
+pub const MAX_BODY: u64 = 64 << 20;
+
+/// `body` with the header in front: a state file's bytes (also what a
+/// migration sends).
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(HEADER_LEN + body.len());
+    framed.extend_from_slice(MAGIC);
+    framed.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    framed.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    framed.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    framed.extend_from_slice(body);
+    framed
+}
 
 /// Writes `body` to `path` with the header, and syncs it.
 pub fn write(path: &Path, body: &[u8]) -> Result<()> {
     let mut file =
         File::create(path).with_context(|| format!("snapshot file {}", path.display()))?;
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-    header.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    file.write_all(&header)
-        .and_then(|()| file.write_all(body))
+    file.write_all(&frame(body))
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing snapshot file {}", path.display()))
 }
@@ -44,7 +50,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The body of a whole snapshot file `bytes`, once every check passed.
-fn check(bytes: &[u8]) -> Result<Vec<u8>> {
+pub fn check(bytes: &[u8]) -> Result<Vec<u8>> {
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         bail!("not a tandem snapshot");
     }

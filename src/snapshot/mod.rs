@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::models::FullVmConfiguration;
 use crate::device_manager::DevicesState;
 
-pub use file::FORMAT_VERSION;
+pub use file::{FORMAT_VERSION, MAX_BODY};
 
 /// What a paused machine saves of itself.
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,21 +69,35 @@ impl Snapshot {
         file::write(path, &body)
     }
 
+    /// A state file's bytes, framed and checksummed, for a migration.
+    pub fn to_framed(&self) -> Result<Vec<u8>> {
+        let body = serde_json::to_vec(self).context("encoding the snapshot")?;
+        Ok(file::frame(&body))
+    }
+
     /// Reads a state file written by [`Snapshot::save`] on this
     /// architecture.
     pub fn load(path: &Path) -> Result<Snapshot> {
         let body = file::read(path)?;
-        let what = || format!("snapshot file {}", path.display());
-        let identity: Identity = serde_json::from_slice(&body).with_context(what)?;
+        Self::decode(&body).with_context(|| format!("snapshot file {}", path.display()))
+    }
+
+    /// The snapshot in framed `bytes` ([`Self::to_framed`]).
+    pub fn from_framed(bytes: &[u8]) -> Result<Snapshot> {
+        Self::decode(&file::check(bytes)?)
+    }
+
+    /// A checked body of this architecture.
+    fn decode(body: &[u8]) -> Result<Snapshot> {
+        let identity: Identity = serde_json::from_slice(body)?;
         if identity.arch != Host::NAME {
             bail!(
-                "{}: a snapshot of an {} VM cannot be restored on {}",
-                what(),
+                "a snapshot of an {} VM cannot be restored on {}",
                 identity.arch,
                 Host::NAME
             );
         }
-        serde_json::from_slice(&body).with_context(what)
+        Ok(serde_json::from_slice(body)?)
     }
 }
 

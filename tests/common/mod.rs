@@ -2,6 +2,7 @@
 //! cannot run here — a failure in CI, a skip with a message elsewhere.
 
 pub mod api_vmm;
+pub mod counter;
 
 use kvm_ioctls::Kvm;
 

@@ -38,6 +38,21 @@ impl SnapshotCreateParams {
     }
 }
 
+/// `PUT /migrate` (a tandem extension): where the guest goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateParams {
+    /// The Unix socket a tandem started with `--migrate-listen` listens on.
+    pub destination: String,
+}
+
+impl MigrateParams {
+    /// Refuses an empty destination.
+    pub fn validate(&self) -> Result<(), String> {
+        non_empty("destination", &self.destination)
+    }
+}
+
 /// How guest RAM is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemoryBackendType {

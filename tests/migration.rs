@@ -1,0 +1,95 @@
+//! Live migration between two tandem processes on this host's /dev/kvm:
+//! the counting guest (tests/common/counter.rs) moves from a source to a
+//! destination started with `--migrate-listen` and prints exactly the next
+//! count there; the source exits. A migration to nowhere fails with the
+//! source still counting.
+//!
+//! Tests that need KVM fail when `CI` is set and /dev/kvm is unusable, and
+//! skip with a message otherwise; hand-made kernels exist on x86_64 only.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::api_vmm::Vmm;
+use common::counter::{assert_counting, counter_vm, Console};
+use serde_json::json;
+use vmm_sys_util::tempdir::TempDir;
+
+#[test]
+fn a_migrated_guest_counts_on_in_the_destination() {
+    let Some((mut source, before)) = counter_vm() else {
+        return;
+    };
+    let dir = TempDir::new().unwrap();
+    let listen = dir.as_path().join("migrate.sock");
+    let listen_arg = listen.to_str().unwrap();
+    let mut destination = Vmm::spawn_with_stdout(&["--migrate-listen", listen_arg], Stdio::piped());
+    let after = Console::attach(&mut destination);
+    before.wait_for(8);
+    let (status, report) = source.call("PUT", "/migrate", Some(json!({"destination": listen_arg})));
+    assert_eq!(status, 200, "{report}");
+    assert!(report["rounds"].as_u64().unwrap() >= 1, "{report}");
+    let (downtime, total) = (report["downtime_ms"].as_u64(), report["total_ms"].as_u64());
+    assert!(downtime.unwrap() <= total.unwrap(), "{report}");
+    eprintln!("migration report: {report}");
+
+    // The source is done: it exits on its own, successfully.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = source.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the source did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(code, Some(0));
+    let before = before.finish();
+    assert_counting(&before);
+    let last = *before.last().unwrap();
+
+    let counted = after.wait_for(8);
+    assert_eq!(
+        counted[0],
+        last.wrapping_add(1),
+        "before: {before:?}, after: {counted:?}"
+    );
+    assert_counting(&counted);
+    assert_eq!(destination.state(), "Running");
+    let (code, stderr) = destination.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+}
+
+#[test]
+fn a_migration_to_nowhere_leaves_the_source_running() {
+    let Some((source, console)) = counter_vm() else {
+        return;
+    };
+    console.wait_for(4);
+    let dir = TempDir::new().unwrap();
+    let nowhere = dir.as_path().join("nobody.sock");
+    source.fault(
+        "PUT",
+        "/migrate",
+        Some(json!({"destination": nowhere})),
+        "migration destination",
+    );
+    assert_eq!(source.state(), "Running");
+    let seen = console.bytes.lock().unwrap().len();
+    console.wait_for(seen + 4);
+    // Paused and migrated nowhere: still paused, and resumable.
+    source.ok("PATCH", "/vm", json!({"state": "Paused"}));
+    source.fault(
+        "PUT",
+        "/migrate",
+        Some(json!({"destination": nowhere})),
+        "migration destination",
+    );
+    assert_eq!(source.state(), "Paused");
+    source.ok("PATCH", "/vm", json!({"state": "Resumed"}));
+    let seen = console.bytes.lock().unwrap().len();
+    console.wait_for(seen + 4);
+    let (code, stderr) = source.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+}
