@@ -3,11 +3,11 @@
 #! emulated x86_64 KVM host running ci/snapshot-host.sh (a Debian guest
 #! snapshotted, killed, restored in new tandem processes; checks
 #! snap-create, snap-restore, snap-clock, snap-no-stall, snap-devices,
-#! snap-disk, snap-restore-again, snap-diff).
+#! snap-disk, snap-restore-again, snap-diff, snap-migrate).
 #! aarch64 rows come with aarch64 snapshots (docs/snapshots.md).
 #! Usage: ci/snapshot-e2e.sh [e2e.sh options] [x86_64|all|ROW...]
 
-SNAPSHOT_CHECKS=(snap-create snap-restore snap-clock snap-no-stall snap-devices snap-disk snap-restore-again snap-diff)
+SNAPSHOT_CHECKS=(snap-create snap-restore snap-clock snap-no-stall snap-devices snap-disk snap-restore-again snap-diff snap-migrate)
 # shellcheck disable=SC2034 # read by suite_main (a nameref)
 SNAPSHOT_ROWS=(x86-snapshot)
 

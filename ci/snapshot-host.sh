@@ -28,6 +28,9 @@
 #!                  as a Diff; `tandem rebase-memory` applies it to the
 #!                  full snapshot's memory file, and the diff's state then
 #!                  goes on from the diff's last tick, io=ok
+#!   snap-migrate   a fresh VM (virtio-blk, virtio-rng) migrated to a second
+#!                  tandem (--migrate-listen, PUT /migrate) goes on there
+#!                  from its next tick, io=ok; the source exits 0
 #! Prints CHECK <name> PASS|FAIL <detail>; exits 0 when none failed.
 #! Environment: TANDEM (/bin/tandem), SNAP_RESTORES (10).
 
@@ -193,6 +196,52 @@ diff_snapshot() {
     kill_tandem
 }
 
+# Live migration: a fresh VM (2 vCPUs, 512 MiB; virtio-blk on a disk of
+# its own and virtio-rng — no network: on one host the TAP would be held
+# by both ends) ticks, is migrated to a second tandem waiting with
+# --migrate-listen, and goes on there from its next tick with io=ok; the
+# source exits 0 on its own.
+migrate_check() {
+    local args src_pid dst_pid report tick first src_exit
+    args="console=ttyS0 quiet panic=-1 tandem.mode=checks tandem.checks=snapshot-ticks"
+    dd if=/dev/zero of=/tmp/vdb.img bs=1M count=4 2>/dev/null
+    if ! start_api_tandem /tmp/mig-src.out ||
+        ! api PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 512}' ||
+        ! api PUT /boot-source "{\"kernel_image_path\": \"/guest/vmlinuz\", \"initrd_path\": \"/guest/initramfs.cpio.gz\", \"boot_args\": \"$args\"}" ||
+        ! api PUT /drives/vda '{"drive_id": "vda", "path_on_host": "/tmp/vdb.img", "is_root_device": false, "is_read_only": false}' ||
+        ! api PUT /entropy '{}' ||
+        ! api PUT /actions '{"action_type": "InstanceStart"}' ||
+        ! wait_until 600 tick_after /tmp/mig-src.out 3; then
+        check snap-migrate FAIL "the source VM did not start ticking: $(answer)"
+        kill_tandem
+        return
+    fi
+    src_pid=$TANDEM_PID
+    spawn_tandem /tmp/mig-dst.out --api-sock /tmp/dst.sock --migrate-listen /tmp/mig.sock
+    dst_pid=$TANDEM_PID TANDEM_PID=$src_pid
+    wait_until 30 [ -S /tmp/mig.sock ]
+    if ! api PUT /migrate '{"destination": "/tmp/mig.sock"}'; then
+        check snap-migrate FAIL "PUT /migrate: $(answer)"
+        kill -9 "$dst_pid"
+        kill_tandem
+        return
+    fi
+    report=$(cat /tmp/api.answer)
+    finish_tandem 30
+    src_exit=$TANDEM_EXIT tick=$(last_tick /tmp/mig-src.out) TANDEM_PID=$dst_pid
+    if wait_until 120 tick_after /tmp/mig-dst.out $((tick + 3)); then
+        first=$(first_tick /tmp/mig-dst.out)
+    fi
+    if [ "${first%% *}" = $((tick + 1)) ] && [ "$src_exit" = 0 ] &&
+        [ -z "$(bad_io_after /tmp/mig-dst.out "$tick")" ] && ! grep -aq TANDEM-GUEST-UP /tmp/mig-dst.out; then
+        check snap-migrate PASS "migrated after tick $tick, goes on from tick $((tick + 1)) with io=ok; the source exited 0; $report"
+    else
+        check snap-migrate FAIL "source exit $src_exit after tick $tick; destination's first tick '${first%% *}', failed I/O: $(bad_io_after /tmp/mig-dst.out "$tick"); $report; destination: $(tail -n 3 /tmp/mig-dst.out | tr '\n' ' ')"
+    fi
+    kill -9 "$dst_pid" 2>/dev/null
+    wait "$dst_pid" 2>/dev/null
+}
+
 main() {
     local restores=${SNAP_RESTORES:-10} i ok=0 back stalls last missing
     TANDEM=${TANDEM:-/bin/tandem} TANDEM_EXIT=""
@@ -247,6 +296,7 @@ main() {
         check snap-restore-again FAIL "$ok of $restores restores went on from tick $((SAVED_TICK + 1)) (notes say why)"
     fi
     diff_snapshot
+    migrate_check
     kill "$HTTPD_PID"
     echo "snapshot-host: done, $([ "$FAILED" = 0 ] && echo 'every check passed' || echo 'a check failed')"
     return "$FAILED"

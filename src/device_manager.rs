@@ -227,6 +227,18 @@ impl DeviceManager {
         Ok(())
     }
 
+    /// Lets another process on this host take the devices' single-user
+    /// host resources (`release`, a migration's destination), or takes
+    /// them back (see `VirtioDevice::hand_over`).
+    pub fn hand_over(&self, release: bool) -> Result<()> {
+        for slot in &self.virtio {
+            lock(&slot.transport)
+                .hand_over(release)
+                .with_context(|| format!("virtio device {}", slot.name))?;
+        }
+        Ok(())
+    }
+
     /// Stops every virtio device's worker at once and waits for them
     /// together, at most `STOP_WAIT`; one still busy then is left to end
     /// on its own. Stopping them one by one (dropping each) would wait up

@@ -209,6 +209,12 @@ impl Machine {
         take_dirty_pages(&self.vm, &self.mem)
     }
 
+    /// See [`DeviceManager::hand_over`]: a migration's destination on this
+    /// host opens the same disks.
+    pub fn hand_over_devices(&self, release: bool) -> Result<()> {
+        self.devices.hand_over(release)
+    }
+
     /// After a migration that failed midway, which took the dirty-page
     /// logs a diff snapshot counts on: every page counts as written, so
     /// the next diff holds all of RAM rather than miss a page.

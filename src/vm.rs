@@ -285,13 +285,20 @@ impl Vm {
             }
         }
         let machine = self.running_machine()?;
-        match sender.finish(machine, config, paused_at) {
+        // The destination may be on this host and open the same disks.
+        let sent = machine
+            .hand_over_devices(true)
+            .and_then(|()| sender.finish(machine, config, paused_at));
+        match sent {
             Ok(report) => {
                 self.stop();
                 self.exit.raise(ExitReason::Migrated);
                 Ok(report)
             }
             Err(e) => {
+                if let Err(e) = machine.hand_over_devices(false) {
+                    log::error!("after the failed migration: {e:#}");
+                }
                 machine.forget_dirty_log();
                 if was_running {
                     self.resume()?;

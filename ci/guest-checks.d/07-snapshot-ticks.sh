@@ -5,22 +5,29 @@
 # in RAM, so a restored guest goes on from the snapshot's count and a
 # rebooted one would start again at 1; uptime is the guest's clock; stalls
 # counts RCU stall, soft lockup, hung task and clocksource-unstable lines
-# in the kernel log. io: with virtio devices (the VM has eth0), each tick
-# also writes "tick <n>" into sector n of /dev/vda (O_DIRECT, fsync), reads
-# 16 bytes of /dev/hwrng and fetches tick.txt from the host (10.77.0.1,
-# port 8080) over eth0 (10.77.0.2); io=ok when all three worked, else the
-# list of those that failed; io=none without devices.
+# in the kernel log. io: each tick also writes "tick <n>" into sector n of
+# /dev/vda (O_DIRECT, fsync) if there is one, reads 16 bytes of
+# /dev/hwrng if virtio-rng serves it, and fetches tick.txt from the host
+# (10.77.0.1, port 8080) over eth0 (10.77.0.2) if there is one; io=ok when
+# all of them worked, else the list of those that failed; io=none without
+# any of those devices.
 
 # One tick's I/O (see above) for tick $1.
 snapshot_tick_io() {
     local failed=""
-    printf 'tick %-506s\n' "$1" |
-        dd of=/dev/vda bs=512 seek="$1" iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null ||
-        failed="$failed,blk"
-    [ "$(timeout 5 dd if=/dev/hwrng bs=16 count=1 iflag=fullblock 2>/dev/null | wc -c)" = 16 ] ||
-        failed="$failed,rng"
-    timeout 5 wget -q -O /tmp/tick.txt "http://10.77.0.1:8080/tick.txt" 2>/dev/null ||
-        failed="$failed,net"
+    if [ -b /dev/vda ]; then
+        printf 'tick %-506s\n' "$1" |
+            dd of=/dev/vda bs=512 seek="$1" iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null ||
+            failed="$failed,blk"
+    fi
+    if grep -qs virtio_rng /sys/class/misc/hw_random/rng_current; then
+        [ "$(timeout 5 dd if=/dev/hwrng bs=16 count=1 iflag=fullblock 2>/dev/null | wc -c)" = 16 ] ||
+            failed="$failed,rng"
+    fi
+    if [ -d /sys/class/net/eth0 ]; then
+        timeout 5 wget -q -O /tmp/tick.txt "http://10.77.0.1:8080/tick.txt" 2>/dev/null ||
+            failed="$failed,net"
+    fi
     echo "${failed:-,ok}" | cut -c2-
 }
 
@@ -33,7 +40,8 @@ check_snapshot_ticks() {
         n=$((n + 1))
         read -r uptime _ </proc/uptime
         stalls=$(dmesg | grep -cE 'rcu.*(stall|detected)|soft lockup|hung task|clocksource.*unstable')
-        [ -d /sys/class/net/eth0 ] && io=$(snapshot_tick_io "$n")
+        [ -b /dev/vda ] || [ -c /dev/hwrng ] || [ -d /sys/class/net/eth0 ] &&
+            io=$(snapshot_tick_io "$n")
         echo "SNAP-TICK $n uptime=$uptime stalls=$stalls io=$io"
         sleep 1
     done

@@ -207,6 +207,12 @@ impl VirtioDevice for Block {
     /// the driver is running, raises a config-change interrupt. On error
     /// the old file stays in use. The disk's own file again (after a
     /// resize) keeps its lock and a failed flush.
+    fn hand_over(&mut self, release: bool) -> io::Result<()> {
+        lock(&self.disk)
+            .hand_over(release)
+            .map_err(|e| io::Error::new(io::ErrorKind::ResourceBusy, e.to_string()))
+    }
+
     fn update_backend(&mut self, path: &Path) -> io::Result<()> {
         let readonly = self.features & feature(VIRTIO_BLK_F_RO) != 0;
         let capacity = {

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -16,7 +17,7 @@ use log::{debug, warn};
 use virtio_bindings::virtio_blk::*;
 use vm_memory::{Address, Bytes};
 
-use super::{ID_LEN, SECTOR_SIZE};
+use super::{BlockError, ID_LEN, SECTOR_SIZE};
 use crate::virtio::{Chain, ChainError, IoStats};
 use crate::LogLimit;
 
@@ -101,6 +102,7 @@ impl Done {
 /// The backing file and what the guest may do with it.
 pub(super) struct Disk {
     file: File,
+    path: PathBuf,
     /// Size in 512-byte sectors.
     pub(super) capacity: u64,
     /// The block size the guest is told (`VIRTIO_BLK_F_BLK_SIZE` when not
@@ -123,12 +125,31 @@ impl Disk {
     pub(super) fn new(backing: Backing, readonly: bool, id: [u8; ID_LEN]) -> Self {
         Self {
             file: backing.file,
+            path: backing.path,
             capacity: backing.capacity,
             block_size: backing.block_size.min(MAX_BLK_SIZE),
             readonly,
             id,
             fdatasync: File::sync_data,
             flush_failed: AtomicBool::new(backing.flush_failed),
+        }
+    }
+
+    /// Drops the file's lock for another process to take (`release`: a
+    /// migration to this host), or takes it again; acknowledged writes
+    /// are made durable before the lock goes.
+    pub(super) fn hand_over(&self, release: bool) -> Result<(), BlockError> {
+        match release {
+            true => {
+                if let Err(e) = self.sync() {
+                    warn!(
+                        "virtio-blk: {}: cannot flush before handing over: {e}",
+                        self.path.display()
+                    );
+                }
+                open::unlock(&self.file, &self.path)
+            }
+            false => open::lock(&self.file, self.readonly, &self.path),
         }
     }
 

@@ -204,6 +204,21 @@ fn a_swap_locks_the_new_file_and_may_reopen_its_own() {
     open_when_free(&config(&mine, false));
 }
 
+#[test]
+fn a_disk_handed_over_can_be_opened_by_another_and_taken_back() {
+    // A migration to this host: the source lets the destination open the
+    // disk, and takes it back if the migration fails.
+    let file = disk_file();
+    let mut source = Block::new(&config(&file, false)).unwrap();
+    source.hand_over(true).unwrap();
+    let destination = open_when_free(&config(&file, false));
+    let taken = source.hand_over(false).unwrap_err();
+    assert!(taken.to_string().contains("locked"), "{taken}");
+    drop(destination);
+    source.hand_over(false).unwrap();
+    assert_locked(Block::new(&config(&file, false)), &file);
+}
+
 const LOCK_PATH_VAR: &str = "TANDEM_TEST_DISK_TO_LOCK";
 
 /// The other process of `a_lock_held_by_another_process_is_detected`:

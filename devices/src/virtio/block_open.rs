@@ -7,7 +7,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use log::warn;
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr};
@@ -21,6 +21,8 @@ ioctl_io_nr!(BLKSSZGET, 0x12, 104);
 /// An opened, locked and sized backing file.
 pub(in crate::virtio::block) struct Backing {
     pub(super) file: File,
+    /// Where it was opened (for messages, and to lock it again).
+    pub(super) path: PathBuf,
     /// Size in whole 512-byte sectors (a partial last sector is not
     /// exposed).
     pub(in crate::virtio::block) capacity: u64,
@@ -68,6 +70,7 @@ pub(in crate::virtio::block) fn open_backing(
     let (size, block_size) = size(&file).map_err(open_error)?;
     Ok(Backing {
         file,
+        path: path.to_path_buf(),
         capacity: size / SECTOR_SIZE,
         block_size,
         flush_failed,
@@ -94,12 +97,26 @@ fn is_same_file(file: &File, metadata: &Metadata) -> bool {
 /// Takes an OFD lock on the whole file: exclusive to write, shared to
 /// read. It lives as long as the open file (every clone of it), and
 /// another open of the file, in this process or another, conflicts.
-fn lock(file: &File, readonly: bool, path: &Path) -> Result<(), BlockError> {
+pub(in crate::virtio::block) fn lock(
+    file: &File,
+    readonly: bool,
+    path: &Path,
+) -> Result<(), BlockError> {
     let lock_type = if readonly {
         libc::F_RDLCK
     } else {
         libc::F_WRLCK
     };
+    set_lock(file, lock_type, path)
+}
+
+/// Drops the lock [`lock`] took, for another process to take (a
+/// migration to this same host).
+pub(in crate::virtio::block) fn unlock(file: &File, path: &Path) -> Result<(), BlockError> {
+    set_lock(file, libc::F_UNLCK, path)
+}
+
+fn set_lock(file: &File, lock_type: libc::c_int, path: &Path) -> Result<(), BlockError> {
     let request = libc::flock {
         l_type: lock_type as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,

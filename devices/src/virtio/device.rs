@@ -107,6 +107,13 @@ pub trait VirtioDevice: Send {
             worker.resume();
         }
     }
+    /// Lets another process take the device's host resources that allow
+    /// one user only — a disk's lock — for a migration to this same host
+    /// (`release`), or takes them back after one that failed. Devices
+    /// without any do nothing.
+    fn hand_over(&mut self, _release: bool) -> io::Result<()> {
+        Ok(())
+    }
     /// Replaces the host file behind the device with `path`, live, and
     /// tells an active driver through a config-change interrupt. On error
     /// the old file stays in use. Only a device with a backing file (the

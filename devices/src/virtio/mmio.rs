@@ -354,6 +354,12 @@ impl MmioTransport {
         self.device.resume();
     }
 
+    /// Hands the device's host resources over, or takes them back (see
+    /// [`VirtioDevice::hand_over`]).
+    pub fn hand_over(&mut self, release: bool) -> io::Result<()> {
+        self.device.hand_over(release)
+    }
+
     /// Swaps the device's backing file (see [`VirtioDevice::update_backend`]).
     pub fn update_backend(&mut self, path: &Path) -> io::Result<()> {
         self.device.update_backend(path)
