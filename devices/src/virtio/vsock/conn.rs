@@ -129,9 +129,7 @@ impl Conn {
 
     /// Whether host data may be read for the guest now.
     pub fn may_read_host(&self) -> bool {
-        self.state == State::Established
-            && !self.host_eof
-            && self.guest_shut & SHUTDOWN_RCV == 0
+        self.state == State::Established && !self.host_eof && self.guest_shut & SHUTDOWN_RCV == 0
     }
 
     /// Whether a packet is owed to the guest (given an RX buffer).

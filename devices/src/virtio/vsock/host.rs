@@ -117,9 +117,11 @@ impl Muxer {
             return;
         };
         // Registered for the handshake; the connection registers anew.
-        let _ = self
-            .poll
-            .ctl(ControlOperation::Delete, stream.as_raw_fd(), EpollEvent::default());
+        let _ = self.poll.ctl(
+            ControlOperation::Delete,
+            stream.as_raw_fd(),
+            EpollEvent::default(),
+        );
         let Some(peer) = port else {
             debug!(
                 "virtio-vsock: bad handshake {:?}, closed",

@@ -29,6 +29,7 @@ mod host;
 mod muxer;
 pub mod packet;
 mod rx;
+mod tx;
 
 pub use conn::BUF_ALLOC;
 pub use muxer::{Muxer, MAX_CONNECTIONS, MAX_PAYLOAD};
@@ -158,3 +159,5 @@ impl VirtioDevice for Vsock {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
