@@ -31,6 +31,9 @@ pub mod packet;
 mod rx;
 mod tx;
 
+/// The virtio device ID of vsock.
+pub const DEVICE_TYPE: u32 = VIRTIO_ID_VSOCK;
+
 pub use conn::BUF_ALLOC;
 pub use muxer::{Muxer, MAX_CONNECTIONS, MAX_PAYLOAD};
 
