@@ -37,6 +37,9 @@ pub const DEVICE_TYPE: u32 = VIRTIO_ID_VSOCK;
 pub use conn::BUF_ALLOC;
 pub use muxer::{Muxer, MAX_CONNECTIONS, MAX_PAYLOAD};
 
+/// The worker thread's name (its seccomp filter is chosen by it).
+pub const WORKER_NAME: &str = "virtio-vsock";
+
 const QUEUE_SIZE: u16 = 256;
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
@@ -150,7 +153,7 @@ impl VirtioDevice for Vsock {
         )
         .map_err(ActivateError::Worker)?;
         self.was_active = true;
-        let worker = Worker::spawn("virtio-vsock", ctx.start, kicks, ctx.interrupt, muxer);
+        let worker = Worker::spawn(WORKER_NAME, ctx.start, kicks, ctx.interrupt, muxer);
         self.worker = Some(worker.map_err(ActivateError::Worker)?);
         Ok(())
     }
