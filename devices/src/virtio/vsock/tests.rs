@@ -123,6 +123,12 @@ impl Fixture {
         self.muxer.queue_event(RX_QUEUE).unwrap();
     }
 
+    /// The driver fills its RX ring up again.
+    pub(super) fn top_up_rx(&mut self) {
+        let outstanding = self.rx_given - self.rx.used().len() as u64;
+        self.give_rx(RX_SLOTS - outstanding);
+    }
+
     /// Lets the muxer see host socket readiness (a few rounds: an accept
     /// registers a stream whose data shows on the next wait).
     pub(super) fn host_poll(&mut self) {

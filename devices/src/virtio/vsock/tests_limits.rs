@@ -140,3 +140,43 @@ fn connections_past_the_limit_are_refused() {
     }
     assert_eq!(resets, vec![50000]);
 }
+
+#[test]
+fn random_packets_leave_the_device_bounded() {
+    let mut f = fixture(false);
+    let mut path = f.uds().into_os_string();
+    path.push("_7");
+    let _listener = UnixListener::bind(&path).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..3000u32 {
+        let r = next();
+        let mut header = guest((r % 9) as u16, (r >> 8) as u32 % 4, (r >> 16) as u32 % 9);
+        if r & (1 << 40) != 0 {
+            header.src_cid = next() % 6;
+        }
+        header.buf_alloc = (next() % (1 << 20)) as u32;
+        header.fwd_cnt = next() as u32;
+        header.flags = (next() % 4) as u32;
+        let len = (next() % 300) as usize;
+        let mut bytes = header.encode().to_vec();
+        bytes[24..28].copy_from_slice(&(next() as u32 % 400).to_le_bytes());
+        bytes.extend(std::iter::repeat_n(0x77, len));
+        f.send_raw(&bytes);
+        if round % 50 == 0 {
+            f.top_up_rx();
+            f.received();
+        }
+        assert!(f.muxer.open_count() <= MAX_CONNECTIONS);
+        assert!(f.muxer.replies.len() <= 2 * MAX_CONNECTIONS);
+        for conn in f.muxer.conns.values() {
+            assert!(conn.to_host.len() <= BUF_ALLOC as usize);
+        }
+    }
+    assert_eq!(f.tx.used().len() % 16, 3000 % 16, "every chain returned");
+}
