@@ -245,7 +245,7 @@ fn the_block_size_ioctls_have_their_kernel_numbers() {
 fn vsock_calls_child() {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
-    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::os::unix::net::UnixListener;
     use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
     if std::env::var(CHILD).as_deref() != Ok("vsock") {
@@ -260,13 +260,14 @@ fn vsock_calls_child() {
     if !confine_child(ThreadKind::VsockWorker, "virtio-vsock") {
         return;
     }
-    let mut guest_side = UnixStream::connect(&path).unwrap();
-    guest_side.set_nonblocking(true).unwrap();
+    // How the worker joins a guest connection to a host program.
+    let mut guest_side = devices::virtio::vsock::connect(&path).unwrap();
     let (mut host_side, _) = listener.accept().unwrap();
     host_side.set_nonblocking(true).unwrap();
     let event = EpollEvent::new(EventSet::IN, 1);
     let fd = host_side.as_raw_fd();
     epoll.ctl(ControlOperation::Add, fd, event).unwrap();
+    guest_side.set_nonblocking(false).unwrap();
     guest_side.write_all(b"ping").unwrap();
     let mut events = [EpollEvent::default(); 4];
     assert_eq!(epoll.wait(1000, &mut events).unwrap(), 1);

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use log::debug;
+use rustix::net::{socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 
 use super::conn::{Conn, Key, State};
@@ -19,13 +20,17 @@ const MAX_HANDSHAKE: usize = 32;
 /// the worker from its queues.
 const EVENTS_PER_WAKE: usize = 64;
 
-/// Connects to a host program's socket, non-blocking once connected. A
-/// Unix connect does not wait for the program to accept; it fails at once
-/// when nobody listens.
+/// Connects, without blocking, to a host program listening on `path`.
+/// A Unix connect does not wait for the program to accept: it succeeds at
+/// once, or fails at once when nobody listens (`ConnectionRefused`) or the
+/// program's backlog is full (`WouldBlock`) — where a blocking connect
+/// (std's) would hold the worker until the program accepted. rustix makes
+/// the socket non-blocking from the start without unsafe code.
 pub fn connect(path: &Path) -> io::Result<UnixStream> {
-    let stream = UnixStream::connect(path)?;
-    stream.set_nonblocking(true)?;
-    Ok(stream)
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let fd = socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+    rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
+    Ok(UnixStream::from(fd))
 }
 
 /// What a handshake line asks for: the guest port of `CONNECT <port>`.

@@ -35,6 +35,7 @@ mod tx;
 pub const DEVICE_TYPE: u32 = VIRTIO_ID_VSOCK;
 
 pub use conn::BUF_ALLOC;
+pub use host::connect;
 pub use muxer::{Muxer, MAX_CONNECTIONS, MAX_PAYLOAD};
 
 /// The worker thread's name (its seccomp filter is chosen by it).

@@ -180,3 +180,26 @@ fn random_packets_leave_the_device_bounded() {
     }
     assert_eq!(f.tx.used().len() % 16, 3000 % 16, "every chain returned");
 }
+
+#[test]
+fn a_host_program_with_a_full_backlog_cannot_hold_the_worker() {
+    use rustix::net::{bind, listen, socket, AddressFamily, SocketAddrUnix, SocketType};
+    let f = fixture(false);
+    let path = f.uds().with_file_name("full.sock");
+    let listener = socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    bind(&listener, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+    // A backlog of 0 holds one connection; the program never accepts.
+    listen(&listener, 0).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let results: Vec<_> = (0..3).map(|_| super::connect(&path).map(drop)).collect();
+        let _ = done.send(results);
+    });
+    let results = finished
+        .recv_timeout(Duration::from_secs(5))
+        .expect("connect blocked on a full backlog");
+    assert!(results[0].is_ok());
+    let err = results[2].as_ref().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
+    drop(listener);
+}
