@@ -36,7 +36,8 @@ pub const DEVICE_TYPE: u32 = VIRTIO_ID_VSOCK;
 
 pub use conn::BUF_ALLOC;
 pub use host::connect;
-pub use muxer::{Muxer, MAX_CONNECTIONS, MAX_PAYLOAD};
+use muxer::Muxer;
+pub use muxer::{MAX_CONNECTIONS, MAX_PAYLOAD};
 
 /// The worker thread's name (its seccomp filter is chosen by it).
 pub const WORKER_NAME: &str = "virtio-vsock";

@@ -81,7 +81,6 @@ impl Muxer {
     /// A handler for `guest_cid` over the three queues, accepting host
     /// connections on `listener`. With `reset_event`, the driver is told
     /// once that earlier connections are gone.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         guest_cid: u64,
         uds_path: PathBuf,
