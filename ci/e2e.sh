@@ -24,6 +24,8 @@ LOG_PREFIX=e2e
 . "$ROOT/ci/snapshot-e2e.sh" # snapshot_rows
 # shellcheck source=ci/hostile-e2e.sh
 . "$ROOT/ci/hostile-e2e.sh" # hostile_rows, hostile_prepare
+# shellcheck source=ci/vsock-e2e.sh
+. "$ROOT/ci/vsock-e2e.sh" # vsock_rows, vsock_prepare
 # shellcheck source=ci/many-e2e.sh
 . "$ROOT/ci/many-e2e.sh" # many_rows
 # shellcheck source=ci/crash-soak.sh
@@ -95,6 +97,7 @@ define_rows() {
     api_rows
     snapshot_rows
     hostile_rows
+    vsock_rows
     crash_soak_rows
 }
 
@@ -146,6 +149,8 @@ build_tandem() {
     "$ROOT/ci/build-static.sh" "$arch" >/dev/null
     # The hostile rows' guest program (ci/hostile-e2e.sh).
     hostile_prepare "$arch"
+    # The vsock rows' program (ci/vsock-e2e.sh).
+    vsock_prepare "$arch"
 }
 
 # Runs row I (in a background job); its one-line result goes to file OUT.

@@ -10,7 +10,7 @@ use arch::GicChoice;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use devices::virtio::{parse_mac, BlockConfig, NetConfig};
 
-use crate::resources::{BootSource, ConsoleKind, Drive, NetInterface, VmResources};
+use crate::resources::{BootSource, ConsoleKind, Drive, NetInterface, VmResources, VsockDevice};
 
 /// tandem: a virtual machine monitor for Linux guests on KVM.
 ///
@@ -218,6 +218,10 @@ pub struct RunArgs {
     /// A virtio-rng device fed from the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+    /// A virtio-vsock device for guest CID N; host programs connect to the
+    /// Unix socket PATH (docs/vsock.md).
+    #[arg(long, value_name = "cid=N,uds=PATH", value_parser = parse_vsock)]
+    pub vsock: Option<VsockDevice>,
     /// Which device the terminal is attached to.
     #[arg(long, value_enum, default_value_t = ConsoleArg::Serial)]
     pub console: ConsoleArg,
@@ -329,6 +333,32 @@ pub fn parse_net(text: &str) -> Result<NetConfig, String> {
     Ok(net)
 }
 
+/// Parses a `--vsock` value.
+pub fn parse_vsock(text: &str) -> Result<VsockDevice, String> {
+    let mut vsock = VsockDevice {
+        id: "vsock".into(),
+        guest_cid: 0,
+        uds_path: PathBuf::new(),
+    };
+    for (key, value) in parse_keys(text, &["cid", "uds"])? {
+        match key {
+            "cid" => {
+                vsock.guest_cid = value
+                    .parse()
+                    .map_err(|_| format!("cid={value}: not a number"))?
+            }
+            _ => vsock.uds_path = PathBuf::from(value),
+        }
+    }
+    if vsock.guest_cid < 3 {
+        return Err("a vsock device needs cid=N with N at least 3".into());
+    }
+    if vsock.uds_path.as_os_str().is_empty() {
+        return Err("a vsock device needs uds=PATH".into());
+    }
+    Ok(vsock)
+}
+
 /// Parses a log level name.
 fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
     text.parse()
@@ -400,6 +430,7 @@ impl RunArgs {
             drives: drives.collect(),
             nets: nets.collect(),
             rng: self.rng,
+            vsock: self.vsock.clone(),
             virtio_cmdline: self.virtio_cmdline,
             dump_fdt: self.dump_fdt.clone(),
             ..VmResources::default()
@@ -499,6 +530,15 @@ mod tests {
         assert_eq!(net.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
         assert!(parse_net("tap=tap0,mac=zz").unwrap_err().contains("MAC"));
         assert!(parse_net("mac=52:54:00:12:34:56").is_err());
+        let vsock = parse_vsock("cid=3,uds=/tmp/v.sock").unwrap();
+        assert_eq!((vsock.guest_cid, vsock.uds_path), (3, "/tmp/v.sock".into()));
+        assert!(parse_vsock("cid=2,uds=/tmp/v.sock")
+            .unwrap_err()
+            .contains("at least 3"));
+        assert!(parse_vsock("cid=3").unwrap_err().contains("uds=PATH"));
+        assert!(parse_vsock("cid=x,uds=/v")
+            .unwrap_err()
+            .contains("not a number"));
     }
 
     #[test]

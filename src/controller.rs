@@ -44,6 +44,7 @@ fn phase(request: &ApiRequest) -> Phase {
         | PutDrive(_)
         | PutNetworkInterface(_)
         | PutEntropy(_)
+        | PutVsock(_)
         | PutLogger(_)
         | PutMetrics(_)
         | PutSnapshotLoad(_) => Phase::PreBoot,
@@ -118,6 +119,10 @@ impl Vmm {
             }
             ApiRequest::PutEntropy(_) => self.configure(|r| {
                 r.rng = true;
+                Ok(())
+            }),
+            ApiRequest::PutVsock(vsock) => self.configure(|r| {
+                convert::apply_vsock(r, &vsock);
                 Ok(())
             }),
             ApiRequest::PutLogger(logger) => done(self.set_logger(&logger)),

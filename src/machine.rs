@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use arch::{Arch, GuestClock, Host, VmConfig};
 use devices::legacy::ConsoleOutput;
-use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Net, Rng};
+use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Net, Rng, Vsock};
 use devices::ExitSignal;
 use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -463,6 +463,10 @@ fn add_virtio_devices(
     }
     if resources.rng {
         devices.add_virtio(vm, mem, "rng".into(), Box::new(Rng::new()?))?;
+    }
+    if let Some(vsock) = &resources.vsock {
+        let device = Vsock::new(u64::from(vsock.guest_cid), &vsock.uds_path)?;
+        devices.add_virtio(vm, mem, vsock.id.clone(), Box::new(device))?;
     }
     if resources.console != ConsoleKind::Virtio {
         return Ok(None);

@@ -59,6 +59,17 @@ pub struct NetInterface {
     pub net: NetConfig,
 }
 
+/// The virtio-vsock device: guest CID and the host's Unix socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockDevice {
+    /// Firecracker's vsock_id (informative; one device per VM).
+    pub id: String,
+    /// The guest's context ID, 3 or more.
+    pub guest_cid: u32,
+    /// Where host programs connect (`<uds_path>_<port>` for the guest's).
+    pub uds_path: PathBuf,
+}
+
 /// Everything a VM is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmResources {
@@ -82,6 +93,8 @@ pub struct VmResources {
     pub nets: Vec<NetInterface>,
     /// A virtio-rng device.
     pub rng: bool,
+    /// A virtio-vsock device.
+    pub vsock: Option<VsockDevice>,
     /// Also list virtio devices on the command line.
     pub virtio_cmdline: bool,
     /// Write the aarch64 device tree here.
@@ -101,6 +114,7 @@ impl Default for VmResources {
             drives: Vec::new(),
             nets: Vec::new(),
             rng: false,
+            vsock: None,
             virtio_cmdline: false,
             dump_fdt: None,
         }

@@ -10,7 +10,7 @@ use arch::{Arch, GicChoice, Host};
 use devices::virtio::{parse_mac, BlockConfig, NetConfig};
 
 use super::models::{
-    BootSource, Drive, EntropyDevice, FullVmConfiguration, MachineConfig, NetworkInterface,
+    BootSource, Drive, EntropyDevice, FullVmConfiguration, MachineConfig, NetworkInterface, Vsock,
 };
 use crate::resources::{self, ConsoleKind, NetInterface, VmResources};
 
@@ -125,6 +125,16 @@ pub fn apply_network_interface(
     .map_err(|e| e.to_string())
 }
 
+/// Applies `PUT /vsock` (a second PUT replaces the device, as in
+/// Firecracker).
+pub fn apply_vsock(r: &mut VmResources, vsock: &Vsock) {
+    r.vsock = Some(resources::VsockDevice {
+        id: vsock.vsock_id.clone().unwrap_or_else(|| "vsock".into()),
+        guest_cid: vsock.guest_cid,
+        uds_path: PathBuf::from(&vsock.uds_path),
+    });
+}
+
 /// Applies a whole `--config-file` to a fresh description.
 pub fn from_config_file(config: &FullVmConfiguration) -> Result<VmResources, String> {
     let mut r = firecracker_defaults();
@@ -141,6 +151,9 @@ pub fn from_config_file(config: &FullVmConfiguration) -> Result<VmResources, Str
         apply_network_interface(&mut r, iface)?;
     }
     r.rng = config.entropy.is_some();
+    if let Some(vsock) = &config.vsock {
+        apply_vsock(&mut r, vsock);
+    }
     Ok(r)
 }
 
@@ -189,6 +202,11 @@ pub fn full_config(r: &VmResources) -> FullVmConfiguration {
         machine_config: Some(machine_config(r)),
         network_interfaces,
         entropy: r.rng.then(EntropyDevice::default),
+        vsock: r.vsock.as_ref().map(|v| Vsock {
+            vsock_id: Some(v.id.clone()),
+            guest_cid: v.guest_cid,
+            uds_path: v.uds_path.display().to_string(),
+        }),
         logger: None,
         metrics: None,
     }
@@ -207,7 +225,8 @@ mod tests {
                         "is_root_device": true, "is_read_only": true}],
             "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
                                     "guest_mac": "06:00:ac:10:00:02"}],
-            "entropy": {}
+            "entropy": {},
+            "vsock": {"guest_cid": 42, "uds_path": "/tmp/v.sock"}
         }"#;
         let config = FullVmConfiguration::from_json(json).unwrap();
         let r = from_config_file(&config).unwrap();
@@ -215,7 +234,13 @@ mod tests {
         assert_eq!(r.cmdline(), "console=ttyS0 root=/dev/vda ro");
         assert_eq!(r.nets[0].net.mac, Some([6, 0, 0xac, 0x10, 0, 2]));
         assert!(r.rng);
+        let vsock = r.vsock.as_ref().unwrap();
+        assert_eq!(
+            (vsock.guest_cid, vsock.uds_path.to_str()),
+            (42, Some("/tmp/v.sock"))
+        );
         let back = full_config(&r);
+        assert_eq!(back.vsock.as_ref().unwrap().guest_cid, 42);
         assert_eq!(back.drives[0].path_on_host, "/r.img");
         assert_eq!(
             back.network_interfaces[0].guest_mac.as_deref(),

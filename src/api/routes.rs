@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use super::models::{
     check_id, Action, BootSource, Drive, EntropyDevice, InstanceActionInfo, Logger, MachineConfig,
     MachineConfigUpdate, Metrics, MigrateParams, NetworkInterface, PartialDrive,
-    SnapshotCreateParams, SnapshotLoadParams, VmStateRequest,
+    SnapshotCreateParams, SnapshotLoadParams, VmStateRequest, Vsock,
 };
 
 /// A request the VMM's main thread acts on.
@@ -27,6 +27,7 @@ pub enum ApiRequest {
     PatchDrive(PartialDrive),
     PutNetworkInterface(NetworkInterface),
     PutEntropy(EntropyDevice),
+    PutVsock(Vsock),
     PutLogger(Logger),
     PutMetrics(Metrics),
     Action(Action),
@@ -70,15 +71,7 @@ impl ApiResponse {
 }
 
 /// Firecracker endpoints tandem does not implement yet, by path prefix.
-const UNSUPPORTED_PATHS: [&str; 7] = [
-    "balloon",
-    "cpu-config",
-    "hotplug",
-    "mmds",
-    "pmem",
-    "serial",
-    "vsock",
-];
+const UNSUPPORTED_PATHS: [&str; 6] = ["balloon", "cpu-config", "hotplug", "mmds", "pmem", "serial"];
 
 /// Turns one HTTP request into an [`ApiRequest`], or a fault message.
 pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, String> {
@@ -155,6 +148,11 @@ pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest
             let entropy: EntropyDevice = json_body(&what, body)?;
             entropy.validate()?;
             Ok(ApiRequest::PutEntropy(entropy))
+        }
+        ("PUT", ["vsock"]) => {
+            let vsock: Vsock = json_body(&what, body)?;
+            vsock.validate()?;
+            Ok(ApiRequest::PutVsock(vsock))
         }
         ("PUT", ["logger"]) => {
             let logger: Logger = json_body(&what, body)?;
@@ -263,6 +261,10 @@ mod tests {
             ok("PUT", "/entropy", "{}"),
             ApiRequest::PutEntropy(_)
         ));
+        let vsock = ok("PUT", "/vsock", r#"{"guest_cid":3,"uds_path":"/v.sock"}"#);
+        assert!(matches!(vsock, ApiRequest::PutVsock(v) if v.guest_cid == 3));
+        assert!(fault("PUT", "/vsock", r#"{"guest_cid":2,"uds_path":"/v"}"#).contains("reserved"));
+        assert!(fault("PUT", "/vsock", r#"{"guest_cid":3}"#).contains("uds_path"));
         assert!(matches!(
             ok("PUT", "/logger", r#"{"level":"info"}"#),
             ApiRequest::PutLogger(_)
@@ -325,7 +327,6 @@ mod tests {
     #[test]
     fn unsupported_endpoints_say_so() {
         for (method, path) in [
-            ("PUT", "/vsock"),
             ("GET", "/balloon"),
             ("PATCH", "/balloon/statistics"),
             ("PUT", "/mmds"),

@@ -230,6 +230,26 @@ pub fn worker(extras: &SeccompExtras) -> Rules {
     rules
 }
 
+/// The virtio-vsock worker: a worker that also joins guest connections
+/// to host programs over Unix stream sockets — `socket` for `AF_UNIX`
+/// only, `connect` (guest-initiated), `accept4` (host-initiated),
+/// `recvfrom` (std reads sockets with `recv`), `shutdown` (half-close),
+/// `epoll_ctl` (its own epoll set of connections) and `ioctl(FIONBIO)`.
+pub fn vsock_worker(extras: &SeccompExtras) -> Rules {
+    let mut rules = worker(extras);
+    rules
+        .allow(&[
+            libc::SYS_connect,
+            libc::SYS_accept4,
+            libc::SYS_recvfrom,
+            libc::SYS_shutdown,
+            libc::SYS_epoll_ctl,
+        ])
+        .allow_arg(libc::SYS_socket, 0, &[libc::AF_UNIX as u64])
+        .allow_arg(libc::SYS_ioctl, 1, &[libc::FIONBIO]);
+    rules
+}
+
 /// Calls a device thread (vCPU or worker) has no use for but library code
 /// may make on its own: a second filter answers them EPERM instead of
 /// trapping. glibc opened a file from inside a library call on a
@@ -244,7 +264,7 @@ pub const REFUSED_ON_DEVICE_THREADS: &[i64] = &[libc::SYS_openat];
 /// also sets up the worker (eventfds, epoll, a thread) and the TAP's
 /// offloads, and everything the worker does is allowed too (inherited).
 pub fn vcpu(extras: &SeccompExtras) -> Rules {
-    let mut rules = worker(extras);
+    let mut rules = vsock_worker(extras);
     rules
         .extend(&thread_creation())
         .allow(&[

@@ -39,16 +39,29 @@ pub enum ThreadKind {
     Worker,
     /// The API server's accept and connection threads.
     Api,
+    /// The virtio-vsock worker: a worker that also makes Unix-socket
+    /// connections.
+    VsockWorker,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 4] = [
+    pub const ALL: [ThreadKind; 5] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Worker,
         ThreadKind::Api,
+        ThreadKind::VsockWorker,
     ];
+
+    /// The kind of the device worker thread named `name`.
+    pub fn of_worker(name: &str) -> Self {
+        if name == devices::virtio::vsock::WORKER_NAME {
+            ThreadKind::VsockWorker
+        } else {
+            ThreadKind::Worker
+        }
+    }
 
     /// The rules for this kind of thread on the build architecture.
     pub fn rules(self) -> Rules {
@@ -58,6 +71,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => filters::vcpu(&extras),
             ThreadKind::Worker => filters::worker(&extras),
             ThreadKind::Api => filters::api(&extras),
+            ThreadKind::VsockWorker => filters::vsock_worker(&extras),
         }
     }
 
@@ -69,7 +83,10 @@ impl ThreadKind {
     pub fn compile(self) -> Result<Vec<BpfProgram>> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)?;
         let mut programs = Vec::new();
-        if matches!(self, ThreadKind::Vcpu | ThreadKind::Worker) {
+        if matches!(
+            self,
+            ThreadKind::Vcpu | ThreadKind::Worker | ThreadKind::VsockWorker
+        ) {
             let refused = filters::REFUSED_ON_DEVICE_THREADS
                 .iter()
                 .map(|&call| (call, Vec::new()))
@@ -123,7 +140,7 @@ pub fn enable() -> Result<()> {
     let _ = NAMES.set(names);
     install_sigsys_handler().context("installing the SIGSYS handler")?;
     let _ = FILTERS.set(compiled);
-    devices::set_thread_start_hook(|name| enter(ThreadKind::Worker, name));
+    devices::set_thread_start_hook(|name| enter(ThreadKind::of_worker(name), name));
     Ok(())
 }
 

@@ -22,14 +22,20 @@ fn stacked_filters_allow_what_the_inner_thread_needs() {
     // the worker may make must pass the vCPU filter too, with the same
     // ioctl requests.
     let vcpu = ThreadKind::Vcpu.rules();
-    let worker = ThreadKind::Worker.rules();
-    for (call, rule) in &worker.0 {
-        assert!(vcpu.allows(*call), "vCPU filter lacks {call}");
-        if let Some((_, values)) = rule {
-            let outer = vcpu.arg_values(*call).unwrap_or_default();
-            assert!(values.iter().all(|v| outer.contains(v)), "{call}");
+    for worker in [ThreadKind::Worker, ThreadKind::VsockWorker] {
+        for (call, rule) in &worker.rules().0 {
+            assert!(vcpu.allows(*call), "vCPU filter lacks {call}");
+            if let Some((_, values)) = rule {
+                let outer = vcpu.arg_values(*call).unwrap_or_default();
+                assert!(values.iter().all(|v| outer.contains(v)), "{call}");
+            }
         }
     }
+    assert_eq!(
+        ThreadKind::of_worker("virtio-vsock"),
+        ThreadKind::VsockWorker
+    );
+    assert_eq!(ThreadKind::of_worker("virtio-net"), ThreadKind::Worker);
     // Threads that start filtered threads let them install their filter.
     for kind in [ThreadKind::Vcpu, ThreadKind::Api] {
         let rules = kind.rules();
@@ -48,7 +54,12 @@ fn ioctls_are_filtered_by_request() {
         .arg_values(libc::SYS_ioctl)
         .unwrap()
         .contains(&filters::KVM_RUN));
-    for kind in [ThreadKind::Main, ThreadKind::Worker, ThreadKind::Api] {
+    for kind in [
+        ThreadKind::Main,
+        ThreadKind::Worker,
+        ThreadKind::Api,
+        ThreadKind::VsockWorker,
+    ] {
         let rules = kind.rules();
         if let Some(values) = rules.arg_values(libc::SYS_ioctl) {
             assert!(!values.contains(&filters::KVM_RUN), "{kind:?}");
@@ -58,8 +69,9 @@ fn ioctls_are_filtered_by_request() {
             "{kind:?} allows every ioctl"
         );
     }
-    // Nobody may start programs or trace; only the main thread opens
-    // sockets (a migration's), Unix ones only.
+    // Nobody may start programs or trace; only the main thread (a
+    // migration's connection) and the vsock worker (and the vCPU it
+    // starts under) open sockets, and only Unix ones.
     for kind in ThreadKind::ALL {
         let rules = kind.rules();
         for call in [libc::SYS_execve, libc::SYS_ptrace] {
@@ -67,7 +79,9 @@ fn ioctls_are_filtered_by_request() {
         }
         let sockets = rules.arg_values(libc::SYS_socket);
         match kind {
-            ThreadKind::Main => assert_eq!(sockets, Some(&[libc::AF_UNIX as u64][..])),
+            ThreadKind::Main | ThreadKind::VsockWorker | ThreadKind::Vcpu => {
+                assert_eq!(sockets, Some(&[libc::AF_UNIX as u64][..]), "{kind:?}")
+            }
             _ => assert!(!rules.allows(libc::SYS_socket), "{kind:?} opens sockets"),
         }
     }
@@ -112,8 +126,9 @@ fn confine_child(kind: ThreadKind, name: &str) -> bool {
 }
 
 /// Runs only as the child of [`a_forbidden_call_ends_the_process_with_one_line`]:
-/// confines its thread like a vCPU and opens a socket, which no tandem
-/// thread may.
+/// confines its thread like a vCPU and opens an Internet socket, which
+/// no tandem thread may (the vsock worker, under the vCPU's filter, opens
+/// Unix ones only).
 #[test]
 fn forbidden_call_child() {
     if std::env::var(CHILD).as_deref() != Ok("socket") || !confine_child(ThreadKind::Vcpu, "vcpu0")
@@ -121,7 +136,7 @@ fn forbidden_call_child() {
         return;
     }
     // SAFETY: a plain socket() call; the filter traps it.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     panic!("socket() returned {fd} under the vCPU filter");
 }
 
@@ -235,4 +250,63 @@ fn seccomp_counts() {
         let allow_list = programs.last().unwrap().len();
         println!("{kind:?}: {} / {ioctls} / {allow_list}", rules.0.len());
     }
+}
+
+/// Runs only as the child of [`the_vsock_worker_may_make_its_socket_calls`]:
+/// confines its thread like the vsock worker (the listener and the epoll
+/// set exist before, as they do when the worker starts) and makes the
+/// calls its connections need, through std as the device does.
+#[test]
+fn vsock_calls_child() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixListener;
+    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+    if std::env::var(CHILD).as_deref() != Ok("vsock") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tandem-seccomp-vsock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v.sock_52");
+    let listener = UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let epoll = Epoll::new().unwrap();
+    if !confine_child(ThreadKind::VsockWorker, "virtio-vsock") {
+        return;
+    }
+    // How the worker joins a guest connection to a host program.
+    let mut guest_side = devices::virtio::vsock::connect(&path).unwrap();
+    let (mut host_side, _) = listener.accept().unwrap();
+    host_side.set_nonblocking(true).unwrap();
+    let event = EpollEvent::new(EventSet::IN, 1);
+    let fd = host_side.as_raw_fd();
+    epoll.ctl(ControlOperation::Add, fd, event).unwrap();
+    guest_side.set_nonblocking(false).unwrap();
+    guest_side.write_all(b"ping").unwrap();
+    let mut events = [EpollEvent::default(); 4];
+    assert_eq!(epoll.wait(1000, &mut events).unwrap(), 1);
+    let mut buf = [0u8; 4];
+    host_side.read_exact(&mut buf).unwrap();
+    epoll.ctl(ControlOperation::Delete, fd, event).unwrap();
+    guest_side.shutdown(std::net::Shutdown::Write).unwrap();
+    drop((guest_side, host_side, listener));
+    println!("VSOCK-CALLS-OK {}", String::from_utf8_lossy(&buf));
+}
+
+#[test]
+fn the_vsock_worker_may_make_its_socket_calls() {
+    if let Some(e) = seccomp_unsupported() {
+        eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {e}");
+        return;
+    }
+    let Some(output) = run_child("seccomp::tests::vsock_calls_child", "vsock") else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("VSOCK-CALLS-OK ping"),
+        "stderr: {stderr}\nstdout: {stdout}"
+    );
 }

@@ -16,6 +16,7 @@ pub mod net;
 mod ring;
 pub mod rng;
 pub mod tap;
+pub mod vsock;
 pub mod worker;
 
 #[cfg(test)]
@@ -38,3 +39,4 @@ pub use block::{Block, BlockConfig, BlockError};
 pub use console::{Console, ConsoleInput, ConsoleOutput};
 pub use net::{parse_mac, random_mac, Net, NetConfig, NetError};
 pub use rng::Rng;
+pub use vsock::{Vsock, VsockError};

@@ -1,5 +1,5 @@
 //! Device bodies: `PUT`/`PATCH /drives/{id}`, `PUT /network-interfaces/{id}`
-//! and `PUT /entropy`. Features of Firecracker's that tandem lacks (vhost-user
+//! `PUT /entropy` and `PUT /vsock`. Features of Firecracker's that tandem lacks (vhost-user
 //! drives, io_uring, MTU) are refused by name; rate limiters are accepted
 //! and logged as not enforced.
 
@@ -171,5 +171,38 @@ impl EntropyDevice {
     /// Checks the rate limiter's shape.
     pub fn validate(&self) -> Result<(), String> {
         check_rate_limiter("entropy", "rate_limiter", &self.rate_limiter)
+    }
+}
+
+/// `PUT /vsock`: a virtio-vsock device whose host side is Unix sockets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vsock {
+    /// Informative id (Firecracker keeps it; one device per VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock_id: Option<String>,
+    /// The guest's CID, 3 or more.
+    pub guest_cid: u32,
+    /// Host programs connect here; guest connections to port P reach
+    /// `<uds_path>_P`.
+    pub uds_path: String,
+}
+
+impl Vsock {
+    /// Checks the CID, the path and the id.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.vsock_id {
+            check_id("vsock_id", id)?;
+        }
+        if self.guest_cid < 3 {
+            return Err(format!(
+                "guest_cid {} is reserved: use 3 or more",
+                self.guest_cid
+            ));
+        }
+        if self.uds_path.is_empty() {
+            return Err("uds_path is required".into());
+        }
+        Ok(())
     }
 }

@@ -16,7 +16,7 @@ pub use control::{
     Action, InstanceActionInfo, InstanceInfo, InstanceState, Logger, Metrics, RequestedVmState,
     VersionInfo, VmStateRequest,
 };
-pub use devices::{Drive, EntropyDevice, NetworkInterface, PartialDrive};
+pub use devices::{Drive, EntropyDevice, NetworkInterface, PartialDrive, Vsock};
 pub use machine::{BootSource, MachineConfig, MachineConfigUpdate, MAX_VCPUS};
 pub use snapshot::{MigrateParams, SnapshotCreateParams, SnapshotLoadParams, SnapshotType};
 pub use vm_config::{FullVmConfiguration, UNSUPPORTED_CONFIG_KEYS};

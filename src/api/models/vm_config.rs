@@ -8,18 +8,19 @@ use std::collections::HashSet;
 use serde::{de::Error as _, Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::{BootSource, Drive, EntropyDevice, Logger, MachineConfig, Metrics, NetworkInterface};
+use super::{
+    BootSource, Drive, EntropyDevice, Logger, MachineConfig, Metrics, NetworkInterface, Vsock,
+};
 
 /// Top-level keys of Firecracker's configuration that tandem refuses with
 /// "not supported by tandem yet" rather than as unknown.
-pub const UNSUPPORTED_CONFIG_KEYS: [&str; 7] = [
+pub const UNSUPPORTED_CONFIG_KEYS: [&str; 6] = [
     "balloon",
     "cpu-config",
     "memory-hotplug",
     "mmds-config",
     "pmem",
     "serial",
-    "vsock",
 ];
 
 /// Every configured resource of one VM.
@@ -39,6 +40,9 @@ pub struct FullVmConfiguration {
     /// The virtio-rng device, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entropy: Option<EntropyDevice>,
+    /// The virtio-vsock device, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<Vsock>,
     /// Logger settings, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logger: Option<Logger>,
@@ -59,6 +63,7 @@ struct SupportedKeys {
     #[serde(default)]
     network_interfaces: Vec<NetworkInterface>,
     entropy: Option<EntropyDevice>,
+    vsock: Option<Vsock>,
     logger: Option<Logger>,
     metrics: Option<Metrics>,
 }
@@ -82,6 +87,7 @@ impl<'de> Deserialize<'de> for FullVmConfiguration {
             machine_config: keys.machine_config,
             network_interfaces: keys.network_interfaces,
             entropy: keys.entropy,
+            vsock: keys.vsock,
             logger: keys.logger,
             metrics: keys.metrics,
         })
@@ -119,6 +125,9 @@ impl FullVmConfiguration {
         if let Some(entropy) = &self.entropy {
             entropy.validate()?;
         }
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
+        }
         if let Some(logger) = &self.logger {
             logger.validate()?;
         }
@@ -153,6 +162,7 @@ mod tests {
             "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
                                     "guest_mac": "06:00:ac:10:00:02"}],
             "entropy": {},
+            "vsock": {"guest_cid": 3, "uds_path": "/tmp/v.sock"},
             "logger": {"level": "Debug"},
             "metrics": {"metrics_path": "/tmp/metrics"}
         })

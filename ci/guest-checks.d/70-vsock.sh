@@ -1,0 +1,36 @@
+# shellcheck shell=dash
+# vsock (ci/vsock-e2e.sh): the guest end of the vsock rows, with
+# /bin/tandem-vsock-e2e from the cpio appended to the initramfs
+# (ci/vsock-initramfs.sh). A listener on port 5000 takes the host's
+# connections (host-initiated); once it listens the guest says
+# VSOCK-GUEST-LISTENING, then opens its own connections to the host's port
+# 6000 (guest-initiated) and one to port 6001, where nobody listens. Each
+# connection carries tandem.vsock_bytes each way, tandem.vsock_conns of
+# them at once. The host compares both ends' lines (VSOCK-CONN, VSOCK-DONE).
+check_vsock() {
+    local conns bytes listener left rc=0
+    conns=$(cmdline_value tandem.vsock_conns)
+    bytes=$(cmdline_value tandem.vsock_bytes)
+    if [ ! -x /bin/tandem-vsock-e2e ]; then
+        check_result vsock-guest FAIL "no /bin/tandem-vsock-e2e in the initramfs"
+        return
+    fi
+    /bin/tandem-vsock-e2e listen-vsock 5000 "$conns" >/tmp/vsock-listen.out 2>&1 &
+    listener=$!
+    left=30
+    while ! grep -q VSOCK-LISTENING /tmp/vsock-listen.out && [ "$left" -gt 0 ]; do
+        sleep 1
+        left=$((left - 1))
+    done
+    echo "VSOCK-GUEST-LISTENING"
+    /bin/tandem-vsock-e2e connect-vsock 6000 "$conns" "$bytes" || rc=1
+    /bin/tandem-vsock-e2e refused-vsock 6001 || rc=1
+    wait "$listener" || rc=1
+    cat /tmp/vsock-listen.out
+    if [ "$rc" = 0 ]; then
+        check_result vsock-guest PASS "$conns connections each way, $bytes bytes each way on each, all matched"
+    else
+        check_result vsock-guest FAIL "see the VSOCK- lines above"
+    fi
+}
+check_wanted vsock && check_vsock
