@@ -145,8 +145,13 @@ impl WorkerHandler for Slow {
     }
 }
 
-#[test]
-fn a_stop_ends_a_busy_worker_after_the_request_in_hand() {
+/// A [`Slow`] worker started on a ring of 16 queued chains; the receiver
+/// gets each head it serves.
+fn slow_worker() -> (
+    Worker,
+    crate::virtio::testing::TestRing,
+    std::sync::mpsc::Receiver<u16>,
+) {
     use crate::virtio::testing::{test_memory, TestRing};
     let mem = test_memory();
     let mut ring = TestRing::new(&mem, 0, 16);
@@ -157,12 +162,18 @@ fn a_stop_ends_a_busy_worker_after_the_request_in_hand() {
     let (tx, served) = channel();
     let handler = Slow {
         queue: ring.queue(false),
-        mem: mem.clone(),
+        mem,
         interrupt: interrupt.clone(),
         served: tx,
     };
     let kick = EventFd::new(EFD_NONBLOCK).unwrap();
     let worker = Worker::spawn("slow", Start::Serving, vec![kick], interrupt, handler).unwrap();
+    (worker, ring, served)
+}
+
+#[test]
+fn a_stop_ends_a_busy_worker_after_the_request_in_hand() {
+    let (worker, ring, served) = slow_worker();
     assert_eq!(served.recv_timeout(Duration::from_secs(5)), Ok(0));
     let started = std::time::Instant::now();
     drop(worker);
@@ -174,22 +185,7 @@ fn a_stop_ends_a_busy_worker_after_the_request_in_hand() {
 
 #[test]
 fn a_parked_worker_tells_where_its_queue_stands() {
-    use crate::virtio::testing::{test_memory, TestRing};
-    let mem = test_memory();
-    let mut ring = TestRing::new(&mem, 0, 16);
-    for _ in 0..16 {
-        ring.add_chain(&[(0x8000, 0x10, true)]);
-    }
-    let interrupt = Arc::new(Interrupt::new(IrqTrigger::new().unwrap()));
-    let (tx, served) = channel();
-    let handler = Slow {
-        queue: ring.queue(false),
-        mem: mem.clone(),
-        interrupt: interrupt.clone(),
-        served: tx,
-    };
-    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-    let worker = Worker::spawn("slow", Start::Serving, vec![kick], interrupt, handler).unwrap();
+    let (worker, ring, served) = slow_worker();
     assert_eq!(worker.parked_positions(), None, "running, not parked");
     assert_eq!(served.recv_timeout(Duration::from_secs(5)), Ok(0));
     assert!(worker.pause());
