@@ -19,8 +19,8 @@ HOSTILE_CHECKS=(hostile-attacks hostile-neighbour hostile-rss hostile-sigterm ho
 # shellcheck disable=SC2034 # read by suite_main (a nameref)
 HOSTILE_ROWS=(x86-hostile a64-hostile-gicv3 a64-hostile-gicv2)
 
-# The attack program's cpio for ARCH (ci/hostile-initramfs.sh builds it).
-hostile_cpio() { echo "$ROOT/target/$1-unknown-linux-gnu/release/hostile.cpio.gz"; }
+# The attack program's cpio for ARCH (ci/program-initramfs.sh builds it).
+hostile_cpio() { echo "$ROOT/target/$1-unknown-linux-gnu/release/tandem-hostile.cpio.gz"; }
 
 # Registers the hostile rows with e2e.sh's row(). Host flavour: the host
 # script needs an emulated host of its own (two VMs, TAPs, signals).
@@ -40,7 +40,7 @@ hostile_rows() {
 }
 
 # Builds the attack program's cpio for ARCH (e2e.sh's prepare step).
-hostile_prepare() { "$ROOT/ci/hostile-initramfs.sh" "$1" >/dev/null; }
+hostile_prepare() { "$ROOT/ci/program-initramfs.sh" tandem-hostile "$1" >/dev/null; }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail

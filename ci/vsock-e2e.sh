@@ -20,8 +20,8 @@ VSOCK_CHECKS=(vsock-guest vsock-host-initiated vsock-guest-initiated vsock-refus
 # shellcheck disable=SC2034 # read by suite_main (a nameref)
 VSOCK_ROWS=(x86-vsock a64-vsock-gicv3)
 
-# The program's cpio and binary for ARCH (ci/vsock-initramfs.sh builds them).
-vsock_cpio() { echo "$ROOT/target/$1-unknown-linux-gnu/release/vsock.cpio.gz"; }
+# The program's cpio and binary for ARCH (ci/program-initramfs.sh builds them).
+vsock_cpio() { echo "$ROOT/target/$1-unknown-linux-gnu/release/tandem-vsock-e2e.cpio.gz"; }
 vsock_bin() { echo "$ROOT/target/$1-unknown-linux-gnu/release/tandem-vsock-e2e"; }
 
 # Registers the vsock rows with e2e.sh's row(). Host flavour: the host end
@@ -41,7 +41,7 @@ vsock_rows() {
 }
 
 # Builds the program and its cpio for ARCH (e2e.sh's prepare step).
-vsock_prepare() { "$ROOT/ci/vsock-initramfs.sh" "$1" >/dev/null; }
+vsock_prepare() { "$ROOT/ci/program-initramfs.sh" tandem-vsock-e2e "$1" >/dev/null; }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail

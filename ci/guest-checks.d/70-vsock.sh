@@ -1,7 +1,7 @@
 # shellcheck shell=dash
 # vsock (ci/vsock-e2e.sh): the guest end of the vsock rows, with
 # /bin/tandem-vsock-e2e from the cpio appended to the initramfs
-# (ci/vsock-initramfs.sh). A listener on port 5000 takes the host's
+# (ci/program-initramfs.sh). A listener on port 5000 takes the host's
 # connections (host-initiated); once it listens the guest says
 # VSOCK-GUEST-LISTENING, then opens its own connections to the host's port
 # 6000 (guest-initiated) and one to port 6001, where nobody listens. Each
