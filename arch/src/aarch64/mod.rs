@@ -12,6 +12,7 @@ mod machine_fdt;
 mod seccomp;
 mod snapshot;
 mod vcpu;
+mod vgic_plan;
 mod vgic_state;
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::gic::{GicVersion, Vgic};
 use super::layout::VGIC_NR_IRQS;
 use super::vcpu;
+use super::vgic_plan as plan;
 use super::vgic_state::{self as state, GicReg, ItsState};
 use crate::{kvm_err, Error, Result};
 
@@ -147,21 +148,21 @@ pub fn save_vm(vgic: &Vgic, vcpus: &[&VcpuFd]) -> Result<VmState> {
     let registers = match version {
         GicVersion::V3 => {
             state::flush_pending_tables(gic)?;
-            let mut plan = state::v3_dist_head();
+            let mut plan = plan::v3_dist_head();
             for &mpidr in &mpidrs {
-                plan.extend(state::v3_redist(mpidr));
+                plan.extend(plan::v3_redist(mpidr));
             }
-            plan.extend(state::v3_dist_spis(VGIC_NR_IRQS, first));
+            plan.extend(plan::v3_dist_spis(VGIC_NR_IRQS, first));
             for &mpidr in &mpidrs {
                 let ctlr = state::read_icc_ctlr(gic, mpidr)?;
-                plan.extend(state::v3_cpu_sysregs(mpidr, ctlr));
+                plan.extend(plan::v3_cpu_sysregs(mpidr, ctlr));
             }
             state::read_plan(gic, &plan)?
         }
         GicVersion::V2 => {
-            let mut plan = state::v2_dist(mpidrs.len(), VGIC_NR_IRQS);
+            let mut plan = plan::v2_dist(mpidrs.len(), VGIC_NR_IRQS);
             for cpu in 0..mpidrs.len() {
-                plan.extend(state::v2_cpu(cpu));
+                plan.extend(plan::v2_cpu(cpu));
             }
             state::read_plan(gic, &plan)?
         }

@@ -29,7 +29,7 @@ fn v3_state() -> VmState {
         mpidrs: vec![0, 1],
         registers: vec![GicReg {
             group: KVM_DEV_ARM_VGIC_GRP_REDIST_REGS,
-            attr: state::v3_cpu_field(1) | 0x70,
+            attr: plan::v3_cpu_field(1) | 0x70,
             value: 0x1234,
         }],
         its: Some(ItsState {
@@ -133,8 +133,8 @@ fn other_cpus_a_missing_its_or_foreign_registers_are_refused() {
 fn gicv3_plans_put_what_kvm_needs_first_first() {
     // Affinity 1.2.3.4 (Aff3 in MPIDR bits 39:32) names the CPU as 0x01020304.
     let mpidr = 0x01_0002_0304;
-    assert_eq!(state::v3_cpu_field(mpidr), 0x0102_0304 << 32);
-    let redist = state::v3_redist(mpidr);
+    assert_eq!(plan::v3_cpu_field(mpidr), 0x0102_0304 << 32);
+    let redist = plan::v3_redist(mpidr);
     assert!(redist
         .iter()
         .all(|&(g, a)| g == KVM_DEV_ARM_VGIC_GRP_REDIST_REGS && a >> 32 == 0x0102_0304));
@@ -143,10 +143,10 @@ fn gicv3_plans_put_what_kvm_needs_first_first() {
     assert_eq!(&offsets[..4], &[0x70, 0x74, 0x78, 0x7c]);
     assert_eq!(offsets.last(), Some(&0));
 
-    let head = state::v3_dist_head();
+    let head = plan::v3_dist_head();
     assert_eq!(head, vec![(1, 0x8), (1, 0x0)], "GICD_IIDR, then GICD_CTLR");
 
-    let spis = state::v3_dist_spis(128, 0);
+    let spis = plan::v3_dist_spis(128, 0);
     let position = |group: u32, offset: u64| spis.iter().position(|&r| r == (group, offset));
     let dist = KVM_DEV_ARM_VGIC_GRP_DIST_REGS;
     // Every SPI's route, both halves; none for SGIs and PPIs.
@@ -160,26 +160,26 @@ fn gicv3_plans_put_what_kvm_needs_first_first() {
     assert_eq!(spis.last(), Some(&(dist, 0x100 + 4 * 3)));
 
     // ICC_SRE_EL1 first; 5 priority bits (PRIbits 4) give one APnR each.
-    let sysregs = state::v3_cpu_sysregs(0, 4 << 8);
+    let sysregs = plan::v3_cpu_sysregs(0, 4 << 8);
     assert!(sysregs
         .iter()
         .all(|&(g, _)| g == KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS));
     assert_eq!(sysregs[0].1, 0xc665, "ICC_SRE_EL1");
     assert_eq!(sysregs.len(), 5 + 2 + 2);
-    assert_eq!(state::v3_cpu_sysregs(0, 6 << 8).len(), 5 + 8 + 2);
+    assert_eq!(plan::v3_cpu_sysregs(0, 6 << 8).len(), 5 + 8 + 2);
 }
 
 #[test]
 fn gicv2_and_its_plans() {
-    let dist = state::v2_dist(2, 128);
+    let dist = plan::v2_dist(2, 128);
     // Banked registers once per CPU, through its index.
     assert!(dist.contains(&(KVM_DEV_ARM_VGIC_GRP_DIST_REGS, 1 << 32 | 0x100)));
     assert!(dist.contains(&(KVM_DEV_ARM_VGIC_GRP_DIST_REGS, 0x800 + 4 * 8)));
     assert!(!dist.contains(&(KVM_DEV_ARM_VGIC_GRP_DIST_REGS, 2 << 32 | 0x100)));
-    let cpu = state::v2_cpu(1);
+    let cpu = plan::v2_cpu(1);
     assert_eq!(cpu.last(), Some(&(KVM_DEV_ARM_VGIC_GRP_CPU_REGS, 1 << 32)));
     // GITS_CBASER first: writing it resets GITS_CREADR.
-    let its = state::its_registers();
+    let its = plan::its_registers();
     assert_eq!(its[0], 0x80);
     assert!(its.iter().position(|&o| o == 0x90).unwrap() > 0);
     assert!(!its.contains(&0), "GITS_CTLR is written after the tables");
