@@ -176,7 +176,7 @@ pub fn save_vm(vgic: &Vgic, vcpus: &[&VcpuFd]) -> Result<VmState> {
     })
 }
 
-/// Refuses a saved VGIC that this VM's cannot take, before anything is
+/// Refuses a saved VGIC that this VM cannot take, before anything is
 /// written: another GIC version, other CPUs, an ITS this VM lacks, or
 /// registers of groups this GIC does not have.
 pub fn check_vm_state(
