@@ -87,11 +87,14 @@ impl Sender {
         paused_at: Instant,
     ) -> Result<Report> {
         let mem = machine.guest_memory();
+        // The state first: saving it may write guest RAM (aarch64's VGIC
+        // flushes pending bits and ITS tables there), which the dirty
+        // log then has for the pages that follow.
+        let state = Snapshot::new(config, machine.save_state()?).to_framed()?;
         if let Some(left) = self.left.take() {
             self.send_dirty(mem, &left)?;
         }
         self.send_dirty(mem, &machine.take_dirty_pages()?)?;
-        let state = Snapshot::new(config, machine.save_state()?).to_framed()?;
         let stream = &mut self.stream;
         stream
             .write_all(&[TAG_STATE])

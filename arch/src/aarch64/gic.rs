@@ -24,7 +24,7 @@ use super::layout::{
 use crate::{kvm_err, Error, GicChoice, Result};
 
 /// Which GIC architecture the guest got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GicVersion {
     /// GICv2 (GIC-400 hosts such as the Raspberry Pi 4 and 5).
     V2,
@@ -210,6 +210,16 @@ impl Vgic {
     /// The GIC architecture in use.
     pub fn version(&self) -> GicVersion {
         self.version
+    }
+
+    /// The GIC device, for snapshots (see vgic_state.rs).
+    pub fn device(&self) -> &DeviceFd {
+        &self.gic
+    }
+
+    /// The ITS device, if the guest has one.
+    pub fn its(&self) -> Option<&DeviceFd> {
+        self.its.as_ref()
     }
 
     /// The device tree view of this VGIC for `vcpus` vCPUs.

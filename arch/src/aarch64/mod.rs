@@ -12,6 +12,8 @@ mod machine_fdt;
 mod seccomp;
 mod snapshot;
 mod vcpu;
+mod vgic_plan;
+mod vgic_state;
 
 #[cfg(test)]
 mod tests;
@@ -233,25 +235,25 @@ impl Arch for AArch64 {
         counter::set_guest_counter(vm, vcpus, clock.value).map(drop)
     }
 
-    fn save_vcpu(&self, _vcpu: &VcpuFd) -> Result<snapshot::VcpuState> {
-        snapshot::unsupported()
+    fn save_vcpu(&self, vcpu: &VcpuFd) -> Result<snapshot::VcpuState> {
+        snapshot::save_vcpu(vcpu)
     }
 
-    fn restore_vcpu(&self, _vcpu: &VcpuFd, _state: &snapshot::VcpuState) -> Result<()> {
-        snapshot::unsupported()
+    fn restore_vcpu(&self, vcpu: &VcpuFd, state: &snapshot::VcpuState) -> Result<()> {
+        snapshot::restore_vcpu(vcpu, state)
     }
 
-    fn save_vm(&self, _vm: &VmFd, _vcpus: &[&VcpuFd]) -> Result<snapshot::VmState> {
-        snapshot::unsupported()
+    fn save_vm(&self, _vm: &VmFd, vcpus: &[&VcpuFd]) -> Result<snapshot::VmState> {
+        snapshot::save_vm(&self.vgic, vcpus)
     }
 
     fn restore_vm(
         &mut self,
         _vm: &VmFd,
-        _vcpus: &[VcpuFd],
-        _state: &snapshot::VmState,
+        vcpus: &[VcpuFd],
+        state: &snapshot::VmState,
     ) -> Result<()> {
-        snapshot::unsupported()
+        snapshot::restore_vm(&self.vgic, vcpus, state)
     }
 
     fn seccomp_extras() -> crate::SeccompExtras {
