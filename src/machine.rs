@@ -215,9 +215,9 @@ impl Machine {
         self.devices.hand_over(release)
     }
 
-    /// After a migration that failed midway, which took the dirty-page
-    /// logs a diff snapshot counts on: every page counts as written, so
-    /// the next diff holds all of RAM rather than miss a page.
+    /// After a failed migration, which may have taken the dirty-page logs
+    /// a diff snapshot counts on: every page counts as written, so the
+    /// next diff holds all of RAM rather than miss a page.
     pub fn forget_dirty_log(&self) {
         crate::dirty::mark_all(&self.mem);
     }

@@ -270,42 +270,40 @@ impl Vm {
             VmState::Paused => false,
             _ => bail!("only a running or paused VM can be migrated"),
         };
-        let config = crate::api::convert::full_config(&self.resources);
-        let machine = self.running_machine()?;
-        let mut sender = migration::Sender::connect(destination, machine)?;
-        if let Err(e) = sender.precopy(machine) {
-            machine.forget_dirty_log();
-            return Err(e);
-        }
-        let paused_at = Instant::now();
-        if was_running {
-            if let Err(e) = self.pause() {
-                self.running_machine()?.forget_dirty_log();
-                return Err(e);
-            }
-        }
-        let machine = self.running_machine()?;
-        // The destination may be on this host and open the same disks.
-        let sent = machine
-            .hand_over_devices(true)
-            .and_then(|()| sender.finish(machine, config, paused_at));
-        match sent {
+        match self.send_to(destination, was_running) {
             Ok(report) => {
                 self.stop();
                 self.exit.raise(ExitReason::Migrated);
                 Ok(report)
             }
             Err(e) => {
+                let machine = self.running_machine()?;
                 if let Err(e) = machine.hand_over_devices(false) {
                     log::error!("after the failed migration: {e:#}");
                 }
                 machine.forget_dirty_log();
-                if was_running {
+                if was_running && self.state == VmState::Paused {
                     self.resume()?;
                 }
                 Err(e)
             }
         }
+    }
+
+    /// [`Self::migrate`]'s steps up to the destination's answer.
+    fn send_to(&mut self, destination: &Path, was_running: bool) -> Result<migration::Report> {
+        let config = crate::api::convert::full_config(&self.resources);
+        let machine = self.running_machine()?;
+        let mut sender = migration::Sender::connect(destination, machine)?;
+        sender.precopy(machine)?;
+        let paused_at = Instant::now();
+        if was_running {
+            self.pause()?;
+        }
+        let machine = self.running_machine()?;
+        // The destination may be on this host and open the same disks.
+        machine.hand_over_devices(true)?;
+        sender.finish(machine, config, paused_at)
     }
 
     /// Stops the vCPUs and devices and frees the machine; idempotent.
