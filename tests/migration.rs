@@ -93,3 +93,70 @@ fn a_migration_to_nowhere_leaves_the_source_running() {
     let (code, stderr) = source.terminate();
     assert_eq!(code, Some(143), "{stderr}");
 }
+
+/// A destination that takes everything, then says it cannot run the
+/// guest: reads the stream as the protocol lays it out (docs/migration.md)
+/// and answers status 1.
+fn refusing_destination(path: &std::path::Path) -> std::thread::JoinHandle<u64> {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut read = |len: usize| {
+            let mut buf = vec![0u8; len];
+            stream.read_exact(&mut buf).unwrap();
+            buf
+        };
+        let number = |bytes: Vec<u8>| bytes.iter().rev().fold(0u64, |n, &b| n << 8 | u64::from(b));
+        assert_eq!(&read(8), b"TANDEMMG");
+        read(4 + 8);
+        let mut pages = 0;
+        loop {
+            match read(1)[0] {
+                1 => {
+                    read(8);
+                    let len = number(read(4));
+                    read(len as usize);
+                    pages += len;
+                }
+                2 => {
+                    let len = number(read(8));
+                    read(len as usize);
+                    break;
+                }
+                tag => panic!("record {tag}"),
+            }
+        }
+        let message = b"no room here";
+        let mut answer = vec![1u8];
+        answer.extend((message.len() as u32).to_le_bytes());
+        answer.extend(message);
+        stream.write_all(&answer).unwrap();
+        pages
+    })
+}
+
+#[test]
+fn a_destination_that_refuses_the_guest_leaves_the_source_running() {
+    let Some((source, console)) = counter_vm() else {
+        return;
+    };
+    console.wait_for(4);
+    let dir = TempDir::new().unwrap();
+    let path = dir.as_path().join("refusing.sock");
+    let destination = refusing_destination(&path);
+    source.fault(
+        "PUT",
+        "/migrate",
+        Some(json!({"destination": path})),
+        "the destination could not run the guest: no room here",
+    );
+    assert!(destination.join().unwrap() > 0, "RAM was sent");
+    // Paused for the stop-and-copy, resumed after the refusal.
+    assert_eq!(source.state(), "Running");
+    let seen = console.bytes.lock().unwrap().len();
+    let after = console.wait_for(seen + 4);
+    assert_counting(&after);
+    let (code, stderr) = source.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+}
