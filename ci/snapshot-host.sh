@@ -27,7 +27,8 @@
 #!   snap-diff      restored once more with track_dirty_pages, run on, saved
 #!                  as a Diff; `tandem rebase-memory` applies it to the
 #!                  full snapshot's memory file, and the diff's state then
-#!                  goes on from the diff's last tick, io=ok
+#!                  goes on from the diff's last tick, io=ok (aarch64: the
+#!                  diff is refused in one line, as it should be for now)
 #!   snap-migrate   a fresh VM (virtio-blk, virtio-rng) migrated to a second
 #!                  tandem (--migrate-listen, PUT /migrate) goes on there
 #!                  from its next tick, io=ok; the source exits 0
@@ -178,6 +179,17 @@ diff_snapshot() {
     api PATCH /vm '{"state": "Paused"}' || { check snap-diff FAIL "pause: $(answer)"; return; }
     sleep 1 # the last tick line on its way to the output file
     diff_tick=$(last_tick /tmp/diff-base.out)
+    if [ "$(uname -m)" = aarch64 ]; then
+        # Diffs are refused on aarch64 for now (docs/snapshots.md).
+        if ! api PUT /snapshot/create "{\"snapshot_path\": \"$DIFF_STATE\", \"mem_file_path\": \"$DIFF_MEMORY\", \"snapshot_type\": \"Diff\"}" &&
+            grep -q "diff snapshots of aarch64 VMs are not supported yet" /tmp/api.answer; then
+            check snap-diff PASS "a diff is refused on aarch64 in one line: $(cat /tmp/api.answer)"
+        else
+            check snap-diff FAIL "a diff on aarch64 was not refused as it should: $(answer)"
+        fi
+        kill_tandem
+        return
+    fi
     if ! api PUT /snapshot/create "{\"snapshot_path\": \"$DIFF_STATE\", \"mem_file_path\": \"$DIFF_MEMORY\", \"snapshot_type\": \"Diff\"}"; then
         check snap-diff FAIL "PUT /snapshot/create Diff: $(answer)"
         return

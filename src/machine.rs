@@ -241,6 +241,12 @@ impl Machine {
 
     /// Writes guest RAM to `file`; the machine must be paused.
     pub fn save_memory(&self, file: &File, kind: SnapshotType) -> Result<()> {
+        if kind == SnapshotType::Diff && !Host::DIRTY_LOG_COMPLETE {
+            bail!(
+                "diff snapshots of {} VMs are not supported yet (take a full one)",
+                Host::NAME
+            );
+        }
         if kind == SnapshotType::Diff && !self.log_dirty {
             bail!("a diff snapshot needs dirty-page tracking: set track_dirty_pages in the machine configuration (or in the snapshot load)");
         }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use arch::{Arch, Host};
 use devices::{ExitReason, ExitSignal};
 
 use crate::api::models::SnapshotType;
@@ -295,7 +296,9 @@ impl Vm {
         let config = crate::api::convert::full_config(&self.resources);
         let machine = self.running_machine()?;
         let mut sender = migration::Sender::connect(destination, machine)?;
-        sender.precopy(machine)?;
+        if Host::DIRTY_LOG_COMPLETE {
+            sender.precopy(machine)?;
+        }
         let paused_at = Instant::now();
         if was_running {
             self.pause()?;

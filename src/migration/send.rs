@@ -91,10 +91,15 @@ impl Sender {
         // flushes pending bits and ITS tables there), which the dirty
         // log then has for the pages that follow.
         let state = Snapshot::new(config, machine.save_state()?).to_framed()?;
-        if let Some(left) = self.left.take() {
-            self.send_dirty(mem, &left)?;
+        match self.left.take() {
+            Some(left) => {
+                self.send_dirty(mem, &left)?;
+                self.send_dirty(mem, &machine.take_dirty_pages()?)?;
+            }
+            // No pre-copy (the dirty log is not complete on this
+            // architecture): all of RAM now, the guest paused.
+            None => self.send_all(mem)?,
         }
-        self.send_dirty(mem, &machine.take_dirty_pages()?)?;
         let stream = &mut self.stream;
         stream
             .write_all(&[TAG_STATE])
