@@ -253,7 +253,7 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
     let config = dir.as_path().join("bad.json");
     std::fs::write(
         &config,
-        r#"{"boot-source": {"kernel_image_path": "/k"}, "balloon": {}}"#,
+        r#"{"boot-source": {"kernel_image_path": "/k"}, "mmds-config": {}}"#,
     )
     .unwrap();
     let output = tandem()
@@ -276,7 +276,7 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
         1,
         "{stderr}"
     );
-    assert!(stderr.contains("\"balloon\" is not supported"), "{stderr}");
+    assert!(stderr.contains("\"mmds-config\" is not supported"), "{stderr}");
 }
 
 #[test]
