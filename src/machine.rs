@@ -483,11 +483,12 @@ fn add_virtio_devices(
         devices.add_virtio(vm, mem, vsock.id.clone(), Box::new(device))?;
     }
     if let Some(balloon) = &resources.balloon {
-        let device = Balloon::new(BalloonConfig {
+        let config = BalloonConfig {
             target_pages: balloon.amount_mib * 256,
             deflate_on_oom: balloon.deflate_on_oom,
             free_page_reporting: balloon.free_page_reporting,
-        });
+        };
+        let device = Balloon::new(config, arch::host_page_size()?);
         devices.balloon = Some(device.control());
         devices.add_virtio(vm, mem, "balloon".into(), Box::new(device))?;
     }

@@ -276,7 +276,10 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
         1,
         "{stderr}"
     );
-    assert!(stderr.contains("\"mmds-config\" is not supported"), "{stderr}");
+    assert!(
+        stderr.contains("\"mmds-config\" is not supported"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ use super::{
     Chain, Interrupt, VirtioDevice,
 };
 use crate::LogLimit;
-use pages::{align_to_host, coalesce, discard, host_page_size, Range, BALLOON_PAGE};
+use pages::{align_to_host, coalesce, discard, Range, BALLOON_PAGE};
 
 /// virtio device ID of the traditional memory balloon.
 pub const VIRTIO_ID_BALLOON: u32 = 5;
@@ -149,14 +149,17 @@ impl BalloonControl {
 /// A virtio-balloon device.
 pub struct Balloon {
     config: BalloonConfig,
+    host_page: u64,
     shared: Arc<Shared>,
     queue_sizes: Vec<u16>,
     worker: Option<Worker>,
 }
 
 impl Balloon {
-    /// A balloon starting at `config.target_pages`.
-    pub fn new(config: BalloonConfig) -> Self {
+    /// A balloon starting at `config.target_pages`, on a host whose pages
+    /// are `host_page` bytes (a power of two, at least 4 KiB; read by the
+    /// VMM before seccomp, since finding it may take a system call).
+    pub fn new(config: BalloonConfig, host_page: u64) -> Self {
         let shared = Shared::default();
         shared
             .target_pages
@@ -164,6 +167,7 @@ impl Balloon {
         let queues = if config.free_page_reporting { 3 } else { 2 };
         Self {
             config,
+            host_page: host_page.max(BALLOON_PAGE),
             shared: Arc::new(shared),
             queue_sizes: vec![QUEUE_SIZE; queues],
             worker: None,
@@ -236,7 +240,7 @@ impl VirtioDevice for Balloon {
             mem: ctx.mem,
             queues,
             interrupt: ctx.interrupt.clone(),
-            host_page: host_page_size(),
+            host_page: self.host_page,
         };
         let worker = Worker::spawn("virtio-balloon", ctx.start, kicks, ctx.interrupt, handler);
         self.worker = Some(worker.map_err(ActivateError::Worker)?);

@@ -83,11 +83,6 @@ pub fn align_to_host(range: Range, host_page: u64) -> Option<Range> {
     (start < end).then_some(Range { start, end })
 }
 
-/// The host's page size.
-pub fn host_page_size() -> u64 {
-    rustix::param::page_size() as u64
-}
-
 /// Drops `range` (whole host pages inside one RAM region, as made by
 /// [`coalesce`] and [`align_to_host`]) from the host: the memory goes
 /// back to the host, and the guest reads zeros there next time. Returns
