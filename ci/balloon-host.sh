@@ -24,7 +24,7 @@ HOST_LOG_PREFIX=balloon-host
 . "$(dirname "$0")/host-lib.sh"
 TANDEM=${TANDEM:-/bin/tandem}
 
-rss_kb() { sed -n 's/^VmRSS: *\([0-9]*\) kB/\1/p' "/proc/$TANDEM_PID/status"; }
+rss_kb() { sed -n 's/^VmRSS:[^0-9]*\([0-9]*\) kB/\1/p' "/proc/$TANDEM_PID/status"; }
 actual_mib() {
     api GET /balloon/statistics >/dev/null &&
         sed -n 's/.*"actual_mib": *\([0-9]*\).*/\1/p' /tmp/api.answer
