@@ -131,10 +131,9 @@ impl Vmm {
                 convert::apply_vsock(r, &vsock);
                 Ok(())
             }),
-            ApiRequest::PutBalloon(balloon) => self.configure(|r| {
-                convert::apply_balloon(r, &balloon);
-                Ok(())
-            }),
+            ApiRequest::PutBalloon(balloon) => {
+                self.configure(|r| convert::apply_balloon(r, &balloon))
+            }
             ApiRequest::PatchBalloon(update) => done(self.set_balloon_target(update.amount_mib)),
             ApiRequest::GetBalloon => match self.balloon_config() {
                 Ok(balloon) => json(balloon),
@@ -243,6 +242,7 @@ impl Vmm {
     /// A new balloon target: the configuration before start, the running
     /// device (which interrupts the guest) after.
     fn set_balloon_target(&mut self, amount_mib: u32) -> Result<(), String> {
+        convert::check_balloon_size(self.vm.resources(), amount_mib)?;
         if self.vm.state() == VmState::NotStarted {
             let resources = self.vm.configure().map_err(text)?;
             let balloon = resources.balloon.as_mut().ok_or(NO_BALLOON)?;

@@ -136,13 +136,27 @@ pub fn apply_vsock(r: &mut VmResources, vsock: &Vsock) {
     });
 }
 
+/// Refuses a balloon target larger than the guest's RAM, as Firecracker
+/// does.
+pub fn check_balloon_size(r: &VmResources, amount_mib: u32) -> Result<(), String> {
+    let ram_mib = r.memory_size >> 20;
+    if u64::from(amount_mib) > ram_mib {
+        return Err(format!(
+            "amount_mib {amount_mib} is more than the guest's {ram_mib} MiB of RAM"
+        ));
+    }
+    Ok(())
+}
+
 /// Applies `PUT /balloon` (a second PUT replaces the device).
-pub fn apply_balloon(r: &mut VmResources, balloon: &Balloon) {
+pub fn apply_balloon(r: &mut VmResources, balloon: &Balloon) -> Result<(), String> {
+    check_balloon_size(r, balloon.amount_mib)?;
     r.balloon = Some(resources::BalloonDevice {
         amount_mib: balloon.amount_mib,
         deflate_on_oom: balloon.deflate_on_oom,
         free_page_reporting: balloon.free_page_reporting,
     });
+    Ok(())
 }
 
 /// The balloon's configuration in the API's shape.
@@ -176,7 +190,7 @@ pub fn from_config_file(config: &FullVmConfiguration) -> Result<VmResources, Str
         apply_vsock(&mut r, vsock);
     }
     if let Some(balloon) = &config.balloon {
-        apply_balloon(&mut r, balloon);
+        apply_balloon(&mut r, balloon)?;
     }
     Ok(r)
 }
@@ -268,6 +282,12 @@ mod tests {
         let back = full_config(&r);
         assert_eq!(back.vsock.as_ref().unwrap().guest_cid, 42);
         assert_eq!(back.balloon.as_ref().map(|b| b.amount_mib), Some(64));
+        let mut too_big = back.balloon.clone().unwrap();
+        too_big.amount_mib = 257;
+        let mut r2 = r.clone();
+        assert!(apply_balloon(&mut r2, &too_big)
+            .unwrap_err()
+            .contains("256 MiB"));
         assert_eq!(back.drives[0].path_on_host, "/r.img");
         assert_eq!(
             back.network_interfaces[0].guest_mac.as_deref(),
