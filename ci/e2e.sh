@@ -26,6 +26,8 @@ LOG_PREFIX=e2e
 . "$ROOT/ci/hostile-e2e.sh" # hostile_rows, hostile_prepare
 # shellcheck source=ci/vsock-e2e.sh
 . "$ROOT/ci/vsock-e2e.sh" # vsock_rows, vsock_prepare
+# shellcheck source=ci/balloon-e2e.sh
+. "$ROOT/ci/balloon-e2e.sh" # balloon_rows
 # shellcheck source=ci/many-e2e.sh
 . "$ROOT/ci/many-e2e.sh" # many_rows
 # shellcheck source=ci/crash-soak.sh
@@ -98,6 +100,7 @@ define_rows() {
     snapshot_rows
     hostile_rows
     vsock_rows
+    balloon_rows
     crash_soak_rows
 }
 

@@ -30,7 +30,8 @@ CHECKS_SRC=$ROOT/ci/guest-checks.d
 
 # What the nested guest loads; their dependencies are added automatically.
 GUEST_MODULES=(virtio_ring virtio virtio_mmio virtio_blk failover net_failover
-               virtio_net virtio_console virtio_rng vmw_vsock_virtio_transport)
+               virtio_net virtio_console virtio_rng vmw_vsock_virtio_transport
+               virtio_balloon)
 # What an emulated x86 KVM host loads (arm64 Debian kernels build KVM in).
 # shellcheck disable=SC2034 # read through a nameref (build_assets)
 HOST_MODULES_x86_64=(irqbypass ccp kvm kvm_amd)

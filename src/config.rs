@@ -10,7 +10,9 @@ use arch::GicChoice;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use devices::virtio::{parse_mac, BlockConfig, NetConfig};
 
-use crate::resources::{BootSource, ConsoleKind, Drive, NetInterface, VmResources, VsockDevice};
+use crate::resources::{
+    BalloonDevice, BootSource, ConsoleKind, Drive, NetInterface, VmResources, VsockDevice,
+};
 
 /// tandem: a virtual machine monitor for Linux guests on KVM.
 ///
@@ -222,6 +224,10 @@ pub struct RunArgs {
     /// Unix socket PATH (docs/vsock.md).
     #[arg(long, value_name = "cid=N,uds=PATH", value_parser = parse_vsock)]
     pub vsock: Option<VsockDevice>,
+    /// A virtio-balloon device with an initial target of N MiB
+    /// (docs/balloon.md).
+    #[arg(long, value_name = "size_mib=N[,deflate_on_oom=on][,free_page_reporting=on]", value_parser = parse_balloon)]
+    pub balloon: Option<BalloonDevice>,
     /// Which device the terminal is attached to.
     #[arg(long, value_enum, default_value_t = ConsoleArg::Serial)]
     pub console: ConsoleArg,
@@ -359,6 +365,38 @@ pub fn parse_vsock(text: &str) -> Result<VsockDevice, String> {
     Ok(vsock)
 }
 
+/// Parses a `--balloon` value. `stats_interval` is accepted only as 0:
+/// the statistics queue is not implemented.
+pub fn parse_balloon(text: &str) -> Result<BalloonDevice, String> {
+    let mut balloon = BalloonDevice::default();
+    let keys = [
+        "size_mib",
+        "deflate_on_oom",
+        "free_page_reporting",
+        "stats_interval",
+    ];
+    let number = |key: &str, value: &str| {
+        value
+            .parse::<u32>()
+            .map_err(|_| format!("{key}={value}: not a number"))
+    };
+    for (key, value) in parse_keys(text, &keys)? {
+        match key {
+            "size_mib" => balloon.amount_mib = number(key, value)?,
+            "deflate_on_oom" => balloon.deflate_on_oom = parse_switch(key, value)?,
+            "free_page_reporting" => balloon.free_page_reporting = parse_switch(key, value)?,
+            _ if number(key, value)? != 0 => {
+                return Err("balloon statistics (stats_interval) are not supported yet".into())
+            }
+            _ => {}
+        }
+    }
+    if balloon.amount_mib > crate::api::models::MAX_BALLOON_MIB {
+        return Err(format!("size_mib={} is too large", balloon.amount_mib));
+    }
+    Ok(balloon)
+}
+
 /// Parses a log level name.
 fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
     text.parse()
@@ -431,6 +469,7 @@ impl RunArgs {
             nets: nets.collect(),
             rng: self.rng,
             vsock: self.vsock.clone(),
+            balloon: self.balloon,
             virtio_cmdline: self.virtio_cmdline,
             dump_fdt: self.dump_fdt.clone(),
             ..VmResources::default()
@@ -530,6 +569,13 @@ mod tests {
         assert_eq!(net.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
         assert!(parse_net("tap=tap0,mac=zz").unwrap_err().contains("MAC"));
         assert!(parse_net("mac=52:54:00:12:34:56").is_err());
+        let balloon = parse_balloon("size_mib=64,deflate_on_oom=on").unwrap();
+        assert_eq!((balloon.amount_mib, balloon.deflate_on_oom), (64, true));
+        assert!(parse_balloon("size_mib=x")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse_balloon("size_mib=1,stats_interval=5").is_err());
+        assert!(parse_balloon("size_mib=1,stats_interval=0").is_ok());
         let vsock = parse_vsock("cid=3,uds=/tmp/v.sock").unwrap();
         assert_eq!((vsock.guest_cid, vsock.uds_path), (3, "/tmp/v.sock".into()));
         assert!(parse_vsock("cid=2,uds=/tmp/v.sock")

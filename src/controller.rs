@@ -13,13 +13,16 @@ use log::info;
 use serde::Serialize;
 
 use crate::api::convert;
-use crate::api::models::{Action, InstanceInfo, InstanceState, RequestedVmState, VersionInfo};
+use crate::api::models::{
+    Action, Balloon, BalloonStatistics, InstanceInfo, InstanceState, RequestedVmState, VersionInfo,
+};
 use crate::api::{ApiRequest, ApiResponse};
 use crate::vm::VmState;
 use crate::vmm::Vmm;
 
 /// Firecracker's words for a request made on the wrong side of start.
 const AFTER_START: &str = "The requested operation is not supported after starting the microVM.";
+const NO_BALLOON: &str = "No balloon device configured.";
 const BEFORE_START: &str = "The requested operation is not supported before starting the microVM.";
 
 /// When a request is legal.
@@ -36,7 +39,9 @@ enum Phase {
 fn phase(request: &ApiRequest) -> Phase {
     use ApiRequest::*;
     match request {
-        GetInstanceInfo | GetVersion | GetVmConfig | GetMachineConfig => Phase::Always,
+        GetInstanceInfo | GetVersion | GetVmConfig | GetMachineConfig | GetBalloon => Phase::Always,
+        PatchBalloon(_) => Phase::Always,
+        GetBalloonStatistics => Phase::Runtime,
         Action(crate::api::models::Action::FlushMetrics) => Phase::Always,
         PutMachineConfig(_)
         | PatchMachineConfig(_)
@@ -45,6 +50,7 @@ fn phase(request: &ApiRequest) -> Phase {
         | PutNetworkInterface(_)
         | PutEntropy(_)
         | PutVsock(_)
+        | PutBalloon(_)
         | PutLogger(_)
         | PutMetrics(_)
         | PutSnapshotLoad(_) => Phase::PreBoot,
@@ -125,6 +131,24 @@ impl Vmm {
                 convert::apply_vsock(r, &vsock);
                 Ok(())
             }),
+            ApiRequest::PutBalloon(balloon) => {
+                self.configure(|r| convert::apply_balloon(r, &balloon))
+            }
+            ApiRequest::PatchBalloon(update) => done(self.set_balloon_target(update.amount_mib)),
+            ApiRequest::GetBalloon => match self.balloon_config() {
+                Ok(balloon) => json(balloon),
+                Err(message) => ApiResponse::Fault(message),
+            },
+            ApiRequest::GetBalloonStatistics => match self.vm.machine().and_then(|m| m.balloon()) {
+                Some(control) => {
+                    let stats = control.stats();
+                    json(BalloonStatistics::from_pages(
+                        stats.target_pages,
+                        stats.actual_pages,
+                    ))
+                }
+                None => ApiResponse::Fault(NO_BALLOON.into()),
+            },
             ApiRequest::PutLogger(logger) => done(self.set_logger(&logger)),
             ApiRequest::PutMetrics(metrics) => {
                 done(self.set_metrics(Path::new(&metrics.metrics_path)))
@@ -201,6 +225,37 @@ impl Vmm {
         let machine = self.vm.machine().ok_or(BEFORE_START)?;
         machine.send_ctrl_alt_del().map_err(text)?;
         info!("API: Ctrl+Alt+Del sent to the guest");
+        Ok(())
+    }
+
+    /// The balloon's configuration, with the running target in
+    /// `amount_mib` once started.
+    fn balloon_config(&mut self) -> Result<Balloon, String> {
+        let configured = self.vm.resources().balloon.ok_or(NO_BALLOON)?;
+        let mut balloon = convert::balloon_config(&configured);
+        if let Some(control) = self.vm.machine().and_then(|m| m.balloon()) {
+            balloon.amount_mib = control.stats().target_pages / 256;
+        }
+        Ok(balloon)
+    }
+
+    /// A new balloon target: the configuration before start, the running
+    /// device (which interrupts the guest) after.
+    fn set_balloon_target(&mut self, amount_mib: u32) -> Result<(), String> {
+        convert::check_balloon_size(self.vm.resources(), amount_mib)?;
+        if self.vm.state() == VmState::NotStarted {
+            let resources = self.vm.configure().map_err(text)?;
+            let balloon = resources.balloon.as_mut().ok_or(NO_BALLOON)?;
+            balloon.amount_mib = amount_mib;
+            return Ok(());
+        }
+        let control = self
+            .vm
+            .machine()
+            .and_then(|m| m.balloon())
+            .ok_or(NO_BALLOON)?;
+        control.set_target(amount_mib * 256);
+        info!("API: balloon target now {amount_mib} MiB");
         Ok(())
     }
 

@@ -12,7 +12,8 @@ use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout};
 use devices::legacy::serial::{SerialOutput, SerialState};
 use devices::legacy::{AcpiSleep, Pl031, Serial, I8042};
 use devices::virtio::{
-    worker, Interrupt, MmioState, MmioTransport, VirtioDevice, MMIO_LEN, QUEUE_NOTIFY_OFFSET,
+    worker, BalloonControl, BalloonState, Interrupt, MmioState, MmioTransport, VirtioDevice,
+    MMIO_LEN, QUEUE_NOTIFY_OFFSET,
 };
 use devices::{BusDevice, ExitSignal, IrqTrigger};
 use guest_memory::GuestMemoryMmap;
@@ -33,6 +34,8 @@ pub struct DeviceManager {
     pub i8042: Option<Arc<Mutex<I8042>>>,
     /// The virtio devices, in the order they were added.
     pub virtio: Vec<VirtioSlot>,
+    /// The balloon's handle, if the VM has one.
+    pub balloon: Option<BalloonControl>,
     free_mmio: Range<u64>,
     free_irqs: Range<u32>,
     /// Triggers waiting for [`DeviceManager::connect_irqs`].
@@ -58,6 +61,9 @@ pub struct VirtioState {
     pub name: String,
     /// Its transport's registers, queue positions and interrupt state.
     pub transport: MmioState,
+    /// The balloon's target and actual (its own state besides the queues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<BalloonState>,
 }
 
 /// One virtio device behind its transport.
@@ -95,9 +101,14 @@ impl DeviceManager {
                         slot.name
                     );
                 }
+                let balloon = (transport.device_type()
+                    == devices::virtio::balloon::VIRTIO_ID_BALLOON)
+                    .then(|| self.balloon.as_ref().map(BalloonControl::state))
+                    .flatten();
                 let transport = transport.save_state();
                 Ok(VirtioState {
                     name: slot.name.clone(),
+                    balloon,
                     transport: transport
                         .map_err(|e| anyhow!("virtio device {}: {e}", slot.name))?,
                 })
@@ -128,6 +139,9 @@ impl DeviceManager {
             lock(&slot.transport)
                 .restore_state(&saved.transport)
                 .map_err(|e| anyhow!("virtio device {}: {e}", slot.name))?;
+            if let (Some(control), Some(state)) = (&self.balloon, &saved.balloon) {
+                control.restore(state);
+            }
         }
         Ok(())
     }
@@ -149,6 +163,7 @@ impl DeviceManager {
             free_mmio: layout.device_mmio.clone(),
             free_irqs: layout.device_irqs.clone(),
             unconnected: Vec::new(),
+            balloon: None,
         };
         let mut console_out = Some(console_out);
         for info in platform {

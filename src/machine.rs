@@ -11,7 +11,10 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use arch::{Arch, GuestClock, Host, VmConfig};
 use devices::legacy::ConsoleOutput;
-use devices::virtio::{Block, Console, ConsoleInput as VirtioConsoleInput, Net, Rng, Vsock};
+use devices::virtio::{
+    Balloon, BalloonConfig, BalloonControl, Block, Console, ConsoleInput as VirtioConsoleInput,
+    Net, Rng, Vsock,
+};
 use devices::ExitSignal;
 use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -330,6 +333,11 @@ impl Machine {
             .with_context(|| format!("drive {id}: {}", path.display()))
     }
 
+    /// The balloon's handle, if the VM has one.
+    pub fn balloon(&self) -> Option<&BalloonControl> {
+        self.devices.balloon.as_ref()
+    }
+
     /// KVM's statistics, by `vm` and `vcpuN`; empty when the host has none.
     pub fn kvm_stats(&self) -> &[(String, KvmStats)] {
         &self.kvm_stats
@@ -473,6 +481,16 @@ fn add_virtio_devices(
     if let Some(vsock) = &resources.vsock {
         let device = Vsock::new(u64::from(vsock.guest_cid), &vsock.uds_path)?;
         devices.add_virtio(vm, mem, vsock.id.clone(), Box::new(device))?;
+    }
+    if let Some(balloon) = &resources.balloon {
+        let config = BalloonConfig {
+            target_pages: balloon.amount_mib * 256,
+            deflate_on_oom: balloon.deflate_on_oom,
+            free_page_reporting: balloon.free_page_reporting,
+        };
+        let device = Balloon::new(config, arch::host_page_size()?);
+        devices.balloon = Some(device.control());
+        devices.add_virtio(vm, mem, "balloon".into(), Box::new(device))?;
     }
     if resources.console != ConsoleKind::Virtio {
         return Ok(None);

@@ -70,6 +70,17 @@ pub struct VsockDevice {
     pub uds_path: PathBuf,
 }
 
+/// The virtio-balloon device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BalloonDevice {
+    /// The initial target, in MiB.
+    pub amount_mib: u32,
+    /// Let the guest deflate under memory pressure.
+    pub deflate_on_oom: bool,
+    /// Offer free page reporting.
+    pub free_page_reporting: bool,
+}
+
 /// Everything a VM is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmResources {
@@ -95,6 +106,8 @@ pub struct VmResources {
     pub rng: bool,
     /// A virtio-vsock device.
     pub vsock: Option<VsockDevice>,
+    /// A virtio-balloon device.
+    pub balloon: Option<BalloonDevice>,
     /// Also list virtio devices on the command line.
     pub virtio_cmdline: bool,
     /// Write the aarch64 device tree here.
@@ -115,6 +128,7 @@ impl Default for VmResources {
             nets: Vec::new(),
             rng: false,
             vsock: None,
+            balloon: None,
             virtio_cmdline: false,
             dump_fdt: None,
         }

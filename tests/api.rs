@@ -253,7 +253,7 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
     let config = dir.as_path().join("bad.json");
     std::fs::write(
         &config,
-        r#"{"boot-source": {"kernel_image_path": "/k"}, "balloon": {}}"#,
+        r#"{"boot-source": {"kernel_image_path": "/k"}, "mmds-config": {}}"#,
     )
     .unwrap();
     let output = tandem()
@@ -276,7 +276,10 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
         1,
         "{stderr}"
     );
-    assert!(stderr.contains("\"balloon\" is not supported"), "{stderr}");
+    assert!(
+        stderr.contains("\"mmds-config\" is not supported"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -362,4 +365,63 @@ fn many_clients_at_once_are_all_served_under_the_seccomp_filters() {
     let (code, stderr) = vmm.terminate();
     assert_eq!(code, Some(143), "{stderr}");
     assert!(!stderr.contains("seccomp"), "{stderr}");
+}
+
+#[test]
+fn the_balloon_is_configured_resized_and_reported_over_the_api() {
+    if !kvm_usable() {
+        return;
+    }
+    let Some(kernel) = tiny_kernel(TinyKernel::PortLoop) else {
+        eprintln!("SKIPPED: no hand-made kernel on this architecture");
+        return;
+    };
+    let vmm = Vmm::spawn(&["--id", "balloon-test"]);
+    let kernel = vmm.file("kernel", &kernel);
+    vmm.fault("GET", "/balloon", None, "No balloon device");
+    vmm.ok(
+        "PUT",
+        "/machine-config",
+        json!({"vcpu_count": 1, "mem_size_mib": 64}),
+    );
+    vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
+    let too_big = json!({"amount_mib": 65, "deflate_on_oom": false});
+    vmm.fault("PUT", "/balloon", Some(too_big), "64 MiB of RAM");
+    let stats = json!({"amount_mib": 8, "deflate_on_oom": true, "stats_polling_interval_s": 1});
+    vmm.fault("PUT", "/balloon", Some(stats), "not supported");
+    vmm.ok(
+        "PUT",
+        "/balloon",
+        json!({"amount_mib": 8, "deflate_on_oom": true}),
+    );
+    vmm.ok("PATCH", "/balloon", json!({"amount_mib": 16}));
+    vmm.fault("GET", "/balloon/statistics", None, "before starting");
+    vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
+    let (_, balloon) = vmm.call("GET", "/balloon", None);
+    assert_eq!(
+        (
+            balloon["amount_mib"].as_u64(),
+            balloon["deflate_on_oom"].as_bool()
+        ),
+        (Some(16), Some(true))
+    );
+    vmm.ok("PATCH", "/balloon", json!({"amount_mib": 32}));
+    let (_, stats) = vmm.call("GET", "/balloon/statistics", None);
+    assert_eq!(stats["target_pages"], 32 * 256);
+    assert_eq!(stats["target_mib"], 32);
+    assert_eq!(
+        stats["actual_pages"], 0,
+        "the hand-made guest has no driver"
+    );
+    vmm.fault(
+        "PATCH",
+        "/balloon",
+        Some(json!({"amount_mib": 65})),
+        "64 MiB of RAM",
+    );
+    let (_, config) = vmm.call("GET", "/vm/config", None);
+    assert_eq!(config["balloon"]["deflate_on_oom"], true);
+    assert_eq!(vmm.state(), "Running");
+    let (code, stderr) = vmm.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
 }

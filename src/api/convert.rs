@@ -10,7 +10,8 @@ use arch::{Arch, GicChoice, Host};
 use devices::virtio::{parse_mac, BlockConfig, NetConfig};
 
 use super::models::{
-    BootSource, Drive, EntropyDevice, FullVmConfiguration, MachineConfig, NetworkInterface, Vsock,
+    Balloon, BootSource, Drive, EntropyDevice, FullVmConfiguration, MachineConfig,
+    NetworkInterface, Vsock,
 };
 use crate::resources::{self, ConsoleKind, NetInterface, VmResources};
 
@@ -135,6 +136,40 @@ pub fn apply_vsock(r: &mut VmResources, vsock: &Vsock) {
     });
 }
 
+/// Refuses a balloon target larger than the guest's RAM, as Firecracker
+/// does.
+pub fn check_balloon_size(r: &VmResources, amount_mib: u32) -> Result<(), String> {
+    let ram_mib = r.memory_size >> 20;
+    if u64::from(amount_mib) > ram_mib {
+        return Err(format!(
+            "amount_mib {amount_mib} is more than the guest's {ram_mib} MiB of RAM"
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `PUT /balloon` (a second PUT replaces the device).
+pub fn apply_balloon(r: &mut VmResources, balloon: &Balloon) -> Result<(), String> {
+    check_balloon_size(r, balloon.amount_mib)?;
+    r.balloon = Some(resources::BalloonDevice {
+        amount_mib: balloon.amount_mib,
+        deflate_on_oom: balloon.deflate_on_oom,
+        free_page_reporting: balloon.free_page_reporting,
+    });
+    Ok(())
+}
+
+/// The balloon's configuration in the API's shape.
+pub fn balloon_config(balloon: &resources::BalloonDevice) -> Balloon {
+    Balloon {
+        amount_mib: balloon.amount_mib,
+        deflate_on_oom: balloon.deflate_on_oom,
+        stats_polling_interval_s: 0,
+        free_page_hinting: false,
+        free_page_reporting: balloon.free_page_reporting,
+    }
+}
+
 /// Applies a whole `--config-file` to a fresh description.
 pub fn from_config_file(config: &FullVmConfiguration) -> Result<VmResources, String> {
     let mut r = firecracker_defaults();
@@ -153,6 +188,9 @@ pub fn from_config_file(config: &FullVmConfiguration) -> Result<VmResources, Str
     r.rng = config.entropy.is_some();
     if let Some(vsock) = &config.vsock {
         apply_vsock(&mut r, vsock);
+    }
+    if let Some(balloon) = &config.balloon {
+        apply_balloon(&mut r, balloon)?;
     }
     Ok(r)
 }
@@ -207,6 +245,7 @@ pub fn full_config(r: &VmResources) -> FullVmConfiguration {
             guest_cid: v.guest_cid,
             uds_path: v.uds_path.display().to_string(),
         }),
+        balloon: r.balloon.as_ref().map(balloon_config),
         logger: None,
         metrics: None,
     }
@@ -226,7 +265,8 @@ mod tests {
             "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
                                     "guest_mac": "06:00:ac:10:00:02"}],
             "entropy": {},
-            "vsock": {"guest_cid": 42, "uds_path": "/tmp/v.sock"}
+            "vsock": {"guest_cid": 42, "uds_path": "/tmp/v.sock"},
+            "balloon": {"amount_mib": 64, "deflate_on_oom": true}
         }"#;
         let config = FullVmConfiguration::from_json(json).unwrap();
         let r = from_config_file(&config).unwrap();
@@ -241,6 +281,13 @@ mod tests {
         );
         let back = full_config(&r);
         assert_eq!(back.vsock.as_ref().unwrap().guest_cid, 42);
+        assert_eq!(back.balloon.as_ref().map(|b| b.amount_mib), Some(64));
+        let mut too_big = back.balloon.clone().unwrap();
+        too_big.amount_mib = 257;
+        let mut r2 = r.clone();
+        assert!(apply_balloon(&mut r2, &too_big)
+            .unwrap_err()
+            .contains("256 MiB"));
         assert_eq!(back.drives[0].path_on_host, "/r.img");
         assert_eq!(
             back.network_interfaces[0].guest_mac.as_deref(),

@@ -7,9 +7,9 @@
 use serde::de::DeserializeOwned;
 
 use super::models::{
-    check_id, Action, BootSource, Drive, EntropyDevice, InstanceActionInfo, Logger, MachineConfig,
-    MachineConfigUpdate, Metrics, MigrateParams, NetworkInterface, PartialDrive,
-    SnapshotCreateParams, SnapshotLoadParams, VmStateRequest, Vsock,
+    check_id, Action, Balloon, BalloonUpdate, BootSource, Drive, EntropyDevice, InstanceActionInfo,
+    Logger, MachineConfig, MachineConfigUpdate, Metrics, MigrateParams, NetworkInterface,
+    PartialDrive, SnapshotCreateParams, SnapshotLoadParams, VmStateRequest, Vsock,
 };
 
 /// A request the VMM's main thread acts on.
@@ -28,6 +28,10 @@ pub enum ApiRequest {
     PutNetworkInterface(NetworkInterface),
     PutEntropy(EntropyDevice),
     PutVsock(Vsock),
+    GetBalloon,
+    GetBalloonStatistics,
+    PutBalloon(Balloon),
+    PatchBalloon(BalloonUpdate),
     PutLogger(Logger),
     PutMetrics(Metrics),
     Action(Action),
@@ -71,7 +75,7 @@ impl ApiResponse {
 }
 
 /// Firecracker endpoints tandem does not implement yet, by path prefix.
-const UNSUPPORTED_PATHS: [&str; 6] = ["balloon", "cpu-config", "hotplug", "mmds", "pmem", "serial"];
+const UNSUPPORTED_PATHS: [&str; 5] = ["cpu-config", "hotplug", "mmds", "pmem", "serial"];
 
 /// Turns one HTTP request into an [`ApiRequest`], or a fault message.
 pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, String> {
@@ -92,6 +96,8 @@ pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest
             ["version"] => ApiRequest::GetVersion,
             ["vm", "config"] => ApiRequest::GetVmConfig,
             ["machine-config"] => ApiRequest::GetMachineConfig,
+            ["balloon"] => ApiRequest::GetBalloon,
+            ["balloon", "statistics"] => ApiRequest::GetBalloonStatistics,
             [first, ..] if UNSUPPORTED_PATHS.contains(first) => {
                 return Err(unsupported(method, trimmed))
             }
@@ -154,6 +160,18 @@ pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest
             vsock.validate()?;
             Ok(ApiRequest::PutVsock(vsock))
         }
+        ("PUT", ["balloon"]) => {
+            let balloon: Balloon = json_body(&what, body)?;
+            balloon.validate()?;
+            Ok(ApiRequest::PutBalloon(balloon))
+        }
+        ("PATCH", ["balloon"]) => {
+            let update: BalloonUpdate = json_body(&what, body)?;
+            update.validate()?;
+            Ok(ApiRequest::PatchBalloon(update))
+        }
+        // Statistics polling (the stats queue) is not implemented.
+        ("PATCH", ["balloon", "statistics"]) => Err(unsupported(method, trimmed)),
         ("PUT", ["logger"]) => {
             let logger: Logger = json_body(&what, body)?;
             logger.validate()?;
@@ -261,6 +279,20 @@ mod tests {
             ok("PUT", "/entropy", "{}"),
             ApiRequest::PutEntropy(_)
         ));
+        let balloon = ok(
+            "PUT",
+            "/balloon",
+            r#"{"amount_mib":64,"deflate_on_oom":true}"#,
+        );
+        assert!(matches!(balloon, ApiRequest::PutBalloon(b) if b.amount_mib == 64));
+        let patch = ok("PATCH", "/balloon", r#"{"amount_mib":256}"#);
+        assert!(matches!(patch, ApiRequest::PatchBalloon(b) if b.amount_mib == 256));
+        assert!(fault(
+            "PATCH",
+            "/balloon/statistics",
+            r#"{"stats_polling_interval_s":1}"#
+        )
+        .contains("not supported"));
         let vsock = ok("PUT", "/vsock", r#"{"guest_cid":3,"uds_path":"/v.sock"}"#);
         assert!(matches!(vsock, ApiRequest::PutVsock(v) if v.guest_cid == 3));
         assert!(fault("PUT", "/vsock", r#"{"guest_cid":2,"uds_path":"/v"}"#).contains("reserved"));
@@ -327,7 +359,6 @@ mod tests {
     #[test]
     fn unsupported_endpoints_say_so() {
         for (method, path) in [
-            ("GET", "/balloon"),
             ("PATCH", "/balloon/statistics"),
             ("PUT", "/mmds"),
             ("PUT", "/mmds/config"),

@@ -4,6 +4,7 @@
 //! device implements [`VirtioDevice`] and, once the driver sets DRIVER_OK,
 //! serves its queues on a [`worker`] thread.
 
+pub mod balloon;
 pub mod block;
 mod chain;
 pub mod console;
@@ -35,6 +36,7 @@ pub use io_stats::{IoStats, IoStatsSnapshot};
 pub use mmio::{MmioState, MmioTransport, QueueRegisters, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 pub use ring::{add_used_batch, drain_queue, guarded, notify_since, pop_chain};
 
+pub use balloon::{Balloon, BalloonConfig, BalloonControl, BalloonState, BalloonStats};
 pub use block::{Block, BlockConfig, BlockError};
 pub use console::{Console, ConsoleInput, ConsoleOutput};
 pub use net::{parse_mac, random_mac, Net, NetConfig, NetError};

@@ -3,6 +3,7 @@
 //! Serde checks the shapes and refuses unknown fields; each struct's
 //! `validate()` checks what serde cannot, each error one line.
 
+mod balloon;
 mod control;
 mod devices;
 mod machine;
@@ -12,6 +13,7 @@ mod vm_config;
 use log::warn;
 use serde_json::Value;
 
+pub use balloon::{Balloon, BalloonStatistics, BalloonUpdate, MAX_BALLOON_MIB};
 pub use control::{
     Action, InstanceActionInfo, InstanceInfo, InstanceState, Logger, Metrics, RequestedVmState,
     VersionInfo, VmStateRequest,

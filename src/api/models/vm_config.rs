@@ -9,13 +9,13 @@ use serde::{de::Error as _, Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    BootSource, Drive, EntropyDevice, Logger, MachineConfig, Metrics, NetworkInterface, Vsock,
+    Balloon, BootSource, Drive, EntropyDevice, Logger, MachineConfig, Metrics, NetworkInterface,
+    Vsock,
 };
 
 /// Top-level keys of Firecracker's configuration that tandem refuses with
 /// "not supported by tandem yet" rather than as unknown.
-pub const UNSUPPORTED_CONFIG_KEYS: [&str; 6] = [
-    "balloon",
+pub const UNSUPPORTED_CONFIG_KEYS: [&str; 5] = [
     "cpu-config",
     "memory-hotplug",
     "mmds-config",
@@ -43,6 +43,9 @@ pub struct FullVmConfiguration {
     /// The virtio-vsock device, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vsock: Option<Vsock>,
+    /// The virtio-balloon device, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<Balloon>,
     /// Logger settings, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logger: Option<Logger>,
@@ -64,6 +67,7 @@ struct SupportedKeys {
     network_interfaces: Vec<NetworkInterface>,
     entropy: Option<EntropyDevice>,
     vsock: Option<Vsock>,
+    balloon: Option<Balloon>,
     logger: Option<Logger>,
     metrics: Option<Metrics>,
 }
@@ -88,6 +92,7 @@ impl<'de> Deserialize<'de> for FullVmConfiguration {
             network_interfaces: keys.network_interfaces,
             entropy: keys.entropy,
             vsock: keys.vsock,
+            balloon: keys.balloon,
             logger: keys.logger,
             metrics: keys.metrics,
         })
@@ -127,6 +132,9 @@ impl FullVmConfiguration {
         }
         if let Some(vsock) = &self.vsock {
             vsock.validate()?;
+        }
+        if let Some(balloon) = &self.balloon {
+            balloon.validate()?;
         }
         if let Some(logger) = &self.logger {
             logger.validate()?;
