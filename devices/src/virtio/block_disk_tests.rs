@@ -1,15 +1,12 @@
 //! virtio-blk tests of the backing file itself: host block devices (on a
 //! loop device the test attaches), image locking (in this process and
-//! from another one), sticky flush failures, and guest reads that take
-//! more than one read(2).
+//! from another one), a lock handed over for a migration, and sticky
+//! flush failures.
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-
-use vm_memory::bitmap::BitmapSlice;
-use vm_memory::{ReadVolatile, VolatileMemoryError, VolatileSlice};
 
 use super::*;
 
