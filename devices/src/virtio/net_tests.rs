@@ -121,14 +121,21 @@ fn mergeable_receive_spreads_a_frame_over_buffers() {
     assert_eq!(payload, tap_frame(2500)[VNET_HDR_LEN..]);
 }
 
-#[test]
-fn receive_waits_for_buffers_and_rearms_kicks() {
+/// Two 1000-byte receive buffers, then a 100-byte frame (it takes the
+/// first) and a 2500-byte one (it holds the second, waiting for more).
+fn fixture_with_a_waiting_frame() -> Fixture {
     let mut f = fixture(true);
     f.rx.add_chain(&[(0x10000, 1000, true)]);
     f.rx.add_chain(&[(0x11000, 1000, true)]);
     f.host.send(&tap_frame(100)).unwrap();
     f.host.send(&tap_frame(2500)).unwrap();
     f.handler.backend_event(0, EventSet::IN).unwrap();
+    f
+}
+
+#[test]
+fn receive_waits_for_buffers_and_rearms_kicks() {
+    let mut f = fixture_with_a_waiting_frame();
     let first = (VNET_HDR_LEN + 100) as u32;
     assert_eq!(f.rx.used(), vec![(0, first)], "the big frame waits");
     assert_eq!(f.rx.avail_event(), 2, "kick wanted for the next new buffer");
@@ -293,12 +300,7 @@ fn fragmented_receive_buffers_hold_a_bounded_number_of_segments() {
 
 #[test]
 fn held_receive_buffers_are_given_back_in_the_saved_positions() {
-    let mut f = fixture(true);
-    f.rx.add_chain(&[(0x10000, 1000, true)]);
-    f.rx.add_chain(&[(0x11000, 1000, true)]);
-    f.host.send(&tap_frame(100)).unwrap();
-    f.host.send(&tap_frame(2500)).unwrap();
-    f.handler.backend_event(0, EventSet::IN).unwrap();
+    let f = fixture_with_a_waiting_frame();
     // The first frame took one buffer; the second holds the other, waiting
     // for more.
     assert_eq!(f.rx.used().len(), 1);
