@@ -12,8 +12,9 @@ use vmm_sys_util::tempdir::TempDir;
 use super::*;
 
 /// Receives on a fresh socket while `send` plays the source; returns
-/// the destination's error.
-fn refusal(send: impl FnOnce(&mut UnixStream)) -> String {
+/// the destination's error. The source's bytes go in one write: the
+/// destination may refuse and hang up before a later write would land.
+fn refusal(send: impl FnOnce(&mut Vec<u8>)) -> String {
     let dir = TempDir::new().unwrap();
     let path: PathBuf = dir.as_path().join("m.sock");
     let listening = path.clone();
@@ -26,29 +27,31 @@ fn refusal(send: impl FnOnce(&mut UnixStream)) -> String {
             Err(e) => panic!("no destination: {e}"),
         }
     };
-    send(&mut stream);
+    let mut bytes = Vec::new();
+    send(&mut bytes);
+    stream.write_all(&bytes).unwrap();
     drop(stream);
     let err = destination.join().unwrap().unwrap_err();
     assert!(!path.exists(), "the socket is removed once accepted");
     format!("{err:#}")
 }
 
-fn hello(stream: &mut UnixStream, ram: u64) {
+fn hello(stream: &mut Vec<u8>, ram: u64) {
     write_hello(stream, ram).unwrap();
 }
 
 #[test]
 fn a_stream_that_is_not_a_migration_is_refused() {
-    let err = refusal(|s| s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap());
+    let err = refusal(|s| s.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n"));
     assert!(err.contains("not a tandem migration source"), "{err}");
 }
 
 #[test]
 fn another_protocol_version_is_refused() {
     let err = refusal(|s| {
-        s.write_all(MAGIC).unwrap();
-        s.write_all(&(PROTOCOL_VERSION + 1).to_le_bytes()).unwrap();
-        s.write_all(&(1u64 << 20).to_le_bytes()).unwrap();
+        s.extend_from_slice(MAGIC);
+        s.extend_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+        s.extend_from_slice(&(1u64 << 20).to_le_bytes());
     });
     assert!(err.contains("protocol version 2"), "{err}");
 }
@@ -57,9 +60,9 @@ fn another_protocol_version_is_refused() {
 fn pages_outside_guest_ram_are_refused() {
     let err = refusal(|s| {
         hello(s, 1 << 20);
-        s.write_all(&[TAG_PAGES]).unwrap();
-        s.write_all(&((1u64 << 20) - 4096).to_le_bytes()).unwrap();
-        s.write_all(&8192u32.to_le_bytes()).unwrap();
+        s.extend_from_slice(&[TAG_PAGES]);
+        s.extend_from_slice(&((1u64 << 20) - 4096).to_le_bytes());
+        s.extend_from_slice(&8192u32.to_le_bytes());
     });
     assert!(err.contains("do not fit"), "{err}");
 }
@@ -70,14 +73,14 @@ fn a_stream_that_ends_early_or_garbled_is_refused() {
     assert!(err.contains("ended early"), "{err}");
     let err = refusal(|s| {
         hello(s, 1 << 20);
-        s.write_all(&[9]).unwrap();
+        s.extend_from_slice(&[9]);
     });
     assert!(err.contains("unknown record 9"), "{err}");
     let err = refusal(|s| {
         hello(s, 1 << 20);
-        s.write_all(&[TAG_STATE]).unwrap();
-        s.write_all(&4u64.to_le_bytes()).unwrap();
-        s.write_all(b"junk").unwrap();
+        s.extend_from_slice(&[TAG_STATE]);
+        s.extend_from_slice(&4u64.to_le_bytes());
+        s.extend_from_slice(b"junk");
     });
     assert!(err.contains("not a tandem snapshot"), "{err}");
 }
