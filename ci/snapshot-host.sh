@@ -30,8 +30,9 @@
 #!                  goes on from the diff's last tick, io=ok (aarch64: the
 #!                  diff is refused in one line, as it should be for now)
 #!   snap-migrate   a fresh VM (virtio-blk, virtio-rng) migrated to a second
-#!                  tandem (--migrate-listen, PUT /migrate) goes on there
-#!                  from its next tick, io=ok; the source exits 0
+#!                  tandem (--migrate-listen, PUT /migrate; over TCP on
+#!                  x86_64, a Unix socket on aarch64) goes on there from
+#!                  its next tick, io=ok; the source exits 0
 #! Prints CHECK <name> PASS|FAIL <detail>; exits 0 when none failed.
 #! Environment: TANDEM (/bin/tandem), SNAP_RESTORES (10).
 
@@ -212,9 +213,11 @@ diff_snapshot() {
 # its own and virtio-rng — no network: on one host the TAP would be held
 # by both ends) ticks, is migrated to a second tandem waiting with
 # --migrate-listen, and goes on there from its next tick with io=ok; the
-# source exits 0 on its own.
+# source exits 0 on its own. The x86_64 row migrates over TCP (this
+# emulated host's own loopback), the aarch64 rows over a Unix socket, so
+# both transports carry a real guest.
 migrate_check() {
-    local args src_pid dst_pid report tick first src_exit
+    local args src_pid dst_pid report tick first src_exit endpoint=/tmp/mig.sock
     args="console=ttyS0 quiet panic=-1 tandem.mode=checks tandem.checks=snapshot-ticks"
     dd if=/dev/zero of=/tmp/vdb.img bs=1M count=4 2>/dev/null
     if ! start_api_tandem /tmp/mig-src.out ||
@@ -229,10 +232,14 @@ migrate_check() {
         return
     fi
     src_pid=$TANDEM_PID
-    spawn_tandem /tmp/mig-dst.out --api-sock /tmp/dst.sock --migrate-listen /tmp/mig.sock
+    if [ "$(uname -m)" = x86_64 ]; then
+        ip link set lo up
+        endpoint=tcp:127.0.0.1:4000
+    fi
+    spawn_tandem /tmp/mig-dst.out --api-sock /tmp/dst.sock --level Info --migrate-listen "$endpoint"
     dst_pid=$TANDEM_PID TANDEM_PID=$src_pid
-    wait_until 30 [ -S /tmp/mig.sock ]
-    if ! api PUT /migrate '{"destination": "/tmp/mig.sock"}'; then
+    wait_until 30 grep -q "waiting for a migration on" /tmp/mig-dst.out
+    if ! api PUT /migrate "{\"destination\": \"$endpoint\"}"; then
         check snap-migrate FAIL "PUT /migrate: $(answer)"
         kill -9 "$dst_pid"
         kill_tandem
@@ -246,7 +253,7 @@ migrate_check() {
     fi
     if [ "${first%% *}" = $((tick + 1)) ] && [ "$src_exit" = 0 ] &&
         [ -z "$(bad_io_after /tmp/mig-dst.out "$tick")" ] && ! grep -aq TANDEM-GUEST-UP /tmp/mig-dst.out; then
-        check snap-migrate PASS "migrated after tick $tick, goes on from tick $((tick + 1)) with io=ok; the source exited 0; $report"
+        check snap-migrate PASS "migrated over $endpoint after tick $tick, goes on from tick $((tick + 1)) with io=ok; the source exited 0; $report"
     else
         check snap-migrate FAIL "source exit $src_exit after tick $tick; destination's first tick '${first%% *}', failed I/O: $(bad_io_after /tmp/mig-dst.out "$tick"); $report; destination: $(tail -n 3 /tmp/mig-dst.out | tr '\n' ' ')"
     fi

@@ -48,10 +48,11 @@ pub struct VmmArgs {
     /// Serve no API (needs --config-file).
     #[arg(long, requires = "config_file")]
     pub no_api: bool,
-    /// Wait on this Unix socket for a guest migrated from another tandem
-    /// (`PUT /migrate` there), then run it (a tandem extension).
-    #[arg(long, value_name = "PATH", conflicts_with = "config_file")]
-    pub migrate_listen: Option<PathBuf>,
+    /// Wait on this Unix socket (PATH or unix:PATH) or TCP address
+    /// (tcp:IP:PORT) for a guest migrated from another tandem (`PUT
+    /// /migrate` there), then run it (a tandem extension).
+    #[arg(long, value_name = "ENDPOINT", conflicts_with = "config_file")]
+    pub migrate_listen: Option<crate::migration::Endpoint>,
     /// Append log lines to this file (or FIFO) instead of stderr.
     #[arg(long, value_name = "PATH")]
     pub log_path: Option<PathBuf>,

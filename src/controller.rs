@@ -173,14 +173,20 @@ impl Vmm {
                     .map_err(text),
             ),
             ApiRequest::PutSnapshotLoad(params) => done(self.load_snapshot(&params).map_err(text)),
-            ApiRequest::PutMigrate(params) => match self.vm.migrate(Path::new(&params.destination))
-            {
-                Ok(report) => {
-                    log::info!("migrated to {}: {report:?}", params.destination);
-                    json(report)
+            ApiRequest::PutMigrate(params) => {
+                let migrated = params
+                    .endpoint()
+                    .map_err(anyhow::Error::msg)
+                    .and_then(|to| {
+                        let report = self.vm.migrate(&to)?;
+                        log::info!("migrated to {to}: {report:?}");
+                        Ok(report)
+                    });
+                match migrated {
+                    Ok(report) => json(report),
+                    Err(e) => ApiResponse::Fault(text(e)),
                 }
-                Err(e) => ApiResponse::Fault(text(e)),
-            },
+            }
             ApiRequest::PatchDrive(drive) => done(self.swap_drive(
                 &drive.drive_id,
                 drive.path_on_host.as_deref().map(Path::new),

@@ -265,7 +265,7 @@ impl Vm {
     /// then paused, the rest and its state. Once the destination runs it,
     /// this VM stops and the process is told to exit; on any failure
     /// before that, it carries on as it was.
-    pub fn migrate(&mut self, destination: &Path) -> Result<migration::Report> {
+    pub fn migrate(&mut self, destination: &migration::Endpoint) -> Result<migration::Report> {
         let was_running = match self.state {
             VmState::Running => true,
             VmState::Paused => false,
@@ -292,7 +292,11 @@ impl Vm {
     }
 
     /// [`Self::migrate`]'s steps up to the destination's answer.
-    fn send_to(&mut self, destination: &Path, was_running: bool) -> Result<migration::Report> {
+    fn send_to(
+        &mut self,
+        destination: &migration::Endpoint,
+        was_running: bool,
+    ) -> Result<migration::Report> {
         let config = crate::api::convert::full_config(&self.resources);
         let machine = self.running_machine()?;
         let mut sender = migration::Sender::connect(destination, machine)?;

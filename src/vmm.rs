@@ -94,8 +94,8 @@ pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
     if args.config_file.is_some() {
         vmm.start()?;
     }
-    if let Some(path) = &args.migrate_listen {
-        vmm.receive_migration(path)?;
+    if let Some(endpoint) = &args.migrate_listen {
+        vmm.receive_migration(endpoint)?;
     }
     vmm.serve()?;
     Ok(vmm.finish(false))
@@ -191,8 +191,8 @@ impl Vmm {
 
     /// Waits for a migration on `path` and runs the guest it brings, then
     /// tells the source whether that worked. API requests wait meanwhile.
-    pub fn receive_migration(&mut self, path: &Path) -> Result<()> {
-        let incoming = migration::receive(path)?;
+    pub fn receive_migration(&mut self, endpoint: &migration::Endpoint) -> Result<()> {
+        let incoming = migration::receive(endpoint)?;
         let memory = SavedMemory {
             file: &incoming.memory,
             shared: true,

@@ -1,8 +1,9 @@
 //! Live migration between two tandem processes on this host's /dev/kvm:
 //! the counting guest (tests/common/counter.rs) moves from a source to a
 //! destination started with `--migrate-listen` and prints exactly the next
-//! count there; the source exits. A migration to nowhere fails with the
-//! source still counting.
+//! count there; the source exits — over a Unix socket, and over TCP inside
+//! a network namespace the test creates. A migration to nowhere fails
+//! with the source still counting.
 //!
 //! Tests that need KVM fail when `CI` is set and /dev/kvm is unusable, and
 //! skip with a message otherwise; hand-made kernels exist on x86_64 only.
@@ -14,21 +15,37 @@ use std::time::{Duration, Instant};
 
 use common::api_vmm::Vmm;
 use common::counter::{assert_counting, counter_vm, Console};
+use common::netns::NetNs;
 use serde_json::json;
 use vmm_sys_util::tempdir::TempDir;
 
 #[test]
 fn a_migrated_guest_counts_on_in_the_destination() {
+    let dir = TempDir::new().unwrap();
+    let listen = dir.as_path().join("migrate.sock");
+    migrate_the_counter(listen.to_str().unwrap());
+}
+
+#[test]
+fn a_guest_migrates_over_tcp() {
+    let Some(netns) = NetNs::create_or_skip("migration") else {
+        return;
+    };
+    // Inside the test's own namespace: its loopback is no one else's.
+    netns.run(|| migrate_the_counter("tcp:127.0.0.1:7070"));
+}
+
+/// Migrates the counting guest from a source tandem to a destination
+/// listening on `endpoint`: the source exits 0, the destination prints
+/// the next count and counts on.
+fn migrate_the_counter(endpoint: &str) {
     let Some((mut source, before)) = counter_vm() else {
         return;
     };
-    let dir = TempDir::new().unwrap();
-    let listen = dir.as_path().join("migrate.sock");
-    let listen_arg = listen.to_str().unwrap();
-    let mut destination = Vmm::spawn_with_stdout(&["--migrate-listen", listen_arg], Stdio::piped());
+    let mut destination = Vmm::spawn_with_stdout(&["--migrate-listen", endpoint], Stdio::piped());
     let after = Console::attach(&mut destination);
     before.wait_for(8);
-    let (status, report) = source.call("PUT", "/migrate", Some(json!({"destination": listen_arg})));
+    let (status, report) = source.call("PUT", "/migrate", Some(json!({"destination": endpoint})));
     assert_eq!(status, 200, "{report}");
     assert!(report["rounds"].as_u64().unwrap() >= 1, "{report}");
     let (downtime, total) = (report["downtime_ms"].as_u64(), report["total_ms"].as_u64());

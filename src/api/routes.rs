@@ -395,6 +395,10 @@ mod tests {
         let migrate = ok("PUT", "/migrate", r#"{"destination":"/tmp/m.sock"}"#);
         assert!(matches!(migrate, ApiRequest::PutMigrate(p) if p.destination == "/tmp/m.sock"));
         assert!(fault("PUT", "/migrate", r#"{"destination":""}"#).contains("must not be empty"));
+        assert!(
+            fault("PUT", "/migrate", r#"{"destination":"tcp:example.org:1"}"#)
+                .contains("tcp:IP:PORT")
+        );
     }
 
     #[test]

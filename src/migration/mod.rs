@@ -1,10 +1,10 @@
-//! Live migration between two tandem processes over a Unix socket. The
-//! destination (`--migrate-listen PATH`) accepts one connection; the
-//! source (`PUT /migrate`) sends guest RAM while the guest runs — all of
-//! it, then in rounds the pages written meanwhile (dirty-page logging is
-//! turned on for the purpose) — then pauses the guest, sends the last
-//! pages and the VM's state (a snapshot's state file, framed and
-//! checksummed), and waits for the destination to run it. The source then
+//! Live migration between two tandem processes over a Unix socket or TCP
+//! (endpoint.rs). The destination (`--migrate-listen`) accepts one
+//! connection; the source (`PUT /migrate`) sends guest RAM while the
+//! guest runs — all of it, then in rounds the pages written meanwhile
+//! (dirty-page logging is turned on for the purpose) — then pauses the
+//! guest, sends the last pages and the VM's state (a snapshot's state
+//! file, framed and checksummed), and waits for the destination to run it. The source then
 //! stops and exits; on any failure it carries on as before.
 //!
 //! The stream: a hello (magic, protocol version, RAM size), then records
@@ -14,12 +14,15 @@
 //! destination answers one record: a status byte (0 ok), `len` u32 and a
 //! message. docs/migration.md has the rest.
 
+mod endpoint;
 mod receive;
 mod send;
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
+use endpoint::Connection;
+pub use endpoint::Endpoint;
 pub use receive::{receive, Incoming};
 pub use send::Sender;
 

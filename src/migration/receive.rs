@@ -5,13 +5,12 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use super::{
-    read_u32, read_u64, read_u8, MAGIC, MAX_PAGES_RECORD, PROTOCOL_VERSION, TAG_PAGES, TAG_STATE,
+    read_u32, read_u64, read_u8, Connection, Endpoint, MAGIC, MAX_PAGES_RECORD, PROTOCOL_VERSION,
+    TAG_PAGES, TAG_STATE,
 };
 use crate::snapshot::{Snapshot, MAX_BODY};
 
@@ -22,7 +21,7 @@ pub struct Incoming {
     pub snapshot: Snapshot,
     /// Its RAM, regions back to back.
     pub memory: File,
-    stream: UnixStream,
+    stream: Connection,
 }
 
 impl Incoming {
@@ -32,25 +31,18 @@ impl Incoming {
             Ok(()) => (0u8, String::new()),
             Err(e) => (1, format!("{e:#}")),
         };
-        let message = message.as_bytes();
-        let stream = &mut self.stream;
-        stream
-            .write_all(&[status])
-            .and_then(|()| stream.write_all(&(message.len() as u32).to_le_bytes()))
-            .and_then(|()| stream.write_all(message))
+        let mut answer = vec![status];
+        answer.extend((message.len() as u32).to_le_bytes());
+        answer.extend(message.as_bytes());
+        self.stream
+            .write_all(&answer)
             .context("migration: answering the source")
     }
 }
 
-/// Listens on `path` (a Unix socket this creates and removes) for one
-/// migration and receives it.
-pub fn receive(path: &Path) -> Result<Incoming> {
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("migration socket {}", path.display()))?;
-    log::info!("waiting for a migration on {}", path.display());
-    let accepted = listener.accept();
-    let _ = std::fs::remove_file(path);
-    let (mut stream, _) = accepted.context("migration: accepting the source")?;
+/// Waits on `endpoint` for one migration and receives it.
+pub fn receive(endpoint: &Endpoint) -> Result<Incoming> {
+    let mut stream = endpoint.accept_one()?;
     let ram = read_hello(&mut stream)?;
     let memory = memfd::MemfdOptions::default()
         .close_on_exec(true)
@@ -93,7 +85,7 @@ pub fn receive(path: &Path) -> Result<Incoming> {
 }
 
 /// Checks the hello; returns the RAM size.
-fn read_hello(stream: &mut UnixStream) -> Result<u64> {
+fn read_hello(stream: &mut Connection) -> Result<u64> {
     let mut magic = [0u8; 8];
     stream.read_exact(&mut magic).context("migration: hello")?;
     if &magic != MAGIC {

@@ -2,8 +2,6 @@
 //! the last pages and the state, and the destination's answer.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -11,7 +9,8 @@ use guest_memory::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 use super::{
-    millis, read_u32, read_u8, write_hello, Report, MAX_PAGES_RECORD, TAG_PAGES, TAG_STATE,
+    millis, read_u32, read_u8, write_hello, Connection, Endpoint, Report, MAX_PAGES_RECORD,
+    TAG_PAGES, TAG_STATE,
 };
 use crate::api::models::FullVmConfiguration;
 use crate::dirty::DirtyPages;
@@ -31,7 +30,7 @@ const WRITE_WAIT: Duration = Duration::from_secs(30);
 
 /// The source end of a migration, connected to its destination.
 pub struct Sender {
-    stream: UnixStream,
+    stream: Connection,
     started: Instant,
     rounds: u32,
     bytes_sent: u64,
@@ -42,11 +41,9 @@ pub struct Sender {
 impl Sender {
     /// Connects to the destination listening on `destination`, says
     /// hello, and turns on dirty-page logging in `machine`.
-    pub fn connect(destination: &Path, machine: &mut Machine) -> Result<Sender> {
-        let stream = UnixStream::connect(destination)
-            .with_context(|| format!("migration destination {}", destination.display()))?;
-        stream.set_write_timeout(Some(WRITE_WAIT))?;
-        stream.set_read_timeout(Some(ANSWER_WAIT))?;
+    pub fn connect(destination: &Endpoint, machine: &mut Machine) -> Result<Sender> {
+        let stream = destination.connect()?;
+        stream.set_timeouts(ANSWER_WAIT, WRITE_WAIT)?;
         let mut sender = Sender {
             stream,
             started: Instant::now(),
@@ -101,9 +98,10 @@ impl Sender {
             None => self.send_all(mem)?,
         }
         let stream = &mut self.stream;
+        let mut header = vec![TAG_STATE];
+        header.extend((state.len() as u64).to_le_bytes());
         stream
-            .write_all(&[TAG_STATE])
-            .and_then(|()| stream.write_all(&(state.len() as u64).to_le_bytes()))
+            .write_all(&header)
             .and_then(|()| stream.write_all(&state))
             .context("migration: sending the VM state")?;
         let status = read_u8(stream).context("migration: the destination's answer")?;
@@ -161,10 +159,13 @@ impl Sender {
 
     fn send_pages(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
         let stream = &mut self.stream;
+        // One write for the header: on TCP (no Nagle) each write may be
+        // a segment of its own.
+        let mut header = vec![TAG_PAGES];
+        header.extend(offset.to_le_bytes());
+        header.extend((bytes.len() as u32).to_le_bytes());
         stream
-            .write_all(&[TAG_PAGES])
-            .and_then(|()| stream.write_all(&offset.to_le_bytes()))
-            .and_then(|()| stream.write_all(&(bytes.len() as u32).to_le_bytes()))
+            .write_all(&header)
             .and_then(|()| stream.write_all(bytes))
             .context("migration: sending guest memory")?;
         self.bytes_sent += bytes.len() as u64;

@@ -18,7 +18,7 @@ fn refusal(send: impl FnOnce(&mut Vec<u8>)) -> String {
     let dir = TempDir::new().unwrap();
     let path: PathBuf = dir.as_path().join("m.sock");
     let listening = path.clone();
-    let destination = std::thread::spawn(move || receive(&listening).map(|_| ()));
+    let destination = std::thread::spawn(move || receive(&Endpoint::Unix(listening)).map(|_| ()));
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut stream = loop {
         match UnixStream::connect(&path) {
@@ -83,4 +83,27 @@ fn a_stream_that_ends_early_or_garbled_is_refused() {
         s.extend_from_slice(b"junk");
     });
     assert!(err.contains("not a tandem snapshot"), "{err}");
+}
+
+#[test]
+fn endpoints_are_unix_paths_or_numeric_tcp_addresses() {
+    let unix = |path: &str| Ok(Endpoint::Unix(path.into()));
+    assert_eq!("/tmp/m.sock".parse(), unix("/tmp/m.sock"));
+    assert_eq!("unix:/tmp/m.sock".parse(), unix("/tmp/m.sock"));
+    assert_eq!("relative.sock".parse(), unix("relative.sock"));
+    let tcp: Endpoint = "tcp:192.0.2.1:4000".parse().unwrap();
+    assert_eq!(tcp, Endpoint::Tcp("192.0.2.1:4000".parse().unwrap()));
+    assert_eq!(tcp.to_string(), "tcp:192.0.2.1:4000");
+    let v6: Endpoint = "tcp:[::1]:4000".parse().unwrap();
+    assert_eq!(v6.to_string(), "tcp:[::1]:4000");
+    for bad in [
+        "tcp:host.example:4000",
+        "tcp:192.0.2.1",
+        "tcp:192.0.2.1:70000",
+        "tcp:",
+    ] {
+        let err = bad.parse::<Endpoint>().unwrap_err();
+        assert!(err.contains("tcp:IP:PORT"), "{bad}: {err}");
+    }
+    assert!("unix:".parse::<Endpoint>().unwrap_err().contains("empty"));
 }

@@ -346,11 +346,15 @@ pub fn main_thread(extras: &SeccompExtras) -> Rules {
             // The API socket at the end.
             libc::SYS_unlinkat,
             // A migration's connection to its destination (and its
-            // timeouts).
+            // timeouts), over a Unix socket or TCP.
             libc::SYS_connect,
             libc::SYS_setsockopt,
         ])
-        .allow_arg(libc::SYS_socket, 0, &[libc::AF_UNIX as u64])
+        .allow_arg(
+            libc::SYS_socket,
+            0,
+            &[libc::AF_UNIX, libc::AF_INET, libc::AF_INET6].map(|family| family as u64),
+        )
         .allow_arg(libc::SYS_ioctl, 1, &ioctls);
     rules
 }

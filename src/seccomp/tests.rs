@@ -70,8 +70,8 @@ fn ioctls_are_filtered_by_request() {
         );
     }
     // Nobody may start programs or trace; only the main thread (a
-    // migration's connection) and the vsock worker (and the vCPU it
-    // starts under) open sockets, and only Unix ones.
+    // migration's connection: Unix or TCP) and the vsock worker (and the
+    // vCPU it starts under: Unix only) open sockets.
     for kind in ThreadKind::ALL {
         let rules = kind.rules();
         for call in [libc::SYS_execve, libc::SYS_ptrace] {
@@ -79,7 +79,11 @@ fn ioctls_are_filtered_by_request() {
         }
         let sockets = rules.arg_values(libc::SYS_socket);
         match kind {
-            ThreadKind::Main | ThreadKind::VsockWorker | ThreadKind::Vcpu => {
+            ThreadKind::Main => {
+                let families = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6];
+                assert_eq!(sockets, Some(&families.map(|f| f as u64)[..]))
+            }
+            ThreadKind::VsockWorker | ThreadKind::Vcpu => {
                 assert_eq!(sockets, Some(&[libc::AF_UNIX as u64][..]), "{kind:?}")
             }
             _ => assert!(!rules.allows(libc::SYS_socket), "{kind:?} opens sockets"),

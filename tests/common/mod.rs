@@ -3,6 +3,7 @@
 
 pub mod api_vmm;
 pub mod counter;
+pub mod netns;
 
 use kvm_ioctls::Kvm;
 

@@ -42,14 +42,21 @@ impl SnapshotCreateParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrateParams {
-    /// The Unix socket a tandem started with `--migrate-listen` listens on.
+    /// Where a tandem started with `--migrate-listen` listens: a Unix
+    /// socket (PATH or unix:PATH) or tcp:IP:PORT.
     pub destination: String,
 }
 
 impl MigrateParams {
-    /// Refuses an empty destination.
+    /// Refuses an empty or malformed destination.
     pub fn validate(&self) -> Result<(), String> {
-        non_empty("destination", &self.destination)
+        non_empty("destination", &self.destination)?;
+        self.endpoint().map(drop)
+    }
+
+    /// The destination, parsed.
+    pub fn endpoint(&self) -> Result<crate::migration::Endpoint, String> {
+        self.destination.parse()
     }
 }
 
