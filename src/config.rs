@@ -33,8 +33,10 @@ pub struct Cli {
     pub vmm: VmmArgs,
 }
 
-/// Firecracker's command line, as `firecracker` takes it.
+/// Firecracker's command line, as `firecracker` takes it, and tandem's
+/// extensions to it.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("at_once").args(["config_file", "restore_snapshot"]))]
 pub struct VmmArgs {
     /// Serve the API on this Unix socket.
     #[arg(long, value_name = "PATH", default_value = "/run/tandem.socket")]
@@ -45,13 +47,23 @@ pub struct VmmArgs {
     /// Boot at once from a Firecracker JSON configuration.
     #[arg(long, value_name = "FILE")]
     pub config_file: Option<PathBuf>,
-    /// Serve no API (needs --config-file).
-    #[arg(long, requires = "config_file")]
+    /// Serve no API (needs --config-file or --restore-snapshot).
+    #[arg(long, requires = "at_once")]
     pub no_api: bool,
+    /// Restore at once the VM saved in this state file and run it (a
+    /// tandem extension: the command-line form of `PUT /snapshot/load`).
+    #[arg(long, value_name = "PATH", requires = "restore_memory")]
+    pub restore_snapshot: Option<PathBuf>,
+    /// The memory file saved with --restore-snapshot.
+    #[arg(long, value_name = "PATH", requires = "restore_snapshot")]
+    pub restore_memory: Option<PathBuf>,
+    /// Leave the restored VM paused (resume it with `PATCH /vm`).
+    #[arg(long, requires = "restore_snapshot")]
+    pub restore_paused: bool,
     /// Wait on this Unix socket (PATH or unix:PATH) or TCP address
     /// (tcp:IP:PORT) for a guest migrated from another tandem (`PUT
     /// /migrate` there), then run it (a tandem extension).
-    #[arg(long, value_name = "ENDPOINT", conflicts_with = "config_file")]
+    #[arg(long, value_name = "ENDPOINT", conflicts_with = "at_once")]
     pub migrate_listen: Option<crate::migration::Endpoint>,
     /// Append log lines to this file (or FIFO) instead of stderr.
     #[arg(long, value_name = "PATH")]
@@ -153,6 +165,10 @@ pub enum Command {
     /// Send one request to a running tandem's API socket and print the
     /// answer (for hosts without curl).
     Api(ApiArgs),
+    /// Snapshot a running tandem through its API socket: pause, save the
+    /// VM's state and memory to two files, resume (the command-line form
+    /// of `PUT /snapshot/create`; restore with --restore-snapshot).
+    Snapshot(SnapshotArgs),
     /// Apply a diff snapshot's memory file to the memory file of the
     /// snapshot before it (as Firecracker's `snapshot-editor edit-memory
     /// rebase`): the base then restores to the diff's state.
@@ -183,6 +199,26 @@ pub struct ApiArgs {
     pub path: String,
     /// The JSON body.
     pub body: Option<String>,
+}
+
+/// Options of `tandem snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The API socket of the tandem whose VM is saved.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// Where the VM's state goes.
+    #[arg(long, value_name = "PATH")]
+    pub snapshot_path: PathBuf,
+    /// Where guest RAM goes.
+    #[arg(long, value_name = "PATH")]
+    pub mem_file_path: PathBuf,
+    /// Save only the pages written since the last snapshot (docs/snapshots.md).
+    #[arg(long)]
+    pub diff: bool,
+    /// Leave the VM paused afterwards (it is resumed if it was running).
+    #[arg(long)]
+    pub keep_paused: bool,
 }
 
 /// Options of `tandem run`.

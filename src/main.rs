@@ -63,6 +63,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Snapshot(args)) => match tandem::api::client::snapshot(&args) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("tandem: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::RebaseMemory(args)) => match tandem::dirty::rebase_files(&args) {
             Ok(bytes) => {
                 println!(

@@ -48,8 +48,9 @@ pub fn run(args: &RunArgs) -> Result<i32> {
 }
 
 /// Runs as `firecracker` does: binds the API socket before anything slow
-/// (clients poll for it), boots at once from `--config-file` if given,
-/// then serves the API until the run ends.
+/// (clients poll for it), boots at once from `--config-file` (or restores
+/// `--restore-snapshot`, or receives a migration) if given, then serves
+/// the API until the run ends.
 pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
     let signals = StopSignals::install()?;
     seccomp_policy(args.no_seccomp)?;
@@ -93,6 +94,9 @@ pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
     }
     if args.config_file.is_some() {
         vmm.start()?;
+    }
+    if let (Some(snapshot), Some(memory)) = (&args.restore_snapshot, &args.restore_memory) {
+        vmm.restore(snapshot, memory, !args.restore_paused, false)?;
     }
     if let Some(endpoint) = &args.migrate_listen {
         vmm.receive_migration(endpoint)?;
@@ -180,12 +184,24 @@ impl Vmm {
     /// [`Self::start`] does for a boot.
     pub fn load_snapshot(&mut self, params: &SnapshotLoadParams) -> Result<()> {
         let memory = params.memory_file().map_err(anyhow::Error::msg)?;
-        self.vm.restore(
+        self.restore(
             Path::new(&params.snapshot_path),
             Path::new(memory),
             params.resume_vm,
             params.track_dirty_pages || params.enable_diff_snapshots,
-        )?;
+        )
+    }
+
+    /// Restores the VM saved in `snapshot` and `memory` (see
+    /// [`Vm::restore`]) and connects the host terminal to its console.
+    pub fn restore(
+        &mut self,
+        snapshot: &Path,
+        memory: &Path,
+        resume: bool,
+        track_dirty: bool,
+    ) -> Result<()> {
+        self.vm.restore(snapshot, memory, resume, track_dirty)?;
         self.attach_console()
     }
 

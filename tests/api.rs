@@ -246,6 +246,39 @@ fn startup_flags_are_checked_and_firecrackers_extra_flags_accepted() {
     let tandem = || Command::new(env!("CARGO_BIN_EXE_tandem"));
     let output = tandem().arg("--no-api").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
+    // --restore-snapshot needs its memory file, and runs alone.
+    for args in [
+        &["--restore-snapshot", "/s"][..],
+        &["--restore-memory", "/m"],
+        &[
+            "--restore-snapshot",
+            "/s",
+            "--restore-memory",
+            "/m",
+            "--config-file",
+            "/c",
+        ],
+        &[
+            "--restore-snapshot",
+            "/s",
+            "--restore-memory",
+            "/m",
+            "--migrate-listen",
+            "/l",
+        ],
+    ] {
+        let output = tandem().args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+    // With --no-api, a missing snapshot is one clear line.
+    let output = tandem()
+        .args(["--no-api", "--restore-snapshot", "/nonexistent.state"])
+        .args(["--restore-memory", "/nonexistent.mem"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent.state"), "{stderr}");
     let output = tandem().arg("--version").output().unwrap();
     let version = String::from_utf8_lossy(&output.stdout);
     assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");

@@ -223,3 +223,83 @@ fn a_diff_snapshot_rebased_onto_its_full_one_restores_the_later_state() {
         "rebased: the later count"
     );
 }
+
+/// `tandem snapshot ARGS` against `vmm`'s socket; its exit status and
+/// output.
+fn snapshot_command(vmm: &Vmm, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("snapshot")
+        .arg("--api-sock")
+        .arg(&vmm.socket)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text.into_owned())
+}
+
+#[test]
+fn the_command_line_saves_and_restores_a_guest() {
+    let Some((first, console)) = counter_vm() else {
+        return;
+    };
+    console.wait_for(8);
+    let files = TempDir::new().unwrap();
+    let path = |name: &str| files.as_path().join(name).display().to_string();
+    let (state, memory) = (path("vm.state"), path("vm.mem"));
+    let files_args = ["--snapshot-path", &state, "--mem-file-path", &memory];
+
+    // A running VM is paused, saved and running again afterwards.
+    let (ok, said) = snapshot_command(&first, &files_args);
+    assert!(ok, "{said}");
+    assert!(said.contains("Full snapshot saved") && said.contains("running again"));
+    assert_eq!(first.state(), "Running");
+    let seen = console.bytes.lock().unwrap().len();
+    console.wait_for(seen + 4);
+
+    // With --keep-paused it stays paused: nothing counts after the save.
+    let keep = [&files_args[..], &["--keep-paused"]].concat();
+    let (ok, said) = snapshot_command(&first, &keep);
+    assert!(ok, "{said}");
+    assert_eq!(first.state(), "Paused");
+    // A save that fails says why and leaves the VM as it was.
+    let bad = [
+        "--snapshot-path",
+        "/nonexistent/dir/s",
+        "--mem-file-path",
+        &memory,
+    ];
+    let (ok, said) = snapshot_command(&first, &bad);
+    assert!(!ok && said.contains("the snapshot failed"), "{said}");
+    assert_eq!(first.state(), "Paused");
+    let (code, stderr) = first.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+    let before = console.finish();
+    let last = *before.last().unwrap();
+
+    // --restore-snapshot runs it at once from where it was saved.
+    let restore = ["--restore-snapshot", &state, "--restore-memory", &memory];
+    let mut second = Vmm::spawn_with_stdout(&restore, Stdio::piped());
+    let after = Console::attach(&mut second).wait_for(8);
+    assert_eq!(
+        after[0],
+        last.wrapping_add(1),
+        "before: {before:?}, after: {after:?}"
+    );
+    assert_counting(&after);
+    assert_eq!(second.state(), "Running");
+    let (code, stderr) = second.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+
+    // --restore-paused leaves it for PATCH /vm.
+    let paused = [&restore[..], &["--restore-paused"]].concat();
+    let mut third = Vmm::spawn_with_stdout(&paused, Stdio::piped());
+    let console = Console::attach(&mut third);
+    assert_eq!(third.state(), "Paused");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(console.bytes.lock().unwrap().is_empty(), "ran while paused");
+    third.ok("PATCH", "/vm", json!({"state": "Resumed"}));
+    assert_eq!(console.wait_for(4)[0], last.wrapping_add(1));
+    let (code, stderr) = third.terminate();
+    assert_eq!(code, Some(143), "{stderr}");
+}

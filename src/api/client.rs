@@ -1,7 +1,7 @@
-//! `tandem api`: one request to a tandem (or Firecracker) API socket, for
-//! scripts and for minimal hosts without curl — the role ch-remote plays
-//! for Cloud Hypervisor. Prints the answer's body; the exit status says
-//! whether it was a success (2xx).
+//! The client side of the API: `tandem api`, one request to a tandem (or
+//! Firecracker) API socket, for scripts and for minimal hosts without
+//! curl — the role ch-remote plays for Cloud Hypervisor; and `tandem
+//! snapshot`, the requests that save a running VM.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -9,6 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::config::SnapshotArgs;
 
 /// How long one request may take, answer included.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,4 +65,52 @@ pub fn call(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Resu
         .context("the answer has no status code")?;
     let body = String::from_utf8_lossy(&answer[head_len..head_len + body_len]);
     Ok((status, body.into_owned()))
+}
+
+/// `tandem snapshot`: pauses the VM behind `args.api_sock` if it runs,
+/// saves it, and resumes it unless told to keep it paused — also when the
+/// save failed, so a failed snapshot leaves the VM as it was. Returns what
+/// was done, in one line.
+pub fn snapshot(args: &SnapshotArgs) -> Result<String> {
+    let socket = &args.api_sock;
+    let running = request(socket, "GET", "/", None)?["state"] == "Running";
+    if running {
+        request(socket, "PATCH", "/vm", Some(json!({"state": "Paused"})))?;
+    }
+    let kind = if args.diff { "Diff" } else { "Full" };
+    let create = json!({
+        "snapshot_path": args.snapshot_path,
+        "mem_file_path": args.mem_file_path,
+        "snapshot_type": kind,
+    });
+    let created = request(socket, "PUT", "/snapshot/create", Some(create));
+    let resumed = match running && !args.keep_paused {
+        true => request(socket, "PATCH", "/vm", Some(json!({"state": "Resumed"}))).map(drop),
+        false => Ok(()),
+    };
+    created.context("the snapshot failed")?;
+    resumed.context("the snapshot was saved, but resuming the VM failed")?;
+    let now = match running && !args.keep_paused {
+        true => "running again",
+        false => "paused",
+    };
+    Ok(format!(
+        "{kind} snapshot saved to {} and {}; the VM is {now}",
+        args.snapshot_path.display(),
+        args.mem_file_path.display()
+    ))
+}
+
+/// One request; its JSON answer, or the fault it carried as the error.
+fn request(socket: &Path, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    let body = body.map(|body| body.to_string());
+    let (status, answer) = call(socket, method, path, body.as_deref())?;
+    let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        let fault = answer["fault_message"]
+            .as_str()
+            .unwrap_or("no fault message");
+        bail!("{method} {path}: HTTP {status}: {fault}");
+    }
+    Ok(answer)
 }
