@@ -25,7 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use arch::{Arch, Host};
 use devices::{ExitReason, ExitSignal};
 
-use crate::api::models::SnapshotType;
+use crate::api::models::{NetworkOverride, SnapshotType};
 use crate::machine::{Machine, SavedMemory};
 use crate::migration;
 use crate::resources::VmResources;
@@ -92,6 +92,18 @@ pub struct LifecycleStats {
     pub last_pause: Duration,
     /// How long the last resume took.
     pub last_resume: Duration,
+}
+
+/// How a saved VM (a snapshot, a migration) is brought back.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Run it at once (else it stays Paused).
+    pub resume: bool,
+    /// Log dirty pages for diff snapshots (also on if the saved
+    /// configuration had it).
+    pub track_dirty: bool,
+    /// Interfaces put on other TAPs than they were saved with.
+    pub network_overrides: Vec<NetworkOverride>,
 }
 
 /// One VM: its configuration, its state and, once started, its machine.
@@ -203,16 +215,14 @@ impl Vm {
     }
 
     /// Rebuilds the VM `snapshot` and `memory` hold in this NotStarted
-    /// one, Paused where it was saved; then runs it if `resume`. On failure
-    /// nothing is left behind and the VM stays NotStarted.
-    /// With `track_dirty` (or if the saved configuration had it) the
-    /// restored VM logs dirty pages for diff snapshots.
+    /// one, Paused where it was saved, as `options` say (run at once, log
+    /// dirty pages, other TAPs). On failure nothing is left behind and
+    /// the VM stays NotStarted.
     pub fn restore(
         &mut self,
         snapshot: &Path,
         memory: &Path,
-        resume: bool,
-        track_dirty: bool,
+        options: &RestoreOptions,
     ) -> Result<()> {
         self.check_restorable()?;
         let saved = Snapshot::load(snapshot)?;
@@ -222,7 +232,7 @@ impl Vm {
             file: &memory_file,
             shared: false,
         };
-        self.rebuild(&saved, memory, resume, track_dirty)
+        self.rebuild(&saved, memory, options)
             .with_context(|| format!("snapshot file {}", snapshot.display()))
     }
 
@@ -243,18 +253,26 @@ impl Vm {
         &mut self,
         saved: &Snapshot,
         memory: SavedMemory,
-        resume: bool,
-        track_dirty: bool,
+        options: &RestoreOptions,
     ) -> Result<()> {
         let mut resources =
             crate::api::convert::from_config_file(&saved.config).map_err(|e| anyhow!("{e}"))?;
-        resources.track_dirty_pages |= track_dirty;
+        resources.track_dirty_pages |= options.track_dirty;
+        for new in &options.network_overrides {
+            let Some(iface) = resources.nets.iter_mut().find(|n| n.id == new.iface_id) else {
+                bail!(
+                    "network_overrides: the snapshot has no interface {:?}",
+                    new.iface_id
+                );
+            };
+            iface.net.tap.clone_from(&new.host_dev_name);
+        }
         let machine = Machine::restore(&resources, self.exit.clone(), &saved.machine, memory)?;
         self.machine = Some(machine);
         self.resources = resources;
         self.started_at = Some(Instant::now());
         self.state = VmState::Paused;
-        match resume {
+        match options.resume {
             true => self.resume(),
             false => Ok(()),
         }

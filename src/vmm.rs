@@ -23,7 +23,7 @@ use crate::metrics::{MetricsSink, MetricsTimer};
 use crate::metrics_line::{metrics_line, VmmCounters};
 use crate::migration;
 use crate::signals::StopSignals;
-use crate::vm::Vm;
+use crate::vm::{RestoreOptions, Vm};
 
 const TOKEN_EXIT: u64 = 0;
 const TOKEN_STDIN: u64 = 1;
@@ -96,7 +96,11 @@ pub fn run_firecracker(args: &VmmArgs) -> Result<i32> {
         vmm.start()?;
     }
     if let (Some(snapshot), Some(memory)) = (&args.restore_snapshot, &args.restore_memory) {
-        vmm.restore(snapshot, memory, !args.restore_paused, false)?;
+        let options = RestoreOptions {
+            resume: !args.restore_paused,
+            ..RestoreOptions::default()
+        };
+        vmm.restore(snapshot, memory, &options)?;
     }
     if let Some(endpoint) = &args.migrate_listen {
         vmm.receive_migration(endpoint)?;
@@ -184,11 +188,15 @@ impl Vmm {
     /// [`Self::start`] does for a boot.
     pub fn load_snapshot(&mut self, params: &SnapshotLoadParams) -> Result<()> {
         let memory = params.memory_file().map_err(anyhow::Error::msg)?;
+        let options = RestoreOptions {
+            resume: params.resume_vm,
+            track_dirty: params.track_dirty_pages || params.enable_diff_snapshots,
+            network_overrides: params.network_overrides.clone(),
+        };
         self.restore(
             Path::new(&params.snapshot_path),
             Path::new(memory),
-            params.resume_vm,
-            params.track_dirty_pages || params.enable_diff_snapshots,
+            &options,
         )
     }
 
@@ -198,10 +206,9 @@ impl Vmm {
         &mut self,
         snapshot: &Path,
         memory: &Path,
-        resume: bool,
-        track_dirty: bool,
+        options: &RestoreOptions,
     ) -> Result<()> {
-        self.vm.restore(snapshot, memory, resume, track_dirty)?;
+        self.vm.restore(snapshot, memory, options)?;
         self.attach_console()
     }
 
@@ -213,10 +220,14 @@ impl Vmm {
             file: &incoming.memory,
             shared: true,
         };
+        let resume = RestoreOptions {
+            resume: true,
+            ..RestoreOptions::default()
+        };
         let result = self
             .vm
             .check_restorable()
-            .and_then(|()| self.vm.rebuild(&incoming.snapshot, memory, true, false))
+            .and_then(|()| self.vm.rebuild(&incoming.snapshot, memory, &resume))
             .and_then(|()| self.attach_console());
         let answered = incoming.answer(&result);
         result.context("migration")?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use arch::test_payloads::{tiny_kernel, TinyKernel};
 use common::api_vmm::Vmm;
 use common::counter::{assert_counting, counter_vm, counter_vm_with, Console};
-use serde_json::json;
+use serde_json::{json, Value};
 use vmm_sys_util::tempdir::TempDir;
 
 #[test]
@@ -302,4 +302,92 @@ fn the_command_line_saves_and_restores_a_guest() {
     assert_eq!(console.wait_for(4)[0], last.wrapping_add(1));
     let (code, stderr) = third.terminate();
     assert_eq!(code, Some(143), "{stderr}");
+}
+
+/// The TAPs process `pid` holds open, by name (the tun driver's fdinfo).
+fn taps_held_by(pid: u32) -> Vec<String> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap();
+    let infos = fds.filter_map(|fd| std::fs::read_to_string(fd.unwrap().path()).ok());
+    infos
+        .filter_map(|info| {
+            Some(
+                info.lines()
+                    .find_map(|l| l.strip_prefix("iff:"))?
+                    .trim()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn network_overrides_put_a_loaded_interface_on_another_tap() {
+    if common::kvm_or_skip().is_none() {
+        return;
+    }
+    let Some(kernel) = tiny_kernel(TinyKernel::Counter) else {
+        eprintln!("SKIPPED: no hand-made kernel for this architecture");
+        return;
+    };
+    let Some(netns) = common::netns::NetNs::create_or_skip("overrides") else {
+        return;
+    };
+    // TAPs exist only in the test's own network namespace.
+    netns.run(|| {
+        for tap in ["tapa", "tapb"] {
+            let made = std::process::Command::new("ip")
+                .args(["tuntap", "add", tap, "mode", "tap", "vnet_hdr"])
+                .status()
+                .unwrap();
+            assert!(made.success(), "ip tuntap add {tap}");
+        }
+        let mut first = Vmm::spawn_with_stdout(&[], Stdio::piped());
+        let console = Console::attach(&mut first);
+        let kernel = first.file("counter.elf", &kernel);
+        first.ok(
+            "PUT",
+            "/machine-config",
+            json!({"vcpu_count": 1, "mem_size_mib": 64}),
+        );
+        first.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
+        let eth0 = json!({"iface_id": "eth0", "host_dev_name": "tapa"});
+        first.ok("PUT", "/network-interfaces/eth0", eth0);
+        first.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
+        console.wait_for(4);
+        assert_eq!(taps_held_by(first.child.id()), ["tapa"]);
+        first.ok("PATCH", "/vm", json!({"state": "Paused"}));
+        let files = TempDir::new().unwrap();
+        let (state, memory) = (files.as_path().join("s"), files.as_path().join("m"));
+        let create = json!({"snapshot_path": state, "mem_file_path": memory});
+        first.ok("PUT", "/snapshot/create", create);
+        let (code, stderr) = first.terminate();
+        assert_eq!(code, Some(143), "{stderr}");
+        let last = *console.finish().last().unwrap();
+
+        let mut second = Vmm::spawn_with_stdout(&[], Stdio::piped());
+        let console = Console::attach(&mut second);
+        let load = |overrides: Value| {
+            json!({"snapshot_path": state, "mem_file_path": memory,
+                   "resume_vm": true, "network_overrides": overrides})
+        };
+        let wrong = json!([{"iface_id": "eth9", "host_dev_name": "tapb"}]);
+        second.fault(
+            "PUT",
+            "/snapshot/load",
+            Some(load(wrong)),
+            "no interface \"eth9\"",
+        );
+        assert_eq!(second.state(), "Not started");
+        let right = json!([{"iface_id": "eth0", "host_dev_name": "tapb"}]);
+        second.ok("PUT", "/snapshot/load", load(right));
+        assert_eq!(taps_held_by(second.child.id()), ["tapb"]);
+        let (_, config) = second.call("GET", "/vm/config", None);
+        assert_eq!(
+            config["network-interfaces"][0]["host_dev_name"], "tapb",
+            "{config}"
+        );
+        assert_eq!(console.wait_for(4)[0], last.wrapping_add(1));
+        let (code, stderr) = second.terminate();
+        assert_eq!(code, Some(143), "{stderr}");
+    });
 }

@@ -20,7 +20,9 @@ pub use control::{
 };
 pub use devices::{Drive, EntropyDevice, NetworkInterface, PartialDrive, Vsock};
 pub use machine::{BootSource, MachineConfig, MachineConfigUpdate, MAX_VCPUS};
-pub use snapshot::{MigrateParams, SnapshotCreateParams, SnapshotLoadParams, SnapshotType};
+pub use snapshot::{
+    MigrateParams, NetworkOverride, SnapshotCreateParams, SnapshotLoadParams, SnapshotType,
+};
 pub use vm_config::{FullVmConfiguration, UNSUPPORTED_CONFIG_KEYS};
 
 /// Refuses a value outside `allowed`, naming the field and the choices.

@@ -100,12 +100,23 @@ pub struct SnapshotLoadParams {
     #[serde(default)]
     pub enable_diff_snapshots: bool,
     /// New TAP names per interface.
-    pub network_overrides: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub network_overrides: Vec<NetworkOverride>,
     /// A new vsock socket path.
     pub vsock_override: Option<serde_json::Value>,
     /// Advance kvmclock by the wall-clock time since the snapshot.
     #[serde(default)]
     pub clock_realtime: bool,
+}
+
+/// A loaded snapshot's interface on another TAP than it was saved with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkOverride {
+    /// The interface, as the snapshot's configuration names it.
+    pub iface_id: String,
+    /// The TAP it uses from now on.
+    pub host_dev_name: String,
 }
 
 impl SnapshotLoadParams {
@@ -128,13 +139,20 @@ impl SnapshotLoadParams {
     pub fn validate(&self) -> Result<(), String> {
         non_empty("snapshot_path", &self.snapshot_path)?;
         non_empty("the memory file path", self.memory_file()?)?;
+        for (i, o) in self.network_overrides.iter().enumerate() {
+            non_empty("network_overrides: iface_id", &o.iface_id)?;
+            non_empty("network_overrides: host_dev_name", &o.host_dev_name)?;
+            if self.network_overrides[..i]
+                .iter()
+                .any(|earlier| earlier.iface_id == o.iface_id)
+            {
+                return Err(format!(
+                    "network_overrides: {:?} is given twice",
+                    o.iface_id
+                ));
+            }
+        }
         let unsupported = [
-            (
-                self.network_overrides
-                    .as_ref()
-                    .is_some_and(|o| !o.is_empty()),
-                "network_overrides",
-            ),
             (self.vsock_override.is_some(), "vsock_override"),
             (self.clock_realtime, "clock_realtime"),
         ];
@@ -196,10 +214,32 @@ mod tests {
                 r#"{"snapshot_path":"s","mem_file_path":"m","bogus":1}"#,
                 "unknown field",
             ),
+            (
+                r#"{"snapshot_path":"s","mem_file_path":"m","network_overrides":[{"iface_id":"eth0"}]}"#,
+                "missing field `host_dev_name`",
+            ),
+            (
+                r#"{"snapshot_path":"s","mem_file_path":"m","network_overrides":[{"iface_id":"eth0","host_dev_name":""}]}"#,
+                "host_dev_name must not be empty",
+            ),
+            (
+                r#"{"snapshot_path":"s","mem_file_path":"m","network_overrides":[{"iface_id":"a","host_dev_name":"t1"},{"iface_id":"a","host_dev_name":"t2"}]}"#,
+                "\"a\" is given twice",
+            ),
         ] {
             let err = load(body).unwrap_err();
             assert!(err.contains(words), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn network_overrides_name_new_taps() {
+        let params = load(r#"{"snapshot_path":"s","mem_file_path":"m","network_overrides":[{"iface_id":"eth0","host_dev_name":"tap7"}]}"#).unwrap();
+        let tap7 = NetworkOverride {
+            iface_id: "eth0".into(),
+            host_dev_name: "tap7".into(),
+        };
+        assert_eq!(params.network_overrides, [tap7]);
     }
 
     #[test]
