@@ -94,13 +94,6 @@ impl DeviceManager {
             .iter()
             .map(|slot| {
                 let mut transport = lock(&slot.transport);
-                if transport.device_type() == devices::virtio::vsock::DEVICE_TYPE {
-                    // Its connections live in host sockets of this process.
-                    bail!(
-                        "vsock device {}: snapshots of vsock are not supported yet",
-                        slot.name
-                    );
-                }
                 let balloon = (transport.device_type()
                     == devices::virtio::balloon::VIRTIO_ID_BALLOON)
                     .then(|| self.balloon.as_ref().map(BalloonControl::state))

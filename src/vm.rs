@@ -25,7 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use arch::{Arch, Host};
 use devices::{ExitReason, ExitSignal};
 
-use crate::api::models::{NetworkOverride, SnapshotType};
+use crate::api::models::{NetworkOverride, SnapshotType, VsockOverride};
 use crate::machine::{Machine, SavedMemory};
 use crate::migration;
 use crate::resources::VmResources;
@@ -104,6 +104,8 @@ pub struct RestoreOptions {
     pub track_dirty: bool,
     /// Interfaces put on other TAPs than they were saved with.
     pub network_overrides: Vec<NetworkOverride>,
+    /// The vsock device's new host socket.
+    pub vsock_override: Option<VsockOverride>,
 }
 
 /// One VM: its configuration, its state and, once started, its machine.
@@ -266,6 +268,12 @@ impl Vm {
                 );
             };
             iface.net.tap.clone_from(&new.host_dev_name);
+        }
+        if let Some(new) = &options.vsock_override {
+            let Some(vsock) = resources.vsock.as_mut() else {
+                bail!("vsock_override: the snapshot has no vsock device");
+            };
+            vsock.uds_path = new.uds_path.clone().into();
         }
         let machine = Machine::restore(&resources, self.exit.clone(), &saved.machine, memory)?;
         self.machine = Some(machine);

@@ -192,6 +192,7 @@ impl Vmm {
             resume: params.resume_vm,
             track_dirty: params.track_dirty_pages || params.enable_diff_snapshots,
             network_overrides: params.network_overrides.clone(),
+            vsock_override: params.vsock_override.clone(),
         };
         self.restore(
             Path::new(&params.snapshot_path),

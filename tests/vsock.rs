@@ -2,8 +2,9 @@
 //! /dev/kvm, with a hand-made guest that has no vsock driver: `PUT /vsock`
 //! binds the host socket when the VM is built, the configuration reports
 //! it, a second VM cannot take a live socket, a host program's connection
-//! waits for the guest without harm, and a snapshot is refused in one
-//! line. Data transfer needs a Linux guest: the e2e rows (ci/vsock-e2e.sh).
+//! waits for the guest without harm, and a snapshot of it loads in a new
+//! process beside the first with `vsock_override` naming another socket.
+//! Data transfer needs a Linux guest: the e2e rows (ci/vsock-e2e.sh).
 //!
 //! Tests that need KVM fail when `CI` is set and /dev/kvm is unusable, and
 //! skip with a message otherwise; hand-made kernels exist on x86_64 only.
@@ -38,7 +39,7 @@ fn vsock_vm(uds: &str) -> Option<Vmm> {
 }
 
 #[test]
-fn a_vsock_vm_binds_its_socket_reports_it_and_refuses_snapshots() {
+fn a_vsock_vm_binds_its_socket_reports_it_and_restores_on_another() {
     let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
     let uds = dir.as_path().join("v.sock").display().to_string();
     let Some(vmm) = vsock_vm(&uds) else {
@@ -65,15 +66,34 @@ fn a_vsock_vm_binds_its_socket_reports_it_and_refuses_snapshots() {
         "snapshot_path": files.join("vm.state"),
         "mem_file_path": files.join("vm.mem"),
     });
-    vmm.fault(
-        "PUT",
-        "/snapshot/create",
-        Some(create),
-        "snapshots of vsock are not supported yet",
-    );
+    vmm.ok("PUT", "/snapshot/create", create);
     vmm.ok("PATCH", "/vm", json!({"state": "Resumed"}));
     assert_eq!(vmm.state(), "Running");
-    let (code, stderr) = vmm.terminate();
-    assert_eq!(code, Some(143), "{stderr}");
-    assert!(!stderr.contains("seccomp"), "{stderr}");
+
+    // Loaded beside the first VM: its socket is taken, so the load fails
+    // and says why — unless vsock_override names another.
+    let third = Vmm::spawn(&[]);
+    let load = |vsock_override: Option<&str>| {
+        let mut load = json!({
+            "snapshot_path": files.join("vm.state"),
+            "mem_file_path": files.join("vm.mem"),
+            "resume_vm": true,
+        });
+        if let Some(uds) = vsock_override {
+            load["vsock_override"] = json!({"uds_path": uds});
+        }
+        load
+    };
+    third.fault("PUT", "/snapshot/load", Some(load(None)), "vsock socket");
+    let other = files.join("v2.sock").display().to_string();
+    third.ok("PUT", "/snapshot/load", load(Some(&other)));
+    let (_, config) = third.call("GET", "/vm/config", None);
+    assert_eq!(config["vsock"]["uds_path"], other.as_str(), "{config}");
+    UnixStream::connect(&other).expect("the restored VM listens on the override");
+    assert_eq!(third.state(), "Running");
+    for vmm in [vmm, third] {
+        let (code, stderr) = vmm.terminate();
+        assert_eq!(code, Some(143), "{stderr}");
+        assert!(!stderr.contains("seccomp"), "{stderr}");
+    }
 }

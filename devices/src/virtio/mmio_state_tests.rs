@@ -1,6 +1,7 @@
 //! Saving a serving virtio-rng behind its transport and restoring it into
 //! a fresh transport over the same guest memory, as a snapshot's restore
-//! does: the restored device goes on at the next ring entry.
+//! does: the restored device goes on at the next ring entry. A restored
+//! virtio-vsock tells its driver that its connections are gone.
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,11 @@ use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1,
 };
 use virtio_bindings::virtio_mmio::*;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::virtio::testing::{test_memory, TestRing};
+use crate::virtio::vsock::Vsock;
 use crate::virtio::{feature, Rng, INT_USED_BUFFER};
 use crate::{BusDevice, IrqTrigger};
 
@@ -45,6 +48,12 @@ fn read(t: &mut MmioTransport, offset: u32) -> u32 {
 /// What a Linux driver writes, up to DRIVER_OK, for the ring `TestRing`
 /// lays out at `RING_BASE`.
 fn start_driver(t: &mut MmioTransport) {
+    start_driver_with_queues(t, 1);
+}
+
+/// [`start_driver`] for a device of `count` queues, queue `i`'s ring at
+/// [`ring_base`]`(i)`.
+fn start_driver_with_queues(t: &mut MmioTransport, count: u32) {
     let mut status = 0;
     for bit in [VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER] {
         status |= bit;
@@ -57,17 +66,25 @@ fn start_driver(t: &mut MmioTransport) {
         1 << (VIRTIO_F_VERSION_1 - 32),
     );
     write(t, VIRTIO_MMIO_STATUS, status | VIRTIO_CONFIG_S_FEATURES_OK);
-    write(t, VIRTIO_MMIO_QUEUE_SEL, 0);
-    write(t, VIRTIO_MMIO_QUEUE_NUM, SIZE.into());
-    for (low, addr) in [
-        (VIRTIO_MMIO_QUEUE_DESC_LOW, RING_BASE),
-        (VIRTIO_MMIO_QUEUE_AVAIL_LOW, RING_BASE + 0x1000),
-        (VIRTIO_MMIO_QUEUE_USED_LOW, RING_BASE + 0x2000),
-    ] {
-        write(t, low, addr as u32);
+    for queue in 0..count {
+        let base = ring_base(queue);
+        write(t, VIRTIO_MMIO_QUEUE_SEL, queue);
+        write(t, VIRTIO_MMIO_QUEUE_NUM, SIZE.into());
+        for (low, addr) in [
+            (VIRTIO_MMIO_QUEUE_DESC_LOW, base),
+            (VIRTIO_MMIO_QUEUE_AVAIL_LOW, base + 0x1000),
+            (VIRTIO_MMIO_QUEUE_USED_LOW, base + 0x2000),
+        ] {
+            write(t, low, addr as u32);
+        }
+        write(t, VIRTIO_MMIO_QUEUE_READY, 1);
     }
-    write(t, VIRTIO_MMIO_QUEUE_READY, 1);
     write(t, VIRTIO_MMIO_STATUS, DRIVER_OK);
+}
+
+/// Where [`start_driver_with_queues`] puts queue `index`'s ring.
+fn ring_base(index: u32) -> u64 {
+    RING_BASE + u64::from(index) * 0x4000
 }
 
 /// Waits up to 5 s for `ring` to have `count` used entries.
@@ -154,4 +171,37 @@ fn a_state_for_another_device_or_features_is_refused() {
         used.restore_state(&saved).unwrap_err(),
         "the device is in use already"
     );
+}
+
+#[test]
+fn a_restored_vsock_tells_its_driver_its_connections_are_gone() {
+    const EVENTS: u32 = 2;
+    let mem = test_memory();
+    let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+    let vsock = |name: &str| {
+        let device = Vsock::new(3, &dir.as_path().join(name)).unwrap();
+        let irq = IrqTrigger::new().unwrap();
+        MmioTransport::new(mem.clone(), irq, Box::new(device)).unwrap()
+    };
+    let mut events = TestRing::new(&mem, ring_base(EVENTS), SIZE);
+    let event = 0x3_0000;
+    mem.write_obj(u32::MAX, GuestAddress(event)).unwrap();
+    events.add_chain(&[(event, 4, true)]);
+    let mut old = vsock("old.sock");
+    start_driver_with_queues(&mut old, 3);
+    write(&mut old, VIRTIO_MMIO_QUEUE_NOTIFY, EVENTS);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(events.used().is_empty(), "a fresh device owes no reset");
+    assert!(old.pause());
+    let saved = old.save_state().unwrap();
+    drop(old);
+
+    let mut new = vsock("new.sock");
+    new.restore_state(&saved).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(events.used().is_empty(), "told before the VM resumed");
+    new.resume();
+    assert!(wait_used(&events, 1), "no event after the restore");
+    let id: u32 = mem.read_obj(GuestAddress(event)).unwrap();
+    assert_eq!(id, crate::virtio::vsock::packet::EVENT_TRANSPORT_RESET);
 }

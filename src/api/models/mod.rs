@@ -22,6 +22,7 @@ pub use devices::{Drive, EntropyDevice, NetworkInterface, PartialDrive, Vsock};
 pub use machine::{BootSource, MachineConfig, MachineConfigUpdate, MAX_VCPUS};
 pub use snapshot::{
     MigrateParams, NetworkOverride, SnapshotCreateParams, SnapshotLoadParams, SnapshotType,
+    VsockOverride,
 };
 pub use vm_config::{FullVmConfiguration, UNSUPPORTED_CONFIG_KEYS};
 

@@ -103,7 +103,7 @@ pub struct SnapshotLoadParams {
     #[serde(default)]
     pub network_overrides: Vec<NetworkOverride>,
     /// A new vsock socket path.
-    pub vsock_override: Option<serde_json::Value>,
+    pub vsock_override: Option<VsockOverride>,
     /// Advance kvmclock by the wall-clock time since the snapshot.
     #[serde(default)]
     pub clock_realtime: bool,
@@ -117,6 +117,14 @@ pub struct NetworkOverride {
     pub iface_id: String,
     /// The TAP it uses from now on.
     pub host_dev_name: String,
+}
+
+/// A loaded snapshot's vsock device on another host socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockOverride {
+    /// The Unix socket it listens on from now on.
+    pub uds_path: String,
 }
 
 impl SnapshotLoadParams {
@@ -152,13 +160,12 @@ impl SnapshotLoadParams {
                 ));
             }
         }
-        let unsupported = [
-            (self.vsock_override.is_some(), "vsock_override"),
-            (self.clock_realtime, "clock_realtime"),
-        ];
-        match unsupported.iter().find(|(asked, _)| *asked) {
-            Some((_, what)) => Err(format!("{what} is not supported by tandem yet")),
-            None => Ok(()),
+        if let Some(vsock) = &self.vsock_override {
+            non_empty("vsock_override: uds_path", &vsock.uds_path)?;
+        }
+        match self.clock_realtime {
+            true => Err("clock_realtime is not supported by tandem yet".into()),
+            false => Ok(()),
         }
     }
 }
@@ -240,6 +247,15 @@ mod tests {
             host_dev_name: "tap7".into(),
         };
         assert_eq!(params.network_overrides, [tap7]);
+        let params = load(
+            r#"{"snapshot_path":"s","mem_file_path":"m","vsock_override":{"uds_path":"/v2"}}"#,
+        )
+        .unwrap();
+        assert_eq!(params.vsock_override.unwrap().uds_path, "/v2");
+        let empty = r#"{"snapshot_path":"s","mem_file_path":"m","vsock_override":{"uds_path":""}}"#;
+        assert!(load(empty)
+            .unwrap_err()
+            .contains("uds_path must not be empty"));
     }
 
     #[test]

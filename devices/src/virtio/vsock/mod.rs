@@ -8,7 +8,11 @@
 //! Three queues: RX (packets to the guest), TX (from it) and events. The
 //! listening socket is bound when the device is built (before the main
 //! thread's seccomp filter) and kept across device resets; connections
-//! belong to the worker and end with it.
+//! belong to the worker and end with it. A snapshot saves the queues but
+//! no connection (they live in this process's host sockets): a restored
+//! device tells the driver with a TRANSPORT_RESET event, as after a
+//! device reset, so the guest drops its connections and keeps its
+//! listeners.
 
 use std::io;
 use std::os::unix::net::UnixListener;
@@ -19,7 +23,7 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
-use super::worker::Worker;
+use super::worker::{Start, Worker};
 use super::{
     check_queue_count, feature, read_config_bytes, ActivateContext, ActivateError, VirtioDevice,
 };
@@ -144,6 +148,9 @@ impl VirtioDevice for Vsock {
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         check_queue_count(&ctx, 3)?;
         let (queues, kicks) = ctx.queues.into_iter().map(|q| (q.queue, q.kick)).unzip();
+        // Started parked: restored from a snapshot, whose connections
+        // stayed with the process that saved it.
+        let connections_lost = self.was_active || ctx.start == Start::Parked;
         let muxer = Muxer::new(
             self.guest_cid,
             self.uds_path.clone(),
@@ -151,7 +158,7 @@ impl VirtioDevice for Vsock {
             ctx.mem,
             queues,
             ctx.interrupt.clone(),
-            self.was_active,
+            connections_lost,
         )
         .map_err(ActivateError::Worker)?;
         self.was_active = true;

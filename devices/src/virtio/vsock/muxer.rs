@@ -205,8 +205,8 @@ impl Muxer {
 }
 
 impl WorkerHandler for Muxer {
-    /// Connections live in the host sockets and cannot be carried to
-    /// another process; snapshots refuse a VM with vsock before asking.
+    /// Only the queues: connections live in the host sockets and cannot
+    /// be carried to another process (a restored device resets them).
     fn queue_positions(&self) -> Vec<QueuePosition> {
         [&self.rx, &self.tx, &self.events]
             .into_iter()
