@@ -5,10 +5,11 @@
 #! KVM host running ci/snapshot-host.sh (a Debian guest snapshotted,
 #! killed, restored in new tandem processes, saved as a diff, migrated;
 #! checks snap-create, snap-restore, snap-clock, snap-no-stall,
-#! snap-devices, snap-disk, snap-restore-again, snap-diff, snap-migrate).
+#! snap-devices, snap-tcp, snap-disk, snap-restore-again, snap-diff,
+#! snap-migrate).
 #! Usage: ci/snapshot-e2e.sh [e2e.sh options] [x86_64|aarch64|all|ROW...]
 
-SNAPSHOT_CHECKS=(snap-create snap-restore snap-clock snap-no-stall snap-devices snap-disk snap-restore-again snap-diff snap-migrate)
+SNAPSHOT_CHECKS=(snap-create snap-restore snap-clock snap-no-stall snap-devices snap-tcp snap-disk snap-restore-again snap-diff snap-migrate)
 # shellcheck disable=SC2034 # read by suite_main (a nameref)
 SNAPSHOT_ROWS=(x86-snapshot a64-snapshot-gicv3 a64-snapshot-gicv2)
 

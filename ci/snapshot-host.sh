@@ -20,6 +20,9 @@
 #!                  clocksource in the guest's log after the restore
 #!   snap-devices   every tick after the first one after the restore did
 #!                  its disk write, rng read and network fetch (io=ok)
+#!   snap-tcp       the TCP connection the guest opened to this host (port
+#!                  9000, one accepted, never reopened) before the snapshot
+#!                  carries the restored guest's ticks
 #!   snap-disk      the disk file holds every tick's number, before the
 #!                  snapshot and after the restore, in its sector
 #!   snap-restore-again  the same snapshot restored SNAP_RESTORES more times
@@ -29,10 +32,12 @@
 #!                  full snapshot's memory file, and the diff's state then
 #!                  goes on from the diff's last tick, io=ok (aarch64: the
 #!                  diff is refused in one line, as it should be for now)
-#!   snap-migrate   a fresh VM (virtio-blk, virtio-rng) migrated to a second
-#!                  tandem (--migrate-listen, PUT /migrate; over TCP on
-#!                  x86_64, a Unix socket on aarch64) goes on there from
-#!                  its next tick, io=ok; the source exits 0
+#!   snap-migrate   a fresh VM (virtio-blk, virtio-rng) rewriting 32 MiB of
+#!                  its RAM over and over (tandem.dirty_mib) is migrated to
+#!                  a second tandem (--migrate-listen, PUT /migrate; over
+#!                  TCP on x86_64, a Unix socket on aarch64) and goes on
+#!                  there from its next tick, io=ok, every rewrite read
+#!                  back intact on both sides; the source exits 0
 #! Prints CHECK <name> PASS|FAIL <detail>; exits 0 when none failed.
 #! Environment: TANDEM (/bin/tandem), SNAP_RESTORES (10).
 
@@ -217,8 +222,8 @@ diff_snapshot() {
 # emulated host's own loopback), the aarch64 rows over a Unix socket, so
 # both transports carry a real guest.
 migrate_check() {
-    local args src_pid dst_pid report tick first src_exit endpoint=/tmp/mig.sock
-    args="console=ttyS0 quiet panic=-1 tandem.mode=checks tandem.checks=snapshot-ticks"
+    local args src_pid dst_pid report tick first src_exit endpoint=/tmp/mig.sock passes bad
+    args="console=ttyS0 quiet panic=-1 tandem.mode=checks tandem.checks=snapshot-ticks tandem.dirty_mib=32"
     dd if=/dev/zero of=/tmp/vdb.img bs=1M count=4 2>/dev/null
     if ! start_api_tandem /tmp/mig-src.out ||
         ! api PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 512}' ||
@@ -226,7 +231,8 @@ migrate_check() {
         ! api PUT /drives/vda '{"drive_id": "vda", "path_on_host": "/tmp/vdb.img", "is_root_device": false, "is_read_only": false}' ||
         ! api PUT /entropy '{}' ||
         ! api PUT /actions '{"action_type": "InstanceStart"}' ||
-        ! wait_until 600 tick_after /tmp/mig-src.out 3; then
+        ! wait_until 600 tick_after /tmp/mig-src.out 3 ||
+        ! wait_until 300 grep -aq "SNAP-DIRTY 2 " /tmp/mig-src.out; then
         check snap-migrate FAIL "the source VM did not start ticking: $(answer)"
         kill_tandem
         return
@@ -251,14 +257,33 @@ migrate_check() {
     if wait_until 120 tick_after /tmp/mig-dst.out $((tick + 3)); then
         first=$(first_tick /tmp/mig-dst.out)
     fi
-    if [ "${first%% *}" = $((tick + 1)) ] && [ "$src_exit" = 0 ] &&
+    # The rewrites of RAM go on in the destination, every one intact.
+    wait_until 300 grep -aq "SNAP-DIRTY .* ok" /tmp/mig-dst.out
+    passes="$(grep -ac 'SNAP-DIRTY .* ok' /tmp/mig-src.out) + $(grep -ac 'SNAP-DIRTY .* ok' /tmp/mig-dst.out)"
+    bad=$(cat /tmp/mig-src.out /tmp/mig-dst.out | grep -a 'SNAP-DIRTY .* BAD' | tr -d '\r' | tr '\n' ' ')
+    if [ "${first%% *}" = $((tick + 1)) ] && [ "$src_exit" = 0 ] && [ -z "$bad" ] &&
+        grep -aq "SNAP-DIRTY .* ok" /tmp/mig-dst.out &&
         [ -z "$(bad_io_after /tmp/mig-dst.out "$tick")" ] && ! grep -aq TANDEM-GUEST-UP /tmp/mig-dst.out; then
-        check snap-migrate PASS "migrated over $endpoint after tick $tick, goes on from tick $((tick + 1)) with io=ok; the source exited 0; $report"
+        check snap-migrate PASS "rewriting 32 MiB of RAM over and over ($passes passes read back intact, source + destination), migrated over $endpoint after tick $tick, goes on from tick $((tick + 1)) with io=ok; the source exited 0; $report"
     else
-        check snap-migrate FAIL "source exit $src_exit after tick $tick; destination's first tick '${first%% *}', failed I/O: $(bad_io_after /tmp/mig-dst.out "$tick"); $report; destination: $(tail -n 3 /tmp/mig-dst.out | tr '\n' ' ')"
+        check snap-migrate FAIL "source exit $src_exit after tick $tick; destination's first tick '${first%% *}', RAM rewrites read back wrong: '$bad', passes $passes, failed I/O: $(bad_io_after /tmp/mig-dst.out "$tick"); $report; destination: $(tail -n 3 /tmp/mig-dst.out | tr '\n' ' ')"
     fi
     kill -9 "$dst_pid" 2>/dev/null
     wait "$dst_pid" 2>/dev/null
+}
+
+# The guest's TCP connection: the SNAP-TCP ticks this host's one-shot
+# listener received, compared with the restore.
+tcp_check() {
+    local got
+    got=$(sed -n 's/^SNAP-TCP \([0-9]*\).*/\1/p' /tmp/tcp.out | tail -n 1)
+    if [ "${got:-0}" -gt $((SAVED_TICK + 1)) ]; then
+        check snap-tcp PASS "the connection opened before the snapshot carried tick $got after the restore (saved at tick $SAVED_TICK; $(grep -c SNAP-TCP /tmp/tcp.out) lines in all)"
+    else
+        check snap-tcp FAIL "the connection's last tick: ${got:-none} (saved at tick $SAVED_TICK)"
+    fi
+    # Later restores rewind the guest's end of it: close this end.
+    kill "$TCP_PID" 2>/dev/null
 }
 
 main() {
@@ -269,6 +294,8 @@ main() {
     mkdir -p "$NET_WWW" && echo tick >"$NET_WWW/tick.txt"
     httpd -f -p 8080 -h "$NET_WWW" &
     HTTPD_PID=$!
+    nc -l -p 9000 >/tmp/tcp.out 2>&1 &
+    TCP_PID=$!
     boot_and_snapshot || { FAILED=1; kill_tandem; echo "snapshot-host: done, a check failed"; return 1; }
 
     if restore_into /tmp/second.out; then
@@ -297,6 +324,7 @@ main() {
     else
         check snap-devices FAIL "failed I/O before: $(bad_io_after /tmp/first.out 0); after: $(bad_io_after /tmp/second.out $((SAVED_TICK + 1)))"
     fi
+    tcp_check
     kill_tandem
     missing=$(missing_ticks "$last")
     if [ -z "$missing" ] && [ "$last" -gt "$SAVED_TICK" ]; then
