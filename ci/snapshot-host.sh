@@ -294,7 +294,9 @@ main() {
     mkdir -p "$NET_WWW" && echo tick >"$NET_WWW/tick.txt"
     httpd -f -p 8080 -h "$NET_WWW" &
     HTTPD_PID=$!
-    nc -l -p 9000 >/tmp/tcp.out 2>&1 &
+    # busybox nc ends a connection once its stdin ends: give it one that
+    # does not.
+    tail -f /dev/null | nc -l -p 9000 >/tmp/tcp.out 2>&1 &
     TCP_PID=$!
     boot_and_snapshot || { FAILED=1; kill_tandem; echo "snapshot-host: done, a check failed"; return 1; }
 

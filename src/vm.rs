@@ -108,6 +108,30 @@ pub struct RestoreOptions {
     pub vsock_override: Option<VsockOverride>,
 }
 
+impl RestoreOptions {
+    /// Changes the saved configuration `resources` as these options ask;
+    /// an override naming a device the snapshot lacks is an error.
+    fn apply_to(&self, resources: &mut VmResources) -> Result<()> {
+        resources.track_dirty_pages |= self.track_dirty;
+        for new in &self.network_overrides {
+            let Some(iface) = resources.nets.iter_mut().find(|n| n.id == new.iface_id) else {
+                bail!(
+                    "network_overrides: the snapshot has no interface {:?}",
+                    new.iface_id
+                );
+            };
+            iface.net.tap.clone_from(&new.host_dev_name);
+        }
+        if let Some(new) = &self.vsock_override {
+            let Some(vsock) = resources.vsock.as_mut() else {
+                bail!("vsock_override: the snapshot has no vsock device");
+            };
+            vsock.uds_path = new.uds_path.clone().into();
+        }
+        Ok(())
+    }
+}
+
 /// One VM: its configuration, its state and, once started, its machine.
 pub struct Vm {
     id: String,
@@ -259,22 +283,7 @@ impl Vm {
     ) -> Result<()> {
         let mut resources =
             crate::api::convert::from_config_file(&saved.config).map_err(|e| anyhow!("{e}"))?;
-        resources.track_dirty_pages |= options.track_dirty;
-        for new in &options.network_overrides {
-            let Some(iface) = resources.nets.iter_mut().find(|n| n.id == new.iface_id) else {
-                bail!(
-                    "network_overrides: the snapshot has no interface {:?}",
-                    new.iface_id
-                );
-            };
-            iface.net.tap.clone_from(&new.host_dev_name);
-        }
-        if let Some(new) = &options.vsock_override {
-            let Some(vsock) = resources.vsock.as_mut() else {
-                bail!("vsock_override: the snapshot has no vsock device");
-            };
-            vsock.uds_path = new.uds_path.clone().into();
-        }
+        options.apply_to(&mut resources)?;
         let machine = Machine::restore(&resources, self.exit.clone(), &saved.machine, memory)?;
         self.machine = Some(machine);
         self.resources = resources;
