@@ -20,7 +20,6 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use guest_memory::GuestMemoryMmap;
 use log::debug;
@@ -38,7 +37,7 @@ use super::{
 };
 use crate::LogLimit;
 use pages::{align_to_host, coalesce, discard, Range, BALLOON_PAGE};
-use stats::{GuestStats, StatsProtocol};
+use stats::{arm, nonblocking_timer, GuestStats, StatsProtocol};
 
 /// virtio device ID of the traditional memory balloon.
 pub const VIRTIO_ID_BALLOON: u32 = 5;
@@ -361,28 +360,6 @@ const DEFLATE: usize = 1;
 /// Backend fds of a balloon with a stats queue, in this order.
 const STATS_TIMER: usize = 0;
 const STATS_CHANGED: usize = 1;
-
-/// A timerfd whose reads never block: after a pause the worker looks at
-/// every backend fd whether it fired or not.
-fn nonblocking_timer() -> io::Result<TimerFd> {
-    let timer = TimerFd::new().map_err(io::Error::from)?;
-    // SAFETY: F_SETFL on an fd this function owns; no memory is passed.
-    let set = unsafe { libc::fcntl(timer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    if set < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(timer)
-}
-
-/// Sets the stats timer to fire every `seconds` (0 stops it).
-fn arm(timer: &Mutex<TimerFd>, seconds: u16) -> io::Result<()> {
-    let mut timer = timer.lock().unwrap_or_else(|p| p.into_inner());
-    if seconds == 0 {
-        return timer.clear().map_err(io::Error::from);
-    }
-    let every = Duration::from_secs(seconds.into());
-    timer.reset(every, Some(every)).map_err(io::Error::from)
-}
 
 /// Which queue index serves what: absent queues take no index (a driver
 /// numbers only the queues of the features it accepted).

@@ -3,12 +3,18 @@
 //! device reads it, keeps it, and gives it back on each polling interval,
 //! which is the driver's cue to refill it and queue it again. This file
 //! owns parsing that buffer (bounded: a garbage buffer is refused whole,
-//! unknown tags are skipped) and the hold-and-give-back protocol.
+//! unknown tags are skipped), the hold-and-give-back protocol and the
+//! interval's timer.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use guest_memory::GuestMemoryMmap;
-use log::debug;
 use serde::Serialize;
 use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::virtio::{guarded, pop_chain, Chain, Interrupt};
 use crate::LogLimit;
@@ -20,6 +26,7 @@ pub const STAT_LEN: usize = 10;
 pub const MAX_STATS: usize = 64;
 
 static REFUSED: LogLimit = LogLimit::new();
+static UNKNOWN_TAGS: LogLimit = LogLimit::new();
 
 /// What the guest last reported, in Firecracker's field names; a field the
 /// guest never reported is `None` and left out of the JSON.
@@ -158,7 +165,10 @@ fn read_chain(mem: &GuestMemoryMmap, chain: &Chain, stats: &mut GuestStats) -> b
     match result {
         Ok(0) => true,
         Ok(unknown) => {
-            debug!("virtio-balloon: {unknown} unknown stats tags skipped");
+            // A newer driver may know tags the spec had not yet.
+            UNKNOWN_TAGS.info(format_args!(
+                "virtio-balloon: {unknown} unknown stats tags skipped"
+            ));
             true
         }
         Err(e) => {
@@ -248,4 +258,26 @@ impl StatsProtocol {
             next
         }
     }
+}
+
+/// A timerfd whose reads never block: after a pause the worker looks at
+/// every backend fd whether it fired or not.
+pub fn nonblocking_timer() -> io::Result<TimerFd> {
+    let timer = TimerFd::new().map_err(io::Error::from)?;
+    // SAFETY: F_SETFL on an fd this function owns; no memory is passed.
+    let set = unsafe { libc::fcntl(timer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    if set < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(timer)
+}
+
+/// Sets the stats timer to fire every `seconds` (0 stops it).
+pub fn arm(timer: &Mutex<TimerFd>, seconds: u16) -> io::Result<()> {
+    let mut timer = timer.lock().unwrap_or_else(|p| p.into_inner());
+    if seconds == 0 {
+        return timer.clear().map_err(io::Error::from);
+    }
+    let every = Duration::from_secs(seconds.into());
+    timer.reset(every, Some(every)).map_err(io::Error::from)
 }
