@@ -263,7 +263,7 @@ pub struct RunArgs {
     pub vsock: Option<VsockDevice>,
     /// A virtio-balloon device with an initial target of N MiB
     /// (docs/balloon.md).
-    #[arg(long, value_name = "size_mib=N[,deflate_on_oom=on][,free_page_reporting=on]", value_parser = parse_balloon)]
+    #[arg(long, value_name = "size_mib=N[,deflate_on_oom=on][,free_page_reporting=on][,stats_interval=S]", value_parser = parse_balloon)]
     pub balloon: Option<BalloonDevice>,
     /// Which device the terminal is attached to.
     #[arg(long, value_enum, default_value_t = ConsoleArg::Serial)]
@@ -402,8 +402,7 @@ pub fn parse_vsock(text: &str) -> Result<VsockDevice, String> {
     Ok(vsock)
 }
 
-/// Parses a `--balloon` value. `stats_interval` is accepted only as 0:
-/// the statistics queue is not implemented.
+/// Parses a `--balloon` value.
 pub fn parse_balloon(text: &str) -> Result<BalloonDevice, String> {
     let mut balloon = BalloonDevice::default();
     let keys = [
@@ -422,10 +421,11 @@ pub fn parse_balloon(text: &str) -> Result<BalloonDevice, String> {
             "size_mib" => balloon.amount_mib = number(key, value)?,
             "deflate_on_oom" => balloon.deflate_on_oom = parse_switch(key, value)?,
             "free_page_reporting" => balloon.free_page_reporting = parse_switch(key, value)?,
-            _ if number(key, value)? != 0 => {
-                return Err("balloon statistics (stats_interval) are not supported yet".into())
+            _ => {
+                balloon.stats_interval_s = value
+                    .parse()
+                    .map_err(|_| format!("{key}={value}: not a number of seconds up to 65535"))?
             }
-            _ => {}
         }
     }
     if balloon.amount_mib > crate::api::models::MAX_BALLOON_MIB {
@@ -611,7 +611,14 @@ mod tests {
         assert!(parse_balloon("size_mib=x")
             .unwrap_err()
             .contains("not a number"));
-        assert!(parse_balloon("size_mib=1,stats_interval=5").is_err());
+        assert_eq!(
+            parse_balloon("size_mib=1,stats_interval=5")
+                .unwrap()
+                .stats_interval_s,
+            5
+        );
+        assert!(parse_balloon("size_mib=1,stats_interval=65536").is_err());
+        assert!(parse_balloon("size_mib=1,stats_interval=-1").is_err());
         assert!(parse_balloon("size_mib=1,stats_interval=0").is_ok());
         let vsock = parse_vsock("cid=3,uds=/tmp/v.sock").unwrap();
         assert_eq!((vsock.guest_cid, vsock.uds_path), (3, "/tmp/v.sock".into()));

@@ -23,6 +23,8 @@ use crate::vmm::Vmm;
 /// Firecracker's words for a request made on the wrong side of start.
 const AFTER_START: &str = "The requested operation is not supported after starting the microVM.";
 const NO_BALLOON: &str = "No balloon device configured.";
+const NO_BALLOON_STATS: &str =
+    "Balloon statistics are not enabled: set stats_polling_interval_s before boot.";
 const BEFORE_START: &str = "The requested operation is not supported before starting the microVM.";
 
 /// When a request is legal.
@@ -41,7 +43,7 @@ fn phase(request: &ApiRequest) -> Phase {
     match request {
         GetInstanceInfo | GetVersion | GetVmConfig | GetMachineConfig | GetBalloon => Phase::Always,
         PatchBalloon(_) => Phase::Always,
-        GetBalloonStatistics => Phase::Runtime,
+        GetBalloonStatistics | PatchBalloonStatistics(_) => Phase::Runtime,
         Action(crate::api::models::Action::FlushMetrics) => Phase::Always,
         PutMachineConfig(_)
         | PatchMachineConfig(_)
@@ -139,14 +141,21 @@ impl Vmm {
                 Ok(balloon) => json(balloon),
                 Err(message) => ApiResponse::Fault(message),
             },
+            ApiRequest::PatchBalloonStatistics(update) => {
+                done(self.set_balloon_stats_interval(update.stats_polling_interval_s))
+            }
             ApiRequest::GetBalloonStatistics => match self.vm.machine().and_then(|m| m.balloon()) {
-                Some(control) => {
+                Some(control) if control.stats_enabled() => {
                     let stats = control.stats();
-                    json(BalloonStatistics::from_pages(
+                    json(BalloonStatistics::new(
                         stats.target_pages,
                         stats.actual_pages,
+                        control.guest_stats(),
                     ))
                 }
+                // Firecracker's answer: statistics exist only when
+                // configured before boot.
+                Some(_) => ApiResponse::Fault(NO_BALLOON_STATS.into()),
                 None => ApiResponse::Fault(NO_BALLOON.into()),
             },
             ApiRequest::PutLogger(logger) => done(self.set_logger(&logger)),
@@ -241,8 +250,26 @@ impl Vmm {
         let mut balloon = convert::balloon_config(&configured);
         if let Some(control) = self.vm.machine().and_then(|m| m.balloon()) {
             balloon.amount_mib = control.stats().target_pages / 256;
+            balloon.stats_polling_interval_s = control.stats_interval_s().into();
         }
         Ok(balloon)
+    }
+
+    /// A new statistics interval for the running balloon, which asks the
+    /// guest for statistics at once (Firecracker's rules: runtime only,
+    /// and statistics cannot be turned on or off).
+    fn set_balloon_stats_interval(&mut self, seconds: u32) -> Result<(), String> {
+        let control = self
+            .vm
+            .machine()
+            .and_then(|m| m.balloon())
+            .ok_or(NO_BALLOON)?;
+        let seconds = u16::try_from(seconds).map_err(|e| e.to_string())?;
+        control
+            .set_stats_interval(seconds)
+            .map_err(|e| e.to_string())?;
+        info!("API: balloon statistics every {seconds} s");
+        Ok(())
     }
 
     /// A new balloon target: the configuration before start, the running

@@ -487,8 +487,9 @@ fn add_virtio_devices(
             target_pages: balloon.amount_mib * 256,
             deflate_on_oom: balloon.deflate_on_oom,
             free_page_reporting: balloon.free_page_reporting,
+            stats_interval_s: balloon.stats_interval_s,
         };
-        let device = Balloon::new(config, arch::host_page_size()?);
+        let device = Balloon::new(config, arch::host_page_size()?)?;
         devices.balloon = Some(device.control());
         devices.add_virtio(vm, mem, "balloon".into(), Box::new(device))?;
     }

@@ -79,6 +79,8 @@ pub struct BalloonDevice {
     pub deflate_on_oom: bool,
     /// Offer free page reporting.
     pub free_page_reporting: bool,
+    /// Seconds between guest statistics refreshes; 0: no stats queue.
+    pub stats_interval_s: u16,
 }
 
 /// Everything a VM is built from.

@@ -420,15 +420,23 @@ fn the_balloon_is_configured_resized_and_reported_over_the_api() {
     vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
     let too_big = json!({"amount_mib": 65, "deflate_on_oom": false});
     vmm.fault("PUT", "/balloon", Some(too_big), "64 MiB of RAM");
-    let stats = json!({"amount_mib": 8, "deflate_on_oom": true, "stats_polling_interval_s": 1});
-    vmm.fault("PUT", "/balloon", Some(stats), "not supported");
+    let interval =
+        json!({"amount_mib": 8, "deflate_on_oom": true, "stats_polling_interval_s": 65536});
+    vmm.fault("PUT", "/balloon", Some(interval), "more than 65535");
     vmm.ok(
         "PUT",
         "/balloon",
-        json!({"amount_mib": 8, "deflate_on_oom": true}),
+        json!({"amount_mib": 8, "deflate_on_oom": true, "stats_polling_interval_s": 1}),
     );
     vmm.ok("PATCH", "/balloon", json!({"amount_mib": 16}));
     vmm.fault("GET", "/balloon/statistics", None, "before starting");
+    let every_5s = json!({"stats_polling_interval_s": 5});
+    vmm.fault(
+        "PATCH",
+        "/balloon/statistics",
+        Some(every_5s.clone()),
+        "before starting",
+    );
     vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
     let (_, balloon) = vmm.call("GET", "/balloon", None);
     assert_eq!(
@@ -446,6 +454,20 @@ fn the_balloon_is_configured_resized_and_reported_over_the_api() {
         stats["actual_pages"], 0,
         "the hand-made guest has no driver"
     );
+    assert!(
+        stats.get("free_memory").is_none(),
+        "no driver, no guest statistics: {stats}"
+    );
+    // Firecracker's rule: statistics on at boot stay on.
+    vmm.fault(
+        "PATCH",
+        "/balloon/statistics",
+        Some(json!({"stats_polling_interval_s": 0})),
+        "cannot be turned on or off",
+    );
+    vmm.ok("PATCH", "/balloon/statistics", every_5s);
+    let (_, balloon) = vmm.call("GET", "/balloon", None);
+    assert_eq!(balloon["stats_polling_interval_s"], 5);
     vmm.fault(
         "PATCH",
         "/balloon",

@@ -155,6 +155,8 @@ pub fn apply_balloon(r: &mut VmResources, balloon: &Balloon) -> Result<(), Strin
         amount_mib: balloon.amount_mib,
         deflate_on_oom: balloon.deflate_on_oom,
         free_page_reporting: balloon.free_page_reporting,
+        stats_interval_s: u16::try_from(balloon.stats_polling_interval_s)
+            .map_err(|e| e.to_string())?,
     });
     Ok(())
 }
@@ -164,7 +166,7 @@ pub fn balloon_config(balloon: &resources::BalloonDevice) -> Balloon {
     Balloon {
         amount_mib: balloon.amount_mib,
         deflate_on_oom: balloon.deflate_on_oom,
-        stats_polling_interval_s: 0,
+        stats_polling_interval_s: balloon.stats_interval_s.into(),
         free_page_hinting: false,
         free_page_reporting: balloon.free_page_reporting,
     }

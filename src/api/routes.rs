@@ -7,9 +7,10 @@
 use serde::de::DeserializeOwned;
 
 use super::models::{
-    check_id, Action, Balloon, BalloonUpdate, BootSource, Drive, EntropyDevice, InstanceActionInfo,
-    Logger, MachineConfig, MachineConfigUpdate, Metrics, MigrateParams, NetworkInterface,
-    PartialDrive, SnapshotCreateParams, SnapshotLoadParams, VmStateRequest, Vsock,
+    check_id, Action, Balloon, BalloonStatsUpdate, BalloonUpdate, BootSource, Drive, EntropyDevice,
+    InstanceActionInfo, Logger, MachineConfig, MachineConfigUpdate, Metrics, MigrateParams,
+    NetworkInterface, PartialDrive, SnapshotCreateParams, SnapshotLoadParams, VmStateRequest,
+    Vsock,
 };
 
 /// A request the VMM's main thread acts on.
@@ -32,6 +33,7 @@ pub enum ApiRequest {
     GetBalloonStatistics,
     PutBalloon(Balloon),
     PatchBalloon(BalloonUpdate),
+    PatchBalloonStatistics(BalloonStatsUpdate),
     PutLogger(Logger),
     PutMetrics(Metrics),
     Action(Action),
@@ -98,6 +100,7 @@ pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest
             ["machine-config"] => ApiRequest::GetMachineConfig,
             ["balloon"] => ApiRequest::GetBalloon,
             ["balloon", "statistics"] => ApiRequest::GetBalloonStatistics,
+            ["balloon", "hinting", ..] => return Err(unsupported(method, trimmed)),
             [first, ..] if UNSUPPORTED_PATHS.contains(first) => {
                 return Err(unsupported(method, trimmed))
             }
@@ -170,8 +173,13 @@ pub fn parse_request(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest
             update.validate()?;
             Ok(ApiRequest::PatchBalloon(update))
         }
-        // Statistics polling (the stats queue) is not implemented.
-        ("PATCH", ["balloon", "statistics"]) => Err(unsupported(method, trimmed)),
+        // Free page hinting is not implemented.
+        (_, ["balloon", "hinting", ..]) => Err(unsupported(method, trimmed)),
+        ("PATCH", ["balloon", "statistics"]) => {
+            let update: BalloonStatsUpdate = json_body(&what, body)?;
+            update.interval()?;
+            Ok(ApiRequest::PatchBalloonStatistics(update))
+        }
         ("PUT", ["logger"]) => {
             let logger: Logger = json_body(&what, body)?;
             logger.validate()?;
@@ -287,12 +295,20 @@ mod tests {
         assert!(matches!(balloon, ApiRequest::PutBalloon(b) if b.amount_mib == 64));
         let patch = ok("PATCH", "/balloon", r#"{"amount_mib":256}"#);
         assert!(matches!(patch, ApiRequest::PatchBalloon(b) if b.amount_mib == 256));
+        let stats = ok(
+            "PATCH",
+            "/balloon/statistics",
+            r#"{"stats_polling_interval_s":5}"#,
+        );
+        assert!(
+            matches!(stats, ApiRequest::PatchBalloonStatistics(u) if u.stats_polling_interval_s == 5)
+        );
         assert!(fault(
             "PATCH",
             "/balloon/statistics",
-            r#"{"stats_polling_interval_s":1}"#
+            r#"{"stats_polling_interval_s":65536}"#
         )
-        .contains("not supported"));
+        .contains("more than 65535"));
         let vsock = ok("PUT", "/vsock", r#"{"guest_cid":3,"uds_path":"/v.sock"}"#);
         assert!(matches!(vsock, ApiRequest::PutVsock(v) if v.guest_cid == 3));
         assert!(fault("PUT", "/vsock", r#"{"guest_cid":2,"uds_path":"/v"}"#).contains("reserved"));
@@ -359,7 +375,8 @@ mod tests {
     #[test]
     fn unsupported_endpoints_say_so() {
         for (method, path) in [
-            ("PATCH", "/balloon/statistics"),
+            ("PATCH", "/balloon/hinting/start"),
+            ("GET", "/balloon/hinting/status"),
             ("PUT", "/mmds"),
             ("PUT", "/mmds/config"),
             ("PUT", "/cpu-config"),

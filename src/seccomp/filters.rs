@@ -210,11 +210,13 @@ pub fn thread_creation() -> Rules {
 }
 
 /// A virtio device worker: its epoll loop, eventfds, the TAP device,
-/// the disk file (including flushes), the console's output.
+/// the disk file (including flushes), the console's output, the
+/// balloon's statistics timer (made with the device, re-armed here).
 pub fn worker(extras: &SeccompExtras) -> Rules {
     let mut rules = every_thread(extras);
     rules.allow(&[
         libc::SYS_epoll_pwait,
+        libc::SYS_timerfd_settime,
         libc::SYS_readv,
         libc::SYS_pread64,
         libc::SYS_pwrite64,

@@ -13,7 +13,7 @@ mod vm_config;
 use log::warn;
 use serde_json::Value;
 
-pub use balloon::{Balloon, BalloonStatistics, BalloonUpdate, MAX_BALLOON_MIB};
+pub use balloon::{Balloon, BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, MAX_BALLOON_MIB};
 pub use control::{
     Action, InstanceActionInfo, InstanceInfo, InstanceState, Logger, Metrics, RequestedVmState,
     VersionInfo, VmStateRequest,

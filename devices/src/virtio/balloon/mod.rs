@@ -3,23 +3,32 @@
 //! reports how many it holds (`actual`). Inflated pages really go back to
 //! the host ([`pages::discard`]); deflated ones need nothing, they come
 //! back when the guest touches them. With free page reporting the driver
-//! also hands over free ranges, dropped the same way.
+//! also hands over free ranges, dropped the same way. With a statistics
+//! interval the driver reports its memory statistics ([`stats`]).
 //!
 //! The VMM reaches a running balloon through [`BalloonControl`]: a new
 //! target raises a config-change interrupt.
 
 pub mod pages;
+pub mod stats;
+#[cfg(test)]
+mod stats_tests;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use guest_memory::GuestMemoryMmap;
 use log::debug;
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_queue::Queue;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::worker::{QueuePosition, Worker, WorkerError, WorkerHandler};
 use super::{
@@ -28,11 +37,14 @@ use super::{
 };
 use crate::LogLimit;
 use pages::{align_to_host, coalesce, discard, Range, BALLOON_PAGE};
+use stats::{arm, nonblocking_timer, GuestStats, StatsProtocol};
 
 /// virtio device ID of the traditional memory balloon.
 pub const VIRTIO_ID_BALLOON: u32 = 5;
 /// The guest may deflate under memory pressure without asking.
 pub const VIRTIO_BALLOON_F_DEFLATE_ON_OOM: u32 = 2;
+/// The driver reports memory statistics on a queue of their own.
+pub const VIRTIO_BALLOON_F_STATS_VQ: u32 = 1;
 /// The driver reports free page ranges on a queue of their own.
 pub const VIRTIO_BALLOON_F_REPORTING: u32 = 5;
 
@@ -55,8 +67,12 @@ pub struct BalloonConfig {
     pub target_pages: u32,
     /// Offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM.
     pub deflate_on_oom: bool,
-    /// Offer VIRTIO_BALLOON_F_REPORTING (a third queue).
+    /// Offer VIRTIO_BALLOON_F_REPORTING (a queue of its own).
     pub free_page_reporting: bool,
+    /// Seconds between statistics refreshes; 0 leaves out the stats queue
+    /// (VIRTIO_BALLOON_F_STATS_VQ).
+    #[serde(default)]
+    pub stats_interval_s: u16,
 }
 
 /// What survives a snapshot of the balloon besides its queues.
@@ -83,10 +99,23 @@ pub struct BalloonStats {
     pub discarded_bytes: u64,
     /// PFNs or ranges refused as outside guest RAM.
     pub refused: u64,
+    /// Statistics buffers read.
+    pub stats_updates: u64,
+    /// Statistics buffers refused as garbage.
+    pub stats_refused: u64,
+}
+
+/// Why the statistics interval cannot change.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StatsIntervalError {
+    /// Statistics were off at boot, or would be turned off (Firecracker's
+    /// rule: the stats queue exists or not from boot).
+    #[error("balloon statistics cannot be turned on or off after boot")]
+    OnOffAfterBoot,
 }
 
 /// The balloon's state shared between the device, its worker and the VMM.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     target_pages: AtomicU32,
     actual_pages: AtomicU32,
@@ -94,8 +123,23 @@ struct Shared {
     deflated_pages: AtomicU64,
     discarded_bytes: AtomicU64,
     refused: AtomicU64,
+    stats_updates: AtomicU64,
+    stats_refused: AtomicU64,
+    /// Seconds between statistics refreshes (0: no stats queue).
+    stats_interval_s: AtomicU16,
+    /// What the guest last reported.
+    guest_stats: Mutex<GuestStats>,
+    /// Tells the worker the interval changed: it re-arms its timer and asks
+    /// the guest for statistics at once.
+    stats_changed: EventFd,
     /// The transport's interrupt, once a driver activated the device.
     interrupt: Mutex<Option<Arc<Interrupt>>>,
+}
+
+impl Shared {
+    fn guest_stats(&self) -> MutexGuard<'_, GuestStats> {
+        self.guest_stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The VMM's handle on a balloon: sets the target, reads what the guest
@@ -124,7 +168,40 @@ impl BalloonControl {
             deflated_pages: s.deflated_pages.load(Ordering::Relaxed),
             discarded_bytes: s.discarded_bytes.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
+            stats_updates: s.stats_updates.load(Ordering::Relaxed),
+            stats_refused: s.stats_refused.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether the balloon has a stats queue (an interval at boot).
+    pub fn stats_enabled(&self) -> bool {
+        self.0.stats_interval_s.load(Ordering::Acquire) != 0
+    }
+
+    /// Seconds between statistics refreshes (0: no stats queue).
+    pub fn stats_interval_s(&self) -> u16 {
+        self.0.stats_interval_s.load(Ordering::Acquire)
+    }
+
+    /// The statistics the guest last reported.
+    pub fn guest_stats(&self) -> GuestStats {
+        *self.0.guest_stats()
+    }
+
+    /// A new statistics interval, with a refresh asked for at once. Stats
+    /// cannot be turned on or off: the stats queue exists from boot or not.
+    pub fn set_stats_interval(&self, seconds: u16) -> Result<(), StatsIntervalError> {
+        let old = self.0.stats_interval_s.load(Ordering::Acquire);
+        if old == seconds {
+            return Ok(());
+        }
+        if old == 0 || seconds == 0 {
+            return Err(StatsIntervalError::OnOffAfterBoot);
+        }
+        self.0.stats_interval_s.store(seconds, Ordering::Release);
+        // A full counter still wakes the worker, so a write error is moot.
+        let _ = self.0.stats_changed.write(1);
+        Ok(())
     }
 
     /// Target and actual, for a snapshot.
@@ -151,6 +228,9 @@ pub struct Balloon {
     config: BalloonConfig,
     host_page: u64,
     shared: Arc<Shared>,
+    /// Fires every statistics interval; made with the device (a worker
+    /// thread may not create one), shared by its successive workers.
+    stats_timer: Arc<Mutex<TimerFd>>,
     queue_sizes: Vec<u16>,
     worker: Option<Worker>,
 }
@@ -159,19 +239,31 @@ impl Balloon {
     /// A balloon starting at `config.target_pages`, on a host whose pages
     /// are `host_page` bytes (a power of two, at least 4 KiB; read by the
     /// VMM before seccomp, since finding it may take a system call).
-    pub fn new(config: BalloonConfig, host_page: u64) -> Self {
-        let shared = Shared::default();
-        shared
-            .target_pages
-            .store(config.target_pages, Ordering::Relaxed);
-        let queues = if config.free_page_reporting { 3 } else { 2 };
-        Self {
+    pub fn new(config: BalloonConfig, host_page: u64) -> io::Result<Self> {
+        let shared = Shared {
+            target_pages: AtomicU32::new(config.target_pages),
+            actual_pages: AtomicU32::default(),
+            inflated_pages: AtomicU64::default(),
+            deflated_pages: AtomicU64::default(),
+            discarded_bytes: AtomicU64::default(),
+            refused: AtomicU64::default(),
+            stats_updates: AtomicU64::default(),
+            stats_refused: AtomicU64::default(),
+            stats_interval_s: AtomicU16::new(config.stats_interval_s),
+            guest_stats: Mutex::default(),
+            stats_changed: EventFd::new(EFD_NONBLOCK)?,
+            interrupt: Mutex::default(),
+        };
+        let queues =
+            2 + usize::from(config.stats_interval_s != 0) + usize::from(config.free_page_reporting);
+        Ok(Self {
             config,
             host_page: host_page.max(BALLOON_PAGE),
             shared: Arc::new(shared),
+            stats_timer: Arc::new(Mutex::new(nonblocking_timer()?)),
             queue_sizes: vec![QUEUE_SIZE; queues],
             worker: None,
-        }
+        })
     }
 
     /// The handle the VMM keeps.
@@ -202,6 +294,9 @@ impl VirtioDevice for Balloon {
         let mut features = feature(VIRTIO_F_VERSION_1);
         if self.config.deflate_on_oom {
             features |= feature(VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
+        }
+        if self.config.stats_interval_s != 0 {
+            features |= feature(VIRTIO_BALLOON_F_STATS_VQ);
         }
         if self.config.free_page_reporting {
             features |= feature(VIRTIO_BALLOON_F_REPORTING);
@@ -234,13 +329,21 @@ impl VirtioDevice for Balloon {
             .interrupt
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(ctx.interrupt.clone());
+        let roles = QueueRoles::of(ctx.features);
+        if roles.stats.is_some() {
+            let seconds = self.shared.stats_interval_s.load(Ordering::Acquire);
+            arm(&self.stats_timer, seconds).map_err(ActivateError::Worker)?;
+        }
         let (queues, kicks) = ctx.queues.into_iter().map(|q| (q.queue, q.kick)).unzip();
         let handler = BalloonHandler {
             shared: self.shared.clone(),
             mem: ctx.mem,
             queues,
+            roles,
             interrupt: ctx.interrupt.clone(),
             host_page: self.host_page,
+            stats_timer: self.stats_timer.clone(),
+            stats: StatsProtocol::default(),
         };
         let worker = Worker::spawn("virtio-balloon", ctx.start, kicks, ctx.interrupt, handler);
         self.worker = Some(worker.map_err(ActivateError::Worker)?);
@@ -254,23 +357,94 @@ impl VirtioDevice for Balloon {
 
 const INFLATE: usize = 0;
 const DEFLATE: usize = 1;
-const REPORTING: usize = 2;
+/// Backend fds of a balloon with a stats queue, in this order.
+const STATS_TIMER: usize = 0;
+const STATS_CHANGED: usize = 1;
+
+/// Which queue index serves what: absent queues take no index (a driver
+/// numbers only the queues of the features it accepted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct QueueRoles {
+    stats: Option<usize>,
+    reporting: Option<usize>,
+}
+
+impl QueueRoles {
+    fn of(features: u64) -> Self {
+        let has = |bit| features & feature(bit) != 0;
+        let stats = has(VIRTIO_BALLOON_F_STATS_VQ).then_some(2);
+        let next = 2 + usize::from(stats.is_some());
+        let reporting = has(VIRTIO_BALLOON_F_REPORTING).then_some(next);
+        Self { stats, reporting }
+    }
+}
 
 struct BalloonHandler {
     shared: Arc<Shared>,
     mem: GuestMemoryMmap,
-    /// Inflate, deflate and (with reporting) reporting, in that order.
+    /// Inflate, deflate, then stats and reporting as `roles` says.
     queues: Vec<Queue>,
+    roles: QueueRoles,
     interrupt: Arc<Interrupt>,
     host_page: u64,
+    stats_timer: Arc<Mutex<TimerFd>>,
+    stats: StatsProtocol,
+}
+
+impl BalloonHandler {
+    fn receive_stats(&mut self, index: usize) -> Result<(), virtio_queue::Error> {
+        let Some(queue) = self.queues.get_mut(index) else {
+            return Ok(());
+        };
+        let mut guest_stats = self.shared.guest_stats();
+        let received = self
+            .stats
+            .receive(queue, &self.mem, &self.interrupt, &mut guest_stats)?;
+        let shared = &self.shared;
+        shared
+            .stats_updates
+            .fetch_add(received.parsed, Ordering::Relaxed);
+        shared
+            .stats_refused
+            .fetch_add(received.refused, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The interval passed (or changed): the guest gets its buffer back to
+    /// refill.
+    fn ask_for_stats(&mut self) -> Result<(), WorkerError> {
+        let Some(index) = self.roles.stats else {
+            return Ok(());
+        };
+        let Some(queue) = self.queues.get_mut(index) else {
+            return Ok(());
+        };
+        self.stats
+            .give_back(queue, &self.mem, &self.interrupt)
+            .map_err(|source| WorkerError::Queue { index, source })
+    }
 }
 
 impl WorkerHandler for BalloonHandler {
     fn queue_positions(&self) -> Vec<QueuePosition> {
-        self.queues.iter().map(QueuePosition::of).collect()
+        let mut positions: Vec<_> = self.queues.iter().map(QueuePosition::of).collect();
+        if let Some((index, queue)) = self
+            .roles
+            .stats
+            .and_then(|i| Some((i, self.queues.get(i)?)))
+        {
+            positions[index].next_avail = self.stats.resume_position(queue);
+        }
+        positions
     }
 
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
+        if Some(index) == self.roles.stats {
+            return self
+                .receive_stats(index)
+                .map_err(|source| WorkerError::Queue { index, source });
+        }
+        let reporting = self.roles.reporting;
         let Some(queue) = self.queues.get_mut(index) else {
             return Ok(());
         };
@@ -279,12 +453,51 @@ impl WorkerHandler for BalloonHandler {
             match index {
                 INFLATE => inflate(shared, mem, host_page, chain),
                 DEFLATE => deflate(shared, mem, chain),
-                REPORTING => report_free(shared, mem, host_page, chain),
+                _ if Some(index) == reporting => report_free(shared, mem, host_page, chain),
                 _ => {}
             }
             0
         })
         .map_err(|source| WorkerError::Queue { index, source })
+    }
+
+    fn backend_fds(&self) -> Vec<(RawFd, EventSet)> {
+        if self.roles.stats.is_none() {
+            return Vec::new();
+        }
+        let timer = self
+            .stats_timer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_raw_fd();
+        vec![
+            (timer, EventSet::IN),
+            (self.shared.stats_changed.as_raw_fd(), EventSet::IN),
+        ]
+    }
+
+    fn backend_event(&mut self, index: usize, _events: EventSet) -> Result<(), WorkerError> {
+        match index {
+            STATS_TIMER => {
+                let fired = self
+                    .stats_timer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .wait();
+                // WouldBlock: looked at after a pause, it had not fired.
+                if fired.is_ok() {
+                    self.ask_for_stats()?;
+                }
+            }
+            // WouldBlock: looked at after a pause, nothing changed.
+            STATS_CHANGED if self.shared.stats_changed.read().is_ok() => {
+                let seconds = self.shared.stats_interval_s.load(Ordering::Acquire);
+                arm(&self.stats_timer, seconds).map_err(WorkerError::Backend)?;
+                self.ask_for_stats()?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 

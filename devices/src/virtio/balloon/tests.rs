@@ -198,14 +198,33 @@ fn discard_really_gives_pages_back() {
     );
 }
 
-fn handler(mem: &GuestMemoryMmap, rings: &[&TestRing], shared: &Arc<Shared>) -> BalloonHandler {
+/// The state a balloon made with `config` shares with its handler.
+pub(super) fn new_shared(config: BalloonConfig) -> Arc<Shared> {
+    Balloon::new(config, BALLOON_PAGE).unwrap().shared
+}
+
+/// A handler over `rings` (in queue order) with the queue roles the
+/// driver's `features` give.
+pub(super) fn handler_for(
+    mem: &GuestMemoryMmap,
+    rings: &[&TestRing],
+    shared: &Arc<Shared>,
+    features: u64,
+) -> BalloonHandler {
     BalloonHandler {
         shared: shared.clone(),
         mem: mem.clone(),
         queues: rings.iter().map(|r| r.queue(false)).collect(),
+        roles: QueueRoles::of(features),
         interrupt: Arc::new(Interrupt::new(IrqTrigger::new().unwrap())),
         host_page: BALLOON_PAGE,
+        stats_timer: Arc::new(Mutex::new(nonblocking_timer().unwrap())),
+        stats: StatsProtocol::default(),
     }
+}
+
+fn handler(mem: &GuestMemoryMmap, rings: &[&TestRing], shared: &Arc<Shared>) -> BalloonHandler {
+    handler_for(mem, rings, shared, feature(VIRTIO_BALLOON_F_REPORTING))
 }
 
 /// Writes `pfns` as le32 at `addr`.
@@ -221,7 +240,7 @@ fn inflate_drops_pages_and_deflate_accounts() {
     let inflate_ring = TestRing::new(&mem, 0, 16);
     let deflate_ring = TestRing::new(&mem, 0x4000, 16);
     let (mut inflate_ring, mut deflate_ring) = (inflate_ring, deflate_ring);
-    let shared = Arc::new(Shared::default());
+    let shared = new_shared(BalloonConfig::default());
     let mut balloon = handler(&mem, &[&inflate_ring, &deflate_ring], &shared);
     mem.write_slice(&[0x5a; 0x4000], GuestAddress(2 * MIB))
         .unwrap();
@@ -260,7 +279,7 @@ fn inflate_drops_pages_and_deflate_accounts() {
 fn a_chain_outside_memory_is_returned_untouched() {
     let mem = holed_memory();
     let mut ring = TestRing::new(&mem, 0, 16);
-    let shared = Arc::new(Shared::default());
+    let shared = new_shared(BalloonConfig::default());
     let mut balloon = handler(&mem, &[&ring], &shared);
     ring.add_chain(&[(MIB + 0x10, 64, false)]);
     balloon.queue_event(INFLATE).unwrap();
@@ -272,13 +291,13 @@ fn a_chain_outside_memory_is_returned_untouched() {
 fn free_page_reports_are_dropped() {
     let mem = holed_memory();
     let mut ring = TestRing::new(&mem, 0, 16);
-    let shared = Arc::new(Shared::default());
+    let shared = new_shared(BalloonConfig::default());
     let rings = [&ring, &ring, &ring];
     let mut balloon = handler(&mem, &rings, &shared);
     mem.write_slice(&[7; 0x2000], GuestAddress(3 * MIB))
         .unwrap();
     ring.add_chain(&[(3 * MIB, 0x2000, true)]);
-    balloon.queue_event(REPORTING).unwrap();
+    balloon.queue_event(2).unwrap();
     assert_eq!(ring.used(), vec![(0, 0)]);
     let mut byte = [1u8];
     mem.read_slice(&mut byte, GuestAddress(3 * MIB + 0x1fff))
@@ -294,9 +313,11 @@ fn config_space_holds_target_and_takes_actual() {
             target_pages: 0x1234,
             deflate_on_oom: true,
             free_page_reporting: false,
+            stats_interval_s: 0,
         },
         BALLOON_PAGE,
-    );
+    )
+    .unwrap();
     assert_eq!(balloon.queue_max_sizes().len(), 2);
     assert_ne!(
         balloon.features() & feature(VIRTIO_BALLOON_F_DEFLATE_ON_OOM),
@@ -339,7 +360,8 @@ fn a_new_target_raises_a_config_interrupt_once_active() {
             ..Default::default()
         },
         BALLOON_PAGE,
-    );
+    )
+    .unwrap();
     assert_eq!(balloon.queue_max_sizes().len(), 3);
     let control = balloon.control();
     control.set_target(10); // not active: nobody to tell
@@ -351,7 +373,7 @@ fn a_new_target_raises_a_config_interrupt_once_active() {
     let mut config = [0u8; 4];
     balloon.read_config(0, &mut config);
     assert_eq!(u32::from_le_bytes(config), 256 * 64);
-    let restored = Balloon::new(BalloonConfig::default(), BALLOON_PAGE);
+    let restored = Balloon::new(BalloonConfig::default(), BALLOON_PAGE).unwrap();
     restored.control().restore(&control.state());
     assert_eq!(restored.control().state().target_pages, 256 * 64);
 }
