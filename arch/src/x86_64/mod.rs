@@ -2,7 +2,8 @@
 //! LAPICs, IOAPIC and PIT, a COM port, an i8042 (keyboard and reset line),
 //! ACPI sleep registers and optionally a debug-exit port — booting Linux
 //! through the 64-bit boot protocol (bzImage, ELF) or PVH (ELF with the PVH
-//! note), described by ACPI.
+//! note), described by ACPI, or a multiboot (v1) image such as a
+//! kvm-unit-tests test.
 //!
 //! This file holds the [`Arch`] implementation and config checks; each
 //! concern it calls on lives in its own module.
@@ -17,6 +18,7 @@ mod interrupts;
 mod layout;
 mod loader;
 mod msr;
+mod multiboot_info;
 mod paging;
 mod regs;
 mod reset_vector;
@@ -312,6 +314,7 @@ impl Arch for X86_64 {
         match kernel.mode {
             EntryMode::Long => boot_info::write_zero_page(mem, kernel.setup_header, &info)?,
             EntryMode::Protected32 => boot_info::write_start_info(mem, &info)?,
+            EntryMode::Multiboot => multiboot_info::write_info(mem, &info)?,
         }
         log::debug!(
             "x86_64: {:?} entry at {:#x}, initrd {initrd:x?}, RSDP at {rsdp:#x}",
