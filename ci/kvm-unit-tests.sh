@@ -146,7 +146,7 @@ summary_of() {
     line=$(grep -a -m1 '^SUMMARY:' "$log" || true)
     [ -n "$line" ] || line=$(grep -a -E '^(PASS|FAIL|SKIP):' "$log" | tail -n 1 || true)
     # Benchmarks (vmexit) print numbers, not results: their last line.
-    [ -n "$line" ] || line=$(grep -a -v '^tandem: ' "$log" | tail -n 1 | tr -d '\r' || true)
+    [ -n "$line" ] || line=$(grep -a -v '^tandem: ' "$log" | tail -n 1 | sed 's/tandem: .*//' | tr -d '\r' || true)
     echo "${line:-no output}"
 }
 

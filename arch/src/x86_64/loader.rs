@@ -13,7 +13,7 @@ use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::gdt::EntryMode;
-use super::layout::{CMDLINE_ADDR, HIMEM_START, PAGE_SIZE};
+use super::layout::{CMDLINE_ADDR, EBDA_START, HIMEM_START, MULTIBOOT_INFO_ADDR, PAGE_SIZE};
 use crate::{Error, Result};
 
 mod multiboot;
@@ -181,6 +181,20 @@ fn load_elf(mem: &GuestMemoryMmap, file: &mut File, path: &Path) -> Result<Loade
     })
 }
 
+/// What a multiboot image must not overwrite: the real-mode IVT and BIOS
+/// data area with tandem's GDT and IDT, the multiboot information, the
+/// command line, and everything from the EBDA to 1 MiB (ACPI tables, the
+/// reset vector). The rest of low memory is the image's to use.
+fn multiboot_reserved() -> [std::ops::Range<u64>; 4] {
+    let cmdline_end = CMDLINE_ADDR + MULTIBOOT_CMDLINE_MAX as u64 + 1;
+    [
+        0..0x1000,
+        MULTIBOOT_INFO_ADDR..MULTIBOOT_INFO_ADDR + PAGE_SIZE,
+        CMDLINE_ADDR..cmdline_end,
+        EBDA_START..HIMEM_START,
+    ]
+}
+
 fn load_multiboot(
     mem: &GuestMemoryMmap,
     file: &mut File,
@@ -191,7 +205,11 @@ fn load_multiboot(
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut bytes))
         .map_err(|e| image_err(path, e))?;
-    let image = multiboot::load(mem, &bytes, header).map_err(|e| image_err(path, e))?;
+    let target = multiboot::Target {
+        mem,
+        reserved: &multiboot_reserved(),
+    };
+    let image = multiboot::load(&target, &bytes, header).map_err(|e| image_err(path, e))?;
     log::info!(
         "{}: loaded as a multiboot image (header at {:#x}, flags {:#x}), entry {:#x}",
         path.display(),

@@ -5,8 +5,11 @@
 //! kvm-unit-tests' x86 `.flat` files are built this way.
 //!
 //! Every field comes from the file: each is checked, sums use checked
-//! arithmetic, and whatever lands in guest RAM must fit between 1 MiB
-//! (below it are tandem's boot tables) and the end of RAM below 4 GiB.
+//! arithmetic, and whatever lands in guest RAM must lie in RAM below 4 GiB
+//! and clear of the ranges the caller reserves (tandem's boot tables; low
+//! memory is otherwise the image's, as real-mode tests need).
+
+use std::ops::Range;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
@@ -26,8 +29,6 @@ const FLAG_ADDRESSES: u32 = 1 << 16;
 const REQUIRED_MASK: u32 = 0xffff;
 /// magic, flags, checksum, then header_addr .. entry_addr (flag 16).
 const HEADER_LEN: usize = 32;
-/// Lowest address an image may occupy.
-const LOAD_FLOOR: u64 = 0x10_0000;
 /// Multiboot is 32-bit: everything must lie below 4 GiB.
 const FOUR_GIB: u64 = 1 << 32;
 
@@ -112,17 +113,32 @@ impl Header {
     }
 }
 
+/// Where an image is loaded: guest RAM and the ranges it must stay out of.
+pub struct Target<'a> {
+    /// Guest RAM.
+    pub mem: &'a GuestMemoryMmap,
+    /// Guest-physical ranges tandem keeps for itself.
+    pub reserved: &'a [Range<u64>],
+}
+
 /// Checks that `[addr, addr + len)` may hold image bytes; returns its end.
-fn check_span(mem: &GuestMemoryMmap, what: &str, addr: u64, len: u64) -> Result<u64> {
+fn check_span(target: &Target, what: &str, addr: u64, len: u64) -> Result<u64> {
     let end = addr
         .checked_add(len)
         .filter(|&end| end <= FOUR_GIB)
         .ok_or_else(|| format!("{what} at {addr:#x} of {len:#x} bytes goes past 4 GiB"))?;
-    if addr < LOAD_FLOOR {
+    if let Some(r) = target
+        .reserved
+        .iter()
+        .find(|r| len > 0 && addr < r.end && r.start < end)
+    {
         return Err(format!(
-            "{what} at {addr:#x} is below 1 MiB, where tandem keeps its boot tables"
+            "{what} at {addr:#x}..{end:#x} overlaps {:#x}..{:#x}, which tandem keeps for its \
+             boot tables",
+            r.start, r.end
         ));
     }
+    let mem = target.mem;
     let fits = usize::try_from(len)
         .is_ok_and(|len| len == 0 || GuestMemoryBackend::check_range(mem, GuestAddress(addr), len));
     if !fits {
@@ -136,7 +152,7 @@ fn check_span(mem: &GuestMemoryMmap, what: &str, addr: u64, len: u64) -> Result<
 /// Copies `file[offset..offset + file_len]` to `addr` and zeroes the rest
 /// up to `mem_len`, after checking both fit.
 fn place(
-    mem: &GuestMemoryMmap,
+    target: &Target,
     file: &[u8],
     what: &str,
     (offset, file_len): (u64, u64),
@@ -157,30 +173,34 @@ fn place(
                 "{what}: {file_len:#x} bytes at file offset {offset:#x} pass the end of the file"
             )
         })?;
-    let end = check_span(mem, what, addr, mem_len)?;
+    let end = check_span(target, what, addr, mem_len)?;
     let write_err = |e| format!("{what}: {e}");
-    mem.write_slice(bytes, GuestAddress(addr))
+    target
+        .mem
+        .write_slice(bytes, GuestAddress(addr))
         .map_err(write_err)?;
     let zeroes = vec![0u8; (mem_len - file_len) as usize];
-    mem.write_slice(&zeroes, GuestAddress(addr + file_len))
+    target
+        .mem
+        .write_slice(&zeroes, GuestAddress(addr + file_len))
         .map_err(write_err)?;
     Ok(end)
 }
 
-/// Loads `file`, whose multiboot header is `header`, into `mem`.
-pub fn load(mem: &GuestMemoryMmap, file: &[u8], header: Header) -> Result<LoadedImage> {
+/// Loads `file`, whose multiboot header is `header`, into `target`.
+pub fn load(target: &Target, file: &[u8], header: Header) -> Result<LoadedImage> {
     header.check_requirements()?;
     if header.flags & FLAG_ADDRESSES != 0 {
-        load_by_header(mem, file, header)
+        load_by_header(target, file, header)
     } else if file.starts_with(ELF_MAGIC) {
-        load_elf32(mem, file)
+        load_elf32(target, file)
     } else {
         Err("multiboot image is neither ELF nor has load addresses (flag 16)".into())
     }
 }
 
 /// The a.out kludge: the header says where the file goes.
-fn load_by_header(mem: &GuestMemoryMmap, file: &[u8], header: Header) -> Result<LoadedImage> {
+fn load_by_header(target: &Target, file: &[u8], header: Header) -> Result<LoadedImage> {
     if file.len() < header.offset + HEADER_LEN {
         return Err("multiboot header with flag 16 is cut short by the end of the file".into());
     }
@@ -208,7 +228,7 @@ fn load_by_header(mem: &GuestMemoryMmap, file: &[u8], header: Header) -> Result<
         })?,
     };
     let end = place(
-        mem,
+        target,
         file,
         "multiboot image",
         (file_offset, file_len),
@@ -220,7 +240,7 @@ fn load_by_header(mem: &GuestMemoryMmap, file: &[u8], header: Header) -> Result<
 
 /// Loads the PT_LOAD segments of a little-endian i386 ELF32 file at their
 /// physical addresses.
-fn load_elf32(mem: &GuestMemoryMmap, file: &[u8]) -> Result<LoadedImage> {
+fn load_elf32(target: &Target, file: &[u8]) -> Result<LoadedImage> {
     if file.len() < ELF32_EHDR_LEN
         || file[4] != ELFCLASS32
         || file[5] != ELFDATA2LSB
@@ -251,7 +271,14 @@ fn load_elf32(mem: &GuestMemoryMmap, file: &[u8]) -> Result<LoadedImage> {
         }
         let (offset, paddr, file_len, mem_len) = (word(1), word(3), word(4), word(5));
         let what = format!("ELF32 segment {index}");
-        end = end.max(place(mem, file, &what, (offset, file_len), paddr, mem_len)?);
+        end = end.max(place(
+            target,
+            file,
+            &what,
+            (offset, file_len),
+            paddr,
+            mem_len,
+        )?);
     }
     if end == 0 {
         return Err("ELF32 multiboot image has no loadable segment".into());

@@ -287,3 +287,23 @@ fn multiboot_elf32_is_detected_and_entered_in_multiboot_mode() {
     let err = load_kernel(&mem, file_with(&bad_checksum).as_path()).unwrap_err();
     assert!(err.to_string().contains("bad checksum"), "{err}");
 }
+
+#[test]
+fn multiboot_images_stay_clear_of_the_boot_tables() {
+    let mem = guest(64 * MIB);
+    for (paddr, reserved) in [
+        (0x500, "0x0..0x1000"),
+        (0x7f00, "0x7000..0x8000"),
+        (0x2_0100, "0x20000..0x21000"),
+        (0xf_0000, "0x9fc00..0x100000"),
+    ] {
+        let image = crate::test_payloads::multiboot_elf32(&[0xf4; 0x200], paddr, 0);
+        let err = load_kernel(&mem, file_with(&image).as_path()).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("overlaps {reserved}")),
+            "{err}"
+        );
+    }
+    let low = crate::test_payloads::multiboot_elf32(&[0xf4; 0x200], 0x8000, 0);
+    assert!(load_kernel(&mem, file_with(&low).as_path()).is_ok());
+}

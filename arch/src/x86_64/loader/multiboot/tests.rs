@@ -20,8 +20,19 @@ fn header_of(file: &[u8]) -> Header {
         .expect("a valid header")
 }
 
+/// Reserved as tandem reserves low memory, in part.
+const RESERVED: [Range<u64>; 2] = [0..0x1000, 0x7000..0x8000];
+
+fn load_into(mem: &GuestMemoryMmap, file: &[u8]) -> Result<LoadedImage> {
+    let target = Target {
+        mem,
+        reserved: &RESERVED,
+    };
+    load(&target, file, header_of(file))
+}
+
 fn load_file(file: &[u8]) -> Result<LoadedImage> {
-    load(&guest(), file, header_of(file))
+    load_into(&guest(), file)
 }
 
 fn err_of(file: &[u8]) -> String {
@@ -66,7 +77,7 @@ fn elf32_segments_load_at_their_addresses_with_bss_zeroed() {
         }
     );
     let mem = guest();
-    let image = load(&mem, &file, header_of(&file)).unwrap();
+    let image = load_into(&mem, &file).unwrap();
     assert_eq!(
         image,
         LoadedImage {
@@ -138,7 +149,7 @@ fn flag_16_addresses_take_precedence() {
     let fields = [0x20_0040, 0x20_0000, 0x20_0800, 0x20_1000, 0x20_0050];
     let file = raw_image(0x1000, 0x40, 1 << 16, fields);
     let mem = guest();
-    let image = load(&mem, &file, header_of(&file)).unwrap();
+    let image = load_into(&mem, &file).unwrap();
     assert_eq!(
         image,
         LoadedImage {
@@ -210,7 +221,8 @@ fn bad_flag_16_addresses_are_refused() {
 fn segments_outside_ram_are_refused() {
     let elf = |paddr, bss| multiboot_elf32(&[0xf4; 16], paddr, bss);
     let cases = [
-        (elf(0x8_0000, 0), "below 1 MiB"),
+        (elf(0x7ff8, 0), "overlaps 0x7000..0x8000"),
+        (elf(0x800, 0), "overlaps 0x0..0x1000"),
         (elf(0x400_0000, 0), "outside guest RAM"),
         (elf(0x3ff_fff8, 0), "outside guest RAM"),
         (elf(0x40_0000, 0x800_0000), "outside guest RAM"),
@@ -221,6 +233,19 @@ fn segments_outside_ram_are_refused() {
         let err = err_of(&file);
         assert!(err.contains(expected), "{expected}: {err}");
     }
+}
+
+#[test]
+fn low_memory_outside_the_reserved_ranges_is_the_images() {
+    // Like kvm-unit-tests' realmode test, loaded at 0x8000.
+    let image = load_file(&multiboot_elf32(&[0xf4; 16], 0x8000, 0x100)).unwrap();
+    assert_eq!(
+        image,
+        LoadedImage {
+            entry: 0x8000,
+            end: 0x8110
+        }
+    );
 }
 
 #[test]
@@ -274,13 +299,13 @@ fn random_fields_behind_a_valid_header_never_panic() {
             let at = (next() as usize % (MB_HEADER / 4)) * 4;
             file[at..at + 4].copy_from_slice(&next().to_le_bytes());
         }
-        let _ = load(&mem, &file, header_of(&file));
+        let _ = load_into(&mem, &file);
         let raw = raw_image(
             0x200,
             0,
             1 << 16,
             std::array::from_fn(|_| next() & 0x7ff_ffff),
         );
-        let _ = load(&mem, &raw, header_of(&raw));
+        let _ = load_into(&mem, &raw);
     }
 }
