@@ -107,6 +107,25 @@ def elf(pvh):
     return header + phdrs + code + note
 
 
+def multiboot(addresses):
+    """A multiboot (v1) image: an i386 ELF32 with one PT_LOAD at 4 MiB, or
+    (addresses) a raw image whose header gives its load addresses (flag 16)."""
+    magic = 0x1BADB002
+    code = b"\xf4" * 64  # hlt
+    if addresses:
+        flags = 1 << 16
+        fields = struct.pack("<5I", 0x40_0000, 0x40_0000, 0, 0x40_2000, 0x40_0020)
+        header = struct.pack("<3I", magic, flags, (-(magic + flags)) & 0xFFFFFFFF) + fields
+        return header + code
+    header = struct.pack("<3I", magic, 0, (-magic) & 0xFFFFFFFF)
+    ehsize, phentsize = 52, 32
+    data_off = ehsize + phentsize + len(header)
+    elf = b"\x7fELF" + bytes([1, 1, 1]) + bytes(9)
+    elf += struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, 0x40_0000, ehsize, 0, 0, ehsize, phentsize, 1, 40, 0, 0)
+    elf += struct.pack("<8I", 1, data_off, 0x40_0000, 0x40_0000, len(code), len(code) + 0x1000, 5, 0x1000)
+    return elf + header + code
+
+
 def arm64_image(image_size=0x10_0000, flags=0xA, text_offset=0):
     header = struct.pack("<IIQQQQQQI", 0x14000010, 0, text_offset, image_size, flags, 0, 0, 0, 0x644D5241)
     header += b"\0" * 4
@@ -122,6 +141,8 @@ def kernels():
         "bzimage-32bit-only": no_initrd + bzimage(version=0x020A, xloadflags=0),
         "elf": no_initrd + elf(pvh=False),
         "elf-pvh-initrd": initrd + elf(pvh=True),
+        "multiboot-elf32-initrd": initrd + multiboot(addresses=False),
+        "multiboot-addresses": no_initrd + multiboot(addresses=True),
         "arm64-image": no_initrd + arm64_image(),
         "arm64-image-initrd": initrd + arm64_image(),
         "arm64-image-legacy": no_initrd + arm64_image(image_size=0, flags=0),

@@ -247,6 +247,10 @@ pub struct RunArgs {
     /// Write the guest's device tree to FILE (aarch64).
     #[arg(long, value_name = "FILE")]
     pub dump_fdt: Option<PathBuf>,
+    /// A debug-exit port at 0xf4 (x86_64): a guest write of V ends tandem
+    /// with exit status (V << 1) | 1, as QEMU's isa-debug-exit does.
+    #[arg(long)]
+    pub debug_exit: bool,
     /// A virtio-blk disk backed by a host file (repeatable).
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,id=ID]", value_parser = parse_disk)]
     pub disks: Vec<BlockConfig>,
@@ -509,6 +513,7 @@ impl RunArgs {
             balloon: self.balloon,
             virtio_cmdline: self.virtio_cmdline,
             dump_fdt: self.dump_fdt.clone(),
+            debug_exit: self.debug_exit,
             ..VmResources::default()
         }
     }

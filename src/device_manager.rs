@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout};
 use devices::legacy::serial::{SerialOutput, SerialState};
-use devices::legacy::{AcpiSleep, Pl031, Serial, I8042};
+use devices::legacy::{AcpiSleep, DebugExit, Pl031, Serial, I8042};
 use devices::virtio::{
     worker, BalloonControl, BalloonState, Interrupt, MmioState, MmioTransport, VirtioDevice,
     MMIO_LEN, QUEUE_NOTIFY_OFFSET,
@@ -179,6 +179,9 @@ impl DeviceManager {
                 }
                 DeviceKind::AcpiSleep => {
                     manager.place(info, Arc::new(Mutex::new(AcpiSleep::new(exit.clone()))))?;
+                }
+                DeviceKind::DebugExit => {
+                    manager.place(info, Arc::new(Mutex::new(DebugExit::new(exit.clone()))))?;
                 }
                 DeviceKind::VirtioMmio => bail!("virtio devices are not platform devices"),
             }

@@ -114,6 +114,8 @@ pub struct VmResources {
     pub virtio_cmdline: bool,
     /// Write the aarch64 device tree here.
     pub dump_fdt: Option<PathBuf>,
+    /// The x86_64 debug-exit port (CLI only).
+    pub debug_exit: bool,
 }
 
 impl Default for VmResources {
@@ -133,6 +135,7 @@ impl Default for VmResources {
             balloon: None,
             virtio_cmdline: false,
             dump_fdt: None,
+            debug_exit: false,
         }
     }
 }
@@ -251,6 +254,7 @@ impl VmResources {
             cmdline: self.cmdline(),
             gic: self.gic,
             dump_fdt: self.dump_fdt.clone(),
+            debug_exit: self.debug_exit,
         })
     }
 }

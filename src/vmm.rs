@@ -427,6 +427,11 @@ impl Vmm {
                 log::error!("{message}");
                 1
             }
+            Some(reason @ ExitReason::DebugExit(value)) => {
+                let status = reason.exit_status().unwrap_or(1);
+                info!("guest wrote {value:#x} to the debug-exit port: exit status {status}");
+                status
+            }
             None => 0,
         }
     }

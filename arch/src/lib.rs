@@ -56,6 +56,9 @@ pub struct VmConfig {
     pub gic: GicChoice,
     /// Where to write the generated device tree, for inspection (aarch64).
     pub dump_fdt: Option<PathBuf>,
+    /// An isa-debug-exit style port the guest ends the run through (x86_64:
+    /// port 0xf4), for test kernels such as kvm-unit-tests.
+    pub debug_exit: bool,
 }
 
 /// The address space a device is reached through.
@@ -81,6 +84,9 @@ pub enum DeviceKind {
     AcpiSleep,
     /// A virtio-mmio transport.
     VirtioMmio,
+    /// The debug-exit port: a write ends the run with a status the guest
+    /// chose.
+    DebugExit,
 }
 
 /// One device's place in the machine: where it lives and which interrupt

@@ -56,7 +56,23 @@ pub enum TinyKernel {
     /// low byte to the console UART, a short delay loop between counts:
     /// the bytes 1, 2, 3, … show that registers and RAM carried on.
     Counter,
+    /// A multiboot (v1) ELF32 image (x86) that checks what its loader hands
+    /// over — EAX = 0x2BADB002; info flags for memory, command line,
+    /// modules and memory map; mem_upper of a 64 MiB guest; one module
+    /// starting with [`MULTIBOOT_MODULE_PREFIX`]; a command line starting
+    /// with [`MULTIBOOT_CMDLINE_PREFIX`] — and writes to the debug-exit
+    /// port (0xf4) [`MULTIBOOT_ALL_GOOD`] if all hold, else the number
+    /// (1-6) of the first check that failed.
+    MultibootCheck,
 }
+
+/// What [`TinyKernel::MultibootCheck`] expects its module to start with.
+pub const MULTIBOOT_MODULE_PREFIX: &[u8; 4] = b"KUT!";
+/// What [`TinyKernel::MultibootCheck`] expects its command line to start
+/// with.
+pub const MULTIBOOT_CMDLINE_PREFIX: &[u8; 4] = b"kut=";
+/// The value [`TinyKernel::MultibootCheck`] reports when every check held.
+pub const MULTIBOOT_ALL_GOOD: u8 = 0x21;
 
 /// Where [`TinyKernel::Counter`] keeps its count (x86: 2 MiB).
 pub const COUNTER_ADDR: u64 = 0x20_0000;
@@ -67,9 +83,10 @@ pub fn tiny_kernel(kernel: TinyKernel) -> Option<Vec<u8>> {
     imp::tiny_kernel(kernel)
 }
 
-/// x86_64 ELF "kernels" around hand-made code, for back-end tests.
+/// x86_64 ELF "kernels" and multiboot ELF32 images around hand-made code,
+/// for back-end tests.
 #[cfg(target_arch = "x86_64")]
-pub use imp::elf_kernel;
+pub use imp::{elf_kernel, multiboot_elf32};
 
 /// Writes `payload` into `mem` and points `vcpu` at it. Returns false when
 /// this architecture has no such payload (port I/O outside x86).
@@ -129,9 +146,128 @@ mod imp {
                 0xba, 0xf8, 0x03, 0x00, 0x00, 0xff, 0x05, 0x00, 0x00, 0x20, 0x00, 0xa1, 0x00, 0x00,
                 0x20, 0x00, 0xee, 0xb9, 0x00, 0x40, 0x00, 0x00, 0xe2, 0xfe, 0xeb, 0xeb,
             ],
+            TinyKernel::MultibootCheck => {
+                return Some(multiboot_elf32(MULTIBOOT_CHECK, 0x40_0000, 0))
+            }
         };
         const LOAD: u32 = 0x100_0000;
         Some(elf_kernel(code, LOAD.into(), Some(LOAD)))
+    }
+
+    /// [`TinyKernel::MultibootCheck`]'s 32-bit code: each check puts its
+    /// number in DL and branches to the report on failure.
+    const MULTIBOOT_CHECK: &[u8] = &[
+        0xb2,
+        0x01, // mov $1,%dl
+        0x3d,
+        0x02,
+        0xb0,
+        0xad,
+        0x2b, // cmp $0x2badb002,%eax
+        0x75,
+        0x3d, // jne report
+        0xb2,
+        0x02,
+        0x8b,
+        0x0b, // mov $2,%dl; mov (%ebx),%ecx
+        0x83,
+        0xe1,
+        0x4d,
+        0x83,
+        0xf9,
+        0x4d, // and $0x4d,%ecx; cmp $0x4d,%ecx
+        0x75,
+        0x31, // jne report
+        0xb2,
+        0x03,
+        0x81,
+        0x7b,
+        0x08,
+        0x00,
+        0xfc,
+        0x00,
+        0x00, // mov $3,%dl; cmpl $0xfc00,8(%ebx)
+        0x75,
+        0x26, // jne report
+        0xb2,
+        0x04,
+        0x83,
+        0x7b,
+        0x14,
+        0x01, // mov $4,%dl; cmpl $1,20(%ebx)
+        0x75,
+        0x1e, // jne report
+        0xb2,
+        0x05,
+        0x8b,
+        0x73,
+        0x18,
+        0x8b,
+        0x36, // mov $5,%dl; mov 24(%ebx),%esi; mov (%esi),%esi
+        0x81,
+        0x3e,
+        b'K',
+        b'U',
+        b'T',
+        b'!', // cmpl $"KUT!",(%esi)
+        0x75,
+        0x0f, // jne report
+        0xb2,
+        0x06,
+        0x8b,
+        0x73,
+        0x10, // mov $6,%dl; mov 16(%ebx),%esi
+        0x81,
+        0x3e,
+        b'k',
+        b'u',
+        b't',
+        b'=', // cmpl $"kut=",(%esi)
+        0x75,
+        0x02, // jne report
+        0xb2,
+        MULTIBOOT_ALL_GOOD, // mov $0x21,%dl
+        0x88,
+        0xd0,
+        0xe6,
+        0xf4,
+        0xf4, // report: mov %dl,%al; out %al,$0xf4; hlt
+    ];
+
+    /// An i386 ELF32 executable with a multiboot header (flags 0) and one
+    /// PT_LOAD of `code` plus `bss` zero bytes at `paddr`, entered there.
+    pub fn multiboot_elf32(code: &[u8], paddr: u32, bss: u32) -> Vec<u8> {
+        const EHDR: u32 = 52;
+        const PHDR: u32 = 32;
+        const CODE_OFFSET: u32 = EHDR + PHDR + 12;
+        let mut elf = b"\x7fELF\x01\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        elf.extend_from_slice(&3u16.to_le_bytes()); // EM_386
+        for word in [1, paddr, EHDR, 0, 0] {
+            elf.extend_from_slice(&word.to_le_bytes()); // version, entry, phoff, shoff, flags
+        }
+        for half in [EHDR as u16, PHDR as u16, 1, 40, 0, 0] {
+            elf.extend_from_slice(&half.to_le_bytes());
+        }
+        let size = code.len() as u32;
+        for word in [
+            1,
+            CODE_OFFSET,
+            paddr,
+            paddr,
+            size,
+            size.wrapping_add(bss),
+            5,
+            16,
+        ] {
+            elf.extend_from_slice(&word.to_le_bytes()); // PT_LOAD
+        }
+        let magic = 0x1bad_b002u32;
+        for word in [magic, 0, 0u32.wrapping_sub(magic)] {
+            elf.extend_from_slice(&word.to_le_bytes()); // multiboot header
+        }
+        elf.extend_from_slice(code);
+        elf
     }
 
     /// An ELF64 x86_64 executable with one PT_LOAD of `code` at `paddr`

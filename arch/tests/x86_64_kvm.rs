@@ -42,6 +42,7 @@ fn config(vcpus: u8, kernel: PathBuf) -> VmConfig {
         cmdline: "console=ttyS0".into(),
         gic: GicChoice::Auto,
         dump_fdt: None,
+        debug_exit: false,
     }
 }
 

@@ -18,6 +18,8 @@ pub enum ExitReason {
     Migrated,
     /// An error the guest cannot recover from.
     Fatal(String),
+    /// The guest wrote this value to the debug-exit port.
+    DebugExit(u32),
 }
 
 impl ExitReason {
@@ -27,6 +29,16 @@ impl ExitReason {
             self,
             ExitReason::PowerOff | ExitReason::Reset | ExitReason::Migrated
         )
+    }
+
+    /// The process exit status the guest chose, if it chose one: a
+    /// debug-exit write of `v` gives `(v << 1) | 1`, cut to the 8 bits a
+    /// process status holds.
+    pub fn exit_status(&self) -> Option<i32> {
+        match self {
+            ExitReason::DebugExit(value) => Some(((value << 1) | 1) as i32 & 0xff),
+            _ => None,
+        }
     }
 }
 

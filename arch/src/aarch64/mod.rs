@@ -111,6 +111,11 @@ impl Arch for AArch64 {
     type VmState = snapshot::VmState;
 
     fn create_vm(kvm: &Kvm, config: &VmConfig) -> Result<(Self, VmFd)> {
+        if config.debug_exit {
+            return Err(Error::Config(
+                "--debug-exit applies only to x86_64 (arm64 test kernels exit through PSCI)".into(),
+            ));
+        }
         image::check_kernel(&config.kernel)?;
         let host_memory = crate::host_memory_limit();
         if config.memory_size > host_memory {

@@ -146,7 +146,7 @@ pub fn dsdt(devices: &[DeviceInfo]) -> Result<Vec<u8>> {
             DeviceKind::Serial | DeviceKind::VirtioMmio | DeviceKind::I8042 => {
                 return Err(config_err(device, "too many devices of this kind"))
             }
-            DeviceKind::Rtc | DeviceKind::AcpiSleep => continue,
+            DeviceKind::Rtc | DeviceKind::AcpiSleep | DeviceKind::DebugExit => continue,
         };
         system_bus.extend_from_slice(&bytes);
     }

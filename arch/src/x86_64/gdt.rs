@@ -37,6 +37,9 @@ pub enum EntryMode {
     Long,
     /// 32-bit protected mode without paging, for PVH.
     Protected32,
+    /// 32-bit protected mode without paging, with the multiboot magic in
+    /// EAX and the multiboot information in EBX.
+    Multiboot,
 }
 
 /// Builds one 8-byte descriptor.
@@ -53,7 +56,9 @@ pub const fn descriptor(flags: DescriptorFlags, base: u32, limit: u32) -> u64 {
 pub fn gdt(mode: EntryMode) -> [u64; 4] {
     let code = match mode {
         EntryMode::Long => descriptor(G | L | CODE_ACCESS, 0, 0xfffff),
-        EntryMode::Protected32 => descriptor(G | DB | CODE_ACCESS, 0, 0xfffff),
+        EntryMode::Protected32 | EntryMode::Multiboot => {
+            descriptor(G | DB | CODE_ACCESS, 0, 0xfffff)
+        }
     };
     [
         0,

@@ -5,7 +5,8 @@
 //! ```text
 //! 0x0000_0500  GDT, then the (empty) IDT
 //! 0x0000_6000  PVH hvm_start_info, module list, memory map
-//! 0x0000_7000  boot_params (the "zero page")
+//! 0x0000_7000  boot_params (the "zero page"), or the multiboot
+//!              information and its tables
 //! 0x0000_8ff0  boot stack top (64-bit entry)
 //! 0x0000_9000  page tables: PML4, PDPT, 4 page directories (to 0xf000)
 //! 0x0002_0000  kernel command line
@@ -51,6 +52,10 @@ pub const PVH_MODLIST_ADDR: u64 = 0x6040;
 pub const PVH_MEMMAP_ADDR: u64 = 0x6080;
 /// Linux `boot_params` for the 64-bit boot protocol.
 pub const ZERO_PAGE_ADDR: u64 = 0x7000;
+/// Multiboot information, where the zero page would be (one boot protocol
+/// per boot); its module list, strings and memory map follow within the
+/// page.
+pub const MULTIBOOT_INFO_ADDR: u64 = ZERO_PAGE_ADDR;
 /// Initial stack pointer for the 64-bit entry.
 pub const BOOT_STACK_TOP: u64 = 0x8ff0;
 /// Top-level page table; the PDPT and page directories follow it.

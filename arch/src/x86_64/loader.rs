@@ -1,6 +1,6 @@
-//! Loading the guest's boot payload into RAM: the kernel (a bzImage, or an
-//! ELF vmlinux, entered through PVH when it carries the PVH note), the
-//! initrd (as high as the kernel allows, clear of its decompression
+//! Loading the guest's boot payload into RAM: the kernel (a bzImage, an
+//! ELF vmlinux, entered through PVH when it carries the PVH note, or a
+//! multiboot image, see [`multiboot`]), the initrd (as high as the kernel allows, clear of its decompression
 //! area), and the command line.
 
 use std::fs::File;
@@ -13,8 +13,10 @@ use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::gdt::EntryMode;
-use super::layout::{CMDLINE_ADDR, HIMEM_START, PAGE_SIZE};
+use super::layout::{CMDLINE_ADDR, EBDA_START, HIMEM_START, MULTIBOOT_INFO_ADDR, PAGE_SIZE};
 use crate::{Error, Result};
+
+mod multiboot;
 
 /// "HdrS" at offset 0x202 marks a Linux boot-protocol header.
 const BOOT_HEADER_MAGIC: u32 = 0x5372_6448;
@@ -27,6 +29,11 @@ const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 /// x86's COMMAND_LINE_SIZE (2048) less the NUL, for kernels without a
 /// setup header to say otherwise.
 const ELF_CMDLINE_MAX: usize = 2047;
+/// Multiboot sets no limit; this leaves the command line well clear of
+/// the EBDA.
+const MULTIBOOT_CMDLINE_MAX: usize = 4095;
+/// Multiboot structures are 32-bit: the initrd must end below 4 GiB.
+const MULTIBOOT_INITRD_CEILING: u64 = 1 << 32;
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const ELFCLASS64: u8 = 2;
 const EM_X86_64: u16 = 62;
@@ -52,37 +59,46 @@ pub struct LoadedKernel {
 enum ImageKind {
     BzImage,
     Elf,
+    Multiboot(multiboot::Header),
 }
 
 fn image_err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Image(format!("{}: {what}", path.display()))
 }
 
-/// Tells a bzImage from an ELF from anything else by their magic numbers.
+/// Tells a bzImage from an ELF64 kernel from a multiboot image (in that
+/// order: a file could carry more than one mark) from anything else.
 fn detect(file: &mut File, path: &Path) -> Result<ImageKind> {
-    let mut head = [0u8; 0x14];
+    let mut head = vec![0u8; multiboot::SEARCH_LIMIT];
     let read = read_up_to(file, &mut head).map_err(|e| image_err(path, e))?;
-    if read >= 4 && &head[..4] == ELF_MAGIC {
-        let machine = u16::from_le_bytes([head[0x12], head[0x13]]);
-        if read < head.len() || head[4] != ELFCLASS64 || machine != EM_X86_64 {
-            return Err(image_err(
-                path,
-                "is an ELF file but not an x86_64 (ELF64) kernel",
-            ));
-        }
+    head.truncate(read);
+    let is_elf = head.starts_with(ELF_MAGIC);
+    let is_elf64 = is_elf
+        && read >= 0x14
+        && head[4] == ELFCLASS64
+        && u16::from_le_bytes([head[0x12], head[0x13]]) == EM_X86_64;
+    if is_elf64 {
         return Ok(ImageKind::Elf);
     }
-    let mut magic = [0u8; 4];
-    let is_bzimage = file.seek(SeekFrom::Start(BOOT_HEADER_MAGIC_OFFSET)).is_ok()
-        && read_up_to(file, &mut magic).is_ok_and(|n| n == 4)
-        && u32::from_le_bytes(magic) == BOOT_HEADER_MAGIC;
+    let magic_at = BOOT_HEADER_MAGIC_OFFSET as usize;
+    let is_bzimage = !is_elf
+        && head
+            .get(magic_at..magic_at + 4)
+            .is_some_and(|m| m == BOOT_HEADER_MAGIC.to_le_bytes());
     if is_bzimage {
-        Ok(ImageKind::BzImage)
-    } else {
-        Err(Error::Image(format!(
-            "{} is not a bzImage or ELF vmlinux",
+        return Ok(ImageKind::BzImage);
+    }
+    match multiboot::find_header(&head) {
+        Some(Ok(header)) => Ok(ImageKind::Multiboot(header)),
+        Some(Err(e)) => Err(image_err(path, e)),
+        None if is_elf => Err(image_err(
+            path,
+            "is an ELF file but neither an x86_64 (ELF64) kernel nor a multiboot image",
+        )),
+        None => Err(Error::Image(format!(
+            "{} is not a bzImage, ELF vmlinux or multiboot image",
             path.display()
-        )))
+        ))),
     }
 }
 
@@ -105,6 +121,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
     let kernel = match detect(&mut file, path)? {
         ImageKind::BzImage => load_bzimage(mem, &mut file, path)?,
         ImageKind::Elf => load_elf(mem, &mut file, path)?,
+        ImageKind::Multiboot(header) => load_multiboot(mem, &mut file, path, header)?,
     };
     if !mem.address_in_range(GuestAddress(kernel.entry)) {
         return Err(image_err(
@@ -161,6 +178,52 @@ fn load_elf(mem: &GuestMemoryMmap, file: &mut File, path: &Path) -> Result<Loade
         initrd_floor: loaded.kernel_end,
         initrd_ceiling: u64::MAX,
         cmdline_max: ELF_CMDLINE_MAX,
+    })
+}
+
+/// What a multiboot image must not overwrite: the real-mode IVT and BIOS
+/// data area with tandem's GDT and IDT, the multiboot information, the
+/// command line, and everything from the EBDA to 1 MiB (ACPI tables, the
+/// reset vector). The rest of low memory is the image's to use.
+fn multiboot_reserved() -> [std::ops::Range<u64>; 4] {
+    let cmdline_end = CMDLINE_ADDR + MULTIBOOT_CMDLINE_MAX as u64 + 1;
+    [
+        0..0x1000,
+        MULTIBOOT_INFO_ADDR..MULTIBOOT_INFO_ADDR + PAGE_SIZE,
+        CMDLINE_ADDR..cmdline_end,
+        EBDA_START..HIMEM_START,
+    ]
+}
+
+fn load_multiboot(
+    mem: &GuestMemoryMmap,
+    file: &mut File,
+    path: &Path,
+    header: multiboot::Header,
+) -> Result<LoadedKernel> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| image_err(path, e))?;
+    let target = multiboot::Target {
+        mem,
+        reserved: &multiboot_reserved(),
+    };
+    let image = multiboot::load(&target, &bytes, header).map_err(|e| image_err(path, e))?;
+    log::info!(
+        "{}: loaded as a multiboot image (header at {:#x}, flags {:#x}), entry {:#x}",
+        path.display(),
+        header.offset,
+        header.flags,
+        image.entry
+    );
+    Ok(LoadedKernel {
+        mode: EntryMode::Multiboot,
+        entry: image.entry,
+        setup_header: None,
+        initrd_floor: image.end,
+        initrd_ceiling: MULTIBOOT_INITRD_CEILING,
+        cmdline_max: MULTIBOOT_CMDLINE_MAX,
     })
 }
 

@@ -1,8 +1,9 @@
 //! The x86_64 back end: a PC without PCI or legacy firmware — in-kernel
-//! LAPICs, IOAPIC and PIT, a COM port, an i8042 (keyboard and reset line)
-//! and ACPI sleep registers — booting Linux through the 64-bit boot
-//! protocol (bzImage, ELF) or PVH (ELF with the PVH note), described by
-//! ACPI.
+//! LAPICs, IOAPIC and PIT, a COM port, an i8042 (keyboard and reset line),
+//! ACPI sleep registers and optionally a debug-exit port — booting Linux
+//! through the 64-bit boot protocol (bzImage, ELF) or PVH (ELF with the PVH
+//! note), described by ACPI, or a multiboot (v1) image such as a
+//! kvm-unit-tests test.
 //!
 //! This file holds the [`Arch`] implementation and config checks; each
 //! concern it calls on lives in its own module.
@@ -17,6 +18,7 @@ mod interrupts;
 mod layout;
 mod loader;
 mod msr;
+mod multiboot_info;
 mod paging;
 mod regs;
 mod reset_vector;
@@ -53,6 +55,10 @@ const I8042_IRQ: u32 = 1;
 /// ACPI sleep control (0x600) and status (0x601) registers.
 const ACPI_SLEEP_PORT: u64 = 0x600;
 const ACPI_SLEEP_LEN: u64 = 2;
+/// The debug-exit port where QEMU's isa-debug-exit sits by default, which
+/// kvm-unit-tests writes to; 4 ports so a 32-bit write lands whole.
+const DEBUG_EXIT_PORT: u64 = 0xf4;
+const DEBUG_EXIT_LEN: u64 = 4;
 
 /// The x86_64 back end.
 #[derive(Debug)]
@@ -60,6 +66,8 @@ pub struct X86_64 {
     layout: MemoryLayout,
     memory_size: u64,
     vcpus: u8,
+    /// Whether the guest gets the debug-exit port.
+    debug_exit: bool,
     /// KVM_GET_SUPPORTED_CPUID, normalised per vCPU in `create_vcpu`.
     supported_cpuid: Vec<kvm_cpuid_entry2>,
     /// Whether vCPUs can report their TSC frequency (KVM_CAP_GET_TSC_KHZ).
@@ -202,6 +210,7 @@ impl Arch for X86_64 {
             layout,
             memory_size: config.memory_size,
             vcpus: config.vcpus,
+            debug_exit: config.debug_exit,
             supported_cpuid,
             tsc_khz_known: kvm.check_extension(Cap::GetTscKhz),
             msr_indices: kvm
@@ -227,7 +236,7 @@ impl Arch for X86_64 {
             len,
             irq,
         };
-        vec![
+        let mut devices = vec![
             pio(
                 DeviceKind::Serial,
                 SERIAL_PORT,
@@ -236,7 +245,16 @@ impl Arch for X86_64 {
             ),
             pio(DeviceKind::I8042, I8042_PORT, I8042_LEN, Some(I8042_IRQ)),
             pio(DeviceKind::AcpiSleep, ACPI_SLEEP_PORT, ACPI_SLEEP_LEN, None),
-        ]
+        ];
+        if self.debug_exit {
+            devices.push(pio(
+                DeviceKind::DebugExit,
+                DEBUG_EXIT_PORT,
+                DEBUG_EXIT_LEN,
+                None,
+            ));
+        }
+        devices
     }
 
     fn create_vcpu(&self, vm: &VmFd, index: u8) -> Result<VcpuFd> {
@@ -296,6 +314,7 @@ impl Arch for X86_64 {
         match kernel.mode {
             EntryMode::Long => boot_info::write_zero_page(mem, kernel.setup_header, &info)?,
             EntryMode::Protected32 => boot_info::write_start_info(mem, &info)?,
+            EntryMode::Multiboot => multiboot_info::write_info(mem, &info)?,
         }
         log::debug!(
             "x86_64: {:?} entry at {:#x}, initrd {initrd:x?}, RSDP at {rsdp:#x}",
@@ -365,6 +384,7 @@ mod tests {
             cmdline: String::new(),
             gic: GicChoice::Auto,
             dump_fdt: None,
+            debug_exit: false,
         }
     }
 
@@ -427,17 +447,43 @@ mod tests {
         );
     }
 
-    #[test]
-    fn platform_devices_match_the_pc_ports() {
-        let arch = X86_64 {
+    fn arch(debug_exit: bool) -> X86_64 {
+        X86_64 {
             layout: layout::memory_layout(128 << 20),
             memory_size: 128 << 20,
             vcpus: 1,
+            debug_exit,
             supported_cpuid: vec![],
             tsc_khz_known: false,
             msr_indices: vec![],
             xsave_fits: true,
+        }
+    }
+
+    #[test]
+    fn debug_exit_port_only_when_asked() {
+        let kinds = |debug_exit| -> Vec<DeviceKind> {
+            arch(debug_exit)
+                .platform_devices()
+                .iter()
+                .map(|d| d.kind)
+                .collect()
         };
+        assert!(!kinds(false).contains(&DeviceKind::DebugExit));
+        let devices = arch(true).platform_devices();
+        let port = devices
+            .iter()
+            .find(|d| d.kind == DeviceKind::DebugExit)
+            .unwrap();
+        assert_eq!(
+            (port.space, port.base, port.len, port.irq),
+            (AddressSpace::Pio, 0xf4, 4, None)
+        );
+    }
+
+    #[test]
+    fn platform_devices_match_the_pc_ports() {
+        let arch = arch(false);
         let devices = arch.platform_devices();
         let find = |kind| *devices.iter().find(|d| d.kind == kind).unwrap();
         let serial = find(DeviceKind::Serial);

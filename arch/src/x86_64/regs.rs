@@ -1,7 +1,8 @@
 //! Boot vCPU state: FPU defaults for every vCPU, and for the boot vCPU the
 //! general and special registers of the chosen entry — 64-bit long mode
 //! (RSI = zero page) for the Linux boot protocol, or flat 32-bit protected
-//! mode (EBX = hvm_start_info) for PVH.
+//! mode for PVH (EBX = hvm_start_info) and multiboot (EAX = 0x2BADB002,
+//! EBX = multiboot information).
 
 use guest_memory::GuestMemoryMmap;
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
@@ -9,7 +10,9 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::gdt::{self, EntryMode, CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
-use super::layout::{BOOT_STACK_TOP, GDT_ADDR, IDT_ADDR, PVH_INFO_ADDR, ZERO_PAGE_ADDR};
+use super::layout::{
+    BOOT_STACK_TOP, GDT_ADDR, IDT_ADDR, MULTIBOOT_INFO_ADDR, PVH_INFO_ADDR, ZERO_PAGE_ADDR,
+};
 use super::paging;
 use crate::{kvm_err, Error, Result};
 
@@ -19,6 +22,8 @@ const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
+/// What a multiboot loader leaves in EAX for the kernel to recognise it.
+const MULTIBOOT_BOOTLOADER_MAGIC: u64 = 0x2bad_b002;
 /// Bit 1 of RFLAGS is reserved and always set; interrupts stay off.
 const RFLAGS_RESERVED: u64 = 1 << 1;
 
@@ -51,6 +56,10 @@ pub fn boot_regs(mode: EntryMode, entry: u64) -> kvm_regs {
             regs.rsi = ZERO_PAGE_ADDR;
         }
         EntryMode::Protected32 => regs.rbx = PVH_INFO_ADDR,
+        EntryMode::Multiboot => {
+            regs.rax = MULTIBOOT_BOOTLOADER_MAGIC;
+            regs.rbx = MULTIBOOT_INFO_ADDR;
+        }
     }
     regs
 }
@@ -75,7 +84,7 @@ pub fn boot_sregs(mut sregs: kvm_sregs, mode: EntryMode, cr3: u64) -> kvm_sregs 
             sregs.cr4 = CR4_PAE;
             sregs.efer = EFER_LME | EFER_LMA;
         }
-        EntryMode::Protected32 => {
+        EntryMode::Protected32 | EntryMode::Multiboot => {
             sregs.cr0 = CR0_PE | CR0_ET;
             sregs.cr3 = 0;
             sregs.cr4 = 0;
@@ -106,7 +115,7 @@ pub fn setup_boot_vcpu(
     write_gdt(mem, mode)?;
     let cr3 = match mode {
         EntryMode::Long => paging::write_identity_page_tables(mem)?,
-        EntryMode::Protected32 => 0,
+        EntryMode::Protected32 | EntryMode::Multiboot => 0,
     };
     let sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
     vcpu.set_sregs(&boot_sregs(sregs, mode, cr3))
@@ -164,9 +173,28 @@ mod tests {
     }
 
     #[test]
+    fn multiboot_entry() {
+        let regs = boot_regs(EntryMode::Multiboot, 0x40_00bc);
+        assert_eq!(
+            (regs.rip, regs.rax, regs.rbx),
+            (0x40_00bc, 0x2bad_b002, MULTIBOOT_INFO_ADDR)
+        );
+        let sregs = boot_sregs(kvm_sregs::default(), EntryMode::Multiboot, 0);
+        assert_eq!(
+            boot_sregs(kvm_sregs::default(), EntryMode::Protected32, 0),
+            sregs,
+            "the same flat 32-bit state as PVH"
+        );
+    }
+
+    #[test]
     fn gdt_in_memory_decodes_to_the_loaded_segments() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        for mode in [EntryMode::Long, EntryMode::Protected32] {
+        for mode in [
+            EntryMode::Long,
+            EntryMode::Protected32,
+            EntryMode::Multiboot,
+        ] {
             write_gdt(&mem, mode).unwrap();
             let sregs = boot_sregs(kvm_sregs::default(), mode, 0);
             for s in [sregs.cs, sregs.ds, sregs.ss, sregs.tr] {

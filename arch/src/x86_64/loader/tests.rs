@@ -118,7 +118,7 @@ fn garbage_is_not_a_kernel() {
         let file = file_with(&bytes);
         match load_kernel(&mem, file.as_path()) {
             Err(Error::Image(msg)) => assert!(
-                msg.ends_with("is not a bzImage or ELF vmlinux"),
+                msg.ends_with("is not a bzImage, ELF vmlinux or multiboot image"),
                 "{name}: {msg}"
             ),
             other => panic!("{name}: {other:?}"),
@@ -258,4 +258,52 @@ fn random_images_behind_valid_magic_never_panic() {
         let file = file_with(&image);
         let _ = load_kernel(&mem, file.as_path());
     }
+}
+
+#[test]
+fn multiboot_elf32_is_detected_and_entered_in_multiboot_mode() {
+    let mem = guest(64 * MIB);
+    let image = crate::test_payloads::multiboot_elf32(&[0xf4; 32], 0x40_0000, 0x1000);
+    let file = file_with(&image);
+    let kernel = load_kernel(&mem, file.as_path()).unwrap();
+    assert_eq!(
+        (kernel.mode, kernel.entry),
+        (EntryMode::Multiboot, 0x40_0000)
+    );
+    assert_eq!(kernel.initrd_floor, 0x40_1020);
+    assert_eq!(kernel.initrd_ceiling, 1 << 32);
+    assert_eq!(kernel.cmdline_max, MULTIBOOT_CMDLINE_MAX);
+
+    let mut no_header = image.clone();
+    no_header[84] ^= 1;
+    let err = load_kernel(&mem, file_with(&no_header).as_path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("is an ELF file but neither an x86_64 (ELF64) kernel nor a multiboot image"),
+        "{err}"
+    );
+    let mut bad_checksum = image;
+    bad_checksum[92] ^= 1;
+    let err = load_kernel(&mem, file_with(&bad_checksum).as_path()).unwrap_err();
+    assert!(err.to_string().contains("bad checksum"), "{err}");
+}
+
+#[test]
+fn multiboot_images_stay_clear_of_the_boot_tables() {
+    let mem = guest(64 * MIB);
+    for (paddr, reserved) in [
+        (0x500, "0x0..0x1000"),
+        (0x7f00, "0x7000..0x8000"),
+        (0x2_0100, "0x20000..0x21000"),
+        (0xf_0000, "0x9fc00..0x100000"),
+    ] {
+        let image = crate::test_payloads::multiboot_elf32(&[0xf4; 0x200], paddr, 0);
+        let err = load_kernel(&mem, file_with(&image).as_path()).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("overlaps {reserved}")),
+            "{err}"
+        );
+    }
+    let low = crate::test_payloads::multiboot_elf32(&[0xf4; 0x200], 0x8000, 0);
+    assert!(load_kernel(&mem, file_with(&low).as_path()).is_ok());
 }
