@@ -4,20 +4,27 @@
 //! ```text
 //! tandem-vsock-e2e listen-vsock PORT CONNS          guest: accept CONNS on AF_VSOCK PORT
 //! tandem-vsock-e2e connect-vsock PORT CONNS BYTES    guest: CONNS connections to host CID 2
-//! tandem-vsock-e2e listen-unix PATH CONNS            host: accept CONNS on PATH (<uds>_<port>)
+//! tandem-vsock-e2e listen-unix PATH CONNS [STALL_S]  host: accept CONNS on PATH (<uds>_<port>)
 //! tandem-vsock-e2e connect-unix UDS PORT CONNS BYTES host: CONNS x `CONNECT PORT` on UDS
 //! tandem-vsock-e2e refused-vsock PORT                guest: a connect nobody listens for fails
 //! tandem-vsock-e2e refused-unix UDS PORT             host: such a CONNECT is closed without OK
+//! tandem-vsock-e2e listen-tcp ADDR:PORT CONNS        either: the same over TCP (benchmarks)
+//! tandem-vsock-e2e connect-tcp ADDR:PORT CONNS BYTES either: the same over TCP
 //! ```
 //!
 //! Every connection carries BYTES each way at once (stream.rs), checked
 //! against the generator on arrival; one `VSOCK-CONN` line per connection
 //! and a `VSOCK-DONE` line with the counts. Exit status 0 when all matched.
+//! BYTES may be `SENT,BACK` (connector to acceptor, then back; `64M,0` is
+//! one way) and take a K or M suffix; `FIRST=N` after it gives connection
+//! 0 N bytes each way instead. STALL_S: connection 0 leaves its data unread
+//! for that many seconds after its header (the stalled-reader check).
 
 mod stream;
 mod vsock;
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -46,6 +53,56 @@ fn number<T: std::str::FromStr>(text: Option<&&str>) -> io::Result<T> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "missing or bad number"))
 }
 
+/// A byte count with an optional K or M suffix.
+fn size(text: &str) -> io::Result<u64> {
+    let (digits, unit) = match text.strip_suffix(['K', 'M']) {
+        Some(digits) if text.ends_with('K') => (digits, 1 << 10),
+        Some(digits) => (digits, 1 << 20),
+        None => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad size {text:?}")))
+}
+
+/// The connector roles of `BYTES` (`N` or `SENT,BACK`) and an optional
+/// `FIRST=N`: the role of connection `index`.
+fn connector_roles(bytes: &str, first: Option<&&str>) -> io::Result<impl Fn(u32) -> Role> {
+    let role = match bytes.split_once(',') {
+        Some((sent, back)) => Role::Connector {
+            sent: size(sent)?,
+            back: size(back)?,
+        },
+        None => {
+            let both = size(bytes)?;
+            Role::Connector {
+                sent: both,
+                back: both,
+            }
+        }
+    };
+    let first = match first {
+        Some(text) => {
+            let n = text.strip_prefix("FIRST=").map(size).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("expected FIRST=N, got {text:?}"),
+                )
+            })??;
+            Role::Connector { sent: n, back: n }
+        }
+        None => role,
+    };
+    Ok(move |index| if index == 0 { first } else { role })
+}
+
+fn acceptor(stall_s: Option<&&str>) -> io::Result<impl Fn(u32) -> Role> {
+    let stall = Duration::from_secs(stall_s.map_or(Ok(0), |s| number(Some(s)))?);
+    Ok(move |_| Role::Acceptor { stall })
+}
+
 fn run(words: &[&str]) -> io::Result<bool> {
     let mode = words.first().copied().unwrap_or("");
     let arg = |i: usize| words.get(i).copied().unwrap_or("");
@@ -53,38 +110,45 @@ fn run(words: &[&str]) -> io::Result<bool> {
         "listen-vsock" => {
             let listener = vsock::Listener::bind(number(words.get(1))?)?;
             println!("VSOCK-LISTENING port={}", arg(1));
-            let conns = number(words.get(2))?;
-            serve_all(mode, Role::Acceptor, conns, |_| {
+            serve_all(mode, acceptor(None)?, number(words.get(2))?, |_| {
                 Ok(Box::new(listener.accept()?))
             })
         }
         "connect-vsock" => {
             let port = number(words.get(1))?;
-            let bytes = number(words.get(3))?;
-            serve_all(
-                mode,
-                Role::Connector { bytes },
-                number(words.get(2))?,
-                |_| Ok(Box::new(vsock::Stream::connect(vsock::HOST_CID, port)?)),
-            )
+            let roles = connector_roles(arg(3), words.get(4))?;
+            serve_all(mode, roles, number(words.get(2))?, |_| {
+                Ok(Box::new(vsock::Stream::connect(vsock::HOST_CID, port)?))
+            })
         }
         "listen-unix" => {
             let _ = std::fs::remove_file(arg(1));
             let listener = UnixListener::bind(arg(1))?;
             println!("VSOCK-LISTENING path={}", arg(1));
-            serve_all(mode, Role::Acceptor, number(words.get(2))?, |_| {
+            let roles = acceptor(words.get(3))?;
+            serve_all(mode, roles, number(words.get(2))?, |_| {
                 Ok(Box::new(listener.accept()?.0))
             })
         }
         "connect-unix" => {
             let (uds, port) = (arg(1), number::<u32>(words.get(2))?);
-            let bytes = number(words.get(4))?;
-            serve_all(
-                mode,
-                Role::Connector { bytes },
-                number(words.get(3))?,
-                |_| Ok(Box::new(connect_through(uds, port)?)),
-            )
+            let roles = connector_roles(arg(4), words.get(5))?;
+            serve_all(mode, roles, number(words.get(3))?, |_| {
+                Ok(Box::new(connect_through(uds, port)?))
+            })
+        }
+        "listen-tcp" => {
+            let listener = TcpListener::bind(arg(1))?;
+            println!("VSOCK-LISTENING tcp={}", arg(1));
+            serve_all(mode, acceptor(None)?, number(words.get(2))?, |_| {
+                Ok(Box::new(listener.accept()?.0))
+            })
+        }
+        "connect-tcp" => {
+            let roles = connector_roles(arg(3), words.get(4))?;
+            serve_all(mode, roles, number(words.get(2))?, |_| {
+                Ok(Box::new(TcpStream::connect(arg(1))?))
+            })
         }
         "refused-vsock" => {
             let start = Instant::now();
@@ -133,7 +197,7 @@ fn connect_through(uds: &str, port: u32) -> io::Result<UnixStream> {
 /// and the total; true if every one matched.
 fn serve_all(
     mode: &str,
-    role: Role,
+    role_of: impl Fn(u32) -> Role,
     conns: u32,
     mut open: impl FnMut(u32) -> io::Result<Box<dyn Conn>>,
 ) -> io::Result<bool> {
@@ -142,6 +206,7 @@ fn serve_all(
     for index in 0..conns {
         let conn = open(index)?;
         conn.set_timeouts(IO_TIMEOUT)?;
+        let role = role_of(index);
         threads.push(std::thread::spawn(move || {
             serve_connection(conn, role, index)
         }));
@@ -167,4 +232,39 @@ fn serve_all(
         u128::from(total) * 1000 / 1024 / ms
     );
     Ok(ok == conns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_suffixes_and_refuse_junk() {
+        assert_eq!(size("64M").unwrap(), 64 << 20);
+        assert_eq!(size("3K").unwrap(), 3 << 10);
+        assert_eq!(size("7").unwrap(), 7);
+        for bad in ["", "M", "1G", "-1", "99999999999999999M"] {
+            assert!(size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_connection_may_carry_its_own_size() {
+        let roles = connector_roles("1M,0", Some(&"FIRST=2K")).unwrap();
+        assert!(matches!(
+            roles(0),
+            Role::Connector {
+                sent: 2048,
+                back: 2048
+            }
+        ));
+        assert!(matches!(
+            roles(1),
+            Role::Connector {
+                sent: 1048576,
+                back: 0
+            }
+        ));
+        assert!(connector_roles("1M", Some(&"2K")).is_err());
+    }
 }
