@@ -13,7 +13,7 @@
 #!   vsock-stalled-reader  the host end leaves one connection unread for 10 s
 #!                         while the guest keeps writing: tandem's VmRSS grows
 #!                         by at most 8 MiB, another connection finishes
-#!                         meanwhile, then 24 MiB each way match
+#!                         meanwhile, then its 24 MiB match
 #!   vsock-refused         a guest connect to a port nobody listens on fails,
 #!                         a host CONNECT to one is closed without OK
 #!   vsock-exit            tandem (seccomp on) exits 0 when the guest powers off

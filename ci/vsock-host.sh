@@ -17,10 +17,11 @@
 
 CONNS=32
 BYTES=$((2 * 1024 * 1024))
-# The stalled connection carries more than RSS_BOUND_KB each way, so a
-# tandem that buffered what the guest sends while the host program does
-# not read would pass the bound within the stall (the guest moves several
-# MiB/s here). tandem may hold BUF_ALLOC = 256 KiB of guest data per
+# The stalled connection carries more than RSS_BOUND_KB from the guest
+# (whose socket buffer is 32 MiB, 70-vsock.sh), so a tandem that buffered
+# what the guest sends while the host program does not read would pass
+# the bound within the stall (the guest moves several MiB/s here; tried
+# with BUF_ALLOC raised to 64 MiB: VmRSS grew past the bound). tandem may hold BUF_ALLOC = 256 KiB of guest data per
 # connection; the bound is that plus slack for allocator and heap noise
 # (thread stacks, a 64 KiB scratch packet, the other connection's buffers).
 STALL_S=10
@@ -112,7 +113,7 @@ check_stalled_reader() {
     elif [ "${others:-0}" -lt 1 ]; then
         check vsock-stalled-reader FAIL "the other connection did not finish during the stall"
     else
-        check vsock-stalled-reader PASS "host end unread for $STALL_S s: VmRSS $STALL_BASE_KB kB, max $STALL_MAX_KB kB over $STALL_SAMPLES samples (grew $growth kB, bound $RSS_BOUND_KB kB); the other connection finished meanwhile; then $STALL_BYTES bytes each way matched, sums agree; $(tr -d '\r' </tmp/host-stall.out | grep -o 'VSOCK-CONN mode=listen-unix index=0 ms=[0-9]*')"
+        check vsock-stalled-reader PASS "host end unread for $STALL_S s: VmRSS $STALL_BASE_KB kB, max $STALL_MAX_KB kB over $STALL_SAMPLES samples (grew $growth kB, bound $RSS_BOUND_KB kB); the other connection finished meanwhile; then $STALL_BYTES bytes guest to host matched, sums agree; $(tr -d '\r' </tmp/host-stall.out | grep -o 'VSOCK-CONN mode=listen-unix index=0 ms=[0-9]*')"
     fi
 }
 

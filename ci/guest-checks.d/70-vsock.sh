@@ -8,8 +8,11 @@
 # connection carries tandem.vsock_bytes each way, tandem.vsock_conns of
 # them at once. Last, two connections to port 6002, whose host end leaves
 # the first unread for a while (the stalled-reader check): the first
-# carries tandem.vsock_stall_bytes each way, the second 512 KiB; their
-# lines say mode=connect-vsock-stalled. The host compares both ends' lines
+# carries tandem.vsock_stall_bytes guest to host, the second 512 KiB each
+# way; their lines say mode=connect-vsock-stalled. Their sockets have a
+# 32 MiB buffer: this guest's kernel sends no more than its own buffer
+# ahead of the host's reads, so with the default 256 KiB a tandem that
+# advertised and buffered more would go unnoticed. The host compares both ends' lines
 # (VSOCK-CONN, VSOCK-DONE).
 check_vsock() {
     local conns bytes stall_bytes listener left rc=0
@@ -32,7 +35,7 @@ check_vsock() {
     /bin/tandem-vsock-e2e refused-vsock 6001 || rc=1
     wait "$listener" || rc=1
     cat /tmp/vsock-listen.out
-    /bin/tandem-vsock-e2e connect-vsock 6002 2 512K "FIRST=$stall_bytes" >/tmp/vsock-stall.out 2>&1 || rc=1
+    /bin/tandem-vsock-e2e connect-vsock 6002 2 512K "FIRST=$stall_bytes,0" BUF=32M >/tmp/vsock-stall.out 2>&1 || rc=1
     sed 's/mode=connect-vsock /mode=connect-vsock-stalled /' /tmp/vsock-stall.out
     if [ "$rc" = 0 ]; then
         check_result vsock-guest PASS "$conns connections each way, $bytes bytes each way on each, all matched"

@@ -16,8 +16,9 @@
 //! against the generator on arrival; one `VSOCK-CONN` line per connection
 //! and a `VSOCK-DONE` line with the counts. Exit status 0 when all matched.
 //! BYTES may be `SENT,BACK` (connector to acceptor, then back; `64M,0` is
-//! one way) and take a K or M suffix; `FIRST=N` after it gives connection
-//! 0 N bytes each way instead. STALL_S: connection 0 leaves its data unread
+//! one way) and take a K or M suffix. After BYTES, `FIRST=SIZES` gives
+//! connection 0 other sizes, and `BUF=N` (connect-vsock) sets each socket's
+//! buffer (SO_VM_SOCKETS_BUFFER_SIZE). STALL_S: connection 0 leaves its data unread
 //! for that many seconds after its header (the stalled-reader check).
 
 mod stream;
@@ -67,34 +68,46 @@ fn size(text: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad size {text:?}")))
 }
 
-/// The connector roles of `BYTES` (`N` or `SENT,BACK`) and an optional
-/// `FIRST=N`: the role of connection `index`.
-fn connector_roles(bytes: &str, first: Option<&&str>) -> io::Result<impl Fn(u32) -> Role> {
-    let role = match bytes.split_once(',') {
-        Some((sent, back)) => Role::Connector {
-            sent: size(sent)?,
-            back: size(back)?,
-        },
-        None => {
-            let both = size(bytes)?;
-            Role::Connector {
-                sent: both,
-                back: both,
+/// A connector's role for `N` (each way) or `SENT,BACK`.
+fn connector(bytes: &str) -> io::Result<Role> {
+    let (sent, back) = match bytes.split_once(',') {
+        Some((sent, back)) => (size(sent)?, size(back)?),
+        None => (size(bytes)?, size(bytes)?),
+    };
+    Ok(Role::Connector { sent, back })
+}
+
+/// What may follow a connect mode's BYTES: `FIRST=SIZES` (connection 0's
+/// sizes) and, for AF_VSOCK, `BUF=N` (each socket's buffer size).
+struct Extras {
+    first: Option<Role>,
+    buffer: Option<u64>,
+}
+
+fn extras(words: &[&str]) -> io::Result<Extras> {
+    let mut extras = Extras {
+        first: None,
+        buffer: None,
+    };
+    for word in words {
+        match word.split_once('=') {
+            Some(("FIRST", sizes)) => extras.first = Some(connector(sizes)?),
+            Some(("BUF", n)) => extras.buffer = Some(size(n)?),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("expected FIRST=SIZES or BUF=N, got {word:?}"),
+                ))
             }
         }
-    };
-    let first = match first {
-        Some(text) => {
-            let n = text.strip_prefix("FIRST=").map(size).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("expected FIRST=N, got {text:?}"),
-                )
-            })??;
-            Role::Connector { sent: n, back: n }
-        }
-        None => role,
-    };
+    }
+    Ok(extras)
+}
+
+/// The role of connection `index` for BYTES and the extras.
+fn connector_roles(bytes: &str, extras: &Extras) -> io::Result<impl Fn(u32) -> Role> {
+    let role = connector(bytes)?;
+    let first = extras.first.unwrap_or(role);
     Ok(move |index| if index == 0 { first } else { role })
 }
 
@@ -116,9 +129,11 @@ fn run(words: &[&str]) -> io::Result<bool> {
         }
         "connect-vsock" => {
             let port = number(words.get(1))?;
-            let roles = connector_roles(arg(3), words.get(4))?;
+            let extras = extras(words.get(4..).unwrap_or_default())?;
+            let roles = connector_roles(arg(3), &extras)?;
             serve_all(mode, roles, number(words.get(2))?, |_| {
-                Ok(Box::new(vsock::Stream::connect(vsock::HOST_CID, port)?))
+                let stream = vsock::Stream::connect(vsock::HOST_CID, port, extras.buffer)?;
+                Ok(Box::new(stream))
             })
         }
         "listen-unix" => {
@@ -132,7 +147,7 @@ fn run(words: &[&str]) -> io::Result<bool> {
         }
         "connect-unix" => {
             let (uds, port) = (arg(1), number::<u32>(words.get(2))?);
-            let roles = connector_roles(arg(4), words.get(5))?;
+            let roles = connector_roles(arg(4), &extras(words.get(5..).unwrap_or_default())?)?;
             serve_all(mode, roles, number(words.get(3))?, |_| {
                 Ok(Box::new(connect_through(uds, port)?))
             })
@@ -145,14 +160,14 @@ fn run(words: &[&str]) -> io::Result<bool> {
             })
         }
         "connect-tcp" => {
-            let roles = connector_roles(arg(3), words.get(4))?;
+            let roles = connector_roles(arg(3), &extras(words.get(4..).unwrap_or_default())?)?;
             serve_all(mode, roles, number(words.get(2))?, |_| {
                 Ok(Box::new(TcpStream::connect(arg(1))?))
             })
         }
         "refused-vsock" => {
             let start = Instant::now();
-            let result = vsock::Stream::connect(vsock::HOST_CID, number(words.get(1))?);
+            let result = vsock::Stream::connect(vsock::HOST_CID, number(words.get(1))?, None);
             let ms = start.elapsed().as_millis();
             println!(
                 "VSOCK-REFUSED mode={mode} refused={} ms={ms}",
@@ -249,22 +264,30 @@ mod tests {
     }
 
     #[test]
-    fn the_first_connection_may_carry_its_own_size() {
-        let roles = connector_roles("1M,0", Some(&"FIRST=2K")).unwrap();
+    fn the_first_connection_may_carry_its_own_sizes() {
+        let extras = extras(&["FIRST=2K,0", "BUF=1M"]).unwrap();
+        assert_eq!(extras.buffer, Some(1 << 20));
+        let roles = connector_roles("1M", &extras).unwrap();
         assert!(matches!(
             roles(0),
             Role::Connector {
                 sent: 2048,
-                back: 2048
+                back: 0
             }
         ));
         assert!(matches!(
             roles(1),
             Role::Connector {
                 sent: 1048576,
-                back: 0
+                back: 1048576
             }
         ));
-        assert!(connector_roles("1M", Some(&"2K")).is_err());
+        assert!(extras_rejects("2K"));
+        assert!(extras_rejects("FIRST=x"));
+        assert!(extras_rejects("BUF=1,2"));
+    }
+
+    fn extras_rejects(word: &str) -> bool {
+        extras(&[word]).is_err()
     }
 }

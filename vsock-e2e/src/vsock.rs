@@ -77,10 +77,34 @@ impl Listener {
 /// A connected AF_VSOCK stream.
 pub struct Stream(OwnedFd);
 
+/// AF_VSOCK socket options (linux/vm_sockets.h), at level AF_VSOCK.
+const SO_VM_SOCKETS_BUFFER_SIZE: libc::c_int = 0;
+const SO_VM_SOCKETS_BUFFER_MAX_SIZE: libc::c_int = 2;
+
+fn set_u64(fd: &OwnedFd, option: libc::c_int, value: u64) -> io::Result<()> {
+    // SAFETY: value is a valid u64 for the call's duration.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::AF_VSOCK,
+            option,
+            (&value as *const u64).cast(),
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 impl Stream {
-    /// Connects to `port` of `cid`.
-    pub fn connect(cid: u32, port: u32) -> io::Result<Self> {
+    /// Connects to `port` of `cid`, with a socket buffer of `buffer` bytes
+    /// if given (the receive buffer this end advertises; a Linux that caps
+    /// its send credit by its own buffer then sends up to that much too).
+    pub fn connect(cid: u32, port: u32, buffer: Option<u64>) -> io::Result<Self> {
         let fd = new_socket()?;
+        if let Some(bytes) = buffer {
+            set_u64(&fd, SO_VM_SOCKETS_BUFFER_MAX_SIZE, bytes)?;
+            set_u64(&fd, SO_VM_SOCKETS_BUFFER_SIZE, bytes)?;
+        }
         let addr = address(cid, port);
         // SAFETY: addr is a valid sockaddr_vm of ADDR_LEN bytes for the call.
         check(unsafe {
