@@ -218,8 +218,11 @@ fn serve_all(
 ) -> io::Result<bool> {
     let start = Instant::now();
     let mut threads = Vec::new();
+    let mut slowest_open = Duration::ZERO;
     for index in 0..conns {
+        let opening = Instant::now();
         let conn = open(index)?;
+        slowest_open = slowest_open.max(opening.elapsed());
         conn.set_timeouts(IO_TIMEOUT)?;
         let role = role_of(index);
         threads.push(std::thread::spawn(move || {
@@ -243,8 +246,9 @@ fn serve_all(
     }
     let ms = start.elapsed().as_millis().max(1);
     println!(
-        "VSOCK-DONE mode={mode} conns={conns} ok={ok} bytes={total} kBps={}",
-        u128::from(total) * 1000 / 1024 / ms
+        "VSOCK-DONE mode={mode} conns={conns} ok={ok} bytes={total} kBps={} slowest_open_ms={}",
+        u128::from(total) * 1000 / 1024 / ms,
+        slowest_open.as_millis()
     );
     Ok(ok == conns)
 }

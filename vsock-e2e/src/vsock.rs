@@ -80,6 +80,13 @@ pub struct Stream(OwnedFd);
 /// AF_VSOCK socket options (linux/vm_sockets.h), at level AF_VSOCK.
 const SO_VM_SOCKETS_BUFFER_SIZE: libc::c_int = 0;
 const SO_VM_SOCKETS_BUFFER_MAX_SIZE: libc::c_int = 2;
+/// Takes a `timeval` (the 64-bit layout on both arches here).
+const SO_VM_SOCKETS_CONNECT_TIMEOUT: libc::c_int = 6;
+
+/// How long a guest connect waits for the host's answer. Linux's default
+/// is 2 s, which an emulated host under load can miss with 64 connections
+/// busy; a lost answer still fails, just later.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn set_u64(fd: &OwnedFd, option: libc::c_int, value: u64) -> io::Result<()> {
     // SAFETY: value is a valid u64 for the call's duration.
@@ -105,6 +112,12 @@ impl Stream {
             set_u64(&fd, SO_VM_SOCKETS_BUFFER_MAX_SIZE, bytes)?;
             set_u64(&fd, SO_VM_SOCKETS_BUFFER_SIZE, bytes)?;
         }
+        set_timeval(
+            fd.as_raw_fd(),
+            libc::AF_VSOCK,
+            SO_VM_SOCKETS_CONNECT_TIMEOUT,
+            CONNECT_TIMEOUT,
+        )?;
         let addr = address(cid, port);
         // SAFETY: addr is a valid sockaddr_vm of ADDR_LEN bytes for the call.
         check(unsafe {
@@ -147,23 +160,33 @@ impl Write for Stream {
     }
 }
 
+fn set_timeval(
+    fd: RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: Duration,
+) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: value.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: tv is a valid timeval for the call's duration.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 impl Conn for Stream {
     fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
         for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-            // SAFETY: tv is a valid timeval for the call's duration.
-            check(unsafe {
-                libc::setsockopt(
-                    self.raw(),
-                    libc::SOL_SOCKET,
-                    option,
-                    (&tv as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                )
-            })?;
+            set_timeval(self.raw(), libc::SOL_SOCKET, option, timeout)?;
         }
         Ok(())
     }
