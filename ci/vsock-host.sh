@@ -17,13 +17,14 @@
 
 CONNS=32
 BYTES=$((2 * 1024 * 1024))
-# The stalled connection carries more than RSS_BOUND_KB from the guest
-# (whose socket buffer is 32 MiB, 70-vsock.sh), so a tandem that buffered
-# what the guest sends while the host program does not read would pass
-# the bound within the stall (the guest moves several MiB/s here; tried
-# with BUF_ALLOC raised to 64 MiB: VmRSS grew past the bound). tandem may hold BUF_ALLOC = 256 KiB of guest data per
-# connection; the bound is that plus slack for allocator and heap noise
-# (thread stacks, a 64 KiB scratch packet, the other connection's buffers).
+# The stalled-reader bound: tandem may hold BUF_ALLOC = 256 KiB of guest
+# data per connection; 8 MiB is that plus slack for heap and allocator
+# noise (thread stacks, a 64 KiB scratch packet, the other connection).
+# The stalled connection carries more than the bound from the guest (its
+# socket buffer is 32 MiB, 70-vsock.sh), so a tandem that buffered what
+# the guest sends while the host program does not read would pass it
+# within the stall (tried with BUF_ALLOC raised to 64 MiB: VmRSS grew by
+# 24 MiB).
 STALL_S=10
 STALL_BYTES=$((24 * 1024 * 1024))
 RSS_BOUND_KB=$((8 * 1024))
