@@ -17,9 +17,10 @@
 //! and a `VSOCK-DONE` line with the counts. Exit status 0 when all matched.
 //! BYTES may be `SENT,BACK` (connector to acceptor, then back; `64M,0` is
 //! one way) and take a K or M suffix. After BYTES, `FIRST=SIZES` gives
-//! connection 0 other sizes, and `BUF=N` (connect-vsock) sets each socket's
-//! buffer (SO_VM_SOCKETS_BUFFER_SIZE). STALL_S: connection 0 leaves its data unread
-//! for that many seconds after its header (the stalled-reader check).
+//! connection 0 other sizes, and `BUF=N` (connect-vsock) sets each
+//! socket's buffer (SO_VM_SOCKETS_BUFFER_SIZE). STALL_S: connection 0
+//! leaves its data unread for that many seconds after its header (the
+//! stalled-reader check).
 
 mod stream;
 mod vsock;
