@@ -77,10 +77,47 @@ impl Listener {
 /// A connected AF_VSOCK stream.
 pub struct Stream(OwnedFd);
 
+/// AF_VSOCK socket options (linux/vm_sockets.h), at level AF_VSOCK.
+const SO_VM_SOCKETS_BUFFER_SIZE: libc::c_int = 0;
+const SO_VM_SOCKETS_BUFFER_MAX_SIZE: libc::c_int = 2;
+/// Takes a `timeval` (the 64-bit layout on both arches here).
+const SO_VM_SOCKETS_CONNECT_TIMEOUT: libc::c_int = 6;
+
+/// How long a guest connect waits for the host's answer. Linux's default
+/// is 2 s, which an emulated host under load can miss with 64 connections
+/// busy; a lost answer still fails, just later.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn set_u64(fd: &OwnedFd, option: libc::c_int, value: u64) -> io::Result<()> {
+    // SAFETY: value is a valid u64 for the call's duration.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::AF_VSOCK,
+            option,
+            (&value as *const u64).cast(),
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 impl Stream {
-    /// Connects to `port` of `cid`.
-    pub fn connect(cid: u32, port: u32) -> io::Result<Self> {
+    /// Connects to `port` of `cid`, with a socket buffer of `buffer` bytes
+    /// if given (the receive buffer this end advertises; a Linux that caps
+    /// its send credit by its own buffer then sends up to that much too).
+    pub fn connect(cid: u32, port: u32, buffer: Option<u64>) -> io::Result<Self> {
         let fd = new_socket()?;
+        if let Some(bytes) = buffer {
+            set_u64(&fd, SO_VM_SOCKETS_BUFFER_MAX_SIZE, bytes)?;
+            set_u64(&fd, SO_VM_SOCKETS_BUFFER_SIZE, bytes)?;
+        }
+        set_timeval(
+            fd.as_raw_fd(),
+            libc::AF_VSOCK,
+            SO_VM_SOCKETS_CONNECT_TIMEOUT,
+            CONNECT_TIMEOUT,
+        )?;
         let addr = address(cid, port);
         // SAFETY: addr is a valid sockaddr_vm of ADDR_LEN bytes for the call.
         check(unsafe {
@@ -123,23 +160,33 @@ impl Write for Stream {
     }
 }
 
+fn set_timeval(
+    fd: RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: Duration,
+) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: value.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: tv is a valid timeval for the call's duration.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 impl Conn for Stream {
     fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
         for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-            // SAFETY: tv is a valid timeval for the call's duration.
-            check(unsafe {
-                libc::setsockopt(
-                    self.raw(),
-                    libc::SOL_SOCKET,
-                    option,
-                    (&tv as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                )
-            })?;
+            set_timeval(self.raw(), libc::SOL_SOCKET, option, timeout)?;
         }
         Ok(())
     }
