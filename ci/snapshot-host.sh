@@ -27,11 +27,12 @@
 #!                  snapshot and after the restore, in its sector
 #!   snap-restore-again  the same snapshot restored SNAP_RESTORES more times
 #!                  (default 10), each going on from the same tick
-#!   snap-diff      restored once more with track_dirty_pages, run on, saved
-#!                  as a Diff; `tandem rebase-memory` applies it to the
-#!                  full snapshot's memory file, and the diff's state then
-#!                  goes on from the diff's last tick, io=ok (aarch64: the
-#!                  diff is refused in one line, as it should be for now)
+#!   snap-diff      a fresh VM with track_dirty_pages, rewriting 16 MiB of
+#!                  RAM: full snapshot, runs on, Diff and a second full
+#!                  snapshot at one pause; the diff rebased onto the first
+#!                  equals the second byte for byte and goes on from the
+#!                  diff's last tick; a diff of that restored VM is refused
+#!                  (aarch64: every diff is refused in one line, for now)
 #!   snap-migrate   a fresh VM (virtio-blk, virtio-rng) rewriting 32 MiB of
 #!                  its RAM over and over (tandem.dirty_mib) is migrated to
 #!                  a second tandem (--migrate-listen, PUT /migrate; over
@@ -172,45 +173,82 @@ restore_into() {
     if [ -n "$BAD_IO" ]; then WHY="ticks whose I/O failed after the restore: $BAD_IO"; return 1; fi
 }
 
-# A diff on top of the full snapshot: a restored VM (dirty-page tracking
-# asked for in the load) runs on, is paused and saved as a diff; applied
-# to the full snapshot's memory file with `tandem rebase-memory`, the
-# diff's state goes on from the diff's last tick.
+# A diff on top of a full snapshot, checked against the truth: a fresh VM
+# (dirty-page tracking on, rewriting 16 MiB of RAM over and over) gets a
+# full snapshot, runs on, and is paused again for a Diff and, at the same
+# pause, a second full snapshot. `tandem rebase-memory` applies the diff to
+# a copy of the first full snapshot's memory file, which must then equal
+# the second's byte for byte; the diff's state with it goes on from the
+# diff's last tick; a diff of that restored VM is refused in one line
+# (its dirty-page log misses pages: docs/snapshots.md). aarch64: every
+# diff is refused in one line for now.
 diff_snapshot() {
-    local diff_tick data
-    if ! restore_into /tmp/diff-base.out "$STATE" "$SAVED_TICK" ', "track_dirty_pages": true'; then
-        check snap-diff FAIL "the restore before the diff: $WHY"
+    local args data full_tick diff_tick first differ
+    args="console=ttyS0 quiet panic=-1 tandem.mode=checks tandem.checks=snapshot-ticks tandem.dirty_mib=16"
+    dd if=/dev/zero of=/tmp/vdd.img bs=1M count=4 2>/dev/null
+    rm -f /tmp/d-full.mem /tmp/d-later.mem "$DIFF_MEMORY"
+    if ! start_api_tandem /tmp/diff-first.out ||
+        ! api PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 512, "track_dirty_pages": true}' ||
+        ! api PUT /boot-source "{\"kernel_image_path\": \"/guest/vmlinuz\", \"initrd_path\": \"/guest/initramfs.cpio.gz\", \"boot_args\": \"$args\"}" ||
+        ! api PUT /drives/vda '{"drive_id": "vda", "path_on_host": "/tmp/vdd.img", "is_root_device": false, "is_read_only": false}' ||
+        ! api PUT /actions '{"action_type": "InstanceStart"}' ||
+        ! wait_until 600 tick_after /tmp/diff-first.out 3 ||
+        ! api PATCH /vm '{"state": "Paused"}' ||
+        ! api PUT /snapshot/create '{"snapshot_path": "/tmp/d-full.state", "mem_file_path": "/tmp/d-full.mem"}'; then
+        check snap-diff FAIL "the VM before the diff: $(answer)"
+        kill_tandem
         return
     fi
-    api PATCH /vm '{"state": "Paused"}' || { check snap-diff FAIL "pause: $(answer)"; return; }
+    full_tick=$(last_tick /tmp/diff-first.out)
+    if ! api PATCH /vm '{"state": "Resumed"}' || ! wait_until 120 tick_after /tmp/diff-first.out $((full_tick + 3)) ||
+        ! api PATCH /vm '{"state": "Paused"}'; then
+        check snap-diff FAIL "running on after the full snapshot: $(answer)"
+        kill_tandem
+        return
+    fi
     sleep 1 # the last tick line on its way to the output file
-    diff_tick=$(last_tick /tmp/diff-base.out)
-    if [ "$(uname -m)" = aarch64 ]; then
-        # Diffs are refused on aarch64 for now (docs/snapshots.md).
-        if ! api PUT /snapshot/create "{\"snapshot_path\": \"$DIFF_STATE\", \"mem_file_path\": \"$DIFF_MEMORY\", \"snapshot_type\": \"Diff\"}" &&
-            grep -q "diff snapshots of aarch64 VMs are not supported yet" /tmp/api.answer; then
+    diff_tick=$(last_tick /tmp/diff-first.out)
+    if ! api PUT /snapshot/create "{\"snapshot_path\": \"$DIFF_STATE\", \"mem_file_path\": \"$DIFF_MEMORY\", \"snapshot_type\": \"Diff\"}"; then
+        if [ "$(uname -m)" = aarch64 ] && grep -q "diff snapshots of aarch64 VMs are not supported yet" /tmp/api.answer; then
             check snap-diff PASS "a diff is refused on aarch64 in one line: $(cat /tmp/api.answer)"
         else
-            check snap-diff FAIL "a diff on aarch64 was not refused as it should: $(answer)"
+            check snap-diff FAIL "PUT /snapshot/create Diff: $(answer)"
         fi
         kill_tandem
         return
     fi
-    if ! api PUT /snapshot/create "{\"snapshot_path\": \"$DIFF_STATE\", \"mem_file_path\": \"$DIFF_MEMORY\", \"snapshot_type\": \"Diff\"}"; then
-        check snap-diff FAIL "PUT /snapshot/create Diff: $(answer)"
-        return
-    fi
+    api PUT /snapshot/create '{"snapshot_path": "/tmp/d-later.state", "mem_file_path": "/tmp/d-later.mem"}' ||
+        { check snap-diff FAIL "the full snapshot beside the diff: $(answer)"; kill_tandem; return; }
     kill_tandem
     data=$(du -k "$DIFF_MEMORY" | cut -f1)
-    if ! "$TANDEM" rebase-memory --memory-path "$MEMORY" --diff-path "$DIFF_MEMORY" >/tmp/rebase.out 2>&1; then
+    if ! "$TANDEM" rebase-memory --memory-path /tmp/d-full.mem --diff-path "$DIFF_MEMORY" >/tmp/rebase.out 2>&1; then
         check snap-diff FAIL "rebase-memory: $(cat /tmp/rebase.out)"
         return
     fi
-    if restore_into /tmp/diff.out "$DIFF_STATE" "$diff_tick"; then
-        check snap-diff PASS "diff after tick $diff_tick: $data KiB of data in its 512 MiB memory file; rebased onto the full snapshot's, it goes on from tick $((diff_tick + 1)) with io=ok"
-    else
-        check snap-diff FAIL "the rebased diff: $WHY"
+    differ=$(cmp -l /tmp/d-full.mem /tmp/d-later.mem | head -n 1000000 | awk '{ p[int(($1 - 1) / 4096)] = 1 } END { n = 0; for (k in p) n++; print n }')
+    rm -f /tmp/d-later.mem
+    if [ "$differ" != 0 ]; then
+        check snap-diff FAIL "the rebased memory differs from a full snapshot taken at the diff's pause in $differ pages"
+        return
     fi
+    if ! start_api_tandem /tmp/diff.out ||
+        ! api PUT /snapshot/load "{\"snapshot_path\": \"$DIFF_STATE\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"/tmp/d-full.mem\"}, \"resume_vm\": true, \"track_dirty_pages\": true}" ||
+        ! wait_until 120 tick_after /tmp/diff.out $((diff_tick + 2)); then
+        check snap-diff FAIL "the rebased diff did not go on: $(answer)"
+        kill_tandem
+        return
+    fi
+    first=$(first_tick /tmp/diff.out)
+    api PATCH /vm '{"state": "Paused"}'
+    if [ "${first%% *}" != $((diff_tick + 1)) ]; then
+        check snap-diff FAIL "the rebased diff went on from tick '${first%% *}', not $((diff_tick + 1))"
+    elif api PUT /snapshot/create '{"snapshot_path": "/tmp/d-again.state", "mem_file_path": "/tmp/d-again.mem", "snapshot_type": "Diff"}' ||
+        ! grep -q "restored from a snapshot" /tmp/api.answer; then
+        check snap-diff FAIL "a diff of the restored VM was not refused: $(answer)"
+    else
+        check snap-diff PASS "diff after tick $diff_tick of a VM rewriting 16 MiB of RAM: $data KiB of data in its 512 MiB memory file; rebased onto the full snapshot of tick $full_tick it equals a full snapshot taken at the same pause byte for byte, and goes on from tick $((diff_tick + 1)); a diff of the restored VM is refused in one line"
+    fi
+    rm -f /tmp/d-again.* /tmp/d-full.mem "$DIFF_MEMORY"
     kill_tandem
 }
 

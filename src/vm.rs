@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use arch::{Arch, Host};
 use devices::{ExitReason, ExitSignal};
 
 use crate::api::models::{NetworkOverride, SnapshotType, VsockOverride};
@@ -335,7 +334,7 @@ impl Vm {
         let config = crate::api::convert::full_config(&self.resources);
         let machine = self.running_machine()?;
         let mut sender = migration::Sender::connect(destination, machine)?;
-        if Host::DIRTY_LOG_COMPLETE {
+        if machine.dirty_log_exact() {
             sender.precopy(machine)?;
         }
         let paused_at = Instant::now();
