@@ -243,25 +243,18 @@ impl Machine {
     }
 
     /// Whether the dirty-page logs hold every page written, as a diff
-    /// snapshot and a migration's pre-copy need. Measured (docs/snapshots.md,
-    /// "Dirty pages"): exact for RAM the VM was booted with (anonymous
-    /// memory), but pages go missing when RAM is mapped from a snapshot's
-    /// memory file (a restored VM), on both architectures; aarch64 is not
-    /// trusted at all yet.
+    /// snapshot and a migration's pre-copy need. Measured on both
+    /// architectures (docs/snapshots.md, "Dirty pages"): exact for RAM the
+    /// VM was booted with (anonymous memory); pages go missing when RAM
+    /// is mapped from a memory file (a restored or migrated-in VM).
     pub fn dirty_log_exact(&self) -> bool {
-        Host::DIRTY_LOG_COMPLETE && self.anonymous_memory
+        self.anonymous_memory
     }
 
     /// Writes guest RAM to `file`; the machine must be paused.
     pub fn save_memory(&self, file: &File, kind: SnapshotType) -> Result<()> {
-        if kind == SnapshotType::Diff && !Host::DIRTY_LOG_COMPLETE {
-            bail!(
-                "diff snapshots of {} VMs are not supported yet (take a full one)",
-                Host::NAME
-            );
-        }
-        if kind == SnapshotType::Diff && !self.anonymous_memory {
-            bail!("diff snapshots of a VM restored from a snapshot are not supported yet: its dirty-page log misses pages (take a full one)");
+        if kind == SnapshotType::Diff && !self.dirty_log_exact() {
+            bail!("diff snapshots of a VM whose RAM came from a file (restored or migrated in) are not supported yet: its dirty-page log misses pages (take a full one)");
         }
         if kind == SnapshotType::Diff && !self.log_dirty {
             bail!("a diff snapshot needs dirty-page tracking: set track_dirty_pages in the machine configuration (or in the snapshot load)");

@@ -215,11 +215,6 @@ pub fn host_memory_limit() -> u64 {
 pub trait Arch: Sized + Send + Sync + 'static {
     /// The architecture's name, as `target_arch` spells it.
     const NAME: &'static str;
-    /// Whether the pages KVM's dirty log and the guest-memory bitmaps
-    /// report are all the guest wrote, as diff snapshots and a
-    /// migration's pre-copy need. Without it, diffs are refused and a
-    /// migration pauses the guest before it sends RAM.
-    const DIRTY_LOG_COMPLETE: bool;
     /// Whether [`VmConfig::gic`] may be other than `Auto`.
     const HAS_GIC_CHOICE: bool;
 

@@ -101,11 +101,6 @@ impl AArch64 {
 
 impl Arch for AArch64 {
     const NAME: &'static str = "aarch64";
-    // A diff of a restored guest came back broken (stale driver and kernel
-    // state: pages written but not reported) on an emulated GICv3 host,
-    // while full snapshots of the same guest restore: until the missing
-    // pages are understood, no diffs and no pre-copy here.
-    const DIRTY_LOG_COMPLETE: bool = false;
     const HAS_GIC_CHOICE: bool = true;
     type VcpuState = snapshot::VcpuState;
     type VmState = snapshot::VmState;

@@ -174,7 +174,6 @@ impl X86_64 {
 
 impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
-    const DIRTY_LOG_COMPLETE: bool = true;
     const HAS_GIC_CHOICE: bool = false;
     type VcpuState = snapshot::VcpuState;
     type VmState = snapshot::VmState;
