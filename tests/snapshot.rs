@@ -231,7 +231,12 @@ fn a_diff_snapshot_rebased_onto_its_full_one_restores_the_later_state() {
     restored.ok("PUT", "/snapshot/load", load);
     let again = json!({"snapshot_path": path("again.state"), "mem_file_path": path("again.mem"),
                        "snapshot_type": "Diff"});
-    restored.fault("PUT", "/snapshot/create", Some(again), "restored or migrated in");
+    restored.fault(
+        "PUT",
+        "/snapshot/create",
+        Some(again),
+        "restored or migrated in",
+    );
     let full = json!({"snapshot_path": path("again.state"), "mem_file_path": path("again.mem")});
     restored.ok("PUT", "/snapshot/create", full);
 }
