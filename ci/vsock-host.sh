@@ -2,7 +2,8 @@
 # shellcheck shell=dash
 #! The vsock scenario, run by busybox sh inside an emulated KVM host
 #! (ci/emulated-host.sh --host-script; see ci/vsock-e2e.sh). One tandem run,
-#! seccomp on: the test guest (2 vCPUs) with --vsock cid=3,uds=/tmp/v.sock
+#! seccomp on: the test guest (2 vCPUs; on x86_64 its console is the virtio
+#! console, on aarch64 the serial port) with --vsock cid=3,uds=/tmp/v.sock
 #! and guest check vsock (ci/guest-checks.d/70-vsock.sh). This host listens
 #! on /tmp/v.sock_6000 for the guest's connections before the guest starts,
 #! and connects to the guest's port 5000 through /tmp/v.sock once the guest
@@ -125,9 +126,14 @@ cat /guest/initramfs.cpio.gz /guest/vsock.cpio.gz >/tmp/vsock-initrd.gz
 LISTEN_PID=$!
 "$PROGRAM" listen-unix /tmp/v.sock_6002 2 "$STALL_S" >/tmp/host-stall.out 2>&1 &
 STALL_PID=$!
+# The x86_64 row's guest talks on the virtio console, the aarch64 rows'
+# on the serial port: vsock beside either console.
+console=ttyS0
+[ "$(uname -m)" != x86_64 ] || console=hvc0
 start_tandem /tmp/run.out run --kernel /guest/vmlinuz --initrd /tmp/vsock-initrd.gz \
     --cpus 2 --memory 512M --vsock cid=3,uds=/tmp/v.sock \
-    --cmdline "console=ttyS0 quiet panic=-1 tandem.mode=checks tandem.checks=vsock tandem.vsock_conns=$CONNS tandem.vsock_bytes=$BYTES tandem.vsock_stall_bytes=$STALL_BYTES"
+    --console "$([ "$console" = hvc0 ] && echo virtio || echo serial)" \
+    --cmdline "console=$console quiet panic=-1 tandem.mode=checks tandem.checks=vsock tandem.vsock_conns=$CONNS tandem.vsock_bytes=$BYTES tandem.vsock_stall_bytes=$STALL_BYTES"
 if wait_until 300 grep -q VSOCK-GUEST-LISTENING /tmp/run.out; then
     note "the guest listens: $CONNS connections to its port 5000"
     "$PROGRAM" connect-unix /tmp/v.sock 5000 "$CONNS" "$BYTES" >/tmp/host-connect.out 2>&1
