@@ -177,32 +177,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn no_initrd_no_module() {
-        let e820 = e820_map(64 << 20);
+    /// The information page of a VM of `memory` bytes with no initrd and
+    /// no command line, and how many e820 entries it describes.
+    fn bare_page(memory: u64) -> (Vec<u8>, usize) {
+        let e820 = e820_map(memory);
         let info = BootInfo {
             e820: &e820,
             cmdline_len: 0,
             initrd: None,
             rsdp: 0,
         };
-        let page = info_page(0x7000, &info).unwrap();
+        (info_page(0x7000, &info).unwrap(), e820.len())
+    }
+
+    #[test]
+    fn no_initrd_no_module() {
+        let (page, _) = bare_page(64 << 20);
         assert_eq!(word(&page, FLAGS) & INFO_MODULES, 0);
         assert_eq!((word(&page, MODS_COUNT), word(&page, MODS_ADDR)), (0, 0));
     }
 
     #[test]
     fn upper_memory_stops_at_the_hole() {
-        let e820 = e820_map(5 << 30);
-        let info = BootInfo {
-            e820: &e820,
-            cmdline_len: 0,
-            initrd: None,
-            rsdp: 0,
-        };
-        let page = info_page(0x7000, &info).unwrap();
+        let (page, entries) = bare_page(5 << 30);
         assert_eq!(word(&page, MEM_UPPER), ((3 << 30) - (1 << 20)) >> 10);
-        assert_eq!(word(&page, MMAP_LENGTH) as usize, e820.len() * 24);
+        assert_eq!(word(&page, MMAP_LENGTH) as usize, entries * 24);
     }
 
     #[test]
