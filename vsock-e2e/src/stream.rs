@@ -261,17 +261,19 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
+    /// An acceptor serving `end` on a thread of its own.
+    fn accept_on(end: UnixStream) -> std::thread::JoinHandle<std::io::Result<Report>> {
+        std::thread::spawn(move || {
+            let role = Role::Acceptor {
+                stall: Duration::ZERO,
+            };
+            serve_connection(Box::new(end), role, 0)
+        })
+    }
+
     fn both_ends(bytes: u64) -> (Report, Report) {
         let (a, b) = UnixStream::pair().unwrap();
-        let acceptor = std::thread::spawn(move || {
-            serve_connection(
-                Box::new(b),
-                Role::Acceptor {
-                    stall: Duration::ZERO,
-                },
-                0,
-            )
-        });
+        let acceptor = accept_on(b);
         let role = Role::Connector {
             sent: bytes,
             back: bytes,
@@ -297,15 +299,7 @@ mod tests {
     #[test]
     fn one_way_transfers_count_each_direction() {
         let (a, b) = UnixStream::pair().unwrap();
-        let acceptor = std::thread::spawn(move || {
-            serve_connection(
-                Box::new(b),
-                Role::Acceptor {
-                    stall: Duration::ZERO,
-                },
-                0,
-            )
-        });
+        let acceptor = accept_on(b);
         let role = Role::Connector {
             sent: 0,
             back: CHUNK as u64 + 8,
@@ -323,15 +317,7 @@ mod tests {
     #[test]
     fn a_short_stream_does_not_match() {
         let (mut a, b) = UnixStream::pair().unwrap();
-        let acceptor = std::thread::spawn(move || {
-            serve_connection(
-                Box::new(b),
-                Role::Acceptor {
-                    stall: Duration::ZERO,
-                },
-                0,
-            )
-        });
+        let acceptor = accept_on(b);
         let mut header = [0u8; 20];
         header[4..12].copy_from_slice(&64u64.to_le_bytes());
         a.write_all(&header).unwrap();
@@ -348,15 +334,7 @@ mod tests {
         generator.fill(&mut data);
         data[17] ^= 1;
         let (mut a, b) = UnixStream::pair().unwrap();
-        let acceptor = std::thread::spawn(move || {
-            serve_connection(
-                Box::new(b),
-                Role::Acceptor {
-                    stall: Duration::ZERO,
-                },
-                0,
-            )
-        });
+        let acceptor = accept_on(b);
         let mut header = [0u8; 20];
         header[..4].copy_from_slice(&1u32.to_le_bytes());
         header[4..12].copy_from_slice(&64u64.to_le_bytes());
