@@ -16,7 +16,8 @@
 #!   balloon-rss      tandem's VmRSS fell by at least 80 % of 256 MiB
 #!   balloon-deflate  PATCH /balloon 0; actual_mib 0 within 300 s
 #!   balloon-exit     tandem (seccomp on) exits 0 when the guest powers off
-#! Run 2 has deflate_on_oom; its guest runs check balloon-oom:
+#! Run 2 has deflate_on_oom and the virtio console (hvc0); its guest runs
+#! check balloon-oom:
 #!   balloon-oom      PATCH /balloon 384 MiB (actual 384 within 300 s), then
 #!                    the guest fills 48 MiB more than it has available:
 #!                    every MiB written, actual_mib fell below 384, no OOM
@@ -56,13 +57,16 @@ guest_stat() {
 marker_value() { grep "$3" "$2" | tail -n 1 | sed -n "s/.*$1=\([0-9]*\).*/\1/p"; }
 
 # A config file: $1 the file, $2 deflate_on_oom, $3 the guest's checks
-# and their arguments.
+# and their arguments, $4 the guest's console: serial (default) or
+# virtio (tandem's machine-config extension; the guest's hvc0).
 balloon_config() {
+    local console=${4:-serial} tty=ttyS0
+    [ "$console" = serial ] || tty=hvc0
     cat >"$1" <<JSON
 {
   "boot-source": {"kernel_image_path": "/guest/vmlinuz", "initrd_path": "/guest/initramfs.cpio.gz",
-                  "boot_args": "console=ttyS0 quiet panic=-1 tandem.mode=checks $3"},
-  "machine-config": {"vcpu_count": 2, "mem_size_mib": 512},
+                  "boot_args": "console=$tty quiet panic=-1 tandem.mode=checks $3"},
+  "machine-config": {"vcpu_count": 2, "mem_size_mib": 512, "console": "$console"},
   "balloon": {"amount_mib": 0, "deflate_on_oom": $2, "stats_polling_interval_s": 1}
 }
 JSON
@@ -141,7 +145,9 @@ else
 fi
 
 # Run 2: deflate on OOM.
-balloon_config /tmp/balloon-oom.json true "tandem.checks=balloon-oom tandem.balloon_oom_mib=$OOM_INFLATE_MIB"
+# The second run's guest talks on the virtio console: the balloon beside
+# either console.
+balloon_config /tmp/balloon-oom.json true "tandem.checks=balloon-oom tandem.balloon_oom_mib=$OOM_INFLATE_MIB" virtio
 rm -f "$SOCK"
 TANDEM_EXIT=""
 OUT=$OOM_OUT
