@@ -31,7 +31,8 @@
 #!                  RAM: full snapshot, runs on, Diff and a second full
 #!                  snapshot at one pause; the diff rebased onto the first
 #!                  equals the second byte for byte and goes on from the
-#!                  diff's last tick; a diff of that restored VM is refused
+#!                  diff's last tick; that restored VM's own diff, checked
+#!                  the same way, equals a full snapshot too
 #!   snap-migrate   a fresh VM (virtio-blk, virtio-rng) rewriting 32 MiB of
 #!                  its RAM over and over (tandem.dirty_mib) is migrated to
 #!                  a second tandem (--migrate-listen, PUT /migrate; over
@@ -178,10 +179,11 @@ restore_into() {
 # pause, a second full snapshot. `tandem rebase-memory` applies the diff to
 # a copy of the first full snapshot's memory file, which must then equal
 # the second's byte for byte; the diff's state with it goes on from the
-# diff's last tick; a diff of that restored VM is refused in one line
-# (its dirty-page log misses pages: docs/snapshots.md).
+# diff's last tick, loaded with tracking, and its own diff (after 2 more
+# ticks) rebased onto the same file again equals a full snapshot taken at
+# that pause.
 diff_snapshot() {
-    local args data full_tick diff_tick first differ
+    local args data full_tick diff_tick first differ again_tick again_data
     args="console=ttyS0 quiet panic=-1 tandem.mode=checks tandem.checks=snapshot-ticks tandem.dirty_mib=16"
     dd if=/dev/zero of=/tmp/vdd.img bs=1M count=4 2>/dev/null
     rm -f /tmp/d-full.mem /tmp/d-later.mem "$DIFF_MEMORY"
@@ -233,16 +235,27 @@ diff_snapshot() {
         return
     fi
     first=$(first_tick /tmp/diff.out)
+    # The chain goes on: the restored VM (loaded with tracking) gets a
+    # diff of its own, checked the same way.
     api PATCH /vm '{"state": "Paused"}'
+    sleep 1 # the last tick line on its way to the output file
+    again_tick=$(last_tick /tmp/diff.out)
     if [ "${first%% *}" != $((diff_tick + 1)) ]; then
         check snap-diff FAIL "the rebased diff went on from tick '${first%% *}', not $((diff_tick + 1))"
-    elif api PUT /snapshot/create '{"snapshot_path": "/tmp/d-again.state", "mem_file_path": "/tmp/d-again.mem", "snapshot_type": "Diff"}' ||
-        ! grep -q "restored or migrated in" /tmp/api.answer; then
-        check snap-diff FAIL "a diff of the restored VM was not refused: $(answer)"
+    elif ! api PUT /snapshot/create '{"snapshot_path": "/tmp/d-again.state", "mem_file_path": "/tmp/d-again.mem", "snapshot_type": "Diff"}' ||
+        ! api PUT /snapshot/create '{"snapshot_path": "/tmp/d-later.state", "mem_file_path": "/tmp/d-later.mem"}' ||
+        ! "$TANDEM" rebase-memory --memory-path /tmp/d-full.mem --diff-path /tmp/d-again.mem >/tmp/rebase.out 2>&1; then
+        check snap-diff FAIL "the restored VM's diff: $(answer) $(cat /tmp/rebase.out)"
     else
-        check snap-diff PASS "diff after tick $diff_tick of a VM rewriting 16 MiB of RAM: $data KiB of data in its 512 MiB memory file; rebased onto the full snapshot of tick $full_tick it equals a full snapshot taken at the same pause byte for byte, and goes on from tick $((diff_tick + 1)); a diff of the restored VM is refused in one line"
+        again_data=$(du -k /tmp/d-again.mem | cut -f1)
+        differ=$(cmp -l /tmp/d-full.mem /tmp/d-later.mem | head -n 1000000 | awk '{ p[int(($1 - 1) / 4096)] = 1 } END { n = 0; for (k in p) n++; print n }')
+        if [ "$differ" = 0 ]; then
+            check snap-diff PASS "diff after tick $diff_tick of a VM rewriting 16 MiB of RAM: $data KiB of data in its 512 MiB memory file; rebased onto the full snapshot of tick $full_tick it equals a full snapshot taken at the same pause byte for byte, and goes on from tick $((diff_tick + 1)); restored with tracking, its own diff after tick $again_tick ($again_data KiB) rebased onto that equals a full snapshot of its pause too"
+        else
+            check snap-diff FAIL "the restored VM's diff, rebased, differs from a full snapshot taken at its pause in $differ pages"
+        fi
     fi
-    rm -f /tmp/d-again.* /tmp/d-full.mem "$DIFF_MEMORY"
+    rm -f /tmp/d-again.* /tmp/d-later.* /tmp/d-full.mem "$DIFF_MEMORY"
     kill_tandem
 }
 

@@ -187,16 +187,24 @@ pub fn rebase_files(args: &RebaseArgs) -> Result<u64> {
     rebase(&base, &mut diff)
 }
 
-/// The next range of data (not a hole) of `file` at or after `from`.
-fn next_data(file: &mut File, from: u64, len: u64) -> Result<Option<(u64, u64)>> {
+/// The next range of data (not a hole) of `file` at or after `from`,
+/// ending at `len` at the latest.
+pub fn next_data(file: &mut File, from: u64, len: u64) -> Result<Option<(u64, u64)>> {
     if from >= len {
         return Ok(None);
     }
-    let holes = "finding the data in the diff memory file";
+    let holes = "finding the data in the memory file";
     let Some(start) = file.seek_data(from).context(holes)? else {
         return Ok(None);
     };
-    let end = file.seek_hole(start).context(holes)?.unwrap_or(len);
+    if start >= len {
+        return Ok(None);
+    }
+    let end = file
+        .seek_hole(start)
+        .context(holes)?
+        .unwrap_or(len)
+        .min(len);
     Ok(Some((start, end)))
 }
 

@@ -26,7 +26,8 @@ use crate::device_manager::DeviceManager;
 use crate::dirty::{save_dirty_memory, take_dirty_pages, DirtyPages};
 use crate::kvm_stats::KvmStats;
 use crate::memory::{
-    map_guest_memory, map_guest_memory_from_file, register_guest_memory, save_guest_memory,
+    load_guest_memory_from_file, map_guest_memory, map_guest_memory_from_file,
+    register_guest_memory, save_guest_memory,
 };
 use crate::resources::{ConsoleKind, VmResources};
 use crate::seccomp::ThreadKind;
@@ -66,8 +67,10 @@ pub struct Machine {
     console_output: ConsoleOutput,
     /// Guest time while paused.
     paused_clock: Option<GuestClock>,
-    /// Whether RAM is anonymous memory (booted) rather than a snapshot's
-    /// file mapped privately (restored): snapshots skip what it never used.
+    /// Whether RAM is anonymous memory (booted, or restored with dirty-page
+    /// tracking: read in at load) rather than a memory file mapped
+    /// privately (restored) or shared (migrated in): snapshots skip what it
+    /// never used, and its dirty-page logs are exact.
     anonymous_memory: bool,
     /// Whether KVM logs the pages the vCPUs write (`track_dirty_pages`),
     /// for diff snapshots.
@@ -127,10 +130,22 @@ impl Machine {
         warn_if_pvm();
         let kvm = open_kvm()?;
         let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
+        // A restored VM that logs dirty pages gets its RAM read into
+        // anonymous memory: KVM's log misses pages of RAM mapped from a
+        // file (docs/snapshots.md, "Dirty pages").
+        let anonymous_memory = match origin {
+            Origin::Kernel => true,
+            Origin::Snapshot(_, memory) => resources.track_dirty_pages && !memory.shared,
+        };
+        let ram = &arch.layout().ram;
         let mem = match origin {
-            Origin::Kernel => map_guest_memory(&arch.layout().ram)?,
+            Origin::Kernel => map_guest_memory(ram)?,
+            Origin::Snapshot(_, memory) if anonymous_memory => {
+                let mut file = memory.file.try_clone().context("memory file")?;
+                load_guest_memory_from_file(ram, &mut file)?
+            }
             Origin::Snapshot(_, memory) => {
-                map_guest_memory_from_file(&arch.layout().ram, memory.file, memory.shared)?
+                map_guest_memory_from_file(ram, memory.file, memory.shared)?
             }
         };
         // Registering guest memory with KVM takes milliseconds and needs
@@ -183,7 +198,7 @@ impl Machine {
             console,
             console_output,
             paused_clock: None,
-            anonymous_memory: matches!(origin, Origin::Kernel),
+            anonymous_memory,
             log_dirty: resources.track_dirty_pages,
             kvm_stats,
         })
@@ -244,20 +259,20 @@ impl Machine {
 
     /// Whether the dirty-page logs hold every page written, as a diff
     /// snapshot and a migration's pre-copy need. Measured on both
-    /// architectures (docs/snapshots.md, "Dirty pages"): exact for RAM the
-    /// VM was booted with (anonymous memory); pages go missing when RAM
-    /// is mapped from a memory file (a restored or migrated-in VM).
+    /// architectures (docs/snapshots.md, "Dirty pages"): exact for
+    /// anonymous RAM; pages go missing when RAM is mapped from a memory
+    /// file (restored without tracking, or migrated in).
     pub fn dirty_log_exact(&self) -> bool {
         self.anonymous_memory
     }
 
     /// Writes guest RAM to `file`; the machine must be paused.
     pub fn save_memory(&self, file: &File, kind: SnapshotType) -> Result<()> {
-        if kind == SnapshotType::Diff && !self.dirty_log_exact() {
-            bail!("diff snapshots of a VM whose RAM came from a file (restored or migrated in) are not supported yet: its dirty-page log misses pages (take a full one)");
-        }
         if kind == SnapshotType::Diff && !self.log_dirty {
             bail!("a diff snapshot needs dirty-page tracking: set track_dirty_pages in the machine configuration (or in the snapshot load)");
+        }
+        if kind == SnapshotType::Diff && !self.dirty_log_exact() {
+            bail!("diff snapshots of a VM migrated in are not supported yet: its RAM is a memory file, whose dirty-page log misses pages (take a full one)");
         }
         // Taken first either way: the next diff starts at this snapshot.
         let dirty = match self.log_dirty {

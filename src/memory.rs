@@ -34,6 +34,56 @@ pub fn map_guest_memory(regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMm
         .with_context(|| format!("cannot map {} MiB of guest memory", total >> 20))
 }
 
+/// Anonymous RAM for `regions` (start, size) holding what `file` holds
+/// (back to back, as [`save_guest_memory`] wrote them), read at once: its
+/// data only, holes skipped and left untouched. For a restored VM whose
+/// writes must all show in the dirty-page logs, which miss pages of a
+/// RAM mapped from a file (docs/snapshots.md, "Dirty pages"). The logs
+/// start clean: the loading writes are not the guest's.
+pub fn load_guest_memory_from_file(
+    regions: &[(GuestAddress, u64)],
+    file: &mut File,
+) -> Result<GuestMemoryMmap> {
+    let total: u64 = regions.iter().map(|r| r.1).sum();
+    check_memory_file(file, total)?;
+    let mem = map_guest_memory(regions)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut base = 0;
+    for region in mem.iter() {
+        let end = base + region.len();
+        let mut at = base;
+        while let Some((start, stop)) = crate::dirty::next_data(file, at, end)? {
+            let mut offset = start;
+            while offset < stop {
+                let len = ((stop - offset) as usize).min(buf.len());
+                file.read_exact_at(&mut buf[..len], offset)
+                    .context("reading the memory file")?;
+                mem.write_slice(
+                    &buf[..len],
+                    region.start_addr().unchecked_add(offset - base),
+                )
+                .context("loading guest memory")?;
+                offset += len as u64;
+            }
+            at = stop;
+        }
+        guest_memory::dirty_bitmap(region).reset();
+        base = end;
+    }
+    Ok(mem)
+}
+
+/// Refuses a memory file that is not `total` bytes long.
+fn check_memory_file(file: &File, total: u64) -> Result<()> {
+    let len = file.metadata().context("memory file")?.len();
+    if len != total {
+        bail!(
+            "the memory file holds {len} bytes, the VM has {total} bytes of RAM (not this snapshot's memory?)"
+        );
+    }
+    Ok(())
+}
+
 /// Maps `regions` (start, size) from `file`, which holds them back to
 /// back as [`save_guest_memory`] wrote them: privately (a snapshot's file
 /// stays as it is), or `shared` (a migration's memory file, which no one
@@ -44,12 +94,7 @@ pub fn map_guest_memory_from_file(
     shared: bool,
 ) -> Result<GuestMemoryMmap> {
     let total: u64 = regions.iter().map(|r| r.1).sum();
-    let len = file.metadata().context("memory file")?.len();
-    if len != total {
-        bail!(
-            "the memory file holds {len} bytes, the VM has {total} bytes of RAM (not this snapshot's memory?)"
-        );
-    }
+    check_memory_file(file, total)?;
     let mut offset = 0;
     let mut mapped = Vec::with_capacity(regions.len());
     for &(start, size) in regions {
@@ -254,6 +299,44 @@ mod tests {
             .unwrap();
         assert!(untouched.all(base, SAVE_CHUNK));
         assert!(!untouched.all(base + SAVE_CHUNK as u64, SAVE_CHUNK));
+    }
+
+    #[test]
+    fn saved_memory_loads_into_anonymous_ram_with_clean_bitmaps() {
+        let regions = [(GuestAddress(0), 1 << 20), (GuestAddress(4 << 20), 2 << 20)];
+        let mem = map_guest_memory(&regions).unwrap();
+        mem.write_slice(b"first", GuestAddress(0x1234)).unwrap();
+        mem.write_slice(b"second", GuestAddress((6 << 20) - 6))
+            .unwrap();
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let path = dir.as_path().join("mem");
+        save_guest_memory(&mem, &File::create(&path).unwrap(), true).unwrap();
+
+        let mut file = File::open(&path).unwrap();
+        let loaded = load_guest_memory_from_file(&regions, &mut file).unwrap();
+        let mut buf = [0u8; 6];
+        loaded
+            .read_slice(&mut buf[..5], GuestAddress(0x1234))
+            .unwrap();
+        assert_eq!(&buf[..5], b"first");
+        loaded
+            .read_slice(&mut buf, GuestAddress((6 << 20) - 6))
+            .unwrap();
+        assert_eq!(&buf, b"second");
+        // Loading is not the guest writing: no page is dirty yet.
+        for region in loaded.iter() {
+            let bitmap = guest_memory::dirty_bitmap(region);
+            assert!((0..region.len() as usize)
+                .step_by(4096)
+                .all(|at| !bitmap.is_addr_set(at)));
+        }
+        // Holes are left untouched: only the two data chunks have pages.
+        let untouched = Untouched::open().unwrap();
+        let second_region = loaded.iter().nth(1).unwrap().as_ptr() as u64;
+        assert!(untouched.all(second_region, SAVE_CHUNK));
+        // Anonymous: the guest's writes stay in this process.
+        loaded.write_slice(b"THIRD", GuestAddress(0x1234)).unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[0x1234..0x1239], b"first");
     }
 
     #[test]

@@ -223,22 +223,39 @@ fn a_diff_snapshot_rebased_onto_its_full_one_restores_the_later_state() {
         "rebased: the later count"
     );
 
-    // A restored VM's dirty-page log misses pages (docs/snapshots.md):
-    // its diff is refused with the reason, a full snapshot still works.
-    let restored = Vmm::spawn(&[]);
+    // A chain: the rebased snapshot, loaded with tracking (its RAM read
+    // in at load), runs on and gets a diff of its own, which rebases onto
+    // the same file to the later count again.
+    let mut restored = Vmm::spawn_with_stdout(&[], Stdio::piped());
+    let console = Console::attach(&mut restored);
     let load = json!({"snapshot_path": path("diff.state"), "mem_file_path": path("full.mem"),
-                      "track_dirty_pages": true});
+                      "track_dirty_pages": true, "resume_vm": true});
     restored.ok("PUT", "/snapshot/load", load);
+    console.wait_for(10);
+    restored.ok("PATCH", "/vm", json!({"state": "Paused"}));
     let again = json!({"snapshot_path": path("again.state"), "mem_file_path": path("again.mem"),
                        "snapshot_type": "Diff"});
-    restored.fault(
-        "PUT",
-        "/snapshot/create",
-        Some(again),
-        "restored or migrated in",
+    restored.ok("PUT", "/snapshot/create", again);
+    let at_again = *console.bytes.lock().unwrap().last().unwrap();
+    drop(restored);
+    let again_data = allocated(&path("again.mem"));
+    assert!(
+        (4096..=64 << 10).contains(&again_data),
+        "the restored VM's diff: {again_data} bytes of data"
     );
-    let full = json!({"snapshot_path": path("again.state"), "mem_file_path": path("again.mem")});
-    restored.ok("PUT", "/snapshot/create", full);
+    let rebase = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["rebase-memory", "--memory-path"])
+        .arg(path("full.mem"))
+        .arg("--diff-path")
+        .arg(path("again.mem"))
+        .output()
+        .unwrap();
+    assert!(rebase.status.success(), "{rebase:?}");
+    assert_eq!(
+        first_count_after_load(&path("again.state"), &path("full.mem")),
+        at_again.wrapping_add(1),
+        "the second diff rebased: the latest count"
+    );
 }
 
 /// `tandem snapshot ARGS` against `vmm`'s socket; its exit status and
