@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout};
+use devices::legacy::i8042::I8042State;
+use devices::legacy::rtc_pl031::Pl031State;
 use devices::legacy::serial::{SerialOutput, SerialState};
 use devices::legacy::{AcpiSleep, DebugExit, Pl031, Serial, I8042};
 use devices::virtio::{
@@ -32,6 +34,8 @@ pub struct DeviceManager {
     pub serial: Option<Arc<Mutex<Serial>>>,
     /// The keyboard controller (x86_64), for Ctrl+Alt+Del.
     pub i8042: Option<Arc<Mutex<I8042>>>,
+    /// The real-time clock (aarch64).
+    rtc: Option<Arc<Mutex<Pl031>>>,
     /// The virtio devices, in the order they were added.
     pub virtio: Vec<VirtioSlot>,
     /// The balloon's handle, if the VM has one.
@@ -42,12 +46,20 @@ pub struct DeviceManager {
     unconnected: Vec<(IrqTrigger, u32, DeviceKind)>,
 }
 
-/// What a snapshot holds of the devices. The i8042 and the PL031 restart
-/// from their reset state.
+/// What a snapshot holds of the devices. The ACPI sleep and debug-exit
+/// registers hold nothing between accesses.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DevicesState {
     /// The console UART, if the VM has one.
     pub serial: Option<SerialState>,
+    /// The keyboard controller (x86_64); absent from older snapshots,
+    /// whose controller restarts from reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i8042: Option<I8042State>,
+    /// The real-time clock (aarch64); absent from older snapshots, whose
+    /// clock restarts at host time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc: Option<Pl031State>,
     /// Each virtio device, in the order they were added (the order the
     /// VM's configuration gives them again on restore).
     #[serde(default)]
@@ -109,6 +121,8 @@ impl DeviceManager {
             .collect::<Result<_>>()?;
         Ok(DevicesState {
             serial: self.serial.as_ref().map(|serial| lock(serial).state()),
+            i8042: self.i8042.as_ref().map(|i8042| lock(i8042).state()),
+            rtc: self.rtc.as_ref().map(|rtc| lock(rtc).state()),
             virtio,
         })
     }
@@ -121,6 +135,16 @@ impl DeviceManager {
             }
             (None, None) => {}
             _ => bail!("the snapshot's serial console does not match this VM's"),
+        }
+        match (&self.i8042, &state.i8042) {
+            (Some(i8042), Some(saved)) => lock(i8042).restore(saved).map_err(anyhow::Error::msg)?,
+            (None, Some(_)) => bail!("the snapshot has an i8042, this VM none"),
+            _ => {}
+        }
+        match (&self.rtc, &state.rtc) {
+            (Some(rtc), Some(saved)) => lock(rtc).restore(saved),
+            (None, Some(_)) => bail!("the snapshot has a real-time clock, this VM none"),
+            _ => {}
         }
         let names = |names: Vec<&str>| names.join(", ");
         let saved = names(state.virtio.iter().map(|v| v.name.as_str()).collect());
@@ -152,6 +176,7 @@ impl DeviceManager {
             info: Vec::new(),
             serial: None,
             i8042: None,
+            rtc: None,
             virtio: Vec::new(),
             free_mmio: layout.device_mmio.clone(),
             free_irqs: layout.device_irqs.clone(),
@@ -168,8 +193,9 @@ impl DeviceManager {
                     manager.place(info, serial)?;
                 }
                 DeviceKind::Rtc => {
-                    let rtc = Pl031::new(manager.irq_line(info)?);
-                    manager.place(info, Arc::new(Mutex::new(rtc)))?;
+                    let rtc = Arc::new(Mutex::new(Pl031::new(manager.irq_line(info)?)));
+                    manager.rtc = Some(rtc.clone());
+                    manager.place(info, rtc)?;
                 }
                 DeviceKind::I8042 => {
                     let i8042 = I8042::new(exit.clone(), manager.irq_line(info)?);

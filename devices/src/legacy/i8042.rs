@@ -353,3 +353,7 @@ impl BusDevice for I8042 {
 #[cfg(test)]
 #[path = "i8042_tests.rs"]
 mod tests;
+
+#[path = "i8042_state.rs"]
+mod state;
+pub use state::I8042State;

@@ -256,3 +256,44 @@ fn reset_line_ends_the_run() {
     g.dev.write(COMMAND_OFFSET, &[]);
     assert_eq!(g.exit.reason(), None, "only the command port, one byte");
 }
+
+#[test]
+fn a_saved_controller_comes_back_with_its_command_byte_and_waiting_bytes() {
+    let mut g = Guest::new();
+    g.i8042_command(CMD_WRITE_CB, &[CB_KBD_INT | CB_SYS]);
+    // A reply left unread: the self test's 0x55.
+    g.command(CMD_SELF_TEST);
+    let saved = g.dev.state();
+    assert_eq!(saved.output, [0x55]);
+
+    let mut restored = Guest::new();
+    restored.dev.restore(&saved).unwrap();
+    assert_eq!(restored.drain(), [0x55]);
+    assert_eq!(
+        restored.i8042_command(CMD_READ_CB, &[]),
+        [CB_KBD_INT | CB_SYS]
+    );
+    assert_eq!(
+        restored.dev.state().kbd_scancode_set,
+        saved.kbd_scancode_set
+    );
+
+    let too_long = I8042State {
+        output: vec![0; OUTPUT_CAPACITY + 1],
+        ..saved.clone()
+    };
+    assert!(Guest::new()
+        .dev
+        .restore(&too_long)
+        .unwrap_err()
+        .contains("bytes waiting"));
+    let bad_set = I8042State {
+        kbd_scancode_set: 7,
+        ..saved
+    };
+    assert!(Guest::new()
+        .dev
+        .restore(&bad_set)
+        .unwrap_err()
+        .contains("scancode set"));
+}
