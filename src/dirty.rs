@@ -153,22 +153,10 @@ pub fn rebase(base: &File, diff: &mut File) -> Result<u64> {
             "the diff memory file holds {diff_len} bytes, the base {base_len}: not the same VM"
         );
     }
-    let mut copied = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while let Some((start, end)) = next_data(diff, at, diff_len)? {
-        let mut offset = start;
-        while offset < end {
-            let len = ((end - offset) as usize).min(buf.len());
-            diff.read_exact_at(&mut buf[..len], offset)
-                .context("reading the diff memory file")?;
-            base.write_all_at(&buf[..len], offset)
-                .context("writing the base memory file")?;
-            offset += len as u64;
-        }
-        copied += end - start;
-        at = end;
-    }
+    let copied = for_each_data_chunk(diff, 0..diff_len, |offset, bytes| {
+        base.write_all_at(bytes, offset)
+            .context("writing the base memory file")
+    })?;
     base.sync_all().context("syncing the base memory file")?;
     Ok(copied)
 }
@@ -187,9 +175,34 @@ pub fn rebase_files(args: &RebaseArgs) -> Result<u64> {
     rebase(&base, &mut diff)
 }
 
+/// Reads the data of `file` in `range` (its holes skipped) in chunks of at
+/// most 1 MiB and hands each to `chunk` with its offset; returns the bytes
+/// read.
+pub fn for_each_data_chunk(
+    file: &mut File,
+    range: std::ops::Range<u64>,
+    mut chunk: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut at, mut read) = (range.start, 0);
+    while let Some((start, stop)) = next_data(file, at, range.end)? {
+        let mut offset = start;
+        while offset < stop {
+            let len = ((stop - offset) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..len], offset)
+                .context("reading the memory file")?;
+            chunk(offset, &buf[..len])?;
+            offset += len as u64;
+        }
+        read += stop - start;
+        at = stop;
+    }
+    Ok(read)
+}
+
 /// The next range of data (not a hole) of `file` at or after `from`,
 /// ending at `len` at the latest.
-pub fn next_data(file: &mut File, from: u64, len: u64) -> Result<Option<(u64, u64)>> {
+fn next_data(file: &mut File, from: u64, len: u64) -> Result<Option<(u64, u64)>> {
     if from >= len {
         return Ok(None);
     }

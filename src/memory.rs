@@ -47,26 +47,13 @@ pub fn load_guest_memory_from_file(
     let total: u64 = regions.iter().map(|r| r.1).sum();
     check_memory_file(file, total)?;
     let mem = map_guest_memory(regions)?;
-    let mut buf = vec![0u8; 1 << 20];
     let mut base = 0;
     for region in mem.iter() {
         let end = base + region.len();
-        let mut at = base;
-        while let Some((start, stop)) = crate::dirty::next_data(file, at, end)? {
-            let mut offset = start;
-            while offset < stop {
-                let len = ((stop - offset) as usize).min(buf.len());
-                file.read_exact_at(&mut buf[..len], offset)
-                    .context("reading the memory file")?;
-                mem.write_slice(
-                    &buf[..len],
-                    region.start_addr().unchecked_add(offset - base),
-                )
-                .context("loading guest memory")?;
-                offset += len as u64;
-            }
-            at = stop;
-        }
+        crate::dirty::for_each_data_chunk(file, base..end, |offset, bytes| {
+            let addr = region.start_addr().unchecked_add(offset - base);
+            mem.write_slice(bytes, addr).context("loading guest memory")
+        })?;
         guest_memory::dirty_bitmap(region).reset();
         base = end;
     }
