@@ -288,16 +288,27 @@ mod tests {
         assert!(!untouched.all(base + SAVE_CHUNK as u64, SAVE_CHUNK));
     }
 
-    #[test]
-    fn saved_memory_loads_into_anonymous_ram_with_clean_bitmaps() {
-        let regions = [(GuestAddress(0), 1 << 20), (GuestAddress(4 << 20), 2 << 20)];
-        let mem = map_guest_memory(&regions).unwrap();
+    /// Two regions, 1 and 2 MiB, 3 MiB apart in guest memory.
+    const SAMPLE_REGIONS: [(GuestAddress, u64); 2] =
+        [(GuestAddress(0), 1 << 20), (GuestAddress(4 << 20), 2 << 20)];
+
+    /// [`SAMPLE_REGIONS`] holding "first" at 0x1234 and "second" at the
+    /// very end, saved to a memory file; its folder and path.
+    fn saved_sample() -> (vmm_sys_util::tempdir::TempDir, std::path::PathBuf) {
+        let mem = map_guest_memory(&SAMPLE_REGIONS).unwrap();
         mem.write_slice(b"first", GuestAddress(0x1234)).unwrap();
         mem.write_slice(b"second", GuestAddress((6 << 20) - 6))
             .unwrap();
         let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
         let path = dir.as_path().join("mem");
         save_guest_memory(&mem, &File::create(&path).unwrap(), true).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn saved_memory_loads_into_anonymous_ram_with_clean_bitmaps() {
+        let (_dir, path) = saved_sample();
+        let regions = SAMPLE_REGIONS;
 
         let mut file = File::open(&path).unwrap();
         let loaded = load_guest_memory_from_file(&regions, &mut file).unwrap();
@@ -328,14 +339,8 @@ mod tests {
 
     #[test]
     fn saved_memory_maps_back_the_same_sparse_and_private() {
-        let regions = [(GuestAddress(0), 1 << 20), (GuestAddress(4 << 20), 2 << 20)];
-        let mem = map_guest_memory(&regions).unwrap();
-        mem.write_slice(b"first", GuestAddress(0x1234)).unwrap();
-        mem.write_slice(b"second", GuestAddress((6 << 20) - 6))
-            .unwrap();
-        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
-        let path = dir.as_path().join("mem");
-        save_guest_memory(&mem, &File::create(&path).unwrap(), true).unwrap();
+        let (dir, path) = saved_sample();
+        let regions = SAMPLE_REGIONS;
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.len(), 3 << 20);
         // Two written 64 KiB chunks; the rest are holes.
