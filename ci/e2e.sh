@@ -181,12 +181,13 @@ run_row() {
     grep -aE '^CHECK [a-z-]+ (PASS|FAIL)' "$log" 2>/dev/null | tr -d '\r' | sed "s/^/    $name: /" >>"$out" || true
     # A failing row shows what its log says about it (tandem's warnings and
     # errors, host-script notes, guest diagnostics) and how the log ends, so
-    # a CI run explains itself.
+    # a CI run explains itself. A log cut off mid-line still ends this row's
+    # output with a newline, so that the next row's result starts a line.
     case $line in
         "RESULT: FAIL"*)
             { grep -aE 'tandem: (warn|error)|tandem-stats|virtio-host:|api-host:|hostile-host:|snapshot-host:|many-host:|^many: |crash-soak: |net-diag:|stall: ' "$log" | tail -n 40
               echo "... last lines:"
-              tail -n 15 "$log"; } 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
+              tail -n 15 "$log" | awk 1; } 2>/dev/null | tr -d '\r' | sed "s/^/    | /" >>"$out" || true ;;
     esac
 }
 
