@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use guest_memory::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress};
 
+use super::handler::{BalloonHandler, STATS_CHANGED, STATS_TIMER};
 use super::stats::{check_len, parse, GuestStats, StatsError, MAX_STATS, STAT_LEN};
 use super::tests::{handler_for, new_shared};
 use super::*;
 use crate::virtio::testing::{test_memory, TestRing};
+use crate::virtio::worker::WorkerHandler;
+use vmm_sys_util::epoll::EventSet;
 
 const STATS_QUEUE: usize = 2;
 const BUFFER: u64 = 0x8000;

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use guest_memory::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
+use super::handler::{BalloonHandler, QueueRoles, DEFLATE, INFLATE};
 use super::pages::{align_to_host, coalesce, discard, Range, BALLOON_PAGE};
 use super::*;
 use crate::virtio::testing::TestRing;
+use crate::virtio::worker::WorkerHandler;
+use crate::virtio::Interrupt;
 use crate::virtio::{INT_CONFIG_CHANGE, INT_USED_BUFFER};
 use crate::IrqTrigger;
 
