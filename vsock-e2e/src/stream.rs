@@ -26,31 +26,26 @@ pub trait Conn: Read + Write + Send + 'static {
     fn shut_write(&self) -> io::Result<()>;
 }
 
-impl Conn for std::net::TcpStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(timeout))?;
-        self.set_write_timeout(Some(timeout))
-    }
-    fn duplicate(&self) -> io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shut_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
+/// The standard library's stream sockets have the same methods under the
+/// same names.
+macro_rules! std_conn {
+    ($($stream:ty),*) => {$(
+        impl Conn for $stream {
+            fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+                self.set_read_timeout(Some(timeout))?;
+                self.set_write_timeout(Some(timeout))
+            }
+            fn duplicate(&self) -> io::Result<Box<dyn Conn>> {
+                Ok(Box::new(self.try_clone()?))
+            }
+            fn shut_write(&self) -> io::Result<()> {
+                self.shutdown(std::net::Shutdown::Write)
+            }
+        }
+    )*};
 }
 
-impl Conn for std::os::unix::net::UnixStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(timeout))?;
-        self.set_write_timeout(Some(timeout))
-    }
-    fn duplicate(&self) -> io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shut_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
-}
+std_conn!(std::net::TcpStream, std::os::unix::net::UnixStream);
 
 /// Which side of a connection this is.
 #[derive(Clone, Copy, Debug)]
