@@ -201,16 +201,14 @@ main() {
         out=$OUT_DIR/boot-local.txt
         : >"$out"
         run_local "$out"
-        summarise_local "$out" >"$out.summary"
-        cat "$out.summary" >>"$out" && rm -f "$out.summary"
+        bench_append_summary "$out" summarise_local "$out"
         cat "$out"
     fi
     if [ "$PART" = emulated ] || [ "$PART" = all ]; then
         out=$OUT_DIR/boot-emulated-$ARCH$SUFFIX.txt
         : >"$out"
         run_emulated "$out"
-        summarise_emulated "$out" >"$out.summary"
-        cat "$out.summary" >>"$out" && rm -f "$out.summary"
+        bench_append_summary "$out" summarise_emulated "$out"
         cat "$out"
     fi
 }

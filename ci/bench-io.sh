@@ -231,8 +231,7 @@ main() {
     OUT=$OUT_DIR/io-x86_64$SUFFIX.txt
     : >"$OUT"
     run_emulated "$OUT"
-    summarise >"$OUT.summary"
-    cat "$OUT.summary" >>"$OUT" && rm -f "$OUT.summary"
+    bench_append_summary "$OUT" summarise
     cat "$OUT"
 }
 

@@ -114,3 +114,12 @@ bench_padded_initramfs() {
     size=$(stat -c %s "$2")
     truncate -s $(((size + 4095) / 4096 * 4096)) "$2"
 }
+
+# Appends what `CMD...` prints to FILE (a results file the command reads
+# while it summarises, hence the temporary file).
+bench_append_summary() {
+    local file=$1
+    shift
+    "$@" >"$file.summary"
+    cat "$file.summary" >>"$file" && rm -f "$file.summary"
+}
