@@ -53,8 +53,8 @@ boot() {
         "$1" "$2" "$3" "$GUEST_CMDLINE${4:+ $4}"
 }
 
-# Rows both arches share: reboot mode, and a corrupt kernel file, which
-# must fail with exactly one line on stderr (info logging off).
+# Rows both arches share: reboot mode, and a corrupt kernel file (see
+# main), which must fail with exactly one line on stderr (info logging off).
 common_rows() {
     local arch=$1 p=$2
     row "$arch" "$p-reboot" guest --guest-cpus 1 --run "$(boot vmlinuz 1 512M tandem.mode=reboot)"
@@ -242,7 +242,12 @@ main() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     CORRUPT_KERNEL=$WORK/corrupt-kernel
+    # Random bytes, but with an arm64 Image magic and an impossible
+    # image_size in its header: aarch64 would run a header-less file as a
+    # raw binary, as QEMU does; x86_64 finds no bzImage, ELF or multiboot.
     head -c 1M /dev/urandom >"$CORRUPT_KERNEL"
+    printf '\xff\xff\xff\xff\xff\xff\xff\x7f' | dd of="$CORRUPT_KERNEL" bs=1 seek=16 conv=notrunc status=none
+    printf 'ARM\x64' | dd of="$CORRUPT_KERNEL" bs=1 seek=56 conv=notrunc status=none
     define_rows
     parse_args "$@"
     prepare

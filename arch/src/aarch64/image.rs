@@ -1,5 +1,9 @@
-//! Loading the arm64 `Image` (checked against its 64-byte header first, so
-//! a wrong file gets a clear error) and the initrd into guest RAM.
+//! Loading the kernel and the initrd into guest RAM. A kernel is an arm64
+//! `Image` (checked against its 64-byte header, so a broken one gets a
+//! clear error) or, with no such header, a raw binary entered at its first
+//! byte at RAM base + 512 KiB, as QEMU and kvmtool load one (test kernels
+//! such as kvm-unit-tests' are). Files that are plainly something else (a
+//! compressed vmlinuz, an ELF vmlinux, an initramfs) are refused by name.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -30,21 +34,84 @@ pub struct ImageHeader {
     pub image_size: u64,
 }
 
-/// Parses an arm64 Image header, or says why `path` is not a bootable one.
-pub fn parse_header(bytes: &[u8], path: &Path) -> Result<ImageHeader> {
+/// How a kernel file is booted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// An arm64 Image, placed as its header says.
+    Image(ImageHeader),
+    /// No Image header: the whole file at RAM base + [`RAW_LOAD_OFFSET`].
+    Raw,
+}
+
+/// Where a raw binary goes in RAM, as QEMU and kvmtool place one.
+pub const RAW_LOAD_OFFSET: u64 = 0x8_0000;
+
+/// Leading bytes of files that are not kernels tandem can boot, and what
+/// to tell the user about each (checked after the Image magic).
+const NOT_BOOTABLE: [(&[u8], &str); 9] = [
+    (
+        &[0x1f, 0x8b],
+        "gzip-compressed (a compressed vmlinuz must be gunzipped first)",
+    ),
+    (b"\xfd7zXZ\0", "xz-compressed (decompress it first)"),
+    (
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        "zstd-compressed (decompress it first)",
+    ),
+    (b"BZh", "bzip2-compressed (decompress it first)"),
+    (
+        &[0x04, 0x22, 0x4d, 0x18],
+        "lz4-compressed (decompress it first)",
+    ),
+    (
+        b"\x7fELF",
+        "an ELF file (give the Image, arch/arm64/boot/Image, not vmlinux)",
+    ),
+    (
+        b"MZ\0\0zimg",
+        "a compressed EFI zboot image (tandem boots the Image inside it)",
+    ),
+    (
+        b"070701",
+        "a cpio archive (an initramfs: give it with --initrd)",
+    ),
+    (
+        b"070702",
+        "a cpio archive (an initramfs: give it with --initrd)",
+    ),
+];
+
+/// Tells how the kernel whose first bytes are `bytes` boots, or why it
+/// cannot.
+pub fn identify(bytes: &[u8], path: &Path) -> Result<KernelFormat> {
+    if bytes.len() >= HEADER_LEN
+        && u32::from_le_bytes([bytes[56], bytes[57], bytes[58], bytes[59]]) == IMAGE_MAGIC
+    {
+        return parse_header(bytes, path).map(KernelFormat::Image);
+    }
+    if bytes.is_empty() {
+        return Err(Error::Image(format!("kernel {} is empty", path.display())));
+    }
+    match NOT_BOOTABLE
+        .iter()
+        .find(|(magic, _)| bytes.starts_with(magic))
+    {
+        Some((_, what)) => Err(Error::Image(format!(
+            "{} is {what}, not an arm64 Image or a raw binary",
+            path.display()
+        ))),
+        None => Ok(KernelFormat::Raw),
+    }
+}
+
+/// Reads the fields of an arm64 Image header (`bytes` holds all 64 bytes
+/// and the magic), or says why they cannot be booted.
+fn parse_header(bytes: &[u8], path: &Path) -> Result<ImageHeader> {
     let field = |at: usize| -> u64 {
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[at..at + 8]);
         u64::from_le_bytes(word)
     };
-    let magic_ok = bytes.len() >= HEADER_LEN
-        && u32::from_le_bytes([bytes[56], bytes[57], bytes[58], bytes[59]]) == IMAGE_MAGIC;
-    if !magic_ok {
-        return Err(Error::Image(format!(
-            "{} is not an arm64 Image (a compressed vmlinuz must be gunzipped first)",
-            path.display()
-        )));
-    }
     let (text_offset, image_size, flags) = (field(8), field(16), field(24));
     // No arm64 machine has this much memory (the largest IPA is 52 bits):
     // refusing here keeps every later sum of these fields from overflowing.
@@ -70,16 +137,18 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<ImageHeader> {
     })
 }
 
-/// Reads and checks the Image header at `path`, so a wrong file is refused
-/// before any VM exists.
-pub fn check_kernel(path: &Path) -> Result<ImageHeader> {
-    use std::io::Read;
+/// Reads the start of the kernel at `path` and tells how it boots, so a
+/// wrong file is refused before any VM exists.
+pub fn check_kernel(path: &Path) -> Result<KernelFormat> {
+    read_head(&mut open(path, "kernel")?, path)
+}
+
+fn read_head(file: &mut File, path: &Path) -> Result<KernelFormat> {
     let mut head = Vec::with_capacity(HEADER_LEN);
-    open(path, "kernel")?
-        .take(HEADER_LEN as u64)
+    file.take(HEADER_LEN as u64)
         .read_to_end(&mut head)
         .map_err(|e| Error::Image(format!("cannot read kernel {}: {e}", path.display())))?;
-    parse_header(&head, path)
+    identify(&head, path)
 }
 
 /// Where the kernel landed.
@@ -100,29 +169,44 @@ fn open(path: &Path, what: &str) -> Result<File> {
 /// Header fields at or above this are refused (1 << 52, the largest IPA).
 const MAX_HEADER_SIZE: u64 = 1 << 52;
 
-/// Loads the Image at `path` at RAM_BASE + text_offset.
+/// Loads the kernel at `path`: an Image at RAM_BASE + text_offset, a raw
+/// binary at RAM_BASE + [`RAW_LOAD_OFFSET`].
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
     let mut file = open(path, "kernel")?;
     let read_err = |e: std::io::Error| Error::Image(format!("cannot read {}: {e}", path.display()));
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    (&mut file)
-        .take(HEADER_LEN as u64)
-        .read_to_end(&mut header)
-        .map_err(read_err)?;
-    let parsed = parse_header(&header, path)?;
+    let format = read_head(&mut file, path)?;
     let file_len = file.seek(SeekFrom::End(0)).map_err(read_err)?;
-
-    let loaded = PE::load(mem, Some(GuestAddress(RAM_BASE)), &mut file, None).map_err(|e| {
+    let too_big = |e: &dyn std::fmt::Display| {
         Error::Image(format!(
             "cannot load {} ({file_len} bytes) into guest RAM: {e}; give the VM more memory?",
             path.display()
         ))
-    })?;
-    let entry = loaded.kernel_load.0;
+    };
+    let (entry, claimed) = match format {
+        KernelFormat::Image(header) => {
+            let loaded = PE::load(mem, Some(GuestAddress(RAM_BASE)), &mut file, None)
+                .map_err(|e| too_big(&e))?;
+            (loaded.kernel_load.0, file_len.max(header.image_size))
+        }
+        KernelFormat::Raw => {
+            let entry = RAM_BASE + RAW_LOAD_OFFSET;
+            let len = usize::try_from(file_len).map_err(|e| too_big(&e))?;
+            file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+            guest_memory::read_into_guest(mem, GuestAddress(entry), &mut file, len)
+                .map_err(|e| too_big(&e))?;
+            (entry, file_len)
+        }
+    };
     let end = entry
-        .checked_add(file_len.max(parsed.image_size))
+        .checked_add(claimed)
         .ok_or_else(|| Error::Image(format!("{} does not fit in memory", path.display())))?;
-    log::info!("kernel at {entry:#x}..{end:#x}");
+    match format {
+        KernelFormat::Image(_) => log::info!("kernel: arm64 Image at {entry:#x}..{end:#x}"),
+        KernelFormat::Raw => log::info!(
+            "kernel: {} has no arm64 Image header; loaded as a raw binary at {entry:#x}..{end:#x}, entered at its first byte",
+            path.display()
+        ),
+    }
     Ok(LoadedKernel { entry, end })
 }
 
@@ -183,24 +267,41 @@ mod tests {
     }
 
     #[test]
-    fn non_images_and_big_endian_images_are_refused() {
+    fn known_non_kernels_and_big_endian_images_are_refused_by_name() {
         let path = Path::new("/boot/vmlinuz");
-        for bytes in [
-            &b""[..],
-            &[0x1f, 0x8b, 8, 0],
-            &[0u8; 4096],
-            &header(0, 1, 0)[..60],
+        for (bytes, says) in [
+            (&b""[..], "is empty"),
+            (&[0x1f, 0x8b, 8, 0][..], "gunzipped first"),
+            (&b"\x7fELF\x02\x01\x01"[..], "not vmlinux"),
+            (&b"070701000000"[..], "--initrd"),
+            (&b"MZ\0\0zimg\0\0"[..], "EFI zboot"),
         ] {
-            let err = parse_header(bytes, path).unwrap_err();
+            let err = identify(bytes, path).unwrap_err();
             assert!(matches!(err, Error::Image(_)));
-            assert!(
-                err.to_string()
-                    .contains("/boot/vmlinuz is not an arm64 Image"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("/boot/vmlinuz is "), "{err}");
+            assert!(err.to_string().contains(says), "{err}");
         }
-        let err = parse_header(&header(0, 0x10_0000, 1), path).unwrap_err();
+        let err = identify(&header(0, 0x10_0000, 1), path).unwrap_err();
         assert!(err.to_string().contains("big-endian"), "{err}");
+    }
+
+    #[test]
+    fn a_file_with_no_header_is_a_raw_binary() {
+        let path = Path::new("test.flat");
+        for bytes in [
+            &[0u8; 4096][..],
+            &header(0, 1, 0)[..60],
+            &[0x91, 0, 0, 0x90],
+        ] {
+            assert_eq!(identify(bytes, path).unwrap(), KernelFormat::Raw);
+        }
+        assert!(matches!(
+            identify(&header(0, 0x40_0000, 0), path).unwrap(),
+            KernelFormat::Image(ImageHeader {
+                image_size: 0x40_0000,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -220,21 +321,34 @@ mod tests {
     }
 
     #[test]
-    fn garbage_file_gives_a_clean_error() {
-        let file = file_with(&[0xa5; 10_000]);
-        let err = load_kernel(&ram(), file.as_path()).unwrap_err();
-        assert!(err.to_string().contains("is not an arm64 Image"), "{err}");
-        let err = check_kernel(file.as_path()).unwrap_err();
-        assert!(err.to_string().contains("is not an arm64 Image"), "{err}");
-        let short = file_with(&header(0, 1, 0)[..40]);
-        assert!(check_kernel(short.as_path()).is_err());
-        let good = file_with(&header(0, 0x40_0000, 0));
-        assert_eq!(check_kernel(good.as_path()).unwrap().image_size, 0x40_0000);
+    fn raw_binary_lands_at_512_kib_into_ram_and_is_entered_there() {
+        let code: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        let file = file_with(&code);
+        assert_eq!(check_kernel(file.as_path()).unwrap(), KernelFormat::Raw);
+        let mem = ram();
+        let kernel = load_kernel(&mem, file.as_path()).unwrap();
+        assert_eq!(kernel.entry, RAM_BASE + 0x8_0000);
+        assert_eq!(kernel.end, RAM_BASE + 0x8_0000 + code.len() as u64);
+        let mut copied = vec![0u8; code.len()];
+        mem.read_slice(&mut copied, GuestAddress(kernel.entry))
+            .unwrap();
+        assert_eq!(copied, code);
+        let mut below = [0xffu8; 16];
+        mem.read_slice(&mut below, GuestAddress(kernel.entry - 16))
+            .unwrap();
+        assert_eq!(below, [0; 16], "nothing written below the entry");
+    }
+
+    #[test]
+    fn missing_or_oversized_kernels_give_clean_errors() {
         let missing = load_kernel(&ram(), Path::new("/nonexistent/Image")).unwrap_err();
         assert!(
             missing.to_string().contains("cannot open kernel"),
             "{missing}"
         );
+        let raw = file_with(&vec![0xa5; 65 << 20]);
+        let err = load_kernel(&ram(), raw.as_path()).unwrap_err();
+        assert!(err.to_string().contains("cannot load"), "{err}");
     }
 
     #[test]
