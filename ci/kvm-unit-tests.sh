@@ -1,33 +1,51 @@
 #!/usr/bin/env bash
-#! Runs kvm-unit-tests' x86_64 tests under tandem, one result line per test:
+#! Runs kvm-unit-tests under tandem, one result line per test:
 #!   KUT <test> PASS|FAIL|SKIP <detail>
 #! then a "KUT total" line. The suite is built once from the pinned source
 #! (../shared/peers/kvm-unit-tests-1da1819e.tar.xz; CI has it too) into a
-#! cache outside the repo (`./configure --arch=x86_64 && make -j2`, niced,
-#! about 40 s). Tests come from the suite's x86/unittests.cfg: `file`, `smp`
-#! (--cpus and NR_CPUS), `test_args` (the command line, after the file name
-#! the tests skip as argv[0]), `-m` in `qemu_params` (--memory; 128 MiB
-#! otherwise, QEMU's default), `arch`, `check`, `groups` (nodefault tests
-#! only when their group is asked for) and `timeout`. The rest of
-#! `qemu_params` (-cpu models, -device, -machine) has no tandem equivalent:
-#! it is named in the result's detail. Each test boots as multiboot with
-#! its environment (NR_CPUS, MEMSIZE, TEST_DEVICE=0: no fw_cfg, no
-#! pc-testdev) as the initrd and --debug-exit; status 1 is a pass, 77 a
-#! skip (the suite writes 38), anything else (or no debug-exit write) a fail.
-#! Logs: target/kvm-unit-tests/logs/<test>.log.
-#! Usage: ci/kvm-unit-tests.sh [--tandem PATH] [--suite DIR] [--group G]
-#!                             [--timeout S] [TEST...]
-#!   --tandem PATH  the binary (default target/release/tandem, else target/debug/tandem)
-#!   --suite DIR    an already built x86_64 kvm-unit-tests tree (skips the build)
+#! cache outside the repo (niced, under a minute): x86_64 natively
+#! (`./configure --arch=x86_64`), arm64 with Debian's cross compiler
+#! (`--arch=arm64 --cross-prefix=aarch64-linux-gnu- --target=qemu`).
+#! Tests come from the suite's <arch>/unittests.cfg: `file`, `smp` (--cpus
+#! and NR_CPUS; $MAX_SMP is the host's CPU count), `test_args` (the command
+#! line; x86 tests skip the first word as argv[0], so the file name goes
+#! first there), `-m` in `qemu_params` (--memory; 128 MiB otherwise, QEMU's
+#! default), `gic-version=N` in it (aarch64: the test runs only on a GICv<N>
+#! host), `arch`, `check`, `groups` (nodefault tests only when their group
+#! is asked for; the migration group needs the suite's migration harness,
+#! which this runner does not have) and `timeout`. The rest of `qemu_params`
+#! (-cpu models, -device, -machine options) has no tandem equivalent: it
+#! is named in the result's detail. Each test gets its environment
+#! (NR_CPUS, MEMSIZE; x86 also TEST_DEVICE=0: no fw_cfg, no pc-testdev) as
+#! the initrd.
+#!   x86_64: run on this machine's /dev/kvm, booted as multiboot with
+#!     --debug-exit; the status written there is the test's.
+#!   aarch64: run inside one emulated KVM host (ci/emulated-host.sh, GICv3
+#!     with ITS or GICv2) by ci/kvm-unit-tests-host.sh, each .flat booted as
+#!     a raw binary; the test's status is its `EXIT: STATUS=N` line (it then
+#!     powers off through PSCI).
+#! Status 1 is a pass, 77 a skip (the suite writes 38), anything else (or
+#! none) a fail.
+#! Logs: target/kvm-unit-tests/logs/<arch>/<test>.log.
+#! Usage: ci/kvm-unit-tests.sh [--arch A] [--gic N] [--tandem PATH] [--suite DIR]
+#!                             [--group G] [--timeout S] [TEST...]
+#!   --arch A       x86_64 (default) or aarch64
+#!   --gic N        aarch64: the emulated host's GIC, 3 (default, with ITS) or 2
+#!   --tandem PATH  the binary (x86_64: default target/release/tandem, else
+#!                  target/debug/tandem; aarch64: ci/build-static.sh's, built)
+#!   --suite DIR    an already built kvm-unit-tests tree for A (skips the build)
 #!   --build-only   build the suite into the cache, print its path, run nothing
 #!   --group G      only tests in group G (nodefault ones included)
-#!   --timeout S    cap every test's timeout at S seconds (default: the cfg's, 90 s if none)
+#!   --timeout S    cap every test's timeout at S seconds (default: the cfg's,
+#!                  90 s if none; aarch64 tests get at least 60 s, the
+#!                  emulated host being slow)
 #!   TEST...        only these tests (names from unittests.cfg)
 #! Environment:
 #!   TANDEM_PEERS_CACHE  cache folder (default /var/cache/tandem-peers)
 #!   TANDEM_PEERS_DIR    peers' folder (default <repo>/../shared/peers)
 #! Exit status: 0 when every test ran (whatever its result), 1 on a harness
-#! error, 77 when it cannot run here (no /dev/kvm; a failure when CI=true).
+#! error, 77 when it cannot run here (no /dev/kvm, no emulator; a failure
+#! when CI=true).
 set -euo pipefail
 # shellcheck disable=SC2034 # used by lib.sh
 LOG_PREFIX=kvm-unit-tests
@@ -37,16 +55,21 @@ LOG_PREFIX=kvm-unit-tests
 SOURCE=kvm-unit-tests-1da1819e
 PEERS=${TANDEM_PEERS_DIR:-$ROOT/../shared/peers}
 CACHE=${TANDEM_PEERS_CACHE:-/var/cache/tandem-peers}
-OUT=$ROOT/target/kvm-unit-tests
 DEFAULT_MEMORY_MIB=128
 DEFAULT_TIMEOUT=90
+# The emulated aarch64 host runs nested guests far slower than hardware.
+EMULATED_MIN_TIMEOUT=60
 # A test that skipped everything writes 77 >> 1 (lib/report.c), so that
 # the status (38 << 1) | 1 is 77, the usual "skipped".
 SKIP_EXIT_STATUS=77
-TANDEM="" SUITE="" GROUP="" TIMEOUT_CAP="" BUILD_ONLY=0 ONLY=()
+ARCH=x86_64 GIC=3 TANDEM="" SUITE="" GROUP="" TIMEOUT_CAP="" BUILD_ONLY=0 ONLY=()
+# The emulated host's CPUs ($MAX_SMP in the cfg).
+HOST_SMP=2
 
 while [ $# -gt 0 ]; do
     case $1 in
+        --arch) ARCH=$2; shift ;;
+        --gic) GIC=$2; shift ;;
         --tandem) TANDEM=$2; shift ;;
         --suite) SUITE=$2; shift ;;
         --build-only) BUILD_ONLY=1 ;;
@@ -58,22 +81,29 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+check_arch "$ARCH"
+case $GIC in 2|3) ;; *) die "--gic takes 2 or 3" ;; esac
+case $ARCH in
+    x86_64) TESTDIR=x86 CFG_ARCH=x86_64 CONFIGURE=(--arch=x86_64) ;;
+    aarch64) TESTDIR=arm CFG_ARCH=arm64
+             CONFIGURE=(--arch=arm64 --cross-prefix=aarch64-linux-gnu- --target=qemu) ;;
+esac
+OUT=$ROOT/target/kvm-unit-tests
+LOGS=$OUT/logs/$ARCH
 
-[ "$(uname -m)" = x86_64 ] || die "x86_64 only for now (got $(uname -m))"
-
-# Builds the suite into the cache once; prints the tree's path.
+# Builds the suite for ARCH into the cache once; prints the tree's path.
 build_suite() {
-    local dir=$CACHE/$SOURCE-x86_64 tarball=$PEERS/$SOURCE.tar.xz
+    local dir=$CACHE/$SOURCE-$ARCH tarball=$PEERS/$SOURCE.tar.xz
     if [ -f "$dir/.built" ]; then
         echo "$dir"
         return
     fi
     [ -f "$tarball" ] || die "missing $tarball"
-    log "building $SOURCE for x86_64 in $dir (niced, about 40 s)"
+    log "building $SOURCE for $ARCH in $dir (niced, under a minute)"
     rm -rf "$dir" "$dir.tmp"
     mkdir -p "$dir.tmp"
     tar -xJf "$tarball" -C "$dir.tmp" --strip-components=1
-    (cd "$dir.tmp" && ./configure --arch=x86_64 >&2 && nice make -j2 >&2) ||
+    (cd "$dir.tmp" && ./configure "${CONFIGURE[@]}" >&2 && nice make -j2 >&2) ||
         die "building kvm-unit-tests failed"
     touch "$dir.tmp/.built"
     mv "$dir.tmp" "$dir"
@@ -82,14 +112,14 @@ build_suite() {
 
 # unittests.cfg as one line per test, fields split by \037 (tabs would
 # merge empty fields in `read`): name file smp test_args qemu_params groups
-# arch timeout check. Outer quotes are stripped.
+# arch timeout check disabled_if. Outer quotes are stripped.
 parse_cfg() {
     awk '
         function flush() {
             if (name != "")
-                printf "%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\n", name, v["file"],
+                printf "%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\n", name, v["file"],
                     v["smp"], v["test_args"], v["qemu_params"], v["groups"],
-                    v["arch"], v["timeout"], v["check"]
+                    v["arch"], v["timeout"], v["check"], v["disabled_if"]
             delete v
         }
         /^[ \t]*#/ || /^[ \t]*$/ { next }
@@ -124,9 +154,10 @@ memory_of() {
     echo "${size:-$DEFAULT_MEMORY_MIB}" | tr 'kmg' 'KMG'
 }
 
-# What of qemu_params tandem cannot honour.
+# What of qemu_params tandem cannot honour (the GIC version is the host's).
 ignored_params() {
-    sed -e 's/-m [0-9]*[kKmMgG]\{0,1\}//' -e 's/-enable-kvm//' -e 's/^ *//; s/ *$//; s/  */ /g' <<<"$1"
+    sed -e 's/-m [0-9]*[kKmMgG]\{0,1\}//' -e 's/-enable-kvm//' -e 's/-machine gic-version=[0-9]//' \
+        -e 's/^ *//; s/ *$//; s/  */ /g' <<<"$1"
 }
 
 # The mebibytes in a --memory value, for MEMSIZE.
@@ -150,53 +181,122 @@ summary_of() {
     echo "${line:-no output}"
 }
 
-run_test() {
-    local name=$1 file=$2 smp=${3:-1} args=$4 params=$5 groups=$6 arch=$7 timeout=$8 check=$9
-    local memory env log status extra detail unmet first_fail
-    if [ ${#ONLY[@]} -gt 0 ] && ! [[ " ${ONLY[*]} " == *" $name "* ]]; then return; fi
-    if [ -n "$GROUP" ] && ! [[ " $groups " == *" $GROUP "* ]]; then return; fi
+# Prints why test NAME is not run here (a SKIP line's detail), or nothing.
+not_run_because() {
+    local name=$1 params=$2 groups=$3 arch=$4 check=$5 disabled_if=$6 unmet want
+    if [ ${#ONLY[@]} -gt 0 ] && ! [[ " ${ONLY[*]} " == *" $name "* ]]; then echo -; return; fi
+    if [ -n "$GROUP" ] && ! [[ " $groups " == *" $GROUP "* ]]; then echo -; return; fi
     if [ -z "$GROUP" ] && [ ${#ONLY[@]} -eq 0 ] && [[ " $groups " == *" nodefault "* ]]; then
-        echo "KUT $name SKIP nodefault (run with --group or by name)"
-        return
+        echo "nodefault (run with --group or by name)"; return
     fi
-    if [ -n "$arch" ] && [ "$arch" != x86_64 ]; then
-        echo "KUT $name SKIP $arch only"
-        return
+    if [ -n "$arch" ] && [ "$arch" != "$CFG_ARCH" ]; then echo "$arch only"; return; fi
+    if [[ " $groups " == *" migration "* ]]; then
+        echo "needs the suite's migration harness (QEMU's), which this runner lacks"; return
+    fi
+    if [ -n "$disabled_if" ] && TARGET=qemu eval "$disabled_if"; then
+        echo "disabled here ($disabled_if)"; return
+    fi
+    want=$(sed -n 's/.*gic-version=\([0-9]\).*/\1/p' <<<"$params")
+    if [ "$ARCH" = aarch64 ] && [ -n "$want" ] && [ "$want" != "$GIC" ]; then
+        echo "needs a GICv$want host (--gic $want)"; return
     fi
     unmet=$(unmet_check "$check")
-    if [ -n "$unmet" ]; then
-        echo "KUT $name SKIP $unmet"
-        return
-    fi
-    [ -f "$SUITE/x86/$file" ] || { echo "KUT $name FAIL $file was not built"; return; }
-    timeout=${timeout%s}
-    timeout=${timeout:-$DEFAULT_TIMEOUT}
-    if [ -n "$TIMEOUT_CAP" ] && [ "$timeout" -gt "$TIMEOUT_CAP" ]; then timeout=$TIMEOUT_CAP; fi
-    memory=$(memory_of "$params")
-    env=$OUT/env/$name
-    printf 'NR_CPUS=%s\nMEMSIZE=%s\nTEST_DEVICE=0\n' "$smp" "$(mib_of "$memory")" >"$env"
-    # Evaluated as run_tests.sh does (one test's args hold `date +%s`).
-    args=$(eval "echo $args")
-    log=$OUT/logs/$name.log
-    status=0
-    timeout -k 5 "$timeout" "$TANDEM" run --kernel "$SUITE/x86/$file" --initrd "$env" \
-        --debug-exit --cpus "$smp" --memory "$memory" --cmdline "$file${args:+ $args}" \
-        </dev/null >"$log" 2>&1 || status=$?
+    [ -z "$unmet" ] || echo "$unmet"
+}
+
+# The result line of a test from how it ended: TIMED_OUT (1 or 0), CODE (the
+# status the test reported, empty when it reported none), WHY_NONE (what
+# to say then) and LOG.
+judge() {
+    local name=$1 timed_out=$2 code=$3 why_none=$4 log=$5 params=$6 timeout=$7
+    local detail extra first_fail
     detail=$(summary_of "$log")
     extra=$(ignored_params "$params")
     [ -z "$extra" ] || detail+=" [ignored: $extra]"
-    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    if [ "$timed_out" = 1 ]; then
         echo "KUT $name FAIL timeout after ${timeout}s; $detail"
-    elif ! grep -aq "to the debug-exit port: exit status ${status}[[:space:]]*$" "$log"; then
-        detail=$(grep -a '^tandem: error' "$log" | head -n 1 || true)
-        echo "KUT $name FAIL tandem exited $status without a debug-exit write: ${detail:-see $log}"
-    elif [ "$status" -eq 1 ]; then
+    elif [ -z "$code" ]; then
+        echo "KUT $name FAIL $why_none"
+    elif [ "$code" -eq 1 ]; then
         echo "KUT $name PASS $detail"
-    elif [ "$status" -eq "$SKIP_EXIT_STATUS" ]; then
+    elif [ "$code" -eq "$SKIP_EXIT_STATUS" ]; then
         echo "KUT $name SKIP $detail"
     else
         first_fail=$(grep -a -m1 '^FAIL:' "$log" || true)
-        echo "KUT $name FAIL status $status; $detail${first_fail:+; first $first_fail}"
+        echo "KUT $name FAIL status $code; $detail${first_fail:+; first $first_fail}"
+    fi
+}
+
+# x86_64: runs one test on this machine's KVM and judges it.
+run_local() {
+    local name=$1 file=$2 smp=$3 memory=$4 timeout=$5 args=$6 params=$7
+    local env=$OUT/env/$name log=$LOGS/$name.log status=0 code="" why
+    printf 'NR_CPUS=%s\nMEMSIZE=%s\nTEST_DEVICE=0\n' "$smp" "$(mib_of "$memory")" >"$env"
+    timeout -k 5 "$timeout" "$TANDEM" run --kernel "$SUITE/$TESTDIR/$file" --initrd "$env" \
+        --debug-exit --cpus "$smp" --memory "$memory" --cmdline "$file${args:+ $args}" \
+        </dev/null >"$log" 2>&1 || status=$?
+    if grep -aq "to the debug-exit port: exit status ${status}[[:space:]]*$" "$log"; then code=$status; fi
+    why=$(grep -a '^tandem: error' "$log" | head -n 1 || true)
+    judge "$name" "$([ "$status" -eq 124 ] || [ "$status" -eq 137 ] && echo 1 || echo 0)" "$code" \
+        "tandem exited $status without a debug-exit write: ${why:-see $log}" "$log" "$params" "$timeout"
+}
+
+# aarch64: every planned test in one emulated host, then each judged from
+# its part of the host's log.
+run_emulated_plan() {
+    local plan=$1 adds=() file total=0 name timeout params log status code why host_log
+    while IFS='|' read -r _ file _ _ timeout _; do
+        total=$((total + timeout + 5))
+        adds+=(--add "$SUITE/$TESTDIR/$file:/kut/$file")
+    done <"$plan"
+    [ "$total" -gt 0 ] || return 0
+    adds+=(--add "$plan:/kut/plan" --add "$ROOT/ci/kvm-unit-tests-host.sh:/kut/host.sh")
+    "$ROOT/ci/emulated-host.sh" aarch64 --name "kut-a64-gicv$GIC" --gic "$GIC" \
+        --tandem "$TANDEM" --host-script "$ROOT/ci/kvm-unit-tests-host.sh" \
+        --timeout $((total + 120)) --no-guest-marker --expect KUT-PLAN-DONE \
+        "${adds[@]}" >&2 || log "the emulated host's run failed; judging what it printed"
+    host_log=$ROOT/target/e2e-logs/kut-a64-gicv$GIC.log
+    while IFS='|' read -r name _ _ _ timeout _; do
+        log=$LOGS/$name.log
+        awk -v n="$name" '$0 ~ "^KUT-BEGIN " n "\r?$" { on = 1; next }
+                          $0 ~ "^KUT-END " n " " { on = 0 } on' "$host_log" | tr -d '\r' >"$log"
+        status=$(sed -n "s/^KUT-END $name status=\([0-9]*\).*/\1/p" "$host_log" | tail -n 1)
+        code=$(sed -n 's/^EXIT: STATUS=\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+        params=$(grep -a -m1 "^$name|" "$plan.params" | cut -d'|' -f2-)
+        if [ -z "$status" ]; then
+            why="never ran: the emulated host stopped first (see $host_log)"
+        else
+            why=$(grep -a '^tandem: error' "$log" | head -n 1 || true)
+            why="tandem exited $status without an EXIT: STATUS line: ${why:-see $log}"
+        fi
+        judge "$name" "$([ "$status" = 124 ] && echo 1 || echo 0)" "$code" "$why" "$log" "$params" "$timeout"
+    done <"$plan"
+}
+
+# Decides what to do with one cfg entry: a SKIP line, a local run (x86_64),
+# or a line of the emulated host's plan (aarch64).
+take_test() {
+    local name=$1 file=$2 smp=$3 args=$4 params=$5 groups=$6 arch=$7 timeout=$8 check=$9 disabled_if=${10}
+    local why memory
+    why=$(not_run_because "$name" "$params" "$groups" "$arch" "$check" "$disabled_if")
+    case $why in
+        -) return ;;
+        ?*) echo "KUT $name SKIP $why"; return ;;
+    esac
+    [ -f "$SUITE/$TESTDIR/$file" ] || { echo "KUT $name FAIL $file was not built"; return; }
+    smp=$(MAX_SMP=$HOST_SMP eval "echo ${smp:-1}")
+    timeout=${timeout%s}
+    timeout=${timeout:-$DEFAULT_TIMEOUT}
+    if [ "$ARCH" = aarch64 ] && [ "$timeout" -lt "$EMULATED_MIN_TIMEOUT" ]; then timeout=$EMULATED_MIN_TIMEOUT; fi
+    if [ -n "$TIMEOUT_CAP" ] && [ "$timeout" -gt "$TIMEOUT_CAP" ]; then timeout=$TIMEOUT_CAP; fi
+    memory=$(memory_of "$params")
+    # Evaluated as run_tests.sh does (one test's args hold `date +%s`).
+    args=$(eval "echo $args")
+    if [ "$ARCH" = x86_64 ]; then
+        run_local "$name" "$file" "$smp" "$memory" "$timeout" "$args" "$params"
+    else
+        echo "$name|$file|$smp|$memory|$timeout|$args" >>"$PLAN"
+        echo "$name|$params" >>"$PLAN.params"
     fi
 }
 
@@ -204,23 +304,41 @@ if [ "$BUILD_ONLY" = 1 ]; then
     build_suite
     exit 0
 fi
-if ! { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then skip_or_fail "no usable /dev/kvm"; fi
-if [ -z "$TANDEM" ]; then
-    for candidate in "$ROOT/target/release/tandem" "$ROOT/target/debug/tandem"; do
-        if [ -x "$candidate" ]; then TANDEM=$candidate; break; fi
-    done
-    [ -n "$TANDEM" ] || die "no tandem binary: cargo build, or --tandem PATH"
+if [ "$ARCH" = x86_64 ]; then
+    [ "$(uname -m)" = x86_64 ] || die "x86_64 tests run on an x86_64 machine (got $(uname -m))"
+    if ! { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then skip_or_fail "no usable /dev/kvm"; fi
+    if [ -z "$TANDEM" ]; then
+        for candidate in "$ROOT/target/release/tandem" "$ROOT/target/debug/tandem"; do
+            if [ -x "$candidate" ]; then TANDEM=$candidate; break; fi
+        done
+        [ -n "$TANDEM" ] || die "no tandem binary: cargo build, or --tandem PATH"
+    fi
+else
+    command -v "$(qemu_binary aarch64)" >/dev/null ||
+        skip_or_fail "$(qemu_binary aarch64) not installed (ci/setup-host.sh)"
+    if [ -z "$TANDEM" ]; then
+        "$ROOT/ci/build-static.sh" aarch64 >/dev/null
+        TANDEM=$(default_tandem aarch64)
+    fi
 fi
 [ -n "$SUITE" ] || SUITE=$(build_suite | tail -n 1)
-[ -f "$SUITE/x86/unittests.cfg" ] || die "$SUITE has no x86/unittests.cfg"
-mkdir -p "$OUT/logs" "$OUT/env"
-log "tandem $TANDEM, suite $SUITE"
+[ -f "$SUITE/$TESTDIR/unittests.cfg" ] || die "$SUITE has no $TESTDIR/unittests.cfg"
+mkdir -p "$LOGS" "$OUT/env"
+PLAN=$OUT/plan-$ARCH
+: >"$PLAN"
+: >"$PLAN.params"
+log "tandem $TANDEM, suite $SUITE$([ "$ARCH" = x86_64 ] || echo ", in an emulated GICv$GIC host")"
 
-parse_cfg "$SUITE/x86/unittests.cfg" |
-    while IFS=$'\037' read -r name file smp args params groups arch timeout check; do
-        run_test "$name" "$file" "$smp" "$args" "$params" "$groups" "$arch" "$timeout" "$check"
-    done | tee "$OUT/results.txt"
+RESULTS=$OUT/results-$ARCH.txt
+[ "$ARCH" = x86_64 ] || RESULTS=$OUT/results-$ARCH-gicv$GIC.txt
+{
+    parse_cfg "$SUITE/$TESTDIR/unittests.cfg" |
+        while IFS=$'\037' read -r name file smp args params groups arch timeout check disabled_if; do
+            take_test "$name" "$file" "$smp" "$args" "$params" "$groups" "$arch" "$timeout" "$check" "$disabled_if"
+        done
+    [ "$ARCH" = x86_64 ] || run_emulated_plan "$PLAN"
+} | tee "$RESULTS"
 for result in PASS FAIL SKIP; do
-    printf ' %s=%s' "$result" "$(grep -c "^KUT [^ ]* $result" "$OUT/results.txt" || true)"
+    printf ' %s=%s' "$result" "$(grep -c "^KUT [^ ]* $result" "$RESULTS" || true)"
 done | sed 's/^/KUT total/'
 echo
