@@ -7,7 +7,7 @@
 #! (`./configure --arch=x86_64`), arm64 with Debian's cross compiler
 #! (`--arch=arm64 --cross-prefix=aarch64-linux-gnu- --target=qemu`).
 #! Tests come from the suite's <arch>/unittests.cfg: `file`, `smp` (--cpus
-#! and NR_CPUS; $MAX_SMP is the host's CPU count), `test_args` (the command
+#! and NR_CPUS; $MAX_SMP is this machine's CPU count, 4 for aarch64), `test_args` (the command
 #! line; x86 tests skip the first word as argv[0], so the file name goes
 #! first there), `-m` in `qemu_params` (--memory; 128 MiB otherwise, QEMU's
 #! default), `gic-version=N` in it (aarch64: the test runs only on a GICv<N>
@@ -16,8 +16,9 @@
 #! which this runner does not have) and `timeout`. The rest of `qemu_params`
 #! (-cpu models, -device, -machine options) has no tandem equivalent: it
 #! is named in the result's detail. Each test gets its environment
-#! (NR_CPUS, MEMSIZE; x86 also TEST_DEVICE=0: no fw_cfg, no pc-testdev) as
-#! the initrd.
+#! (NR_CPUS, MEMSIZE; x86 also TEST_DEVICE=0: no fw_cfg, no pc-testdev;
+#! aarch64 also the ERRATA_<commit>=y of errata.txt the host kernel has, as
+#! the suite's runner sets them) as the initrd.
 #!   x86_64: run on this machine's /dev/kvm, booted as multiboot with
 #!     --debug-exit; the status written there is the test's.
 #!   aarch64: run inside one emulated KVM host (ci/emulated-host.sh, GICv3
@@ -26,7 +27,7 @@
 #!     powers off through PSCI).
 #! Status 1 is a pass, 77 a skip (the suite writes 38), anything else (or
 #! none) a fail.
-#! Logs: target/kvm-unit-tests/logs/<arch>/<test>.log.
+#! Logs: target/kvm-unit-tests/logs/<x86_64|aarch64-gicvN>/<test>.log.
 #! Usage: ci/kvm-unit-tests.sh [--arch A] [--gic N] [--tandem PATH] [--suite DIR]
 #!                             [--group G] [--timeout S] [TEST...]
 #!   --arch A       x86_64 (default) or aarch64
@@ -39,12 +40,17 @@
 #!   --timeout S    cap every test's timeout at S seconds (default: the cfg's,
 #!                  90 s if none; aarch64 tests get at least 60 s, the
 #!                  emulated host being slow)
+#!   --expect FILE  afterwards, fail (exit 1) unless every test FILE lists for
+#!                  this host flavour (x86_64, aarch64-gicv3, aarch64-gicv2)
+#!                  passed; FILE lines are `<flavour> <test>` (CI:
+#!                  ci/kvm-unit-tests.expected)
+#!   --only-expected  run just the tests FILE lists for this flavour
 #!   TEST...        only these tests (names from unittests.cfg)
 #! Environment:
 #!   TANDEM_PEERS_CACHE  cache folder (default /var/cache/tandem-peers)
 #!   TANDEM_PEERS_DIR    peers' folder (default <repo>/../shared/peers)
-#! Exit status: 0 when every test ran (whatever its result), 1 on a harness
-#! error, 77 when it cannot run here (no /dev/kvm, no emulator; a failure
+#! Exit status: 0 when every test ran (whatever its result, but see
+#! --expect), 1 on a harness error, 77 when it cannot run here (no /dev/kvm, no emulator; a failure
 #! when CI=true).
 set -euo pipefail
 # shellcheck disable=SC2034 # used by lib.sh
@@ -63,8 +69,11 @@ EMULATED_MIN_TIMEOUT=60
 # the status (38 << 1) | 1 is 77, the usual "skipped".
 SKIP_EXIT_STATUS=77
 ARCH=x86_64 GIC=3 TANDEM="" SUITE="" GROUP="" TIMEOUT_CAP="" BUILD_ONLY=0 ONLY=()
-# The emulated host's CPUs ($MAX_SMP in the cfg).
-HOST_SMP=2
+EXPECT_FILE="" ONLY_EXPECTED=0
+# $MAX_SMP in the cfg: this machine's CPUs for x86_64; 4 in the emulated
+# aarch64 host (2 CPUs, but vCPU threads may outnumber them, and the ITS
+# tests want 4).
+MAX_SMP=$(nproc)
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -75,6 +84,8 @@ while [ $# -gt 0 ]; do
         --build-only) BUILD_ONLY=1 ;;
         --group) GROUP=$2; shift ;;
         --timeout) TIMEOUT_CAP=$2; shift ;;
+        --expect) EXPECT_FILE=$2; shift ;;
+        --only-expected) ONLY_EXPECTED=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) die "unknown option $1 (--help)" ;;
         *) ONLY+=("$1") ;;
@@ -83,13 +94,22 @@ while [ $# -gt 0 ]; do
 done
 check_arch "$ARCH"
 case $GIC in 2|3) ;; *) die "--gic takes 2 or 3" ;; esac
+# shellcheck disable=SC2034 # MAX_SMP: read by the cfg's smp expressions (eval)
 case $ARCH in
     x86_64) TESTDIR=x86 CFG_ARCH=x86_64 CONFIGURE=(--arch=x86_64) ;;
-    aarch64) TESTDIR=arm CFG_ARCH=arm64
+    aarch64) TESTDIR=arm CFG_ARCH=arm64 MAX_SMP=4
              CONFIGURE=(--arch=arm64 --cross-prefix=aarch64-linux-gnu- --target=qemu) ;;
 esac
+FLAVOUR=$ARCH
+[ "$ARCH" = x86_64 ] || FLAVOUR=$ARCH-gicv$GIC
 OUT=$ROOT/target/kvm-unit-tests
-LOGS=$OUT/logs/$ARCH
+LOGS=$OUT/logs/$FLAVOUR
+if [ -n "$EXPECT_FILE" ]; then
+    [ -f "$EXPECT_FILE" ] || die "--expect: no file $EXPECT_FILE"
+    mapfile -t EXPECTED < <(awk -v f="$FLAVOUR" '$1 == f { print $2 }' "$EXPECT_FILE")
+    [ "$ONLY_EXPECTED" = 0 ] || ONLY+=("${EXPECTED[@]}")
+fi
+[ "$ONLY_EXPECTED" = 0 ] || [ -n "$EXPECT_FILE" ] || die "--only-expected needs --expect FILE"
 
 # Builds the suite for ARCH into the cache once; prints the tree's path.
 build_suite() {
@@ -250,7 +270,7 @@ run_emulated_plan() {
         adds+=(--add "$SUITE/$TESTDIR/$file:/kut/$file")
     done <"$plan"
     [ "$total" -gt 0 ] || return 0
-    adds+=(--add "$plan:/kut/plan" --add "$ROOT/ci/kvm-unit-tests-host.sh:/kut/host.sh")
+    adds+=(--add "$plan:/kut/plan" --add "$SUITE/errata.txt:/kut/errata.txt")
     "$ROOT/ci/emulated-host.sh" aarch64 --name "kut-a64-gicv$GIC" --gic "$GIC" \
         --tandem "$TANDEM" --host-script "$ROOT/ci/kvm-unit-tests-host.sh" \
         --timeout $((total + 120)) --no-guest-marker --expect KUT-PLAN-DONE \
@@ -284,7 +304,7 @@ take_test() {
         ?*) echo "KUT $name SKIP $why"; return ;;
     esac
     [ -f "$SUITE/$TESTDIR/$file" ] || { echo "KUT $name FAIL $file was not built"; return; }
-    smp=$(MAX_SMP=$HOST_SMP eval "echo ${smp:-1}")
+    smp=$(eval "echo ${smp:-1}")
     timeout=${timeout%s}
     timeout=${timeout:-$DEFAULT_TIMEOUT}
     if [ "$ARCH" = aarch64 ] && [ "$timeout" -lt "$EMULATED_MIN_TIMEOUT" ]; then timeout=$EMULATED_MIN_TIMEOUT; fi
@@ -329,8 +349,7 @@ PLAN=$OUT/plan-$ARCH
 : >"$PLAN.params"
 log "tandem $TANDEM, suite $SUITE$([ "$ARCH" = x86_64 ] || echo ", in an emulated GICv$GIC host")"
 
-RESULTS=$OUT/results-$ARCH.txt
-[ "$ARCH" = x86_64 ] || RESULTS=$OUT/results-$ARCH-gicv$GIC.txt
+RESULTS=$OUT/results-$FLAVOUR.txt
 {
     parse_cfg "$SUITE/$TESTDIR/unittests.cfg" |
         while IFS=$'\037' read -r name file smp args params groups arch timeout check disabled_if; do
@@ -342,3 +361,12 @@ for result in PASS FAIL SKIP; do
     printf ' %s=%s' "$result" "$(grep -c "^KUT [^ ]* $result" "$RESULTS" || true)"
 done | sed 's/^/KUT total/'
 echo
+[ -n "$EXPECT_FILE" ] || exit 0
+unmet=0
+for name in "${EXPECTED[@]}"; do
+    grep -q "^KUT $name PASS" "$RESULTS" && continue
+    echo "KUT-EXPECT $name should pass on $FLAVOUR ($EXPECT_FILE): $(grep "^KUT $name " "$RESULTS" || echo not run)"
+    unmet=$((unmet + 1))
+done
+echo "KUT-EXPECT ${#EXPECTED[@]} tests expected to pass on $FLAVOUR, $unmet did not"
+[ "$unmet" = 0 ]
