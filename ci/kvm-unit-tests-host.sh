@@ -1,15 +1,17 @@
 #!/bin/sh
 # shellcheck shell=sh
-#! Runs in an emulated KVM host (ci/kvm-unit-tests.sh --arch aarch64 puts
-#! it there as the host script): each kvm-unit-tests test of /kut/plan under
-#! tandem, one after another, its output between
-#!   KUT-BEGIN <name>
-#!   KUT-END <name> status=<tandem's exit status>
+#! Runs in an emulated KVM host (ci/kvm-unit-tests.sh puts it there as the
+#! host script): each kvm-unit-tests run of /kut/plan, one after another,
+#! its output between
+#!   KUT-BEGIN <vmm> <name>
+#!   KUT-END <vmm> <name> status=<the VMM's exit status>
 #! (124: killed at its timeout). A plan line is
-#!   name|file|cpus|memory|timeout seconds|command line
-#! and the test's environment (NR_CPUS, MEMSIZE, the ERRATA_<commit>=y of
-#! /kut/errata.txt this kernel has) is its initrd, as the suite's own
-#! runner gives it.
+#!   vmm|name|file|cpus|memory|timeout seconds|environment|VMM arguments|command line
+#! with vmm `tandem`, or `qemu`: this machine's QEMU with KVM, run as the
+#! suite's x86/run runs it, in /hostroot (emulated-host.sh --share-root),
+#! where /kut is bind-mounted at /mnt. The test's environment (the plan's
+#! KEY=VALUE words, then the ERRATA_<commit>=y of /kut/errata.txt this
+#! kernel has) is its initrd, as the suite's own runner gives it.
 
 # The suite's errata this kernel has fixed (minimum version at most ours).
 ERRATA=$(awk -F: -v kernel="$(uname -r)" '
@@ -19,16 +21,33 @@ ERRATA=$(awk -F: -v kernel="$(uname -r)" '
       if (commit != "" && version(minimum) <= version(kernel)) print "ERRATA_" commit "=y" }
 ' /kut/errata.txt)
 
-while IFS='|' read -r name file cpus memory timeout cmdline; do
+if grep -q '^qemu|' /kut/plan; then
+    mount -o bind /kut /hostroot/mnt && mount -o bind /tmp /hostroot/tmp ||
+        echo "kut-host: cannot reach /hostroot (emulated-host.sh --share-root): QEMU runs will fail"
+fi
+
+while IFS='|' read -r vmm name file cpus memory timeout env args cmdline; do
     [ -n "$name" ] || continue
-    printf 'NR_CPUS=%s\nMEMSIZE=%s\n%s\n' "$cpus" "${memory%M}" "$ERRATA" >/tmp/kut.env
-    echo "KUT-BEGIN $name"
-    timeout -s KILL "$timeout" /bin/tandem run --kernel "/kut/$file" --initrd /tmp/kut.env \
-        --cpus "$cpus" --memory "$memory" --cmdline "$cmdline" </dev/null 2>&1
+    { for word in $env; do echo "$word"; done
+      echo "$ERRATA"; } >/tmp/kut.env
+    echo "KUT-BEGIN $vmm $name"
+    # $args: words for the VMM, split on purpose.
+    # shellcheck disable=SC2086
+    case $vmm in
+        tandem)
+            timeout -s KILL "$timeout" /bin/tandem run --kernel "/kut/$file" --initrd /tmp/kut.env \
+                --cpus "$cpus" --memory "$memory" $args --cmdline "$cmdline" </dev/null 2>&1 ;;
+        qemu)
+            timeout -s KILL "$timeout" chroot /hostroot qemu-system-x86_64 --no-reboot -nodefaults \
+                -global kvm-pit.lost_tick_policy=discard -device pc-testdev \
+                -device isa-debug-exit,iobase=0xf4,iosize=0x4 -display none -serial stdio \
+                -device pci-testdev -machine accel=kvm -kernel "/mnt/$file" -smp "$cpus" \
+                -m "$memory" $args -initrd /tmp/kut.env -append "$cmdline" </dev/null 2>&1 ;;
+    esac
     status=$?
     # busybox timeout's KILL leaves 137.
     [ "$status" -ne 137 ] || status=124
     echo
-    echo "KUT-END $name status=$status"
+    echo "KUT-END $vmm $name status=$status"
 done </kut/plan
 echo "KUT-PLAN-DONE"

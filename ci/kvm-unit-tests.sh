@@ -19,19 +19,27 @@
 #! (NR_CPUS, MEMSIZE; x86 also TEST_DEVICE=0: no fw_cfg, no pc-testdev;
 #! aarch64 also the ERRATA_<commit>=y of errata.txt the host kernel has, as
 #! the suite's runner sets them) as the initrd.
-#!   x86_64: run on this machine's /dev/kvm, booted as multiboot with
-#!     --debug-exit; the status written there is the test's.
-#!   aarch64: run inside one emulated KVM host (ci/emulated-host.sh, GICv3
-#!     with ITS or GICv2) by ci/kvm-unit-tests-host.sh, each .flat booted as
-#!     a raw binary; the test's status is its `EXIT: STATUS=N` line (it then
-#!     powers off through PSCI).
+#!   x86_64: booted as multiboot with --debug-exit (the status written
+#!     there is the test's), on this machine's /dev/kvm, or with --emulated
+#!     inside one emulated x86_64 KVM host (nested SVM).
+#!   aarch64: inside one emulated KVM host (GICv3 with ITS, or GICv2), each
+#!     .flat booted as a raw binary; the test's status is its
+#!     `EXIT: STATUS=N` line (it then powers off through PSCI).
+#!   An emulated host (ci/emulated-host.sh) runs the whole plan with
+#!   ci/kvm-unit-tests-host.sh; with --with-qemu (x86_64) it runs every test
+#!   under this machine's QEMU too (over the 9p share, with KVM, as the
+#!   suite's x86/run does: pc-testdev, isa-debug-exit, pci-testdev and the
+#!   cfg's qemu_params), printed as `QEMU <test> …` lines beside tandem's.
 #! Status 1 is a pass, 77 a skip (the suite writes 38), anything else (or
 #! none) a fail.
-#! Logs: target/kvm-unit-tests/logs/<x86_64|aarch64-gicvN>/<test>.log.
+#! Logs: target/kvm-unit-tests/logs/<flavour>/<test>[.qemu].log; an
+#! emulated host's whole log is target/e2e-logs/kut-<flavour>.log.
 #! Usage: ci/kvm-unit-tests.sh [--arch A] [--gic N] [--tandem PATH] [--suite DIR]
 #!                             [--group G] [--timeout S] [TEST...]
 #!   --arch A       x86_64 (default) or aarch64
 #!   --gic N        aarch64: the emulated host's GIC, 3 (default, with ITS) or 2
+#!   --emulated     x86_64: in an emulated host rather than on this machine
+#!   --with-qemu    x86_64: in an emulated host, QEMU beside tandem
 #!   --tandem PATH  the binary (x86_64: default target/release/tandem, else
 #!                  target/debug/tandem; aarch64: ci/build-static.sh's, built)
 #!   --suite DIR    an already built kvm-unit-tests tree for A (skips the build)
@@ -41,7 +49,8 @@
 #!                  90 s if none; aarch64 tests get at least 60 s, the
 #!                  emulated host being slow)
 #!   --expect FILE  afterwards, fail (exit 1) unless every test FILE lists for
-#!                  this host flavour (x86_64, aarch64-gicv3, aarch64-gicv2)
+#!                  this host flavour (x86_64, x86_64-emulated,
+#!                  aarch64-gicv3, aarch64-gicv2)
 #!                  passed; FILE lines are `<flavour> <test>` (CI:
 #!                  ci/kvm-unit-tests.expected)
 #!   --only-expected  run just the tests FILE lists for this flavour
@@ -69,9 +78,9 @@ EMULATED_MIN_TIMEOUT=60
 # the status (38 << 1) | 1 is 77, the usual "skipped".
 SKIP_EXIT_STATUS=77
 ARCH=x86_64 GIC=3 TANDEM="" SUITE="" GROUP="" TIMEOUT_CAP="" BUILD_ONLY=0 ONLY=()
-EXPECT_FILE="" ONLY_EXPECTED=0
-# $MAX_SMP in the cfg: this machine's CPUs for x86_64; 4 in the emulated
-# aarch64 host (2 CPUs, but vCPU threads may outnumber them, and the ITS
+EXPECT_FILE="" ONLY_EXPECTED=0 EMULATED=0 WITH_QEMU=0
+# $MAX_SMP in the cfg: this machine's CPUs when run here; 4 in an emulated
+# host (2 CPUs, but vCPU threads may outnumber them, and the arm64 ITS
 # tests want 4).
 MAX_SMP=$(nproc)
 
@@ -86,6 +95,8 @@ while [ $# -gt 0 ]; do
         --timeout) TIMEOUT_CAP=$2; shift ;;
         --expect) EXPECT_FILE=$2; shift ;;
         --only-expected) ONLY_EXPECTED=1 ;;
+        --emulated) EMULATED=1 ;;
+        --with-qemu) WITH_QEMU=1 EMULATED=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) die "unknown option $1 (--help)" ;;
         *) ONLY+=("$1") ;;
@@ -94,14 +105,18 @@ while [ $# -gt 0 ]; do
 done
 check_arch "$ARCH"
 case $GIC in 2|3) ;; *) die "--gic takes 2 or 3" ;; esac
-# shellcheck disable=SC2034 # MAX_SMP: read by the cfg's smp expressions (eval)
 case $ARCH in
-    x86_64) TESTDIR=x86 CFG_ARCH=x86_64 CONFIGURE=(--arch=x86_64) ;;
-    aarch64) TESTDIR=arm CFG_ARCH=arm64 MAX_SMP=4
+    x86_64) TESTDIR=x86 CFG_ARCH=x86_64 CONFIGURE=(--arch=x86_64) FLAVOUR=x86_64 ;;
+    aarch64) TESTDIR=arm CFG_ARCH=arm64 EMULATED=1 FLAVOUR=aarch64-gicv$GIC
              CONFIGURE=(--arch=arm64 --cross-prefix=aarch64-linux-gnu- --target=qemu) ;;
 esac
-FLAVOUR=$ARCH
-[ "$ARCH" = x86_64 ] || FLAVOUR=$ARCH-gicv$GIC
+[ "$WITH_QEMU" = 0 ] || [ "$ARCH" = x86_64 ] ||
+    die "--with-qemu: the emulated arm64 hosts have no arm64 QEMU to run"
+if [ "$EMULATED" = 1 ]; then
+    # shellcheck disable=SC2034 # read by the cfg's smp expressions (eval)
+    MAX_SMP=4
+    [ "$ARCH" = aarch64 ] || FLAVOUR=x86_64-emulated
+fi
 OUT=$ROOT/target/kvm-unit-tests
 LOGS=$OUT/logs/$FLAVOUR
 if [ -n "$EXPECT_FILE" ]; then
@@ -197,7 +212,8 @@ summary_of() {
     line=$(grep -a -m1 '^SUMMARY:' "$log" || true)
     [ -n "$line" ] || line=$(grep -a -E '^(PASS|FAIL|SKIP):' "$log" | tail -n 1 || true)
     # Benchmarks (vmexit) print numbers, not results: their last line.
-    [ -n "$line" ] || line=$(grep -a -v '^tandem: ' "$log" | tail -n 1 | sed 's/tandem: .*//' | tr -d '\r' || true)
+    [ -n "$line" ] || line=$(grep -a -v -e '^tandem: ' -e '^[[:space:]]*$' "$log" | tail -n 1 |
+        sed 's/tandem: .*//' | tr -d '\r' || true)
     echo "${line:-no output}"
 }
 
@@ -224,30 +240,31 @@ not_run_because() {
     [ -z "$unmet" ] || echo "$unmet"
 }
 
-# The result line of a test from how it ended: TIMED_OUT (1 or 0), CODE (the
-# status the test reported, empty when it reported none), WHY_NONE (what
-# to say then) and LOG.
+# The result line (PREFIX: KUT for tandem, QEMU for QEMU) of a test from how
+# it ended: TIMED_OUT (1 or 0), CODE (the status the test reported, empty
+# when it reported none), WHY_NONE (what to say then) and LOG.
 judge() {
-    local name=$1 timed_out=$2 code=$3 why_none=$4 log=$5 params=$6 timeout=$7
+    local prefix=$1 name=$2 timed_out=$3 code=$4 why_none=$5 log=$6 params=$7 timeout=$8
     local detail extra first_fail
     detail=$(summary_of "$log")
-    extra=$(ignored_params "$params")
+    # QEMU takes the cfg's parameters; tandem has no equivalent for some.
+    extra=$([ "$prefix" = QEMU ] || ignored_params "$params")
     [ -z "$extra" ] || detail+=" [ignored: $extra]"
     if [ "$timed_out" = 1 ]; then
-        echo "KUT $name FAIL timeout after ${timeout}s; $detail"
+        echo "$prefix $name FAIL timeout after ${timeout}s; $detail"
     elif [ -z "$code" ]; then
-        echo "KUT $name FAIL $why_none"
+        echo "$prefix $name FAIL $why_none"
     elif [ "$code" -eq 1 ]; then
-        echo "KUT $name PASS $detail"
+        echo "$prefix $name PASS $detail"
     elif [ "$code" -eq "$SKIP_EXIT_STATUS" ]; then
-        echo "KUT $name SKIP $detail"
+        echo "$prefix $name SKIP $detail"
     else
         first_fail=$(grep -a -m1 '^FAIL:' "$log" || true)
-        echo "KUT $name FAIL status $code; $detail${first_fail:+; first $first_fail}"
+        echo "$prefix $name FAIL status $code; $detail${first_fail:+; first $first_fail}"
     fi
 }
 
-# x86_64: runs one test on this machine's KVM and judges it.
+# x86_64 here: runs one test on this machine's KVM and judges it.
 run_local() {
     local name=$1 file=$2 smp=$3 memory=$4 timeout=$5 args=$6 params=$7
     local env=$OUT/env/$name log=$LOGS/$name.log status=0 code="" why
@@ -257,44 +274,68 @@ run_local() {
         </dev/null >"$log" 2>&1 || status=$?
     if grep -aq "to the debug-exit port: exit status ${status}[[:space:]]*$" "$log"; then code=$status; fi
     why=$(grep -a '^tandem: error' "$log" | head -n 1 || true)
-    judge "$name" "$([ "$status" -eq 124 ] || [ "$status" -eq 137 ] && echo 1 || echo 0)" "$code" \
+    judge KUT "$name" "$([ "$status" -eq 124 ] || [ "$status" -eq 137 ] && echo 1 || echo 0)" "$code" \
         "tandem exited $status without a debug-exit write: ${why:-see $log}" "$log" "$params" "$timeout"
 }
 
-# aarch64: every planned test in one emulated host, then each judged from
-# its part of the host's log.
+# A planned run's status and result code from its part of the emulated
+# host's log (HOST_LOG) into LOG; sets STATUS (tandem's or QEMU's exit
+# status, empty if it never ran), CODE (the test's reported status, empty
+# if none) and WHY_NONE.
+read_planned_run() {
+    local vmm=$1 name=$2 log=$3
+    awk -v b="KUT-BEGIN $vmm $name" -v e="KUT-END $vmm $name " '
+        { gsub(/\r/, "") } $0 == b { on = 1; next } index($0, e) == 1 { on = 0 } on' "$HOST_LOG" >"$log"
+    STATUS=$(sed -n "s/^KUT-END $vmm $name status=\([0-9]*\).*/\1/p" "$HOST_LOG" | tail -n 1)
+    CODE="" WHY_NONE="never ran: the emulated host stopped first (see $HOST_LOG)"
+    [ -n "$STATUS" ] || return 0
+    case $ARCH/$vmm in
+        aarch64/*) CODE=$(sed -n 's/^EXIT: STATUS=\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+                   WHY_NONE="tandem exited $STATUS without an EXIT: STATUS line" ;;
+        x86_64/tandem)
+            if grep -aq "to the debug-exit port: exit status ${STATUS}[[:space:]]*$" "$log"; then CODE=$STATUS; fi
+            WHY_NONE="tandem exited $STATUS without a debug-exit write" ;;
+        # QEMU's status is (v << 1) | 1 after a debug-exit write, so odd.
+        x86_64/qemu) [ $((STATUS % 2)) = 0 ] || CODE=$STATUS
+                     WHY_NONE="QEMU exited $STATUS without a debug-exit write" ;;
+    esac
+    local error
+    error=$(grep -a -m1 '^tandem: error\|^qemu-system' "$log" || true)
+    WHY_NONE+=": ${error:-see $log}"
+}
+
+# Every planned test in one emulated host (under tandem, and under QEMU
+# with --with-qemu), then each judged from its part of the host's log.
 run_emulated_plan() {
-    local plan=$1 adds=() file total=0 name timeout params log status code why host_log
-    while IFS='|' read -r _ file _ _ timeout _; do
+    local plan=$1 adds=() host_args=() file total=0 vmm name timeout params
+    while IFS='|' read -r _ _ file _ _ timeout _; do
         total=$((total + timeout + 5))
         adds+=(--add "$SUITE/$TESTDIR/$file:/kut/$file")
     done <"$plan"
     [ "$total" -gt 0 ] || return 0
     adds+=(--add "$plan:/kut/plan" --add "$SUITE/errata.txt:/kut/errata.txt")
-    "$ROOT/ci/emulated-host.sh" aarch64 --name "kut-a64-gicv$GIC" --gic "$GIC" \
+    case $ARCH in
+        aarch64) host_args=(--gic "$GIC") ;;
+        x86_64) [ "$WITH_QEMU" = 0 ] || host_args=(--share-root) ;;
+    esac
+    "$ROOT/ci/emulated-host.sh" "$ARCH" --name "kut-$FLAVOUR" "${host_args[@]}" \
         --tandem "$TANDEM" --host-script "$ROOT/ci/kvm-unit-tests-host.sh" \
         --timeout $((total + 120)) --no-guest-marker --expect KUT-PLAN-DONE \
         "${adds[@]}" >&2 || log "the emulated host's run failed; judging what it printed"
-    host_log=$ROOT/target/e2e-logs/kut-a64-gicv$GIC.log
-    while IFS='|' read -r name _ _ _ timeout _; do
-        log=$LOGS/$name.log
-        awk -v n="$name" '$0 ~ "^KUT-BEGIN " n "\r?$" { on = 1; next }
-                          $0 ~ "^KUT-END " n " " { on = 0 } on' "$host_log" | tr -d '\r' >"$log"
-        status=$(sed -n "s/^KUT-END $name status=\([0-9]*\).*/\1/p" "$host_log" | tail -n 1)
-        code=$(sed -n 's/^EXIT: STATUS=\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+    HOST_LOG=$ROOT/target/e2e-logs/kut-$FLAVOUR.log
+    while IFS='|' read -r vmm name _ _ _ timeout _; do
+        local log=$LOGS/$name.log prefix=KUT
+        [ "$vmm" = tandem ] || log=$LOGS/$name.$vmm.log prefix=QEMU
+        read_planned_run "$vmm" "$name" "$log"
         params=$(grep -a -m1 "^$name|" "$plan.params" | cut -d'|' -f2-)
-        if [ -z "$status" ]; then
-            why="never ran: the emulated host stopped first (see $host_log)"
-        else
-            why=$(grep -a '^tandem: error' "$log" | head -n 1 || true)
-            why="tandem exited $status without an EXIT: STATUS line: ${why:-see $log}"
-        fi
-        judge "$name" "$([ "$status" = 124 ] && echo 1 || echo 0)" "$code" "$why" "$log" "$params" "$timeout"
+        judge "$prefix" "$name" "$([ "$STATUS" = 124 ] && echo 1 || echo 0)" "$CODE" "$WHY_NONE" \
+            "$log" "$params" "$timeout"
     done <"$plan"
 }
 
-# Decides what to do with one cfg entry: a SKIP line, a local run (x86_64),
-# or a line of the emulated host's plan (aarch64).
+# Decides what to do with one cfg entry: a SKIP line, a run here (x86_64),
+# or lines of the emulated host's plan: `vmm|name|file|cpus|memory|timeout|
+# environment|VMM arguments|command line` (ci/kvm-unit-tests-host.sh).
 take_test() {
     local name=$1 file=$2 smp=$3 args=$4 params=$5 groups=$6 arch=$7 timeout=$8 check=$9 disabled_if=${10}
     local why memory
@@ -307,24 +348,34 @@ take_test() {
     smp=$(eval "echo ${smp:-1}")
     timeout=${timeout%s}
     timeout=${timeout:-$DEFAULT_TIMEOUT}
-    if [ "$ARCH" = aarch64 ] && [ "$timeout" -lt "$EMULATED_MIN_TIMEOUT" ]; then timeout=$EMULATED_MIN_TIMEOUT; fi
+    if [ "$EMULATED" = 1 ] && [ "$timeout" -lt "$EMULATED_MIN_TIMEOUT" ]; then timeout=$EMULATED_MIN_TIMEOUT; fi
     if [ -n "$TIMEOUT_CAP" ] && [ "$timeout" -gt "$TIMEOUT_CAP" ]; then timeout=$TIMEOUT_CAP; fi
     memory=$(memory_of "$params")
     # Evaluated as run_tests.sh does (one test's args hold `date +%s`).
     args=$(eval "echo $args")
-    if [ "$ARCH" = x86_64 ]; then
+    if [ "$EMULATED" = 0 ]; then
         run_local "$name" "$file" "$smp" "$memory" "$timeout" "$args" "$params"
-    else
-        echo "$name|$file|$smp|$memory|$timeout|$args" >>"$PLAN"
-        echo "$name|$params" >>"$PLAN.params"
+        return
     fi
+    echo "$name|$params" >>"$PLAN.params"
+    local env run="$name|$file|$smp|$memory|$timeout"
+    env="NR_CPUS=$smp MEMSIZE=$(mib_of "$memory")"
+    case $ARCH in
+        aarch64) echo "tandem|$run|$env||$args" >>"$PLAN" ;;
+        x86_64)
+            # The suite's x86 tests skip argv[0]: QEMU's multiboot puts the
+            # file name first, tandem is given it.
+            echo "tandem|$run|$env TEST_DEVICE=0|--debug-exit|$file${args:+ $args}" >>"$PLAN"
+            [ "$WITH_QEMU" = 0 ] ||
+                echo "qemu|$run|$env|$(tr '|' ' ' <<<"$params")|$args" >>"$PLAN" ;;
+    esac
 }
 
 if [ "$BUILD_ONLY" = 1 ]; then
     build_suite
     exit 0
 fi
-if [ "$ARCH" = x86_64 ]; then
+if [ "$EMULATED" = 0 ]; then
     [ "$(uname -m)" = x86_64 ] || die "x86_64 tests run on an x86_64 machine (got $(uname -m))"
     if ! { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then skip_or_fail "no usable /dev/kvm"; fi
     if [ -z "$TANDEM" ]; then
@@ -334,20 +385,20 @@ if [ "$ARCH" = x86_64 ]; then
         [ -n "$TANDEM" ] || die "no tandem binary: cargo build, or --tandem PATH"
     fi
 else
-    command -v "$(qemu_binary aarch64)" >/dev/null ||
-        skip_or_fail "$(qemu_binary aarch64) not installed (ci/setup-host.sh)"
+    command -v "$(qemu_binary "$ARCH")" >/dev/null ||
+        skip_or_fail "$(qemu_binary "$ARCH") not installed (ci/setup-host.sh)"
     if [ -z "$TANDEM" ]; then
-        "$ROOT/ci/build-static.sh" aarch64 >/dev/null
-        TANDEM=$(default_tandem aarch64)
+        "$ROOT/ci/build-static.sh" "$ARCH" >/dev/null
+        TANDEM=$(default_tandem "$ARCH")
     fi
 fi
 [ -n "$SUITE" ] || SUITE=$(build_suite | tail -n 1)
 [ -f "$SUITE/$TESTDIR/unittests.cfg" ] || die "$SUITE has no $TESTDIR/unittests.cfg"
 mkdir -p "$LOGS" "$OUT/env"
-PLAN=$OUT/plan-$ARCH
+PLAN=$OUT/plan-$FLAVOUR
 : >"$PLAN"
 : >"$PLAN.params"
-log "tandem $TANDEM, suite $SUITE$([ "$ARCH" = x86_64 ] || echo ", in an emulated GICv$GIC host")"
+log "tandem $TANDEM, suite $SUITE, host flavour $FLAVOUR$([ "$WITH_QEMU" = 0 ] || echo ", QEMU beside")"
 
 RESULTS=$OUT/results-$FLAVOUR.txt
 {
@@ -355,12 +406,14 @@ RESULTS=$OUT/results-$FLAVOUR.txt
         while IFS=$'\037' read -r name file smp args params groups arch timeout check disabled_if; do
             take_test "$name" "$file" "$smp" "$args" "$params" "$groups" "$arch" "$timeout" "$check" "$disabled_if"
         done
-    [ "$ARCH" = x86_64 ] || run_emulated_plan "$PLAN"
+    [ "$EMULATED" = 0 ] || run_emulated_plan "$PLAN"
 } | tee "$RESULTS"
-for result in PASS FAIL SKIP; do
-    printf ' %s=%s' "$result" "$(grep -c "^KUT [^ ]* $result" "$RESULTS" || true)"
-done | sed 's/^/KUT total/'
-echo
+for prefix in KUT $([ "$WITH_QEMU" = 0 ] || echo QEMU); do
+    for result in PASS FAIL SKIP; do
+        printf ' %s=%s' "$result" "$(grep -c "^$prefix [^ ]* $result" "$RESULTS" || true)"
+    done | sed "s/^/$prefix total/"
+    echo
+done
 [ -n "$EXPECT_FILE" ] || exit 0
 unmet=0
 for name in "${EXPECTED[@]}"; do
