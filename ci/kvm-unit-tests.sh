@@ -7,7 +7,7 @@
 #! (`./configure --arch=x86_64`), arm64 with Debian's cross compiler
 #! (`--arch=arm64 --cross-prefix=aarch64-linux-gnu- --target=qemu`).
 #! Tests come from the suite's <arch>/unittests.cfg: `file`, `smp` (--cpus
-#! and NR_CPUS; $MAX_SMP is this machine's CPU count, 4 for aarch64), `test_args` (the command
+#! and NR_CPUS; $MAX_SMP is this machine's CPU count, 4 in an emulated host), `test_args` (the command
 #! line; x86 tests skip the first word as argv[0], so the file name goes
 #! first there), `-m` in `qemu_params` (--memory; 128 MiB otherwise, QEMU's
 #! default), `gic-version=N` in it (aarch64: the test runs only on a GICv<N>
@@ -46,8 +46,8 @@
 #!   --build-only   build the suite into the cache, print its path, run nothing
 #!   --group G      only tests in group G (nodefault ones included)
 #!   --timeout S    cap every test's timeout at S seconds (default: the cfg's,
-#!                  90 s if none; aarch64 tests get at least 60 s, the
-#!                  emulated host being slow)
+#!                  90 s if none; in an emulated host at least 60 s, it
+#!                  being slow)
 #!   --expect FILE  afterwards, fail (exit 1) unless every test FILE lists for
 #!                  this host flavour (x86_64, x86_64-emulated,
 #!                  aarch64-gicv3, aarch64-gicv2)
