@@ -264,6 +264,12 @@ judge() {
     fi
 }
 
+# STATUS when tandem's LOG says the guest's debug-exit write made it (not
+# an error or a crash that happens to exit the same), else nothing.
+debug_exit_code() {
+    if grep -aq "to the debug-exit port: exit status $1[[:space:]]*$" "$2"; then echo "$1"; fi
+}
+
 # x86_64 here: runs one test on this machine's KVM and judges it.
 run_local() {
     local name=$1 file=$2 smp=$3 memory=$4 timeout=$5 args=$6 params=$7
@@ -272,7 +278,7 @@ run_local() {
     timeout -k 5 "$timeout" "$TANDEM" run --kernel "$SUITE/$TESTDIR/$file" --initrd "$env" \
         --debug-exit --cpus "$smp" --memory "$memory" --cmdline "$file${args:+ $args}" \
         </dev/null >"$log" 2>&1 || status=$?
-    if grep -aq "to the debug-exit port: exit status ${status}[[:space:]]*$" "$log"; then code=$status; fi
+    code=$(debug_exit_code "$status" "$log")
     why=$(grep -a '^tandem: error' "$log" | head -n 1 || true)
     judge KUT "$name" "$([ "$status" -eq 124 ] || [ "$status" -eq 137 ] && echo 1 || echo 0)" "$code" \
         "tandem exited $status without a debug-exit write: ${why:-see $log}" "$log" "$params" "$timeout"
@@ -293,7 +299,7 @@ read_planned_run() {
         aarch64/*) CODE=$(sed -n 's/^EXIT: STATUS=\([0-9]*\).*/\1/p' "$log" | tail -n 1)
                    WHY_NONE="tandem exited $STATUS without an EXIT: STATUS line" ;;
         x86_64/tandem)
-            if grep -aq "to the debug-exit port: exit status ${STATUS}[[:space:]]*$" "$log"; then CODE=$STATUS; fi
+            CODE=$(debug_exit_code "$STATUS" "$log")
             WHY_NONE="tandem exited $STATUS without a debug-exit write" ;;
         # QEMU's status is (v << 1) | 1 after a debug-exit write, so odd.
         x86_64/qemu) [ $((STATUS % 2)) = 0 ] || CODE=$STATUS
