@@ -40,6 +40,7 @@
 #!   --gic N        aarch64: the emulated host's GIC, 3 (default, with ITS) or 2
 #!   --emulated     x86_64: in an emulated host rather than on this machine
 #!   --with-qemu    x86_64: in an emulated host, QEMU beside tandem
+#!   --host-smp N   an emulated host's CPUs (default 2; 1 leaves a core free)
 #!   --tandem PATH  the binary (x86_64: default target/release/tandem, else
 #!                  target/debug/tandem; aarch64: ci/build-static.sh's, built)
 #!   --suite DIR    an already built kvm-unit-tests tree for A (skips the build)
@@ -78,7 +79,7 @@ EMULATED_MIN_TIMEOUT=60
 # the status (38 << 1) | 1 is 77, the usual "skipped".
 SKIP_EXIT_STATUS=77
 ARCH=x86_64 GIC=3 TANDEM="" SUITE="" GROUP="" TIMEOUT_CAP="" BUILD_ONLY=0 ONLY=()
-EXPECT_FILE="" ONLY_EXPECTED=0 EMULATED=0 WITH_QEMU=0
+EXPECT_FILE="" ONLY_EXPECTED=0 EMULATED=0 WITH_QEMU=0 HOST_SMP=2
 # $MAX_SMP in the cfg: this machine's CPUs when run here; 4 in an emulated
 # host (2 CPUs, but vCPU threads may outnumber them, and the arm64 ITS
 # tests want 4).
@@ -97,6 +98,7 @@ while [ $# -gt 0 ]; do
         --only-expected) ONLY_EXPECTED=1 ;;
         --emulated) EMULATED=1 ;;
         --with-qemu) WITH_QEMU=1 EMULATED=1 ;;
+        --host-smp) HOST_SMP=$2; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) die "unknown option $1 (--help)" ;;
         *) ONLY+=("$1") ;;
@@ -324,7 +326,7 @@ run_emulated_plan() {
         aarch64) host_args=(--gic "$GIC") ;;
         x86_64) [ "$WITH_QEMU" = 0 ] || host_args=(--share-root) ;;
     esac
-    "$ROOT/ci/emulated-host.sh" "$ARCH" --name "kut-$FLAVOUR" "${host_args[@]}" \
+    "$ROOT/ci/emulated-host.sh" "$ARCH" --name "kut-$FLAVOUR" --smp "$HOST_SMP" "${host_args[@]}" \
         --tandem "$TANDEM" --host-script "$ROOT/ci/kvm-unit-tests-host.sh" \
         --timeout $((total + 120)) --no-guest-marker --expect KUT-PLAN-DONE \
         "${adds[@]}" >&2 || log "the emulated host's run failed; judging what it printed"
