@@ -324,7 +324,9 @@ run_emulated_plan() {
     adds+=(--add "$plan:/kut/plan" --add "$SUITE/errata.txt:/kut/errata.txt")
     case $ARCH in
         aarch64) host_args=(--gic "$GIC") ;;
-        x86_64) [ "$WITH_QEMU" = 0 ] || host_args=(--share-root) ;;
+        # Room for the tests that ask for 4 GiB.
+        x86_64) host_args=(--memory 6144)
+                [ "$WITH_QEMU" = 0 ] || host_args+=(--share-root) ;;
     esac
     "$ROOT/ci/emulated-host.sh" "$ARCH" --name "kut-$FLAVOUR" --smp "$HOST_SMP" "${host_args[@]}" \
         --tandem "$TANDEM" --host-script "$ROOT/ci/kvm-unit-tests-host.sh" \
