@@ -6,8 +6,11 @@
 #!   KUT-BEGIN <vmm> <name>
 #!   KUT-END <vmm> <name> status=<the VMM's exit status>
 #! (124: killed at its timeout). A plan line is
-#!   vmm|name|file|cpus|memory|timeout seconds|environment|VMM arguments|command line
-#! with vmm `tandem`, or `qemu`: this machine's QEMU with KVM, run as the
+#!   vmm|name|file|cpus|memory|timeout seconds|check|environment|VMM arguments|command line
+#! where check is the cfg's `check` (PATH=VALUE words, read here: a test
+#! whose condition this host does not meet prints `KUT-UNMET needs …` and
+#! ends with status 77, not run), and vmm is `tandem`, or `qemu`: this
+#! machine's QEMU with KVM, run as the
 #! suite's x86/run runs it, in /hostroot (emulated-host.sh --share-root),
 #! where /kut is bind-mounted at /mnt. The test's environment (the plan's
 #! KEY=VALUE words, then the ERRATA_<commit>=y of /kut/errata.txt this
@@ -26,8 +29,22 @@ if grep -q '^qemu|' /kut/plan; then
         echo "kut-host: cannot reach /hostroot (emulated-host.sh --share-root): QEMU runs will fail"
 fi
 
-while IFS='|' read -r vmm name file cpus memory timeout env args cmdline; do
+# The first of the PATH=VALUE conditions given that this host does not meet.
+unmet() {
+    for cond in "$@"; do
+        [ "$(cat "${cond%%=*}" 2>/dev/null)" = "${cond#*=}" ] || { echo "$cond"; return; }
+    done
+}
+
+while IFS='|' read -r vmm name file cpus memory timeout check env args cmdline; do
     [ -n "$name" ] || continue
+    # shellcheck disable=SC2086 # the conditions, split on purpose
+    missing=$(unmet $check)
+    if [ -n "$missing" ]; then
+        printf 'KUT-BEGIN %s %s\nKUT-UNMET needs %s\nKUT-END %s %s status=77\n' \
+            "$vmm" "$name" "$missing" "$vmm" "$name"
+        continue
+    fi
     { for word in $env; do echo "$word"; done
       echo "$ERRATA"; } >/tmp/kut.env
     echo "KUT-BEGIN $vmm $name"
