@@ -1,14 +1,17 @@
 //! Device tree blobs for tandem's Arm guests, built from a plain description
 //! of the machine ([`MachineDescription`]) with `vm-fdt`.
 //!
-//! The crate knows the device tree bindings (GICv2/v3, generic timer, PSCI,
-//! 16550, PL031, virtio-mmio) but nothing about KVM or the host, so it
+//! The crate knows the device tree bindings (GICv2/v3 and its v2m MSI
+//! frame, generic timer, PSCI, 16550, PL031, virtio-mmio, an ECAM PCIe host
+//! bridge) but nothing about KVM or the host, so it
 //! builds and is tested on any architecture. [`decode`] reads a blob back,
 //! for tests and for inspecting a dumped tree.
 
 pub mod decode;
 mod nodes;
 
+#[cfg(test)]
+mod pci_tests;
 #[cfg(test)]
 mod tests;
 
@@ -93,6 +96,36 @@ pub struct FdtDevice {
     pub spi: u32,
 }
 
+/// A GICv2m MSI frame: a GICv2 host's MSI controller, each MSI one of its
+/// SPIs (`arm,gic-v2m-frame`, a child of the GIC node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V2mFrame {
+    /// The frame's registers (MSI_TYPER, MSI_SETSPI_NS).
+    pub frame: Region,
+    /// First SPI (INTID - 32) an MSI may set.
+    pub first_spi: u32,
+    /// How many SPIs from there.
+    pub spis: u32,
+}
+
+/// A PCIe host bridge with an ECAM configuration window
+/// (`pci-host-ecam-generic`). Its MSI controller is the machine's: the GICv3
+/// ITS (`msi-map`) or a GICv2m frame (`msi-parent`); with neither, the node
+/// names none and devices use INTx.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciHost {
+    /// The ECAM window, 1 MiB per bus from bus `buses.0`.
+    pub ecam: Region,
+    /// First and last bus number.
+    pub buses: (u8, u8),
+    /// Window for 32-bit non-prefetchable BARs (PCI address = CPU address).
+    pub mmio32: Region,
+    /// Window for 64-bit prefetchable BARs, if the layout has room.
+    pub mmio64: Option<Region>,
+    /// SPIs of the INTA#..INTD# lines, swizzled across device slots.
+    pub intx_spis: [u32; 4],
+}
+
 /// The `/chosen` node: what the kernel is told about its boot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chosen {
@@ -123,6 +156,10 @@ pub struct MachineDescription {
     pub apb_pclk_hz: u32,
     /// Input clock of the 16550 UARTs.
     pub uart_clock_hz: u32,
+    /// A GICv2m frame under a GICv2 (None: no MSI on a GICv2 machine).
+    pub gic_v2m: Option<V2mFrame>,
+    /// A PCIe host bridge, if the machine has PCI.
+    pub pci: Option<PciHost>,
 }
 
 /// Why a device tree could not be built.
@@ -191,6 +228,32 @@ fn validate(m: &MachineDescription) -> Result<()> {
     if let Some(initrd) = m.chosen.initrd {
         if initrd.size == 0 {
             return invalid("empty initrd".into());
+        }
+    }
+    if let Some(v2m) = m.gic_v2m {
+        if !matches!(m.gic, Gic::V2 { .. }) {
+            return invalid("a GICv2m frame needs a GICv2".into());
+        }
+        if v2m.spis == 0 || v2m.first_spi.saturating_add(v2m.spis) > MAX_SPI + 1 {
+            return invalid(format!(
+                "GICv2m SPIs {}+{} out of range",
+                v2m.first_spi, v2m.spis
+            ));
+        }
+    }
+    if let Some(pci) = m.pci {
+        let buses = u64::from(pci.buses.1).saturating_sub(u64::from(pci.buses.0)) + 1;
+        if pci.buses.1 < pci.buses.0 || pci.ecam.size < buses << 20 {
+            return invalid(format!(
+                "ECAM window of {:#x} bytes for buses {}..={}",
+                pci.ecam.size, pci.buses.0, pci.buses.1
+            ));
+        }
+        if pci.mmio32.size == 0 || pci.mmio64.is_some_and(|w| w.size == 0) {
+            return invalid("an empty PCI memory window".into());
+        }
+        if let Some(spi) = pci.intx_spis.iter().find(|&&s| s > MAX_SPI) {
+            return invalid(format!("PCI INTx SPI {spi} is above {MAX_SPI}"));
         }
     }
     Ok(())

@@ -3,12 +3,16 @@
 
 use vm_fdt::FdtWriter;
 
-use crate::{Chosen, DeviceKind, FdtDevice, Gic, MachineDescription, PsciMethod, Region, Result};
+use crate::{
+    Chosen, DeviceKind, FdtDevice, Gic, MachineDescription, PciHost, PsciMethod, Region, Result,
+    V2mFrame,
+};
 
 /// phandles of the nodes others point at.
 pub(crate) const GIC_PHANDLE: u32 = 1;
 pub(crate) const ITS_PHANDLE: u32 = 2;
 pub(crate) const APB_PCLK_PHANDLE: u32 = 3;
+pub(crate) const V2M_PHANDLE: u32 = 4;
 
 /// First cell of a GIC interrupt specifier.
 pub(crate) const GIC_SPI: u32 = 0;
@@ -37,11 +41,14 @@ pub(crate) fn write(m: &MachineDescription) -> Result<Vec<u8>> {
     }
     write_cpus(&mut fdt, &m.cpus)?;
     write_psci(&mut fdt, m.psci)?;
-    write_gic(&mut fdt, &m.gic)?;
+    write_gic(&mut fdt, &m.gic, m.gic_v2m, m.pci.is_some())?;
     write_timer(&mut fdt, m)?;
     write_apb_pclk(&mut fdt, m.apb_pclk_hz)?;
     for device in &m.devices {
         write_device(&mut fdt, device, m.uart_clock_hz)?;
+    }
+    if let Some(pci) = &m.pci {
+        write_pci(&mut fdt, pci, &m.gic, m.gic_v2m.is_some())?;
     }
 
     fdt.end_node(root)?;
@@ -109,7 +116,9 @@ fn write_psci(fdt: &mut FdtWriter, method: PsciMethod) -> Result<()> {
     Ok(())
 }
 
-fn write_gic(fdt: &mut FdtWriter, gic: &Gic) -> Result<()> {
+/// The GIC node. Children (the ITS, a v2m frame) and PCI's interrupt-map
+/// need it to have an address space: 2 cells, like the root's.
+fn write_gic(fdt: &mut FdtWriter, gic: &Gic, v2m: Option<V2mFrame>, pci: bool) -> Result<()> {
     let dist = match gic {
         Gic::V2 { dist, .. } | Gic::V3 { dist, .. } => dist,
     };
@@ -121,6 +130,22 @@ fn write_gic(fdt: &mut FdtWriter, gic: &Gic) -> Result<()> {
         Gic::V2 { dist, cpu } => {
             fdt.property_string("compatible", "arm,cortex-a15-gic")?;
             fdt.property_array_u64("reg", &[dist.base, dist.size, cpu.base, cpu.size])?;
+            if v2m.is_some() || pci {
+                fdt.property_u32("#address-cells", 2)?;
+                fdt.property_u32("#size-cells", 2)?;
+                fdt.property_null("ranges")?;
+            }
+            if let Some(v2m) = v2m {
+                let frame = fdt.begin_node(&format!("v2m@{:x}", v2m.frame.base))?;
+                fdt.property_string("compatible", "arm,gic-v2m-frame")?;
+                fdt.property_null("msi-controller")?;
+                fdt.property_array_u64("reg", &reg(&v2m.frame))?;
+                // INTIDs: SPIs start at 32.
+                fdt.property_u32("arm,msi-base-spi", 32 + v2m.first_spi)?;
+                fdt.property_u32("arm,msi-num-spis", v2m.spis)?;
+                fdt.property_phandle(V2M_PHANDLE)?;
+                fdt.end_node(frame)?;
+            }
         }
         Gic::V3 { dist, redist, its } => {
             fdt.property_string("compatible", "arm,gic-v3")?;
@@ -206,6 +231,77 @@ fn write_device(fdt: &mut FdtWriter, device: &FdtDevice, uart_clock_hz: u32) -> 
             fdt.property_string("compatible", "virtio,mmio")?;
             fdt.property_null("dma-coherent")?;
         }
+    }
+    fdt.end_node(node)?;
+    Ok(())
+}
+
+/// PCI address space codes (phys.hi): 32-bit and 64-bit memory, and the
+/// prefetchable bit.
+const PCI_MEMORY32: u32 = 0x0200_0000;
+const PCI_MEMORY64: u32 = 0x0300_0000;
+const PCI_PREFETCHABLE: u32 = 0x4000_0000;
+/// Device slots the INTx map covers (the swizzle repeats every 4).
+const INTX_SLOTS: u32 = 4;
+
+/// `ranges` entry: PCI address (3 cells), CPU address (2), size (2); PCI
+/// addresses equal CPU addresses.
+fn pci_range(space: u32, window: &Region) -> [u32; 7] {
+    let (base_hi, base_lo) = ((window.base >> 32) as u32, window.base as u32);
+    let (size_hi, size_lo) = ((window.size >> 32) as u32, window.size as u32);
+    [space, base_hi, base_lo, base_hi, base_lo, size_hi, size_lo]
+}
+
+fn write_pci(fdt: &mut FdtWriter, pci: &PciHost, gic: &Gic, v2m: bool) -> Result<()> {
+    let node = fdt.begin_node(&format!("pcie@{:x}", pci.ecam.base))?;
+    fdt.property_string("compatible", "pci-host-ecam-generic")?;
+    fdt.property_string("device_type", "pci")?;
+    fdt.property_u32("#address-cells", 3)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_u32("#interrupt-cells", 1)?;
+    fdt.property_array_u64("reg", &reg(&pci.ecam))?;
+    fdt.property_array_u32(
+        "bus-range",
+        &[u32::from(pci.buses.0), u32::from(pci.buses.1)],
+    )?;
+    fdt.property_u32("linux,pci-domain", 0)?;
+    fdt.property_null("dma-coherent")?;
+    let mut ranges = pci_range(PCI_MEMORY32, &pci.mmio32).to_vec();
+    if let Some(window) = &pci.mmio64 {
+        ranges.extend(pci_range(PCI_MEMORY64 | PCI_PREFETCHABLE, window));
+    }
+    fdt.property_array_u32("ranges", &ranges)?;
+    // Slot bits of phys.hi and the pin; each entry: the child's address
+    // (3 cells) and pin, the GIC and its 2 address cells, its specifier.
+    fdt.property_array_u32("interrupt-map-mask", &[(INTX_SLOTS - 1) << 11, 0, 0, 7])?;
+    let map: Vec<u32> = (0..INTX_SLOTS)
+        .flat_map(|slot| (1..=4u32).map(move |pin| (slot, pin)))
+        .flat_map(|(slot, pin)| {
+            let spi = pci.intx_spis[((slot + pin - 1) % 4) as usize];
+            let level = IRQ_TYPE_LEVEL_HIGH;
+            [
+                slot << 11,
+                0,
+                0,
+                pin,
+                GIC_PHANDLE,
+                0,
+                0,
+                GIC_SPI,
+                spi,
+                level,
+            ]
+        })
+        .collect();
+    fdt.property_array_u32("interrupt-map", &map)?;
+    match gic {
+        // Requester id = ITS device id, for all 65536 of them.
+        Gic::V3 { its: Some(_), .. } => {
+            fdt.property_array_u32("msi-map", &[0, ITS_PHANDLE, 0, 0x1_0000])?
+        }
+        Gic::V2 { .. } if v2m => fdt.property_u32("msi-parent", V2M_PHANDLE)?,
+        // No MSI controller: none named, or the guest's PCI probe fails.
+        _ => {}
     }
     fdt.end_node(node)?;
     Ok(())

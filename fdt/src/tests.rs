@@ -11,7 +11,7 @@ const ITS: Region = Region::new(0x0802_0000, 0x2_0000);
 const REDIST: Region = Region::new(0x0804_0000, 0x2_0000);
 const RAM: Region = Region::new(0x8000_0000, 0x1000_0000);
 
-fn gic_v3(its: Option<Region>) -> Gic {
+pub(crate) fn gic_v3(its: Option<Region>) -> Gic {
     Gic::V3 {
         dist: DIST,
         redist: REDIST,
@@ -19,7 +19,7 @@ fn gic_v3(its: Option<Region>) -> Gic {
     }
 }
 
-fn gic_v2() -> Gic {
+pub(crate) fn gic_v2() -> Gic {
     Gic::V2 {
         dist: DIST,
         cpu: V2_CPU,
@@ -34,7 +34,7 @@ fn device(kind: DeviceKind, base: u64, spi: u32) -> FdtDevice {
     }
 }
 
-fn machine(gic: Gic, cpus: usize) -> MachineDescription {
+pub(crate) fn machine(gic: Gic, cpus: usize) -> MachineDescription {
     MachineDescription {
         cpus: (0..cpus as u64).collect(),
         memory: vec![RAM],
@@ -53,10 +53,12 @@ fn machine(gic: Gic, cpus: usize) -> MachineDescription {
         ],
         apb_pclk_hz: 24_000_000,
         uart_clock_hz: 1_843_200,
+        gic_v2m: None,
+        pci: None,
     }
 }
 
-fn built(m: &MachineDescription) -> Node {
+pub(crate) fn built(m: &MachineDescription) -> Node {
     decode(&build(m).expect("build")).expect("decode")
 }
 

@@ -79,6 +79,9 @@ pub fn describe(machine: &BootMachine<'_>) -> Result<MachineDescription> {
         devices,
         apb_pclk_hz: APB_PCLK_HZ,
         uart_clock_hz: UART_CLOCK_HZ,
+        // No PCI yet (issue 11): no bridge, so no MSI frame either.
+        gic_v2m: None,
+        pci: None,
     })
 }
 
