@@ -5,6 +5,8 @@
 //! function) is masked, sent when unmasked; the VMM turns a message into a
 //! KVM MSI (x86 routing, the ITS on GICv3, a GICv2m frame on GICv2).
 
+use crate::config::ConfigSpace;
+
 /// The MSI-X capability's id.
 pub const CAPABILITY_ID: u8 = 0x11;
 /// Bytes of one table entry.
@@ -83,6 +85,21 @@ impl MsixTable {
         let mut writable = [0u8; 10];
         writable[1] = ((CONTROL_ENABLE | CONTROL_FUNCTION_MASK) >> 8) as u8;
         (body, writable)
+    }
+
+    /// Adds this table's capability to `space` (table and PBA at the given
+    /// BAR and offset); returns its offset, for [`Self::control_written`].
+    pub fn add_capability(&self, space: &mut ConfigSpace, table: (u8, u32), pba: (u8, u32)) -> u8 {
+        let (body, writable) = self.capability(table, pba);
+        space.add_capability(CAPABILITY_ID, &body, &writable)
+    }
+
+    /// The guest wrote the capability at `offset` of `space`
+    /// ([`crate::ConfigWrite::Capability`]): takes its message control
+    /// word; returns the messages an unmask released.
+    pub fn control_written(&mut self, space: &ConfigSpace, offset: u8) -> Vec<MsiMessage> {
+        let control = space.capability_body(offset, 2);
+        self.set_control(u16::from_le_bytes([control[0], control[1]]))
     }
 
     /// Whether the guest turned MSI-X on (else the function uses INTx).

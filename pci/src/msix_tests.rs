@@ -3,6 +3,7 @@
 //! (per vector and for the function), the capability's layout.
 
 use super::*;
+use crate::config::{ConfigWrite, Header};
 
 const ENABLE: u16 = 1 << 15;
 const FUNCTION_MASK: u16 = 1 << 14;
@@ -145,4 +146,35 @@ fn the_capability_names_size_bars_and_offsets() {
     assert_eq!(u32::from_le_bytes(body[2..6].try_into().unwrap()), 0x2002);
     assert_eq!(u32::from_le_bytes(body[6..].try_into().unwrap()), 0x3002);
     assert_eq!(writable, [0, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn the_capability_in_configuration_space_drives_the_table() {
+    let mut space = ConfigSpace::new(Header {
+        vendor_id: 0x1af4,
+        ..Header::default()
+    });
+    let mut table = MsixTable::new(2);
+    let offset = table.add_capability(&mut space, (1, 0), (1, 0x800));
+    program(&mut table, 0, 0xfee0_0000, 0x51);
+    // The driver enables MSI-X with the function masked, as Linux does first.
+    let control = u16::to_le_bytes(ENABLE | FUNCTION_MASK);
+    let change = space.write(u16::from(offset) + 2, &control);
+    assert_eq!(change, ConfigWrite::Capability { offset });
+    assert!(table.control_written(&space, offset).is_empty());
+    assert!(table.enabled());
+    assert_eq!(table.trigger(0), None, "held by the function mask");
+    // The table size in the same word is read-only.
+    let mut read = [0u8; 2];
+    space.read(u16::from(offset) + 2, &mut read);
+    assert_eq!(u16::from_le_bytes(read), ENABLE | FUNCTION_MASK | 1);
+    space.write(u16::from(offset) + 2, &ENABLE.to_le_bytes());
+    let released = table.control_written(&space, offset);
+    assert_eq!(
+        released,
+        vec![MsiMessage {
+            address: 0xfee0_0000,
+            data: 0x51
+        }]
+    );
 }
