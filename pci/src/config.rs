@@ -15,7 +15,6 @@ const COMMAND: usize = 0x04;
 const STATUS: usize = 0x06;
 const REVISION: usize = 0x08;
 const CACHE_LINE_SIZE: usize = 0x0c;
-const HEADER_TYPE: usize = 0x0e;
 const BAR0: usize = 0x10;
 const SUBSYSTEM_VENDOR_ID: usize = 0x2c;
 const SUBSYSTEM_ID: usize = 0x2e;
@@ -312,17 +311,6 @@ impl ConfigSpace {
     pub fn capability_body(&self, offset: u8, len: usize) -> &[u8] {
         let start = usize::from(offset) + 2;
         &self.bytes[start..(start + len).min(CONFIG_SIZE)]
-    }
-
-    /// Sets read-only bytes at `at` as the owner (a capability's state the
-    /// guest reads but cannot write).
-    pub fn set_bytes(&mut self, at: usize, bytes: &[u8]) {
-        self.put(at, bytes);
-    }
-
-    /// The multifunction bit of the header type.
-    pub fn set_multifunction(&mut self, on: bool) {
-        self.bytes[HEADER_TYPE] = if on { 0x80 } else { 0 };
     }
 
     fn put(&mut self, at: usize, bytes: &[u8]) {
