@@ -207,8 +207,10 @@ run_local() {
     local name=$1 file=$2 smp=$3 memory=$4 timeout=$5 args=$6 params=$7
     local env=$OUT/env/$name log=$LOGS/$name.log status=0 code="" why
     printf 'NR_CPUS=%s\nMEMSIZE=%s\nTEST_DEVICE=0\n' "$smp" "$(mib_of "$memory")" >"$env"
+    # pit_flag prints one flag or none.
+    # shellcheck disable=SC2046
     timeout -k 5 "$timeout" "$TANDEM" run --kernel "$SUITE/$TESTDIR/$file" --initrd "$env" \
-        --debug-exit --cpus "$smp" --memory "$memory" --cmdline "$file${args:+ $args}" \
+        --debug-exit $(pit_flag "$params") --cpus "$smp" --memory "$memory" --cmdline "$file${args:+ $args}" \
         </dev/null >"$log" 2>&1 || status=$?
     code=$(debug_exit_code "$status" "$log")
     why=$(grep -a '^tandem: error' "$log" | head -n 1 || true)
@@ -309,7 +311,7 @@ take_test() {
         x86_64)
             # The suite's x86 tests skip argv[0]: QEMU's multiboot puts the
             # file name first, tandem is given it.
-            echo "tandem|$run|$env TEST_DEVICE=0|--debug-exit|$file${args:+ $args}" >>"$PLAN"
+            echo "tandem|$run|$env TEST_DEVICE=0|--debug-exit $(pit_flag "$params")|$file${args:+ $args}" >>"$PLAN"
             [ "$WITH_QEMU" = 0 ] ||
                 echo "qemu|$run|$env|$(tr '|' ' ' <<<"$params")|$args" >>"$PLAN" ;;
     esac

@@ -251,6 +251,10 @@ pub struct RunArgs {
     /// with exit status (V << 1) | 1, as QEMU's isa-debug-exit does.
     #[arg(long)]
     pub debug_exit: bool,
+    /// An in-kernel 8254 PIT (x86_64). Linux 5.3 and later need none (they
+    /// use the TSC-deadline timer); older kernels and some test kernels do.
+    #[arg(long)]
+    pub legacy_pit: bool,
     /// A virtio-blk disk backed by a host file (repeatable).
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,id=ID]", value_parser = parse_disk)]
     pub disks: Vec<BlockConfig>,
@@ -514,6 +518,7 @@ impl RunArgs {
             virtio_cmdline: self.virtio_cmdline,
             dump_fdt: self.dump_fdt.clone(),
             debug_exit: self.debug_exit,
+            legacy_pit: self.legacy_pit,
             ..VmResources::default()
         }
     }

@@ -111,6 +111,9 @@ impl Vmm {
                 if config.console.is_some() {
                     merged.console = config.console.clone();
                 }
+                if config.legacy_pit.is_some() {
+                    merged.legacy_pit = config.legacy_pit;
+                }
                 convert::apply_machine_config(r, &merged)
             }),
             ApiRequest::PatchMachineConfig(update) => self.configure(|r| {

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use arch::{Arch, GuestClock, Host, VmConfig};
 use devices::legacy::ConsoleOutput;
 use devices::virtio::{
@@ -148,17 +148,12 @@ impl Machine {
                 map_guest_memory_from_file(ram, memory.file, memory.shared)?
             }
         };
-        // Registering guest memory with KVM takes milliseconds and needs
-        // only the mapping: it runs beside the rest of the build.
-        let (mut devices, vcpus, virtio_console, console_output) = std::thread::scope(|scope| {
-            let registered =
-                scope.spawn(|| register_guest_memory(&vm, &mem, resources.track_dirty_pages));
-            let built = build_platform(resources, &mut arch, &vm, &mem, &mut config, &exit, origin);
-            let registered = registered
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("registering guest memory panicked")));
-            registered.and(built)
-        })?;
+        // Before the interrupt controller: registered after it, the
+        // memory waits out a KVM grace period (Arch::create_irqchip).
+        register_guest_memory(&vm, &mem, resources.track_dirty_pages)?;
+        arch.create_irqchip(&vm)?;
+        let (mut devices, vcpus, virtio_console, console_output) =
+            build_platform(resources, &mut arch, &vm, &mem, &mut config, &exit, origin)?;
         if let Origin::Snapshot(state, _) = origin {
             restore_state(&mut arch, &vm, &vcpus, &devices, state)?;
             devices.connect_irqs(&vm)?;

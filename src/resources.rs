@@ -116,6 +116,8 @@ pub struct VmResources {
     pub dump_fdt: Option<PathBuf>,
     /// The x86_64 debug-exit port (CLI only).
     pub debug_exit: bool,
+    /// An in-kernel 8254 PIT (x86_64), for guests that need one.
+    pub legacy_pit: bool,
 }
 
 impl Default for VmResources {
@@ -136,6 +138,7 @@ impl Default for VmResources {
             virtio_cmdline: false,
             dump_fdt: None,
             debug_exit: false,
+            legacy_pit: false,
         }
     }
 }
@@ -255,6 +258,7 @@ impl VmResources {
             gic: self.gic,
             dump_fdt: self.dump_fdt.clone(),
             debug_exit: self.debug_exit,
+            legacy_pit: self.legacy_pit,
         })
     }
 }

@@ -43,6 +43,7 @@ fn config(vcpus: u8, kernel: PathBuf) -> VmConfig {
         gic: GicChoice::Auto,
         dump_fdt: None,
         debug_exit: false,
+        legacy_pit: false,
     }
 }
 
@@ -107,6 +108,7 @@ fn boot(code: &[u8], pvh: bool) -> Option<(u32, GuestMemoryMmap)> {
     let config = config(1, kernel.as_path().to_path_buf());
     let (mut arch, vm) = X86_64::create_vm(&kvm, &config).unwrap();
     let mem = guest_memory(&vm, &arch);
+    arch.create_irqchip(&vm).unwrap();
     let mut vcpus = vec![arch.create_vcpu(&vm, 0).unwrap()];
     let devices = arch.platform_devices();
     arch.configure_boot(&vm, &mut vcpus, &mem, &config, &devices)
@@ -118,7 +120,9 @@ fn boot(code: &[u8], pvh: bool) -> Option<(u32, GuestMemoryMmap)> {
 fn vm_and_vcpus_are_set_up() {
     let Some(kvm) = kvm() else { return };
     let config = config(2, PathBuf::from("/unused"));
-    let (arch, vm) = X86_64::create_vm(&kvm, &config).unwrap();
+    let (mut arch, vm) = X86_64::create_vm(&kvm, &config).unwrap();
+    arch.create_irqchip(&vm).unwrap();
+    assert!(vm.get_pit2().is_err(), "no PIT unless asked for");
 
     let mut pic = kvm_irqchip {
         chip_id: KVM_IRQCHIP_PIC_MASTER,
@@ -153,6 +157,31 @@ fn vm_and_vcpus_are_set_up() {
         assert_eq!((lvt(0x360) >> 8) & 7, 4, "LINT1 NMI");
     }
     assert!(arch.create_vcpu(&vm, 2).is_err(), "only 2 vCPUs configured");
+}
+
+#[test]
+fn legacy_pit_exists_when_asked_and_travels_in_snapshots() {
+    let Some(kvm) = kvm() else { return };
+    let with_pit = VmConfig {
+        legacy_pit: true,
+        ..config(1, PathBuf::from("/unused"))
+    };
+    let (mut arch, vm) = X86_64::create_vm(&kvm, &with_pit).unwrap();
+    arch.create_irqchip(&vm).unwrap();
+    assert!(vm.get_pit2().is_ok(), "PIT asked for");
+    let saved = arch.save_vm(&vm, &[]).unwrap();
+    arch.restore_vm(&vm, &[], &saved).unwrap();
+
+    let (mut plain, plain_vm) =
+        X86_64::create_vm(&kvm, &config(1, PathBuf::from("/unused"))).unwrap();
+    plain.create_irqchip(&plain_vm).unwrap();
+    let err = plain.restore_vm(&plain_vm, &[], &saved).unwrap_err();
+    assert!(err.to_string().contains("has a PIT"), "{err}");
+    let none = plain.save_vm(&plain_vm, &[]).unwrap();
+    assert!(
+        arch.restore_vm(&vm, &[], &none).is_err(),
+        "PIT state missing"
+    );
 }
 
 #[test]

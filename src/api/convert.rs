@@ -44,11 +44,15 @@ pub fn apply_machine_config(r: &mut VmResources, config: &MachineConfig) -> Resu
     if gic != GicChoice::Auto && !Host::HAS_GIC_CHOICE {
         return Err(format!("gic_version does not apply to {}", Host::NAME));
     }
+    if config.legacy_pit == Some(true) && !Host::HAS_LEGACY_PIT {
+        return Err(format!("legacy_pit: {} has no PIT", Host::NAME));
+    }
     r.vcpus = config.vcpu_count;
     r.memory_size = config.mem_size_mib << 20;
     r.smt = config.smt;
     r.track_dirty_pages = config.track_dirty_pages;
     r.gic = gic;
+    r.legacy_pit = config.legacy_pit.unwrap_or(false);
     if let Some(console) = config.console.as_deref() {
         r.console = match console {
             "virtio" => ConsoleKind::Virtio,
@@ -80,6 +84,7 @@ pub fn machine_config(r: &VmResources) -> MachineConfig {
             }
             .into(),
         ),
+        legacy_pit: Host::HAS_LEGACY_PIT.then_some(r.legacy_pit),
         ..MachineConfig::default()
     }
 }
@@ -317,5 +322,21 @@ mod tests {
             apply_machine_config(&mut r, &gic).is_ok(),
             Host::HAS_GIC_CHOICE
         );
+    }
+
+    #[test]
+    fn legacy_pit_is_an_x86_extension_off_by_default() {
+        let mut r = firecracker_defaults();
+        assert!(!r.legacy_pit);
+        let shown = machine_config(&r).legacy_pit;
+        assert_eq!(shown, Host::HAS_LEGACY_PIT.then_some(false));
+        let pit = MachineConfig {
+            legacy_pit: Some(true),
+            ..MachineConfig::default()
+        };
+        match apply_machine_config(&mut r, &pit) {
+            Ok(()) => assert!(Host::HAS_LEGACY_PIT && r.legacy_pit),
+            Err(e) => assert!(!Host::HAS_LEGACY_PIT && e.contains("has no PIT"), "{e}"),
+        }
     }
 }

@@ -97,13 +97,45 @@ impl Snapshot {
                 Host::NAME
             );
         }
-        Ok(serde_json::from_slice(body)?)
+        let mut snapshot: Snapshot = serde_json::from_slice(body)?;
+        upgrade(&mut snapshot.config);
+        Ok(snapshot)
+    }
+}
+
+/// Fills in what older tandems did without saying: a snapshot written
+/// before `legacy_pit` existed is of a VM that had a PIT (x86_64).
+fn upgrade(config: &mut FullVmConfiguration) {
+    if let Some(machine) = &mut config.machine_config {
+        if Host::HAS_LEGACY_PIT && machine.legacy_pit.is_none() {
+            machine.legacy_pit = Some(true);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_from_before_legacy_pit_had_one() {
+        let mut old = FullVmConfiguration {
+            machine_config: Some(Default::default()),
+            ..Default::default()
+        };
+        upgrade(&mut old);
+        let pit = old.machine_config.as_ref().unwrap().legacy_pit;
+        assert_eq!(pit, Host::HAS_LEGACY_PIT.then_some(true));
+        let mut new = FullVmConfiguration {
+            machine_config: Some(crate::api::models::MachineConfig {
+                legacy_pit: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        upgrade(&mut new);
+        assert_eq!(new.machine_config.unwrap().legacy_pit, Some(false));
+    }
 
     #[test]
     fn another_architectures_snapshot_is_refused_by_name() {

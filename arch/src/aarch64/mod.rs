@@ -102,6 +102,7 @@ impl AArch64 {
 impl Arch for AArch64 {
     const NAME: &'static str = "aarch64";
     const HAS_GIC_CHOICE: bool = true;
+    const HAS_LEGACY_PIT: bool = false;
     type VcpuState = snapshot::VcpuState;
     type VmState = snapshot::VmState;
 
@@ -109,6 +110,11 @@ impl Arch for AArch64 {
         if config.debug_exit {
             return Err(Error::Config(
                 "--debug-exit applies only to x86_64 (arm64 test kernels exit through PSCI)".into(),
+            ));
+        }
+        if config.legacy_pit {
+            return Err(Error::Config(
+                "--legacy-pit applies only to x86_64 (arm64 has no PIT)".into(),
             ));
         }
         image::check_kernel(&config.kernel)?;
@@ -155,6 +161,12 @@ impl Arch for AArch64 {
             },
             vm,
         ))
+    }
+
+    fn create_irqchip(&mut self, _vm: &VmFd) -> Result<()> {
+        // The GIC exists since create_vm: the vCPU limit depends on its
+        // version, and KVM maps its registers only at the first KVM_RUN.
+        Ok(())
     }
 
     fn layout(&self) -> &MemoryLayout {

@@ -68,6 +68,8 @@ pub struct X86_64 {
     vcpus: u8,
     /// Whether the guest gets the debug-exit port.
     debug_exit: bool,
+    /// Whether the VM has an in-kernel PIT.
+    legacy_pit: bool,
     /// KVM_GET_SUPPORTED_CPUID, normalised per vCPU in `create_vcpu`.
     supported_cpuid: Vec<kvm_cpuid_entry2>,
     /// Whether vCPUs can report their TSC frequency (KVM_CAP_GET_TSC_KHZ).
@@ -175,6 +177,7 @@ impl X86_64 {
 impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
     const HAS_GIC_CHOICE: bool = false;
+    const HAS_LEGACY_PIT: bool = true;
     type VcpuState = snapshot::VcpuState;
     type VmState = snapshot::VmState;
 
@@ -196,20 +199,13 @@ impl Arch for X86_64 {
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
         vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
             .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
-        vm.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        interrupts::mask_pics(&vm)?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
         let arch = X86_64 {
             layout,
             memory_size: config.memory_size,
             vcpus: config.vcpus,
             debug_exit: config.debug_exit,
+            legacy_pit: config.legacy_pit,
             supported_cpuid,
             tsc_khz_known: kvm.check_extension(Cap::GetTscKhz),
             msr_indices: kvm
@@ -221,6 +217,20 @@ impl Arch for X86_64 {
                 <= std::mem::size_of::<kvm_bindings::kvm_xsave>() as i32,
         };
         Ok((arch, vm))
+    }
+
+    fn create_irqchip(&mut self, vm: &VmFd) -> Result<()> {
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        interrupts::mask_pics(vm)?;
+        if self.legacy_pit {
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        }
+        Ok(())
     }
 
     fn layout(&self) -> &MemoryLayout {
@@ -351,7 +361,7 @@ impl Arch for X86_64 {
     }
 
     fn save_vm(&self, vm: &VmFd, _vcpus: &[&VcpuFd]) -> Result<snapshot::VmState> {
-        snapshot::save_vm(vm)
+        snapshot::save_vm(vm, self.legacy_pit)
     }
 
     fn restore_vm(
@@ -360,7 +370,7 @@ impl Arch for X86_64 {
         _vcpus: &[VcpuFd],
         state: &snapshot::VmState,
     ) -> Result<()> {
-        snapshot::restore_vm(vm, state)
+        snapshot::restore_vm(vm, self.legacy_pit, state)
     }
 
     fn seccomp_extras() -> crate::SeccompExtras {
@@ -384,6 +394,7 @@ mod tests {
             gic: GicChoice::Auto,
             dump_fdt: None,
             debug_exit: false,
+            legacy_pit: false,
         }
     }
 
@@ -452,6 +463,7 @@ mod tests {
             memory_size: 128 << 20,
             vcpus: 1,
             debug_exit,
+            legacy_pit: false,
             supported_cpuid: vec![],
             tsc_khz_known: false,
             msr_indices: vec![],

@@ -38,7 +38,8 @@ pub struct VcpuState {
 /// The VM's in-kernel devices.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct VmState {
-    pit: kvm_pit_state2,
+    /// The PIT, if the VM has one ([`crate::VmConfig::legacy_pit`]).
+    pit: Option<kvm_pit_state2>,
     /// PIC master, PIC slave, IOAPIC.
     irqchips: Vec<kvm_irqchip>,
 }
@@ -113,8 +114,8 @@ pub fn restore_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<()> {
         .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))
 }
 
-/// Reads the PIT and the three interrupt controllers.
-pub fn save_vm(vm: &VmFd) -> Result<VmState> {
+/// Reads the three interrupt controllers and the PIT if there is one.
+pub fn save_vm(vm: &VmFd, has_pit: bool) -> Result<VmState> {
     let mut irqchips = Vec::new();
     for chip_id in IRQCHIPS {
         let mut chip = kvm_irqchip {
@@ -126,14 +127,27 @@ pub fn save_vm(vm: &VmFd) -> Result<VmState> {
         irqchips.push(chip);
     }
     Ok(VmState {
-        pit: vm.get_pit2().map_err(kvm_err("KVM_GET_PIT2"))?,
+        pit: match has_pit {
+            true => Some(vm.get_pit2().map_err(kvm_err("KVM_GET_PIT2"))?),
+            false => None,
+        },
         irqchips,
     })
 }
 
 /// Sets the PIT and interrupt controllers of a VM built like the saved one.
-pub fn restore_vm(vm: &VmFd, state: &VmState) -> Result<()> {
-    vm.set_pit2(&state.pit).map_err(kvm_err("KVM_SET_PIT2"))?;
+pub fn restore_vm(vm: &VmFd, has_pit: bool, state: &VmState) -> Result<()> {
+    match (&state.pit, has_pit) {
+        (Some(pit), true) => vm.set_pit2(pit).map_err(kvm_err("KVM_SET_PIT2"))?,
+        (None, false) => {}
+        (saved, _) => {
+            return Err(Error::Snapshot(format!(
+                "the snapshot's VM {} a PIT, this one {}",
+                if saved.is_some() { "has" } else { "has no" },
+                if has_pit { "has" } else { "has none" }
+            )))
+        }
+    }
     if state.irqchips.len() != IRQCHIPS.len() {
         return Err(Error::Snapshot(format!(
             "{} interrupt controllers saved, {} expected",

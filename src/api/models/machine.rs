@@ -1,6 +1,6 @@
 //! Machine shape and boot: `PUT`/`PATCH /machine-config` and
 //! `PUT /boot-source`, with Firecracker's ranges and defaults and tandem's
-//! two platform extensions (`gic_version`, `console`).
+//! platform extensions (`gic_version`, `console`, `legacy_pit`).
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,9 @@ pub struct MachineConfig {
     /// tandem extension: "serial" (ttyS0) or "virtio" (hvc0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<String>,
+    /// tandem extension: an in-kernel 8254 PIT (x86_64; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_pit: Option<bool>,
 }
 
 impl Default for MachineConfig {
@@ -49,6 +52,7 @@ impl Default for MachineConfig {
             huge_pages: None,
             gic_version: None,
             console: None,
+            legacy_pit: None,
         }
     }
 }
@@ -88,6 +92,9 @@ impl MachineConfig {
         replace(&mut next.huge_pages, &update.huge_pages);
         replace(&mut next.gic_version, &update.gic_version);
         replace(&mut next.console, &update.console);
+        if update.legacy_pit.is_some() {
+            next.legacy_pit = update.legacy_pit;
+        }
         next
     }
 }
@@ -105,6 +112,7 @@ pub struct MachineConfigUpdate {
     pub huge_pages: Option<String>,
     pub gic_version: Option<String>,
     pub console: Option<String>,
+    pub legacy_pit: Option<bool>,
 }
 
 impl MachineConfigUpdate {
