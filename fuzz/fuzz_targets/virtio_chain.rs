@@ -133,11 +133,11 @@ fuzz_target!(|input: Input| {
                     .zip(lens.iter().copied().chain(std::iter::repeat(0)))
                     .collect();
                 if add_used_batch(&mut queue, &mem, &elems).is_ok() {
-                    let _ = notify_since(&queue, &mem, &interrupt, *old_used);
+                    let _ = notify_since(0, &queue, &mem, &interrupt, *old_used);
                 }
             }
             Step::Drain { len } => {
-                let _ = drain_queue(&mut queue, &mem, &interrupt, |chain| {
+                let _ = drain_queue(0, &mut queue, &mem, &interrupt, |chain| {
                     let _ = chain.validate(&mem);
                     *len
                 });

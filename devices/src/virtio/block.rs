@@ -259,7 +259,7 @@ impl WorkerHandler for BlockHandler {
 
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let (disk, mem, io) = (&self.disk, &self.mem, self.interrupt.io_stats());
-        drain_queue(&mut self.queue, mem, &self.interrupt, |chain| {
+        drain_queue(index, &mut self.queue, mem, &self.interrupt, |chain| {
             refuse_oversized(mem, chain, io).unwrap_or_else(|| lock(disk).serve(mem, chain, io))
         })
         .map_err(|source| WorkerError::Queue { index, source })

@@ -185,20 +185,26 @@ impl ConsoleHandler {
         }
         if used_any {
             rx.enable_notification(mem)?;
-            self.interrupt.notify_queue(rx, mem)?;
+            self.interrupt.notify_queue(RX_QUEUE, rx, mem)?;
         }
         Ok(())
     }
 
     fn transmit(&mut self) -> Result<(), virtio_queue::Error> {
         let (mem, output, io) = (&self.mem, &mut self.output, self.interrupt.io_stats());
-        drain_queue(&mut self.queues[TX_QUEUE], mem, &self.interrupt, |chain| {
-            match transmit(mem, chain, output) {
-                Some(sent) => io.record(0, sent),
-                None => io.record_error(),
-            }
-            0
-        })
+        drain_queue(
+            TX_QUEUE,
+            &mut self.queues[TX_QUEUE],
+            mem,
+            &self.interrupt,
+            |chain| {
+                match transmit(mem, chain, output) {
+                    Some(sent) => io.record(0, sent),
+                    None => io.record_error(),
+                }
+                0
+            },
+        )
     }
 }
 

@@ -3,8 +3,16 @@
 //! failing worker sets, the config generation, and counters of the
 //! notifications sent and suppressed (EVENT_IDX) for benchmarks, and the
 //! device's [`IoStats`].
+//!
+//! Every notification names its source (a queue index, or the
+//! configuration), so a transport with a vector per source (virtio-pci's
+//! MSI-X, [`VectorRouting`]) can send it there; otherwise, and whenever
+//! that transport says so (MSI-X off), it sets an ISR bit and raises the
+//! one line.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use guest_memory::GuestMemoryMmap;
 use log::warn;
@@ -66,6 +74,26 @@ pub struct InterruptState {
     pub config_generation: u32,
 }
 
+/// What a notification is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptSource {
+    /// Used buffers on the queue with this index.
+    Queue(usize),
+    /// The configuration changed (or the device needs a reset).
+    Config,
+}
+
+/// A transport that sends some notifications through vectors of its own
+/// (virtio-pci's MSI-X) rather than the ISR bits and the one line.
+pub trait VectorRouting: Send + Sync + fmt::Debug {
+    /// Sends the notification for `source` through its vector, leaves it
+    /// pending on a masked vector, or drops it when the driver gave the
+    /// source no vector: true in all these cases. False means the
+    /// transport has no vectors in use now (MSI-X off): the line and ISR
+    /// bits carry it.
+    fn route(&self, source: InterruptSource) -> bool;
+}
+
 /// Interrupt state shared by a transport and its device's worker.
 #[derive(Debug)]
 pub struct Interrupt {
@@ -73,20 +101,31 @@ pub struct Interrupt {
     needs_reset: AtomicBool,
     config_generation: AtomicU32,
     irq: IrqTrigger,
+    vectors: Option<Arc<dyn VectorRouting>>,
     stats: Stats,
     io_stats: IoStats,
 }
 
 impl Interrupt {
-    /// Interrupt state raising `irq`.
+    /// Interrupt state raising `irq` for every notification.
     pub fn new(irq: IrqTrigger) -> Self {
         Self {
             status: AtomicU32::new(0),
             needs_reset: AtomicBool::new(false),
             config_generation: AtomicU32::new(0),
             irq,
+            vectors: None,
             stats: Stats::default(),
             io_stats: IoStats::default(),
+        }
+    }
+
+    /// Interrupt state that offers each notification to `vectors` first
+    /// and raises `irq` (setting ISR bits) only when it declines.
+    pub fn with_vectors(irq: IrqTrigger, vectors: Arc<dyn VectorRouting>) -> Self {
+        Self {
+            vectors: Some(vectors),
+            ..Self::new(irq)
         }
     }
 
@@ -100,28 +139,30 @@ impl Interrupt {
         self.status.fetch_and(!bits, Ordering::AcqRel);
     }
 
-    /// Raises a used-buffer interrupt unconditionally.
-    pub fn signal_used(&self) {
+    /// Raises a used-buffer interrupt for queue `index` unconditionally.
+    pub fn signal_used(&self, index: usize) {
         self.stats.interrupts_sent.fetch_add(1, Ordering::Relaxed);
-        self.raise(INT_USED_BUFFER);
+        self.raise(INT_USED_BUFFER, InterruptSource::Queue(index));
     }
 
-    /// Raises a used-buffer interrupt for `queue` unless EVENT_IDX says the
-    /// driver does not want one yet. Call after adding used buffers.
+    /// Raises a used-buffer interrupt for `queue`, whose index is `index`,
+    /// unless EVENT_IDX says the driver does not want one yet. Call after
+    /// adding used buffers.
     pub fn notify_queue(
         &self,
+        index: usize,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<(), virtio_queue::Error> {
-        self.notify_if(queue.needs_notification(mem)?);
+        self.notify_if(index, queue.needs_notification(mem)?);
         Ok(())
     }
 
-    /// Raises a used-buffer interrupt if `needed`, else counts it as
-    /// suppressed.
-    pub fn notify_if(&self, needed: bool) {
+    /// Raises a used-buffer interrupt for queue `index` if `needed`, else
+    /// counts it as suppressed.
+    pub fn notify_if(&self, index: usize, needed: bool) {
         if needed {
-            self.signal_used();
+            self.signal_used(index);
         } else {
             let suppressed = &self.stats.interrupts_suppressed;
             suppressed.fetch_add(1, Ordering::Relaxed);
@@ -131,14 +172,14 @@ impl Interrupt {
     /// Tells the driver the configuration space changed.
     pub fn signal_config_change(&self) {
         self.config_generation.fetch_add(1, Ordering::AcqRel);
-        self.raise(INT_CONFIG_CHANGE);
+        self.raise(INT_CONFIG_CHANGE, InterruptSource::Config);
     }
 
     /// Marks the device broken until the driver resets it (status bit
     /// NEEDS_RESET) and tells the driver through a config interrupt.
     pub fn set_needs_reset(&self) {
         self.needs_reset.store(true, Ordering::Release);
-        self.raise(INT_CONFIG_CHANGE);
+        self.raise(INT_CONFIG_CHANGE, InterruptSource::Config);
     }
 
     /// Whether the device asked to be reset.
@@ -198,7 +239,10 @@ impl Interrupt {
         }
     }
 
-    fn raise(&self, bit: u32) {
+    fn raise(&self, bit: u32, source: InterruptSource) {
+        if self.vectors.as_ref().is_some_and(|v| v.route(source)) {
+            return;
+        }
         self.status.fetch_or(bit, Ordering::AcqRel);
         if let Err(e) = self.irq.trigger() {
             warn!("virtio: cannot raise interrupt: {e}");
@@ -214,7 +258,7 @@ mod tests {
     fn bits_accumulate_until_acknowledged() {
         let irq = IrqTrigger::new().unwrap();
         let interrupt = Interrupt::new(irq.clone());
-        interrupt.signal_used();
+        interrupt.signal_used(0);
         interrupt.signal_config_change();
         assert_eq!(interrupt.status(), INT_USED_BUFFER | INT_CONFIG_CHANGE);
         assert_eq!(irq.event_fd().read().unwrap(), 2);
@@ -227,5 +271,48 @@ mod tests {
         assert_eq!(interrupt.status(), 0);
         assert!(!interrupt.needs_reset());
         assert_eq!(interrupt.stats().snapshot().interrupts_sent, 1);
+    }
+
+    /// Routes queue 1 and the configuration through "vectors" while on,
+    /// recording them; declines everything while off.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        on: AtomicBool,
+        routed: std::sync::Mutex<Vec<InterruptSource>>,
+    }
+
+    impl VectorRouting for Recorder {
+        fn route(&self, source: InterruptSource) -> bool {
+            let on = self.on.load(Ordering::Relaxed);
+            if on {
+                self.routed.lock().unwrap().push(source);
+            }
+            on
+        }
+    }
+
+    #[test]
+    fn routed_notifications_leave_the_line_and_isr_alone() {
+        let irq = IrqTrigger::new().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let interrupt = Interrupt::with_vectors(irq.clone(), recorder.clone());
+        recorder.on.store(true, Ordering::Relaxed);
+        interrupt.notify_if(1, true);
+        interrupt.notify_if(2, false);
+        interrupt.signal_config_change();
+        interrupt.set_needs_reset();
+        let routed = recorder.routed.lock().unwrap().clone();
+        use InterruptSource::*;
+        assert_eq!(routed, vec![Queue(1), Config, Config]);
+        assert_eq!(interrupt.status(), 0);
+        assert!(irq.event_fd().read().is_err(), "line raised");
+        let stats = interrupt.stats().snapshot();
+        assert_eq!((stats.interrupts_sent, stats.interrupts_suppressed), (1, 1));
+        // Vectors off: the line and the ISR bit, as on virtio-mmio.
+        recorder.on.store(false, Ordering::Relaxed);
+        interrupt.signal_used(3);
+        assert_eq!(interrupt.status(), INT_USED_BUFFER);
+        assert_eq!(irq.event_fd().read().unwrap(), 1);
+        assert_eq!(recorder.routed.lock().unwrap().len(), 3);
     }
 }

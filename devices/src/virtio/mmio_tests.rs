@@ -287,7 +287,7 @@ fn reset_clears_status_queues_and_features() {
     f.setup_queue(0, 8, 0x1000);
     f.setup_queue(1, 8, 0x2000);
     f.write(VIRTIO_MMIO_STATUS, DRIVER_OK);
-    f.transport.interrupt.signal_used();
+    f.transport.interrupt.signal_used(0);
     f.write(VIRTIO_MMIO_STATUS, 0);
     assert_eq!(f.record.lock().unwrap().resets, 1);
     assert_eq!(f.status(), 0);
@@ -306,7 +306,7 @@ fn reset_clears_status_queues_and_features() {
 #[test]
 fn interrupt_status_and_ack() {
     let mut f = fixture();
-    f.transport.interrupt.signal_used();
+    f.transport.interrupt.signal_used(0);
     f.transport.interrupt.signal_config_change();
     let both = INT_USED_BUFFER | INT_CONFIG_CHANGE;
     assert_eq!(f.read(VIRTIO_MMIO_INTERRUPT_STATUS), both);

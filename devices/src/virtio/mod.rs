@@ -30,7 +30,8 @@ pub use device::{
     VirtioDevice,
 };
 pub use interrupt::{
-    Interrupt, InterruptState, Stats, StatsSnapshot, INT_CONFIG_CHANGE, INT_USED_BUFFER,
+    Interrupt, InterruptSource, InterruptState, Stats, StatsSnapshot, VectorRouting,
+    INT_CONFIG_CHANGE, INT_USED_BUFFER,
 };
 pub use io_stats::{IoStats, IoStatsSnapshot};
 pub use mmio::{MmioState, MmioTransport, QueueRegisters, MMIO_LEN, QUEUE_NOTIFY_OFFSET};

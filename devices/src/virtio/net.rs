@@ -279,16 +279,22 @@ impl NetHandler {
     fn transmit(&mut self) -> Result<(), WorkerError> {
         let (mem, tap, frame) = (&self.mem, &self.tap, &mut self.tx_frame);
         let io = self.interrupt.io_stats();
-        drain_queue(&mut self.queues[TX_QUEUE], mem, &self.interrupt, |chain| {
-            match send_frame(mem, tap, frame, chain) {
-                Ok(len) => io.record(0, len - VNET_HDR_LEN),
-                Err(e) => {
-                    debug!("virtio-net: frame {} dropped: {e}", chain.head);
-                    io.record_error();
+        drain_queue(
+            TX_QUEUE,
+            &mut self.queues[TX_QUEUE],
+            mem,
+            &self.interrupt,
+            |chain| {
+                match send_frame(mem, tap, frame, chain) {
+                    Ok(len) => io.record(0, len - VNET_HDR_LEN),
+                    Err(e) => {
+                        debug!("virtio-net: frame {} dropped: {e}", chain.head);
+                        io.record_error();
+                    }
                 }
-            }
-            0
-        })
+                0
+            },
+        )
         .map_err(|source| WorkerError::Queue {
             index: TX_QUEUE,
             source,

@@ -21,7 +21,8 @@ impl NetHandler {
         let old_used = self.queues[RX_QUEUE].next_used();
         let result = self.receive_frames();
         let rx = &self.queues[RX_QUEUE];
-        guarded(|| notify_since(rx, &self.mem, &self.interrupt, old_used)).map_err(rx_error)?;
+        guarded(|| notify_since(RX_QUEUE, rx, &self.mem, &self.interrupt, old_used))
+            .map_err(rx_error)?;
         result
     }
 

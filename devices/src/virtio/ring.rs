@@ -51,14 +51,15 @@ pub fn guarded<T>(
     publish(write).transpose()
 }
 
-/// Serves every available chain with `serve`, which returns the number of
-/// bytes it wrote into the chain, then interrupts the driver if it asked
-/// for it. Chains added while serving are picked up before returning.
+/// Serves every available chain of `queue` (queue `index` of its device)
+/// with `serve`, which returns the number of bytes it wrote into the
+/// chain, then interrupts the driver if it asked for it. Chains added while serving are picked up before returning.
 ///
 /// On a worker asked to pause or stop it returns after the chain in hand
 /// (the worker serves the rest after a pause); once told to stop it
 /// returns nothing more through the used ring.
 pub fn drain_queue(
+    index: usize,
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     interrupt: &Interrupt,
@@ -112,7 +113,7 @@ pub fn drain_queue(
         more_promised = true;
     }
     if used_any {
-        guarded(|| interrupt.notify_queue(queue, mem))?;
+        guarded(|| interrupt.notify_queue(index, queue, mem))?;
     }
     Ok(())
 }
@@ -151,10 +152,12 @@ pub fn add_used_batch(
     Ok(())
 }
 
-/// Interrupts the driver for the used entries added since the used index
-/// was `old_used` (by [`add_used_batch`]), unless EVENT_IDX says it does
+/// Interrupts the driver for the used entries added to `queue` (queue
+/// `index`) since the used index was `old_used` (by [`add_used_batch`]),
+/// unless EVENT_IDX says it does
 /// not want one yet (the spec's `vring_need_event`).
 pub fn notify_since(
+    index: usize,
     queue: &Queue,
     mem: &GuestMemoryMmap,
     interrupt: &Interrupt,
@@ -179,7 +182,7 @@ pub fn notify_since(
     } else {
         true
     };
-    interrupt.notify_if(needed);
+    interrupt.notify_if(index, needed);
     Ok(())
 }
 
@@ -201,7 +204,7 @@ mod tests {
         ring.set_used_event(used_event);
         let irq = IrqTrigger::new().unwrap();
         let interrupt = Interrupt::new(irq.clone());
-        drain_queue(&mut queue, &mem, &interrupt, |_| 7).unwrap();
+        drain_queue(0, &mut queue, &mem, &interrupt, |_| 7).unwrap();
         assert_eq!(ring.used().len(), usize::from(chains));
         let fired = irq.event_fd().read().is_ok();
         (fired, interrupt, ring)
@@ -237,10 +240,10 @@ mod tests {
         ring.add_chain(&[(0x8000, 0x10, true)]);
         let irq = IrqTrigger::new().unwrap();
         let interrupt = Interrupt::new(irq.clone());
-        drain_queue(&mut queue, &mem, &interrupt, |_| 0).unwrap();
+        drain_queue(0, &mut queue, &mem, &interrupt, |_| 0).unwrap();
         assert_eq!(irq.event_fd().read().unwrap(), 1);
         // An empty queue neither interrupts nor counts a suppression.
-        drain_queue(&mut queue, &mem, &interrupt, |_| 0).unwrap();
+        drain_queue(0, &mut queue, &mem, &interrupt, |_| 0).unwrap();
         assert!(irq.event_fd().read().is_err());
         assert_eq!(interrupt.stats().snapshot().interrupts_suppressed, 0);
     }
@@ -253,7 +256,7 @@ mod tests {
         // More entries than the queue holds.
         mem.write_obj(40u16, GuestAddress(0x1002)).unwrap();
         let interrupt = Interrupt::new(IrqTrigger::new().unwrap());
-        assert!(drain_queue(&mut queue, &mem, &interrupt, |_| 0).is_err());
+        assert!(drain_queue(0, &mut queue, &mem, &interrupt, |_| 0).is_err());
     }
 
     /// Found by fuzz/ (virtio_chain): a used ring placed right after the
@@ -277,7 +280,7 @@ mod tests {
         let interrupt = Interrupt::new(IrqTrigger::new().unwrap());
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let result = drain_queue(&mut queue, &mem, &interrupt, |_| 0);
+            let result = drain_queue(0, &mut queue, &mem, &interrupt, |_| 0);
             let _ = done.send(result.is_ok());
         });
         let wait = std::time::Duration::from_secs(5);
@@ -300,7 +303,7 @@ mod tests {
             let mut served = 0;
             // What a device does whose buffer lies over the available
             // ring: every request it serves makes one more available.
-            let result = drain_queue(&mut queue, &mem, &interrupt, |_| {
+            let result = drain_queue(0, &mut queue, &mem, &interrupt, |_| {
                 served += 1;
                 let idx: u16 = mem.read_obj(avail_idx).unwrap();
                 mem.write_obj(idx.wrapping_add(1), avail_idx).unwrap();
@@ -331,11 +334,11 @@ mod tests {
         // The driver wants an interrupt after used index 2: not yet.
         ring.set_used_event(2);
         add_used_batch(&mut queue, &mem, &[(heads[0], 5), (heads[1], 6)]).unwrap();
-        notify_since(&queue, &mem, &interrupt, 0).unwrap();
+        notify_since(0, &queue, &mem, &interrupt, 0).unwrap();
         assert!(irq.event_fd().read().is_err());
         assert_eq!(ring.used(), vec![(0, 5), (1, 6)]);
         add_used_batch(&mut queue, &mem, &[(heads[2], 7)]).unwrap();
-        notify_since(&queue, &mem, &interrupt, 2).unwrap();
+        notify_since(0, &queue, &mem, &interrupt, 2).unwrap();
         assert_eq!(irq.event_fd().read().unwrap(), 1);
         assert_eq!(ring.used(), vec![(0, 5), (1, 6), (2, 7)]);
         let stats = interrupt.stats().snapshot();

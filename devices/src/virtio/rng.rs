@@ -98,7 +98,7 @@ impl WorkerHandler for RngHandler {
 
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let (source, mem, io) = (&*self.source, &self.mem, self.interrupt.io_stats());
-        drain_queue(&mut self.queue, mem, &self.interrupt, |chain| {
+        drain_queue(index, &mut self.queue, mem, &self.interrupt, |chain| {
             let written = fill(source, mem, chain);
             match written {
                 0 => io.record_error(),

@@ -136,11 +136,17 @@ impl WorkerHandler for Slow {
 
     fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
         let served = &self.served;
-        crate::virtio::drain_queue(&mut self.queue, &self.mem, &self.interrupt, |chain| {
-            let _ = served.send(chain.head);
-            std::thread::sleep(Duration::from_millis(100));
-            1
-        })
+        crate::virtio::drain_queue(
+            index,
+            &mut self.queue,
+            &self.mem,
+            &self.interrupt,
+            |chain| {
+                let _ = served.send(chain.head);
+                std::thread::sleep(Duration::from_millis(100));
+                1
+            },
+        )
         .map_err(|source| WorkerError::Queue { index, source })
     }
 }

@@ -70,9 +70,9 @@ impl BalloonHandler {
             return Ok(());
         };
         let mut guest_stats = self.shared.guest_stats();
-        let received = self
-            .stats
-            .receive(queue, &self.mem, &self.interrupt, &mut guest_stats)?;
+        let received =
+            self.stats
+                .receive(index, queue, &self.mem, &self.interrupt, &mut guest_stats)?;
         let shared = &self.shared;
         shared
             .stats_updates
@@ -93,7 +93,7 @@ impl BalloonHandler {
             return Ok(());
         };
         self.stats
-            .give_back(queue, &self.mem, &self.interrupt)
+            .give_back(index, queue, &self.mem, &self.interrupt)
             .map_err(|source| WorkerError::Queue { index, source })
     }
 }
@@ -122,7 +122,7 @@ impl WorkerHandler for BalloonHandler {
             return Ok(());
         };
         let (shared, mem, host_page) = (&*self.shared, &self.mem, self.host_page);
-        drain_queue(queue, mem, &self.interrupt, |chain| {
+        drain_queue(index, queue, mem, &self.interrupt, |chain| {
             match index {
                 INFLATE => inflate(shared, mem, host_page, chain),
                 DEFLATE => deflate(shared, mem, chain),

@@ -210,6 +210,7 @@ impl StatsProtocol {
     /// the queue size per call.
     pub fn receive(
         &mut self,
+        index: usize,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
         interrupt: &Interrupt,
@@ -226,7 +227,7 @@ impl StatsProtocol {
             } else {
                 received.refused += 1;
             }
-            self.give_back(queue, mem, interrupt)?;
+            self.give_back(index, queue, mem, interrupt)?;
             self.held = Some(chain.head);
         }
         Ok(received)
@@ -235,6 +236,7 @@ impl StatsProtocol {
     /// Returns the held buffer (if any) to the driver, which refills it.
     pub fn give_back(
         &mut self,
+        index: usize,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
         interrupt: &Interrupt,
@@ -243,7 +245,7 @@ impl StatsProtocol {
             return Ok(());
         };
         if guarded(|| queue.add_used(mem, head, 0))?.is_some() {
-            guarded(|| interrupt.notify_queue(queue, mem))?;
+            guarded(|| interrupt.notify_queue(index, queue, mem))?;
         }
         Ok(())
     }

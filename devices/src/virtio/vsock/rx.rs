@@ -87,7 +87,8 @@ impl Muxer {
             }
             served += 1;
         }
-        guarded(|| notify_since(&self.rx, &self.mem, &self.interrupt, old_used)).map_err(error)?;
+        guarded(|| notify_since(RX_QUEUE, &self.rx, &self.mem, &self.interrupt, old_used))
+            .map_err(error)?;
         Ok(())
     }
 
@@ -188,8 +189,16 @@ impl Muxer {
         {
             return Ok(());
         }
-        guarded(|| notify_since(&self.events, &self.mem, &self.interrupt, old_used))
-            .map_err(error)?;
+        guarded(|| {
+            notify_since(
+                EVENT_QUEUE,
+                &self.events,
+                &self.mem,
+                &self.interrupt,
+                old_used,
+            )
+        })
+        .map_err(error)?;
         Ok(())
     }
 }

@@ -58,7 +58,8 @@ impl Muxer {
                 self.scratch = payload;
             }
         }
-        guarded(|| notify_since(&self.tx, &self.mem, &self.interrupt, old_used)).map_err(error)?;
+        guarded(|| notify_since(TX_QUEUE, &self.tx, &self.mem, &self.interrupt, old_used))
+            .map_err(error)?;
         Ok(())
     }
 
