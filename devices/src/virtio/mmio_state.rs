@@ -86,38 +86,43 @@ impl MmioTransport {
     /// worker parked, since it is the one that knows where its queues
     /// stand.
     pub fn save_state(&mut self) -> Result<MmioState, String> {
-        let serving = self.activated && !self.interrupt.needs_reset();
+        let serving = self.core.activated && !self.core.interrupt.needs_reset();
         let positions = match serving {
             true => {
-                let worker = self.device.worker().as_ref().ok_or("it has no worker")?;
+                let worker = self
+                    .core
+                    .device
+                    .worker()
+                    .as_ref()
+                    .ok_or("it has no worker")?;
                 let positions = worker
                     .parked_positions()
                     .ok_or("its worker is not parked")?;
-                if positions.len() != self.queues.len() {
+                if positions.len() != self.core.queues.len() {
                     return Err(format!(
                         "its worker reports {} queues of {}",
                         positions.len(),
-                        self.queues.len()
+                        self.core.queues.len()
                     ));
                 }
                 positions
             }
             // Not serving: the queues' own registers say it all.
-            false => self.queues.iter().map(QueuePosition::of).collect(),
+            false => self.core.queues.iter().map(QueuePosition::of).collect(),
         };
         Ok(MmioState {
-            device_type: self.device.device_type(),
-            status: self.status,
-            device_features_sel: self.device_features_sel,
-            driver_features_sel: self.driver_features_sel,
-            driver_features: self.driver_features,
-            queue_sel: self.queue_sel,
-            activated: self.activated,
+            device_type: self.core.device.device_type(),
+            status: self.core.status,
+            device_features_sel: self.core.device_features_sel,
+            driver_features_sel: self.core.driver_features_sel,
+            driver_features: self.core.driver_features,
+            queue_sel: self.core.queue_sel,
+            activated: self.core.activated,
             serving,
-            queues: (self.queues.iter().zip(positions))
+            queues: (self.core.queues.iter().zip(positions))
                 .map(|(queue, position)| QueueRegisters::of(queue, position))
                 .collect(),
-            interrupt: self.interrupt.state(),
+            interrupt: self.core.interrupt.state(),
         })
     }
 
@@ -126,49 +131,50 @@ impl MmioTransport {
     /// [`Self::resume`]. An interrupt the driver had not handled is raised
     /// again.
     pub fn restore_state(&mut self, state: &MmioState) -> Result<(), String> {
-        if self.status != 0 || self.activated {
+        if self.core.status != 0 || self.core.activated {
             return Err("the device is in use already".into());
         }
-        if state.device_type != self.device.device_type() {
+        if state.device_type != self.core.device.device_type() {
             return Err(format!(
                 "saved as virtio device type {}, this is type {}",
                 state.device_type,
-                self.device.device_type()
+                self.core.device.device_type()
             ));
         }
-        if state.queues.len() != self.queues.len() {
+        if state.queues.len() != self.core.queues.len() {
             return Err(format!(
                 "saved with {} queues, the device has {}",
                 state.queues.len(),
-                self.queues.len()
+                self.core.queues.len()
             ));
         }
         if state.status & VIRTIO_CONFIG_S_FEATURES_OK != 0
-            && state.driver_features & !self.device.features() != 0
+            && state.driver_features & !self.core.device.features() != 0
         {
             return Err(format!(
                 "the driver accepted features {:#x}, this device offers {:#x}",
                 state.driver_features,
-                self.device.features()
+                self.core.device.features()
             ));
         }
-        for (index, (queue, saved)) in self.queues.iter_mut().zip(&state.queues).enumerate() {
+        for (index, (queue, saved)) in self.core.queues.iter_mut().zip(&state.queues).enumerate() {
             saved
                 .apply(queue)
                 .map_err(|e| format!("queue {index}: {e}"))?;
         }
-        self.status = state.status;
-        self.device_features_sel = state.device_features_sel;
-        self.driver_features_sel = state.driver_features_sel;
-        self.driver_features = state.driver_features;
-        self.queue_sel = state.queue_sel;
-        self.interrupt.restore(&state.interrupt);
-        self.activated = state.activated;
+        self.core.status = state.status;
+        self.core.device_features_sel = state.device_features_sel;
+        self.core.driver_features_sel = state.driver_features_sel;
+        self.core.driver_features = state.driver_features;
+        self.core.queue_sel = state.queue_sel;
+        self.core.interrupt.restore(&state.interrupt);
+        self.core.activated = state.activated;
         if state.serving {
-            self.try_activate(Start::Parked)
+            self.core
+                .try_activate(Start::Parked)
                 .map_err(|e| format!("cannot start it again: {e}"))?;
         }
-        self.interrupt.raise_pending();
+        self.core.interrupt.raise_pending();
         Ok(())
     }
 }

@@ -3,11 +3,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_NEEDS_RESET;
+use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_NEEDS_RESET,
+    VIRTIO_F_VERSION_1,
+};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::GuestAddress;
 
 use super::*;
+use crate::virtio::transport::{ACK, DRIVER, DRIVER_OK, FEATURES_OK};
 use crate::virtio::worker::Worker;
+use crate::virtio::{feature, ActivateContext};
 use crate::virtio::{read_config_bytes, ActivateError, INT_CONFIG_CHANGE, INT_USED_BUFFER};
 
 const DEVICE_TYPE: u32 = 42;
@@ -287,7 +293,7 @@ fn reset_clears_status_queues_and_features() {
     f.setup_queue(0, 8, 0x1000);
     f.setup_queue(1, 8, 0x2000);
     f.write(VIRTIO_MMIO_STATUS, DRIVER_OK);
-    f.transport.interrupt.signal_used(0);
+    f.transport.core.interrupt.signal_used(0);
     f.write(VIRTIO_MMIO_STATUS, 0);
     assert_eq!(f.record.lock().unwrap().resets, 1);
     assert_eq!(f.status(), 0);
@@ -306,8 +312,8 @@ fn reset_clears_status_queues_and_features() {
 #[test]
 fn interrupt_status_and_ack() {
     let mut f = fixture();
-    f.transport.interrupt.signal_used(0);
-    f.transport.interrupt.signal_config_change();
+    f.transport.core.interrupt.signal_used(0);
+    f.transport.core.interrupt.signal_config_change();
     let both = INT_USED_BUFFER | INT_CONFIG_CHANGE;
     assert_eq!(f.read(VIRTIO_MMIO_INTERRUPT_STATUS), both);
     assert_eq!(f.read(VIRTIO_MMIO_CONFIG_GENERATION), 1);
@@ -348,8 +354,11 @@ fn queue_notify_signals_the_kick_event() {
     assert_eq!(events, vec![0, 1]);
     f.write(VIRTIO_MMIO_QUEUE_NOTIFY, 1);
     f.write(VIRTIO_MMIO_QUEUE_NOTIFY, 7);
-    assert!(f.transport.kicks[0].read().is_err(), "queue 0 not kicked");
-    assert_eq!(f.transport.kicks[1].read().unwrap(), 1);
+    assert!(
+        f.transport.core.kicks[0].read().is_err(),
+        "queue 0 not kicked"
+    );
+    assert_eq!(f.transport.core.kicks[1].read().unwrap(), 1);
 }
 
 #[path = "mmio_reset_tests.rs"]

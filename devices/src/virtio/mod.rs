@@ -17,6 +17,7 @@ pub mod net;
 mod ring;
 pub mod rng;
 pub mod tap;
+mod transport;
 pub mod vsock;
 pub mod worker;
 
