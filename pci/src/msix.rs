@@ -96,8 +96,8 @@ impl MsixTable {
 
     /// The guest wrote the capability at `offset` of `space`
     /// ([`crate::ConfigWrite::Capability`]): takes its message control
-    /// word; returns the messages an unmask released.
-    pub fn control_written(&mut self, space: &ConfigSpace, offset: u8) -> Vec<MsiMessage> {
+    /// word; returns the vectors an unmask released, with their messages.
+    pub fn control_written(&mut self, space: &ConfigSpace, offset: u8) -> Vec<(u16, MsiMessage)> {
         let control = space.capability_body(offset, 2);
         self.set_control(u16::from_le_bytes([control[0], control[1]]))
     }
@@ -108,12 +108,18 @@ impl MsixTable {
     }
 
     /// Takes the capability's message control word as the guest left it;
-    /// returns the messages of pending vectors an unmask released.
-    pub fn set_control(&mut self, control: u16) -> Vec<MsiMessage> {
+    /// returns the pending vectors an unmask released, with their
+    /// messages (the sender may route each vector on its own).
+    pub fn set_control(&mut self, control: u16) -> Vec<(u16, MsiMessage)> {
         self.control = control & (CONTROL_ENABLE | CONTROL_FUNCTION_MASK);
         (0..self.entries.len())
-            .filter_map(|v| self.release(v))
+            .filter_map(|v| Some((v as u16, self.release(v)?)))
             .collect()
+    }
+
+    /// The number of vectors.
+    pub fn vectors(&self) -> u16 {
+        self.entries.len() as u16
     }
 
     /// A guest read of the table at `offset` (4 or 8 bytes, aligned);

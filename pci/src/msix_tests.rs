@@ -116,8 +116,8 @@ fn the_function_mask_holds_every_vector_and_releases_them_together() {
     assert_eq!(u64::from_le_bytes(pba[..8].try_into().unwrap()), 1 | 1 << 5);
     assert_eq!(u64::from_le_bytes(pba[8..].try_into().unwrap()), 1 << 5);
     let released = table.set_control(ENABLE);
-    let data: Vec<u32> = released.iter().map(|m| m.data).collect();
-    assert_eq!(data, vec![0x40, 0x45, 0x85]);
+    let data: Vec<(u16, u32)> = released.iter().map(|(v, m)| (*v, m.data)).collect();
+    assert_eq!(data, vec![(0, 0x40), (5, 0x45), (69, 0x85)]);
     assert!(table.set_control(ENABLE).is_empty());
 }
 
@@ -172,9 +172,12 @@ fn the_capability_in_configuration_space_drives_the_table() {
     let released = table.control_written(&space, offset);
     assert_eq!(
         released,
-        vec![MsiMessage {
-            address: 0xfee0_0000,
-            data: 0x51
-        }]
+        vec![(
+            0,
+            MsiMessage {
+                address: 0xfee0_0000,
+                data: 0x51
+            }
+        )]
     );
 }
