@@ -1,6 +1,7 @@
-//! virtio over MMIO: the transport and the devices behind it.
+//! virtio over MMIO and PCI: the transports and the devices behind them.
 //!
-//! [`MmioTransport`] is the register file a guest driver talks to; each
+//! [`MmioTransport`] and [`VirtioPci`] are what a guest driver talks to,
+//! both decoding onto one transport core; each
 //! device implements [`VirtioDevice`] and, once the driver sets DRIVER_OK,
 //! serves its queues on a [`worker`] thread.
 
@@ -14,6 +15,7 @@ mod io_stats;
 mod mmio;
 mod mmio_queue;
 pub mod net;
+pub mod pci;
 mod ring;
 pub mod rng;
 pub mod tap;
@@ -36,6 +38,7 @@ pub use interrupt::{
 };
 pub use io_stats::{IoStats, IoStatsSnapshot};
 pub use mmio::{MmioState, MmioTransport, QueueRegisters, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
+pub use pci::{MsiSink, MsixVectors, VirtioPci, NO_VECTOR};
 pub use ring::{add_used_batch, drain_queue, guarded, notify_since, pop_chain};
 
 pub use balloon::{Balloon, BalloonConfig, BalloonControl, BalloonState, BalloonStats};

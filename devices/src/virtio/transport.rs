@@ -153,6 +153,15 @@ impl TransportCore {
         }
     }
 
+    /// The page of accepted features that the driver feature select names.
+    pub(super) fn driver_features_page(&self) -> u32 {
+        match self.driver_features_sel {
+            0 => self.driver_features as u32,
+            1 => (self.driver_features >> 32) as u32,
+            _ => 0,
+        }
+    }
+
     /// Takes a page of the features the driver accepts: only while it
     /// negotiates (status DRIVER).
     pub(super) fn write_driver_features(&mut self, value: u32) {
