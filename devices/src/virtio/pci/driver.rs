@@ -69,6 +69,8 @@ pub struct Found {
     pub notify: u64,
     pub isr: u64,
     pub device: u64,
+    /// The PCI configuration access capability's offset.
+    pub pci_cfg: u16,
     /// Lengths by cfg_type (1..=4).
     pub lengths: [u32; 5],
     pub notify_multiplier: u32,
@@ -126,7 +128,9 @@ impl Driver {
                 let cfg_type = self.cfg_read(at + 3, 1) as usize;
                 assert_eq!(self.cfg_read(at + 4, 1), 0, "every structure in BAR0");
                 let offset = u64::from(self.cfg_read(at + 8, 4));
-                found.lengths[cfg_type] = self.cfg_read(at + 12, 4);
+                if cfg_type < 5 {
+                    found.lengths[cfg_type] = self.cfg_read(at + 12, 4);
+                }
                 match cfg_type {
                     1 => found.common = offset,
                     2 => {
@@ -135,6 +139,7 @@ impl Driver {
                     }
                     3 => found.isr = offset,
                     4 => found.device = offset,
+                    5 => found.pci_cfg = at,
                     _ => {}
                 }
             } else if id == 0x11 {
@@ -245,6 +250,26 @@ impl Driver {
         let off = self.common(QUEUE_NOTIFY_OFF, 2);
         let at = self.found.notify + off * u64::from(self.found.notify_multiplier);
         self.bar_write(at, 2, index.into());
+    }
+
+    /// Reads `len` bytes at `offset` of BAR0 through the PCI
+    /// configuration access capability.
+    pub fn pci_cfg_read(&mut self, offset: u64, len: usize) -> u32 {
+        self.point_pci_cfg(offset, len);
+        self.cfg_read(self.found.pci_cfg + 16, len)
+    }
+
+    /// Writes through the PCI configuration access capability.
+    pub fn pci_cfg_write(&mut self, offset: u64, len: usize, value: u32) {
+        self.point_pci_cfg(offset, len);
+        self.cfg_write(self.found.pci_cfg + 16, len, value);
+    }
+
+    fn point_pci_cfg(&mut self, offset: u64, len: usize) {
+        let cap = self.found.pci_cfg;
+        self.cfg_write(cap + 4, 1, 0);
+        self.cfg_write(cap + 8, 4, offset as u32);
+        self.cfg_write(cap + 12, 4, len as u32);
     }
 
     pub fn isr(&mut self) -> u8 {

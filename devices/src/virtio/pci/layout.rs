@@ -54,6 +54,15 @@ const COMMON_CFG: u8 = 1;
 const NOTIFY_CFG: u8 = 2;
 const ISR_CFG: u8 = 3;
 const DEVICE_CFG: u8 = 4;
+const PCI_CFG: u8 = 5;
+/// PCI configuration access capability: its `bar` byte, from its start.
+pub const PCI_CFG_BAR: u16 = 4;
+/// Its `offset` in the BAR.
+pub const PCI_CFG_OFFSET: u16 = 8;
+/// Its `length` of the access (1, 2 or 4).
+pub const PCI_CFG_LENGTH: u16 = 12;
+/// Its data window, where an access becomes a BAR access.
+pub const PCI_CFG_DATA: u16 = 16;
 
 /// What a BAR0 offset falls in, and the offset inside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +125,9 @@ fn class_code(device_type: u32) -> u32 {
 }
 
 /// Gives `space` BAR0 and the virtio capabilities for a device with
-/// `queues` queues (MSI-X is added by its owner).
-pub fn add_bar_and_capabilities(space: &mut ConfigSpace, queues: usize) {
+/// `queues` queues (MSI-X is added by its owner); returns the offset of
+/// the PCI configuration access capability.
+pub fn add_bar_and_capabilities(space: &mut ConfigSpace, queues: usize) -> u8 {
     let bar = Bar {
         kind: BarKind::Memory64 {
             prefetchable: false,
@@ -136,6 +146,20 @@ pub fn add_bar_and_capabilities(space: &mut ConfigSpace, queues: usize) {
     );
     add_virtio_capability(space, ISR_CFG, ISR, 1, &[]);
     add_virtio_capability(space, DEVICE_CFG, DEVICE, DEVICE_LEN as u32, &[]);
+    add_pci_cfg_capability(space)
+}
+
+/// `virtio_pci_cfg_cap`: a window onto BAR0 through configuration space,
+/// for firmware that cannot map the BAR. Its `bar`, `offset`, `length`
+/// and data are writable; the owner turns data accesses into BAR ones.
+fn add_pci_cfg_capability(space: &mut ConfigSpace) -> u8 {
+    let mut body = vec![20, PCI_CFG];
+    body.resize(18, 0);
+    let mut writable = vec![0u8; 18];
+    // From the body's start, two bytes into the capability.
+    writable[usize::from(PCI_CFG_BAR) - 2] = 0xff;
+    writable[usize::from(PCI_CFG_OFFSET) - 2..].fill(0xff);
+    space.add_capability(VENDOR_CAPABILITY, &body, &writable)
 }
 
 /// A `virtio_pci_cap` (and `extra`, the notify capability's multiplier),

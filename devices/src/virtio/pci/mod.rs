@@ -29,7 +29,8 @@ use pci::{ConfigSpace, ConfigWrite, PciFunction};
 use vmm_sys_util::eventfd::EventFd;
 
 use self::layout::{
-    Region, BAR_INDEX, MAX_QUEUES, MSIX_PBA, MSIX_TABLE, NOTIFY, NOTIFY_MULTIPLIER,
+    Region, BAR_INDEX, MAX_QUEUES, MSIX_PBA, MSIX_TABLE, NOTIFY, NOTIFY_MULTIPLIER, PCI_CFG_BAR,
+    PCI_CFG_DATA, PCI_CFG_LENGTH, PCI_CFG_OFFSET,
 };
 use super::transport::TransportCore;
 use super::worker::Worker;
@@ -44,6 +45,7 @@ pub struct VirtioPci {
     config: ConfigSpace,
     msix: Arc<MsixVectors>,
     msix_capability: u8,
+    pci_cfg_capability: u8,
 }
 
 impl VirtioPci {
@@ -65,7 +67,7 @@ impl VirtioPci {
         let msix = Arc::new(MsixVectors::new(queues, sink));
         let interrupt = Interrupt::with_vectors(intx, msix.clone());
         let mut config = ConfigSpace::new(layout::header(device.device_type()));
-        layout::add_bar_and_capabilities(&mut config, queues);
+        let pci_cfg_capability = layout::add_bar_and_capabilities(&mut config, queues);
         let msix_capability =
             msix.add_capability(&mut config, BAR_INDEX, MSIX_TABLE as u32, MSIX_PBA as u32);
         let core = TransportCore::new("virtio-pci", mem, interrupt, device)?;
@@ -74,6 +76,7 @@ impl VirtioPci {
             config,
             msix,
             msix_capability,
+            pci_cfg_capability,
         })
     }
 
@@ -171,12 +174,63 @@ fn notify_offset(index: u32) -> u64 {
     NOTIFY + u64::from(index) * u64::from(NOTIFY_MULTIPLIER)
 }
 
+impl VirtioPci {
+    fn read_bar(&self, offset: u64, data: &mut [u8]) {
+        match Region::at(offset) {
+            Some(Region::Common(at)) => common::read(&self.core, &self.msix, at, data),
+            Some(Region::Isr(at)) => self.read_isr(at, data),
+            Some(Region::Device(at)) if at < layout::DEVICE_LEN => self.core.read_config(at, data),
+            Some(Region::MsixTable(at)) => self.msix.read_table(at, data),
+            Some(Region::MsixPba(at)) => self.msix.read_pba(at, data),
+            _ => data.fill(0),
+        }
+    }
+
+    fn write_bar(&mut self, offset: u64, data: &[u8]) {
+        match Region::at(offset) {
+            Some(Region::Common(at)) => common::write(&mut self.core, &self.msix, at, data),
+            Some(Region::Device(at)) => self.core.write_config(at, data),
+            Some(Region::Notify(at)) => self.write_notify(at, data),
+            Some(Region::MsixTable(at)) => self.msix.write_table(at, data),
+            _ => debug!("virtio-pci: write at BAR offset {offset:#x} ignored"),
+        }
+    }
+
+    /// The BAR0 access the PCI configuration access capability names for
+    /// a data access at `register` of `len` bytes: its offset, if the
+    /// access covers the data window's first `length` bytes, `bar` is 0
+    /// and `length` is 1, 2 or 4.
+    fn pci_cfg_window(&self, register: u16, len: usize) -> Option<u64> {
+        let cap = u16::from(self.pci_cfg_capability);
+        if register != cap + PCI_CFG_DATA {
+            return None;
+        }
+        let field = |at: u16, width: usize| {
+            let mut bytes = [0u8; 4];
+            self.config.read(cap + at, &mut bytes[..width]);
+            u32::from_le_bytes(bytes)
+        };
+        let length = field(PCI_CFG_LENGTH, 4) as usize;
+        let usable = field(PCI_CFG_BAR, 1) == u32::from(BAR_INDEX)
+            && matches!(length, 1 | 2 | 4)
+            && len == length;
+        usable.then(|| u64::from(field(PCI_CFG_OFFSET, 4)))
+    }
+}
+
 impl PciFunction for VirtioPci {
     fn read_config(&self, register: u16, data: &mut [u8]) {
-        self.config.read(register, data);
+        match self.pci_cfg_window(register, data.len()) {
+            Some(offset) => self.read_bar(offset, data),
+            None => self.config.read(register, data),
+        }
     }
 
     fn write_config(&mut self, register: u16, data: &[u8]) -> ConfigWrite {
+        if let Some(offset) = self.pci_cfg_window(register, data.len()) {
+            self.write_bar(offset, data);
+            return ConfigWrite::Nothing;
+        }
         let change = self.config.write(register, data);
         if change
             == (ConfigWrite::Capability {
@@ -193,24 +247,11 @@ impl PciFunction for VirtioPci {
 /// BAR0, by offset.
 impl BusDevice for VirtioPci {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        match Region::at(offset) {
-            Some(Region::Common(at)) => common::read(&self.core, &self.msix, at, data),
-            Some(Region::Isr(at)) => self.read_isr(at, data),
-            Some(Region::Device(at)) if at < layout::DEVICE_LEN => self.core.read_config(at, data),
-            Some(Region::MsixTable(at)) => self.msix.read_table(at, data),
-            Some(Region::MsixPba(at)) => self.msix.read_pba(at, data),
-            _ => data.fill(0),
-        }
+        self.read_bar(offset, data);
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        match Region::at(offset) {
-            Some(Region::Common(at)) => common::write(&mut self.core, &self.msix, at, data),
-            Some(Region::Device(at)) => self.core.write_config(at, data),
-            Some(Region::Notify(at)) => self.write_notify(at, data),
-            Some(Region::MsixTable(at)) => self.msix.write_table(at, data),
-            _ => debug!("virtio-pci: write at BAR offset {offset:#x} ignored"),
-        }
+        self.write_bar(offset, data);
     }
 }
 

@@ -340,3 +340,23 @@ fn features_ok_is_refused_for_bits_not_offered_or_without_version_1() {
     d.setup_queue(0, 16, RING, 0);
     assert_eq!(d.common(QUEUE_ENABLE, 2), 0);
 }
+
+#[test]
+fn the_pci_configuration_window_reaches_bar0() {
+    let mut d = rng();
+    assert_ne!(d.found.pci_cfg, 0, "capability type 5 found");
+    let common = d.found.common;
+    d.pci_cfg_write(common + DEVICE_STATUS, 1, ACKNOWLEDGE as u32);
+    assert_eq!(d.common(DEVICE_STATUS, 1), ACKNOWLEDGE);
+    assert_eq!(d.pci_cfg_read(common + NUM_QUEUES, 2), 1);
+    d.set_common(DEVICE_FEATURE_SELECT, 4, 1);
+    assert_eq!(d.pci_cfg_read(common + DEVICE_FEATURE, 4), 1, "VERSION_1");
+    // A data access of another width than `length`, or another BAR:
+    // plain configuration space, no BAR access.
+    d.cfg_write(d.found.pci_cfg + 12, 4, 4);
+    assert_eq!(d.cfg_read(d.found.pci_cfg + 16, 2), 0);
+    d.cfg_write(d.found.pci_cfg + 4, 1, 2);
+    assert_eq!(d.cfg_read(d.found.pci_cfg + 16, 4), 0);
+    d.cfg_write(d.found.pci_cfg + 16, 4, 0);
+    assert_eq!(d.common(DEVICE_STATUS, 1), ACKNOWLEDGE, "no reset written");
+}
