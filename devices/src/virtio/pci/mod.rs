@@ -259,3 +259,5 @@ impl BusDevice for VirtioPci {
 mod driver;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod block_tests;
