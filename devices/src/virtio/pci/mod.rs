@@ -256,8 +256,8 @@ impl BusDevice for VirtioPci {
 }
 
 #[cfg(test)]
+mod block_tests;
+#[cfg(test)]
 mod driver;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod block_tests;
