@@ -1,9 +1,10 @@
 //! tandem's device models: the buses exits are dispatched on, the legacy
-//! devices every guest needs, and virtio over MMIO.
+//! devices every guest needs, and virtio over MMIO and PCI.
 //!
 //! Nothing here knows about an architecture or an interrupt controller:
 //! devices raise interrupts through [`IrqTrigger`] (an `EventFd` the VMM
-//! binds to a GSI with KVM_IRQFD) and ask the VMM to stop through
+//! binds to a GSI with KVM_IRQFD), virtio-pci's MSI-X vectors through a
+//! `virtio::MsiSink` the VMM provides, and ask the VMM to stop through
 //! [`ExitSignal`].
 
 pub mod bus;

@@ -88,7 +88,8 @@ impl VirtioPci {
 
     /// Each queue's notify address as an offset in BAR0, its index and its
     /// kick `EventFd`: one KVM_IOEVENTFD each, at BAR0's address plus the
-    /// offset, any 2-byte write (the driver writes the queue index).
+    /// offset, without datamatch (the driver writes the 16-bit queue
+    /// index; length 0 matches any width).
     pub fn notify_events(&self) -> Vec<(u64, u32, &EventFd)> {
         self.core
             .queue_events()
