@@ -210,6 +210,9 @@ impl DeviceManager {
                     manager.place(info, Arc::new(Mutex::new(DebugExit::new(exit.clone()))))?;
                 }
                 DeviceKind::VirtioMmio => bail!("virtio devices are not platform devices"),
+                DeviceKind::PciEcam | DeviceKind::PciConfigPorts => {
+                    bail!("the PCI host bridge is not wired to the buses yet (docs/pci.md)")
+                }
             }
         }
         Ok(manager)
@@ -367,6 +370,12 @@ mod tests {
             ram: Vec::new(),
             device_mmio: 0xd000_0000..0xd000_3000,
             device_irqs: 5..7,
+            pci: arch::PciLayout {
+                ecam: 0xe000_0000..0xe010_0000,
+                mmio32: 0xc000_0000..0xd000_0000,
+                mmio64: 0x1_0000_0000..0x2_0000_0000,
+                intx_irqs: [20, 21, 22, 23],
+            },
         };
         let mut manager = DeviceManager::new(
             &layout,

@@ -259,6 +259,7 @@ impl VmResources {
             dump_fdt: self.dump_fdt.clone(),
             debug_exit: self.debug_exit,
             legacy_pit: self.legacy_pit,
+            pci: false,
         })
     }
 }

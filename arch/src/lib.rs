@@ -63,6 +63,9 @@ pub struct VmConfig {
     /// when the CPU has a TSC-deadline LAPIC timer, which every KVM guest
     /// has; destroying a VM with a PIT costs KVM about 15 ms more.
     pub legacy_pit: bool,
+    /// A PCIe host bridge ([`MemoryLayout::pci`]): virtio devices are
+    /// PCI functions on it instead of virtio-mmio transports.
+    pub pci: bool,
 }
 
 /// The address space a device is reached through.
@@ -88,6 +91,13 @@ pub enum DeviceKind {
     AcpiSleep,
     /// A virtio-mmio transport.
     VirtioMmio,
+    /// The PCIe host bridge's ECAM configuration window (bus 0); the
+    /// machine's [`PciLayout`] says where its BARs and INTx lines go. Its
+    /// presence is what puts PCI in the boot tables (ACPI MCFG and PCI0,
+    /// or the FDT's `pci-host-ecam-generic` node).
+    PciEcam,
+    /// x86's legacy PCI configuration ports 0xcf8-0xcff.
+    PciConfigPorts,
     /// The debug-exit port: a write ends the run with a status the guest
     /// chose.
     DebugExit,
@@ -119,6 +129,24 @@ pub struct MemoryLayout {
     pub device_mmio: Range<u64>,
     /// Interrupt lines (GSIs) free for those devices.
     pub device_irqs: Range<u32>,
+    /// Where a PCI host bridge goes, if the VM has one.
+    pub pci: PciLayout,
+}
+
+/// The guest-physical places of a PCIe host bridge, chosen by each back
+/// end inside its map and IPA limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciLayout {
+    /// ECAM configuration space of bus 0 (1 MiB).
+    pub ecam: Range<u64>,
+    /// The window 32-bit memory BARs are placed in (below 4 GiB).
+    pub mmio32: Range<u64>,
+    /// The window 64-bit prefetchable memory BARs are placed in.
+    pub mmio64: Range<u64>,
+    /// INTx lines (GSIs) of pins A-D after the standard swizzle: a
+    /// device in slot `s` with pin `p` (0 = INTA) raises
+    /// `intx_irqs[(s + p) % 4]`.
+    pub intx_irqs: [u32; 4],
 }
 
 /// Guest time as it stood when the VM was paused, so that resume can hide

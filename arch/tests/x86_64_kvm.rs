@@ -44,6 +44,7 @@ fn config(vcpus: u8, kernel: PathBuf) -> VmConfig {
         dump_fdt: None,
         debug_exit: false,
         legacy_pit: false,
+        pci: false,
     }
 }
 

@@ -10,8 +10,11 @@
 //!   0x0900_0000  16550 UART                 4 KiB, SPI 1
 //!   0x0901_0000  PL031 RTC                  4 KiB, SPI 2
 //!   0x0a00_0000  virtio-mmio window         32 MiB, SPIs 8..96
+//!   0x0c00_0000  PCI ECAM (bus 0)           1 MiB; INTx on SPIs 4..8
+//!   0x1000_0000  PCI 32-bit BAR window      512 MiB
 //!   0x8000_0000  RAM                        kernel at the start, initrd and
 //!                                           device tree at the end
+//!   (1 GiB aligned above RAM) PCI 64-bit BAR window, 4 GiB
 //! ```
 //! Every MMIO slot is 64 KiB aligned so the map holds for 64 KiB host pages.
 
@@ -20,7 +23,7 @@ use std::ops::Range;
 use fdt::Region;
 use vm_memory::GuestAddress;
 
-use crate::{Error, MemoryLayout, Result};
+use crate::{Error, MemoryLayout, PciLayout, Result};
 
 /// GIC distributor (GICv3 size; GICv2 uses the first 4 KiB).
 pub const GIC_DIST: Region = Region::new(0x0800_0000, 0x1_0000);
@@ -46,6 +49,14 @@ pub const SERIAL_SPI: u32 = 1;
 pub const RTC_SPI: u32 = 2;
 /// SPIs handed to virtio devices.
 pub const DEVICE_SPIS: Range<u32> = 8..96;
+/// The PCI host bridge's ECAM window, bus 0 only.
+pub const PCI_ECAM: Range<u64> = 0x0c00_0000..0x0c10_0000;
+/// Where 32-bit memory BARs go, below RAM.
+pub const PCI_MMIO32: Range<u64> = 0x1000_0000..0x3000_0000;
+/// SPIs of PCI INTA-INTD (after the swizzle).
+pub const PCI_INTX_SPIS: [u32; 4] = [4, 5, 6, 7];
+/// Size of the 64-bit BAR window, placed 1 GiB aligned above RAM.
+pub const PCI_MMIO64_SIZE: u64 = 4 << 30;
 /// Interrupt lines the VGIC is sized for: 32 private ones, then the SPIs.
 pub const VGIC_NR_IRQS: u32 = 32 + DEVICE_SPIS.end;
 /// Start of RAM: 2 GiB, above every device.
@@ -106,10 +117,17 @@ pub fn memory_layout(memory_size: u64, page_size: u64) -> Result<MemoryLayout> {
     let size = align_up(memory_size, page_size)
         .filter(|size| RAM_BASE.checked_add(*size).is_some())
         .ok_or_else(|| Error::Config(format!("memory size {memory_size:#x} is too large")))?;
+    let mmio64_start = (RAM_BASE + size).next_multiple_of(1 << 30);
     Ok(MemoryLayout {
         ram: vec![(GuestAddress(RAM_BASE), size)],
         device_mmio: VIRTIO_MMIO,
         device_irqs: DEVICE_SPIS,
+        pci: PciLayout {
+            ecam: PCI_ECAM,
+            mmio32: PCI_MMIO32,
+            mmio64: mmio64_start..mmio64_start + PCI_MMIO64_SIZE,
+            intx_irqs: PCI_INTX_SPIS,
+        },
     })
 }
 

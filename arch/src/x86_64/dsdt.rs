@@ -147,6 +147,8 @@ pub fn dsdt(devices: &[DeviceInfo]) -> Result<Vec<u8>> {
                 return Err(config_err(device, "too many devices of this kind"))
             }
             DeviceKind::Rtc | DeviceKind::AcpiSleep | DeviceKind::DebugExit => continue,
+            // Described by the PCI0 device and MCFG, not one by one.
+            DeviceKind::PciEcam | DeviceKind::PciConfigPorts => continue,
         };
         system_bus.extend_from_slice(&bytes);
     }

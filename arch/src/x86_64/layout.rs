@@ -14,17 +14,20 @@
 //! 0x000e_0000  RSDP, then ACPI tables    │ (0xa0000..0xe0000 unreported)
 //! 0x000f_fff0  reset-vector stub         │
 //! 0x0010_0000  kernel load area and RAM ─┘
-//! 0xc000_0000  32-bit hole: device MMIO window 0xd000_0000..0xe000_0000,
+//! 0xc000_0000  32-bit hole: PCI 32-bit BAR window to 0xd000_0000,
+//!              virtio-mmio window 0xd000_0000..0xe000_0000, PCI ECAM
+//!              (bus 0) 0xe000_0000..0xe010_0000,
 //!              identity map page 0xfffb_c000, TSS 0xfffb_d000,
 //!              IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000
-//! 0x1_0000_0000  RAM beyond the first 3 GiB
+//! 0x1_0000_0000  RAM beyond the first 3 GiB, then (1 GiB aligned) the
+//!                PCI 64-bit BAR window, 4 GiB
 //! ```
 
 use std::ops::Range;
 
 use vm_memory::GuestAddress;
 
-use crate::{Error, MemoryLayout, Result};
+use crate::{Error, MemoryLayout, PciLayout, Result};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -83,13 +86,22 @@ pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
 /// Addresses free for virtio-mmio transports.
 pub const DEVICE_MMIO: Range<u64> = 0xd000_0000..0xe000_0000;
 /// IOAPIC pins free for devices (0-4 are the PIT, keyboard, cascade and
-/// COM ports; the IOAPIC has 24).
-pub const DEVICE_IRQS: Range<u32> = 5..24;
+/// COM ports; 20-23 are PCI's INTx lines; the IOAPIC has 24).
+pub const DEVICE_IRQS: Range<u32> = 5..20;
+/// The PCI host bridge's ECAM window, bus 0 only.
+pub const PCI_ECAM: Range<u64> = 0xe000_0000..0xe010_0000;
+/// Where 32-bit memory BARs go: the hole below the virtio-mmio window.
+pub const PCI_MMIO32: Range<u64> = MMIO_HOLE_START..DEVICE_MMIO.start;
+/// IOAPIC pins of PCI INTA-INTD (after the swizzle).
+pub const PCI_INTX_IRQS: [u32; 4] = [20, 21, 22, 23];
+/// Size of the 64-bit BAR window, placed 1 GiB aligned above RAM.
+pub const PCI_MMIO64_SIZE: u64 = 4 * GIB;
 
 // The device window and the pages KVM and the APICs claim all sit in the
 // hole, apart from each other.
 const _: () = {
-    assert!(DEVICE_MMIO.start >= MMIO_HOLE_START && DEVICE_MMIO.end <= IOAPIC_ADDR);
+    assert!(DEVICE_MMIO.start >= MMIO_HOLE_START && DEVICE_MMIO.end <= PCI_ECAM.start);
+    assert!(PCI_ECAM.end <= IOAPIC_ADDR);
     assert!(IOAPIC_ADDR < LAPIC_ADDR && LAPIC_ADDR < KVM_IDENTITY_MAP_ADDR);
     assert!(KVM_IDENTITY_MAP_ADDR + PAGE_SIZE <= KVM_TSS_ADDR);
     assert!(KVM_TSS_ADDR + 3 * PAGE_SIZE <= HIGH_RAM_START);
@@ -156,10 +168,19 @@ pub fn ram_regions(size: u64) -> Vec<(GuestAddress, u64)> {
 
 /// The layout the core maps for `size` bytes of RAM.
 pub fn memory_layout(size: u64) -> MemoryLayout {
+    let ram = ram_regions(size);
+    let ram_end = ram.last().map_or(0, |(start, len)| start.0 + len);
+    let mmio64_start = ram_end.max(HIGH_RAM_START).next_multiple_of(GIB);
     MemoryLayout {
-        ram: ram_regions(size),
+        ram,
         device_mmio: DEVICE_MMIO,
         device_irqs: DEVICE_IRQS,
+        pci: PciLayout {
+            ecam: PCI_ECAM,
+            mmio32: PCI_MMIO32,
+            mmio64: mmio64_start..mmio64_start + PCI_MMIO64_SIZE,
+            intx_irqs: PCI_INTX_IRQS,
+        },
     }
 }
 

@@ -395,6 +395,7 @@ mod tests {
             dump_fdt: None,
             debug_exit: false,
             legacy_pit: false,
+            pci: false,
         }
     }
 
