@@ -119,6 +119,17 @@ pub struct DeviceInfo {
     pub irq: Option<u32>,
 }
 
+/// The host bridge's ECAM window of `layout` as a device of the machine.
+pub fn pci_ecam_device(layout: &MemoryLayout) -> DeviceInfo {
+    DeviceInfo {
+        kind: DeviceKind::PciEcam,
+        space: AddressSpace::Mmio,
+        base: layout.pci.ecam.start,
+        len: layout.pci.ecam.end - layout.pci.ecam.start,
+        irq: None,
+    }
+}
+
 /// The guest-physical layout a back end chose for a [`VmConfig`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryLayout {

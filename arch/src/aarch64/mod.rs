@@ -39,6 +39,8 @@ pub struct AArch64 {
     layout: MemoryLayout,
     page_size: u64,
     vgic: Vgic,
+    /// Whether the VM has a PCI host bridge.
+    pci: bool,
 }
 
 /// The single RAM region of `layout`.
@@ -158,6 +160,7 @@ impl Arch for AArch64 {
                 layout,
                 page_size,
                 vgic,
+                pci: config.pci,
             },
             vm,
         ))
@@ -174,7 +177,11 @@ impl Arch for AArch64 {
     }
 
     fn platform_devices(&self) -> Vec<DeviceInfo> {
-        platform_devices()
+        let mut devices = platform_devices();
+        if self.pci {
+            devices.push(crate::pci_ecam_device(&self.layout));
+        }
+        devices
     }
 
     fn create_vcpu(&self, vm: &VmFd, index: u8) -> Result<VcpuFd> {

@@ -59,6 +59,9 @@ const ACPI_SLEEP_LEN: u64 = 2;
 /// kvm-unit-tests writes to; 4 ports so a 32-bit write lands whole.
 const DEBUG_EXIT_PORT: u64 = 0xf4;
 const DEBUG_EXIT_LEN: u64 = 4;
+/// CONFIG_ADDRESS (0xcf8) and CONFIG_DATA (0xcfc-0xcff).
+const PCI_CONFIG_PORT: u64 = 0xcf8;
+const PCI_CONFIG_LEN: u64 = 8;
 
 /// The x86_64 back end.
 #[derive(Debug)]
@@ -70,6 +73,8 @@ pub struct X86_64 {
     debug_exit: bool,
     /// Whether the VM has an in-kernel PIT.
     legacy_pit: bool,
+    /// Whether the VM has a PCI host bridge.
+    pci: bool,
     /// KVM_GET_SUPPORTED_CPUID, normalised per vCPU in `create_vcpu`.
     supported_cpuid: Vec<kvm_cpuid_entry2>,
     /// Whether vCPUs can report their TSC frequency (KVM_CAP_GET_TSC_KHZ).
@@ -206,6 +211,7 @@ impl Arch for X86_64 {
             vcpus: config.vcpus,
             debug_exit: config.debug_exit,
             legacy_pit: config.legacy_pit,
+            pci: config.pci,
             supported_cpuid,
             tsc_khz_known: kvm.check_extension(Cap::GetTscKhz),
             msr_indices: kvm
@@ -260,6 +266,15 @@ impl Arch for X86_64 {
                 DeviceKind::DebugExit,
                 DEBUG_EXIT_PORT,
                 DEBUG_EXIT_LEN,
+                None,
+            ));
+        }
+        if self.pci {
+            devices.push(crate::pci_ecam_device(&self.layout));
+            devices.push(pio(
+                DeviceKind::PciConfigPorts,
+                PCI_CONFIG_PORT,
+                PCI_CONFIG_LEN,
                 None,
             ));
         }
@@ -465,6 +480,7 @@ mod tests {
             vcpus: 1,
             debug_exit,
             legacy_pit: false,
+            pci: false,
             supported_cpuid: vec![],
             tsc_khz_known: false,
             msr_indices: vec![],
