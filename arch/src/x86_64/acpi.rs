@@ -1,7 +1,8 @@
 //! ACPI tables for a hardware-reduced PC: RSDP → XSDT → FADT (sleep and
-//! reset registers, IA-PC boot flags, DSDT pointer) and MADT (one local
-//! APIC per vCPU, one IOAPIC), written into the BIOS area at
-//! [`ACPI_START`] which the e820 map reserves.
+//! reset registers, IA-PC boot flags, DSDT pointer), MADT (one local
+//! APIC per vCPU, one IOAPIC) and, with a PCI host bridge, MCFG
+//! (`pci_tables`), written into the BIOS area at [`ACPI_START`] which the
+//! e820 map reserves.
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
@@ -16,8 +17,9 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::dsdt::dsdt;
 use super::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};
+use super::pci_tables::PciHost;
 use super::reset_vector::{I8042_COMMAND_OFFSET, I8042_RESET_COMMAND, RESET_VECTOR};
-use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, Result};
+use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, PciLayout, Result};
 
 /// OEM ID in every table header.
 pub const OEM_ID: [u8; 6] = *b"TANDEM";
@@ -108,18 +110,27 @@ impl TableWriter<'_> {
     }
 }
 
-/// Writes all tables and returns the RSDP's address.
-pub fn write_acpi_tables(mem: &GuestMemoryMmap, vcpus: u8, devices: &[DeviceInfo]) -> Result<u64> {
+/// Writes all tables for `devices` and returns the RSDP's address. `pci`
+/// places the host bridge's windows when `devices` has one.
+pub fn write_acpi_tables(
+    mem: &GuestMemoryMmap,
+    vcpus: u8,
+    devices: &[DeviceInfo],
+    pci: &PciLayout,
+) -> Result<u64> {
     let mut writer = TableWriter {
         mem,
         next: ACPI_START + Rsdp::len() as u64,
     };
-    let dsdt_addr = writer.write(&dsdt(devices)?)?;
+    let dsdt_addr = writer.write(&dsdt(devices, pci)?)?;
     let fadt_addr = writer.write(&fadt(dsdt_addr, devices))?;
     let madt_addr = writer.write(&madt(vcpus))?;
     let mut xsdt = XSDT::new(OEM_ID, *b"TANDXSDT", 1);
     xsdt.add_entry(fadt_addr);
     xsdt.add_entry(madt_addr);
+    if let Some(host) = PciHost::find(devices, pci) {
+        xsdt.add_entry(writer.write(&host.mcfg()?)?);
+    }
     let xsdt_addr = writer.write(&to_bytes(&xsdt))?;
     mem.write_slice(
         &to_bytes(&Rsdp::new(OEM_ID, xsdt_addr)),
@@ -129,5 +140,7 @@ pub fn write_acpi_tables(mem: &GuestMemoryMmap, vcpus: u8, devices: &[DeviceInfo
     Ok(ACPI_START)
 }
 
+#[cfg(test)]
+mod pci_tests;
 #[cfg(test)]
 mod tests;

@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn zero_page_fields() {
-        let e820 = e820_map(5 << 30);
+        let e820 = e820_map(5 << 30, None);
         let info = BootInfo {
             e820: &e820,
             cmdline_len: 42,
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn elf_kernels_get_a_minimal_header() {
-        let e820 = e820_map(256 * MIB);
+        let e820 = e820_map(256 * MIB, None);
         let info = BootInfo {
             e820: &e820,
             cmdline_len: 0,
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn pvh_start_info_in_memory() {
-        let e820 = e820_map(6 << 30);
+        let e820 = e820_map(6 << 30, None);
         let info = BootInfo {
             e820: &e820,
             cmdline_len: 10,
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn pvh_without_initrd_has_no_modules() {
-        let e820 = e820_map(128 * MIB);
+        let e820 = e820_map(128 * MIB, None);
         let info = BootInfo {
             e820: &e820,
             cmdline_len: 0,

@@ -2,7 +2,8 @@
 //! package (soft-off through the FADT sleep registers), the COM ports, the
 //! i8042 as a `PNP0303` keyboard, and every virtio-mmio transport as an
 //! `LNRO0005` device with its registers and interrupt — the only way x86
-//! kernels without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` find them.
+//! kernels without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` find them — and,
+//! with a PCI host bridge, the devices `pci_tables` describes it with.
 
 use acpi_tables::aml::{
     self, Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, IO,
@@ -11,8 +12,9 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 
 use super::acpi::OEM_ID;
+use super::pci_tables::PciHost;
 use super::reset_vector::I8042_COMMAND_OFFSET;
-use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, Result};
+use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, PciLayout, Result};
 
 /// SLP_TYP for S5. The AcpiSleep device model powers off on exactly this
 /// value (devices::legacy::acpi_sleep::S5_SLEEP_TYPE).
@@ -123,8 +125,9 @@ fn virtio_mmio_device(uid: usize, device: &DeviceInfo) -> Result<Vec<u8>> {
 }
 
 /// The complete DSDT for `devices`. `\_S5_` is declared only when the
-/// machine has the sleep registers to act on it.
-pub fn dsdt(devices: &[DeviceInfo]) -> Result<Vec<u8>> {
+/// machine has the sleep registers to act on it, the PCI host bridge only
+/// when it has a [`DeviceKind::PciEcam`] (placed by `pci`).
+pub fn dsdt(devices: &[DeviceInfo], pci: &PciLayout) -> Result<Vec<u8>> {
     let mut system_bus = Vec::new();
     let mut serial_count = 0;
     let mut virtio_count = 0;
@@ -147,10 +150,13 @@ pub fn dsdt(devices: &[DeviceInfo]) -> Result<Vec<u8>> {
                 return Err(config_err(device, "too many devices of this kind"))
             }
             DeviceKind::Rtc | DeviceKind::AcpiSleep | DeviceKind::DebugExit => continue,
-            // Described by the PCI0 device and MCFG, not one by one.
+            // Described together by PCI0, below.
             DeviceKind::PciEcam | DeviceKind::PciConfigPorts => continue,
         };
         system_bus.extend_from_slice(&bytes);
+    }
+    if let Some(host) = PciHost::find(devices, pci) {
+        system_bus.extend(host.dsdt_devices()?);
     }
 
     let mut body = Vec::new();

@@ -192,7 +192,12 @@ pub fn low_ram_end(size: u64) -> u64 {
 
 /// The e820 map for `size` bytes of RAM, sorted and non-overlapping. The
 /// VGA/option-ROM range 0xa0000..0xe0000 is left out entirely, as on PCs.
-pub fn e820_map(size: u64) -> Vec<E820Entry> {
+///
+/// `pci_ecam`, the host bridge's ECAM window when the VM has one (it lies
+/// in the 32-bit hole), is listed as reserved: Linux uses an MCFG window
+/// only once firmware has reserved it, and before ACPI is up (the early
+/// MMCONFIG probe) e820 is the reservation it checks.
+pub fn e820_map(size: u64, pci_ecam: Option<Range<u64>>) -> Vec<E820Entry> {
     let entry = |addr, end: u64, kind| E820Entry {
         addr,
         size: end - addr,
@@ -211,6 +216,14 @@ pub fn e820_map(size: u64) -> Vec<E820Entry> {
             E820Kind::Ram,
         ));
     }
+    if let Some(ecam) = pci_ecam {
+        debug_assert!(
+            ecam.start >= MMIO_HOLE_START && ecam.end <= HIGH_RAM_START,
+            "ECAM {ecam:x?} outside the 32-bit hole"
+        );
+        map.push(entry(ecam.start, ecam.end, E820Kind::Reserved));
+        map.sort_by_key(|e| e.addr);
+    }
     map
 }
 
@@ -225,25 +238,53 @@ mod tests {
             .sum()
     }
 
-    fn check_map(size: u64) {
-        let map = e820_map(size);
+    /// Checks the map for `size` bytes, without PCI and with the ECAM
+    /// window reserved, and returns the one without.
+    fn check_map(size: u64) -> Vec<E820Entry> {
+        let plain = e820_map(size, None);
+        let with_pci = e820_map(size, Some(PCI_ECAM));
+        check_entries(size, &plain);
+        check_entries(size, &with_pci);
+        let in_hole = |map: &[E820Entry]| -> Vec<E820Entry> {
+            map.iter()
+                .filter(|e| e.addr >= MMIO_HOLE_START && e.addr < HIGH_RAM_START)
+                .copied()
+                .collect()
+        };
+        assert_eq!(in_hole(&plain), [], "{size:#x}: nothing in the hole");
+        assert_eq!(
+            in_hole(&with_pci),
+            [E820Entry {
+                addr: PCI_ECAM.start,
+                size: PCI_ECAM.end - PCI_ECAM.start,
+                kind: E820Kind::Reserved
+            }],
+            "{size:#x}: only the ECAM window in the hole"
+        );
+        let mut without_ecam = with_pci.clone();
+        without_ecam.retain(|e| e.addr != PCI_ECAM.start);
+        assert_eq!(without_ecam, plain, "{size:#x}: the rest unchanged");
+        plain
+    }
+
+    fn check_entries(size: u64, map: &[E820Entry]) {
         for pair in map.windows(2) {
             assert!(
                 pair[0].addr + pair[0].size <= pair[1].addr,
                 "{size:#x}: {pair:?} unsorted or overlapping"
             );
         }
-        for e in &map {
+        for e in map {
             assert!(e.size > 0, "{size:#x}: empty entry {e:?}");
             let end = e.addr + e.size;
             assert!(
-                end <= MMIO_HOLE_START || e.addr >= HIGH_RAM_START,
+                e.kind != E820Kind::Ram || end <= MMIO_HOLE_START || e.addr >= HIGH_RAM_START,
                 "{size:#x}: {e:?} reaches into the MMIO hole"
             );
         }
         // Everything but the firmware areas below 1 MiB is RAM.
         assert_eq!(
-            ram_total(&map),
+            ram_total(map),
             size - (HIMEM_START - EBDA_START),
             "{size:#x}"
         );
@@ -262,8 +303,7 @@ mod tests {
 
     #[test]
     fn e820_small_guest_has_no_high_ram() {
-        let map = e820_map(128 * MIB);
-        check_map(128 * MIB);
+        let map = check_map(128 * MIB);
         assert_eq!(map.len(), 4);
         assert_eq!(map[3].addr + map[3].size, 128 * MIB);
         assert_eq!(ram_regions(128 * MIB), vec![(GuestAddress(0), 128 * MIB)]);
@@ -272,8 +312,7 @@ mod tests {
     #[test]
     fn e820_large_guest_splits_around_the_hole() {
         let size = 5 * GIB;
-        check_map(size);
-        let map = e820_map(size);
+        let map = check_map(size);
         assert_eq!(map[3].addr + map[3].size, MMIO_HOLE_START);
         assert_eq!(
             map[4],
@@ -305,7 +344,7 @@ mod tests {
             check_map(size);
         }
         assert_eq!(
-            e820_map(3 * GIB).len(),
+            e820_map(3 * GIB, None).len(),
             4,
             "exactly 3 GiB needs no high RAM"
         );

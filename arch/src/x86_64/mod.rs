@@ -1,6 +1,7 @@
-//! The x86_64 back end: a PC without PCI or legacy firmware — in-kernel
-//! LAPICs, IOAPIC and PIT, a COM port, an i8042 (keyboard and reset line),
-//! ACPI sleep registers and optionally a debug-exit port — booting Linux
+//! The x86_64 back end: a PC without legacy firmware — in-kernel LAPICs,
+//! IOAPIC and PIT, a COM port, an i8042 (keyboard and reset line), ACPI
+//! sleep registers, optionally a debug-exit port and a PCIe host bridge
+//! (ECAM and ports 0xcf8-0xcff, described by MCFG and the DSDT) — booting Linux
 //! through the 64-bit boot protocol (bzImage, ELF) or PVH (ELF with the PVH
 //! note), described by ACPI, or a multiboot (v1) image such as a
 //! kvm-unit-tests test.
@@ -9,6 +10,8 @@
 //! concern it calls on lives in its own module.
 
 mod acpi;
+#[cfg(test)]
+mod aml_reader;
 mod boot_info;
 mod cpuid;
 mod dsdt;
@@ -20,6 +23,7 @@ mod loader;
 mod msr;
 mod multiboot_info;
 mod paging;
+mod pci_tables;
 mod regs;
 mod reset_vector;
 mod seccomp;
@@ -104,8 +108,15 @@ fn validate_config(config: &VmConfig, kvm_max_vcpus: usize, host_memory: u64) ->
     layout::validate_memory_size(config.memory_size, host_memory)
 }
 
-/// Rejects RAM that would end beyond the guest's physical address width.
-fn check_address_width(supported: &[kvm_cpuid_entry2], layout: &MemoryLayout) -> Result<()> {
+/// Rejects a layout the guest cannot address: RAM, and with `pci` the
+/// 64-bit BAR window above it, must end within the CPU's physical address
+/// width (CPUID 0x8000_0008), or the guest would be told of memory it
+/// cannot reach.
+fn check_address_width(
+    supported: &[kvm_cpuid_entry2],
+    layout: &MemoryLayout,
+    pci: bool,
+) -> Result<()> {
     let Some(bits) = supported
         .iter()
         .find(|e| e.function == 0x8000_0008)
@@ -114,15 +125,24 @@ fn check_address_width(supported: &[kvm_cpuid_entry2], layout: &MemoryLayout) ->
     else {
         return Ok(());
     };
-    let end = layout
+    let limit = 1u64 << bits;
+    let ram_end = layout
         .ram
         .iter()
         .map(|(start, len)| start.0 + len)
         .max()
         .unwrap_or(0);
-    if end > 1 << bits {
+    if ram_end > limit {
         return Err(Error::Config(format!(
-            "guest RAM would end at {end:#x}, beyond this CPU's {bits}-bit physical addresses"
+            "guest RAM would end at {ram_end:#x}, beyond this CPU's {bits}-bit physical addresses"
+        )));
+    }
+    let window = &layout.pci.mmio64;
+    if pci && window.end > limit {
+        return Err(Error::Config(format!(
+            "the PCI 64-bit BAR window ({:#x}..{:#x}, above guest RAM) would end beyond this \
+             CPU's {bits}-bit physical addresses: give the guest less memory or no PCI",
+            window.start, window.end
         )));
     }
     Ok(())
@@ -197,7 +217,7 @@ impl Arch for X86_64 {
         if kvm.check_extension(Cap::TscDeadlineTimer) {
             cpuid::add_tsc_deadline(&mut supported_cpuid);
         }
-        check_address_width(&supported_cpuid, &layout)?;
+        check_address_width(&supported_cpuid, &layout, config.pci)?;
 
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         vm.set_tss_address(layout::KVM_TSS_ADDR as usize)
@@ -326,9 +346,13 @@ impl Arch for X86_64 {
             None => None,
         };
         loader::write_cmdline(mem, &config.cmdline, kernel.cmdline_max)?;
-        let rsdp = acpi::write_acpi_tables(mem, self.vcpus, devices)?;
+        let rsdp = acpi::write_acpi_tables(mem, self.vcpus, devices, &self.layout.pci)?;
         reset_vector::write_reset_vector(mem, devices)?;
-        let e820 = layout::e820_map(self.memory_size);
+        let pci_ecam = devices
+            .iter()
+            .find(|d| d.kind == DeviceKind::PciEcam)
+            .map(|ecam| ecam.base..ecam.base + ecam.len);
+        let e820 = layout::e820_map(self.memory_size, pci_ecam);
         let info = BootInfo {
             e820: &e820,
             cmdline_len: config.cmdline.len(),
@@ -465,12 +489,37 @@ mod tests {
             }]
         };
         let big = layout::memory_layout(1 << 40);
-        assert!(check_address_width(&cpuid(40), &big).is_err());
-        assert!(check_address_width(&cpuid(48), &big).is_ok());
+        assert!(check_address_width(&cpuid(40), &big, false).is_err());
+        assert!(check_address_width(&cpuid(48), &big, false).is_ok());
         assert!(
-            check_address_width(&[], &big).is_ok(),
+            check_address_width(&[], &big, true).is_ok(),
             "unknown width: no check"
         );
+    }
+
+    #[test]
+    fn pci_bar_window_must_fit_the_address_width() {
+        let cpuid = vec![kvm_cpuid_entry2 {
+            function: 0x8000_0008,
+            eax: 36,
+            ..Default::default()
+        }];
+        // 60 GiB of RAM ends at 61 GiB, under the 64 GiB 36 bits reach;
+        // the 4 GiB BAR window above it would end at 65 GiB.
+        let layout = layout::memory_layout(60 << 30);
+        assert_eq!(layout.pci.mmio64, (61 << 30)..(65 << 30));
+        assert!(check_address_width(&cpuid, &layout, false).is_ok());
+        let err = check_address_width(&cpuid, &layout, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PCI 64-bit BAR window (0xf40000000..0x1040000000")
+                && err.contains("36-bit"),
+            "{err}"
+        );
+        // Small enough that the window fits too.
+        let layout = layout::memory_layout(56 << 30);
+        assert!(check_address_width(&cpuid, &layout, true).is_ok());
     }
 
     fn arch(debug_exit: bool) -> X86_64 {

@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn block_describes_memory_cmdline_and_initrd() {
-        let e820 = e820_map(128 << 20);
+        let e820 = e820_map(128 << 20, None);
         let info = BootInfo {
             e820: &e820,
             cmdline_len: 10,
@@ -180,7 +180,7 @@ mod tests {
     /// The information page of a VM of `memory` bytes with no initrd and
     /// no command line, and how many e820 entries it describes.
     fn bare_page(memory: u64) -> (Vec<u8>, usize) {
-        let e820 = e820_map(memory);
+        let e820 = e820_map(memory, None);
         let info = BootInfo {
             e820: &e820,
             cmdline_len: 0,
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn modules_above_4_gib_are_refused() {
-        let e820 = e820_map(64 << 20);
+        let e820 = e820_map(64 << 20, None);
         for initrd in [(0x1_0000_0000, 16), (0xffff_fff0, 0x20), (u64::MAX, 2)] {
             let info = BootInfo {
                 e820: &e820,

@@ -4,7 +4,7 @@
 use super::*;
 use crate::x86_64::dsdt::VIRTIO_MMIO_HID;
 
-fn pio(kind: DeviceKind, base: u64, len: u64, irq: Option<u32>) -> DeviceInfo {
+pub(super) fn pio(kind: DeviceKind, base: u64, len: u64, irq: Option<u32>) -> DeviceInfo {
     DeviceInfo {
         kind,
         space: AddressSpace::Pio,
@@ -14,7 +14,7 @@ fn pio(kind: DeviceKind, base: u64, len: u64, irq: Option<u32>) -> DeviceInfo {
     }
 }
 
-fn virtio(base: u64, irq: Option<u32>) -> DeviceInfo {
+pub(super) fn virtio(base: u64, irq: Option<u32>) -> DeviceInfo {
     DeviceInfo {
         kind: DeviceKind::VirtioMmio,
         space: AddressSpace::Mmio,
@@ -24,7 +24,7 @@ fn virtio(base: u64, irq: Option<u32>) -> DeviceInfo {
     }
 }
 
-fn machine() -> Vec<DeviceInfo> {
+pub(super) fn machine() -> Vec<DeviceInfo> {
     vec![
         pio(DeviceKind::Serial, 0x3f8, 8, Some(4)),
         pio(DeviceKind::I8042, 0x60, 5, Some(1)),
@@ -35,21 +35,26 @@ fn machine() -> Vec<DeviceInfo> {
     ]
 }
 
-fn guest() -> GuestMemoryMmap {
+/// The PCI windows of a 128 MiB machine.
+pub(super) fn pci_layout() -> PciLayout {
+    crate::x86_64::layout::memory_layout(128 << 20).pci
+}
+
+pub(super) fn guest() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap()
 }
 
-fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+pub(super) fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
     let mut bytes = vec![0; len];
     mem.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
     bytes
 }
 
-fn u32_at(bytes: &[u8], offset: usize) -> u32 {
+pub(super) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap())
 }
 
-fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+pub(super) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
 }
 
@@ -59,7 +64,7 @@ fn sum(bytes: &[u8]) -> u8 {
 
 /// Reads a whole table at `addr`, checking its checksum and that it lies
 /// in the reserved BIOS area.
-fn table(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
+pub(super) fn table(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
     let len = u32_at(&read(mem, addr, 8), 4) as usize;
     assert!(
         addr >= ACPI_START && addr + len as u64 <= RESET_VECTOR,
@@ -75,12 +80,12 @@ fn table(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
     bytes
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The tables reachable from the RSDP, by signature.
-fn tables(mem: &GuestMemoryMmap, rsdp_addr: u64) -> Vec<(String, Vec<u8>)> {
+pub(super) fn tables(mem: &GuestMemoryMmap, rsdp_addr: u64) -> Vec<(String, Vec<u8>)> {
     let rsdp = read(mem, rsdp_addr, 36);
     assert_eq!(&rsdp[..8], b"RSD PTR ");
     assert_eq!(rsdp[15], 2, "revision 2: has an XSDT");
@@ -102,14 +107,14 @@ fn tables(mem: &GuestMemoryMmap, rsdp_addr: u64) -> Vec<(String, Vec<u8>)> {
     found
 }
 
-fn get<'a>(tables: &'a [(String, Vec<u8>)], sig: &str) -> &'a [u8] {
+pub(super) fn get<'a>(tables: &'a [(String, Vec<u8>)], sig: &str) -> &'a [u8] {
     &tables.iter().find(|(s, _)| s == sig).unwrap().1
 }
 
 #[test]
 fn rsdp_and_xsdt_reach_fadt_and_madt() {
     let mem = guest();
-    let rsdp = write_acpi_tables(&mem, 2, &machine()).unwrap();
+    let rsdp = write_acpi_tables(&mem, 2, &machine(), &pci_layout()).unwrap();
     assert_eq!(rsdp, ACPI_START);
     let found = tables(&mem, rsdp);
     let sigs: Vec<&str> = found.iter().map(|(s, _)| s.as_str()).collect();
@@ -119,7 +124,10 @@ fn rsdp_and_xsdt_reach_fadt_and_madt() {
 #[test]
 fn fadt_is_hardware_reduced_with_sleep_and_reset_registers() {
     let mem = guest();
-    let found = tables(&mem, write_acpi_tables(&mem, 1, &machine()).unwrap());
+    let found = tables(
+        &mem,
+        write_acpi_tables(&mem, 1, &machine(), &pci_layout()).unwrap(),
+    );
     let fadt = get(&found, "FACP");
     assert_eq!(fadt.len(), 276);
     let flags = u32_at(fadt, 112);
@@ -147,7 +155,10 @@ fn fadt_is_hardware_reduced_with_sleep_and_reset_registers() {
 fn madt_has_one_enabled_lapic_per_vcpu_and_an_ioapic() {
     let mem = guest();
     let vcpus = 5;
-    let found = tables(&mem, write_acpi_tables(&mem, vcpus, &machine()).unwrap());
+    let found = tables(
+        &mem,
+        write_acpi_tables(&mem, vcpus, &machine(), &pci_layout()).unwrap(),
+    );
     let madt = get(&found, "APIC");
     assert_eq!(u32_at(madt, 36), LAPIC_ADDR as u32);
     let (mut lapic_ids, mut ioapics) = (vec![], vec![]);
@@ -176,7 +187,10 @@ fn madt_has_one_enabled_lapic_per_vcpu_and_an_ioapic() {
 #[test]
 fn dsdt_describes_serial_virtio_and_s5() {
     let mem = guest();
-    let found = tables(&mem, write_acpi_tables(&mem, 1, &machine()).unwrap());
+    let found = tables(
+        &mem,
+        write_acpi_tables(&mem, 1, &machine(), &pci_layout()).unwrap(),
+    );
     let dsdt = get(&found, "DSDT");
     assert!(contains(dsdt, b"_S5_\x12"), "\\_S5_ package");
     let s5 = dsdt.windows(5).position(|w| w == b"_S5_\x12").unwrap();
@@ -212,7 +226,10 @@ fn dsdt_describes_serial_virtio_and_s5() {
 #[test]
 fn dsdt_describes_the_i8042_as_a_pnp0303_keyboard() {
     let mem = guest();
-    let found = tables(&mem, write_acpi_tables(&mem, 1, &machine()).unwrap());
+    let found = tables(
+        &mem,
+        write_acpi_tables(&mem, 1, &machine(), &pci_layout()).unwrap(),
+    );
     let dsdt = get(&found, "DSDT");
     let device = dsdt.windows(4).position(|w| w == b"PS2K").expect("PS2K");
     // The device's body up to the next device (COM1 precedes it).
@@ -241,7 +258,10 @@ fn dsdt_describes_the_i8042_as_a_pnp0303_keyboard() {
 fn machines_without_sleep_or_reset_registers() {
     let mem = guest();
     let devices = [pio(DeviceKind::Serial, 0x3f8, 8, Some(4))];
-    let found = tables(&mem, write_acpi_tables(&mem, 1, &devices).unwrap());
+    let found = tables(
+        &mem,
+        write_acpi_tables(&mem, 1, &devices, &pci_layout()).unwrap(),
+    );
     let fadt = get(&found, "FACP");
     assert_eq!(u64_at(fadt, 248), 0, "no sleep control register");
     assert_eq!(u32_at(fadt, 112) & (1 << 10), 0, "no reset register");
@@ -263,7 +283,7 @@ fn bad_devices_are_config_errors() {
     ];
     let short_i8042 = [pio(DeviceKind::I8042, 0x60, 1, Some(1))];
     for devices in [&no_irq[..], &high[..], &two_i8042[..], &short_i8042[..]] {
-        let err = write_acpi_tables(&mem, 1, devices).unwrap_err();
+        let err = write_acpi_tables(&mem, 1, devices, &pci_layout()).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 }
@@ -277,6 +297,9 @@ fn many_devices_still_fit_the_bios_area() {
             virtio(base, Some(5 + i))
         })
         .collect();
-    let found = tables(&mem, write_acpi_tables(&mem, 254, &devices).unwrap());
+    let found = tables(
+        &mem,
+        write_acpi_tables(&mem, 254, &devices, &pci_layout()).unwrap(),
+    );
     assert_eq!(found.len(), 3);
 }
