@@ -148,6 +148,14 @@ fn check_address_width(
     Ok(())
 }
 
+/// The ECAM window of the host bridge among `devices`, if there is one.
+fn pci_ecam(devices: &[DeviceInfo]) -> Option<std::ops::Range<u64>> {
+    devices
+        .iter()
+        .find(|d| d.kind == DeviceKind::PciEcam)
+        .map(|ecam| ecam.base..ecam.base + ecam.len)
+}
+
 /// Fuzzing hooks (fuzz/, docs/fuzzing.md), not an API: the boot payload
 /// code of [`Arch::configure_boot`] without KVM. Both back ends have them
 /// with the same signatures, so the targets go through [`crate::Host`].
@@ -348,11 +356,7 @@ impl Arch for X86_64 {
         loader::write_cmdline(mem, &config.cmdline, kernel.cmdline_max)?;
         let rsdp = acpi::write_acpi_tables(mem, self.vcpus, devices, &self.layout.pci)?;
         reset_vector::write_reset_vector(mem, devices)?;
-        let pci_ecam = devices
-            .iter()
-            .find(|d| d.kind == DeviceKind::PciEcam)
-            .map(|ecam| ecam.base..ecam.base + ecam.len);
-        let e820 = layout::e820_map(self.memory_size, pci_ecam);
+        let e820 = layout::e820_map(self.memory_size, pci_ecam(devices));
         let info = BootInfo {
             e820: &e820,
             cmdline_len: config.cmdline.len(),
@@ -556,6 +560,39 @@ mod tests {
             (port.space, port.base, port.len, port.irq),
             (AddressSpace::Pio, 0xf4, 4, None)
         );
+    }
+
+    #[test]
+    fn a_pci_machine_boots_with_mcfg_pci0_and_ecam_reserved() {
+        use vm_memory::{Bytes, GuestAddress};
+
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
+        let tables_of = |arch: &X86_64| {
+            let devices = arch.platform_devices();
+            let rsdp = acpi::write_acpi_tables(&mem, 1, &devices, &arch.layout.pci).unwrap();
+            let mut xsdt_addr = [0; 8];
+            mem.read_slice(&mut xsdt_addr, GuestAddress(rsdp + 24))
+                .unwrap();
+            let mut xsdt = [0; 36 + 3 * 8];
+            mem.read_slice(&mut xsdt, GuestAddress(u64::from_le_bytes(xsdt_addr)))
+                .unwrap();
+            let entries = (u32::from_le_bytes(xsdt[4..8].try_into().unwrap()) - 36) / 8;
+            let e820 = layout::e820_map(arch.memory_size, pci_ecam(&devices));
+            (entries, e820)
+        };
+        let (entries, e820) = tables_of(&arch(false));
+        assert_eq!(entries, 2, "FADT and MADT");
+        assert!(!e820.iter().any(|e| e.addr == layout::PCI_ECAM.start));
+
+        let mut with_pci = arch(false);
+        with_pci.pci = true;
+        let (entries, e820) = tables_of(&with_pci);
+        assert_eq!(entries, 3, "and MCFG");
+        assert!(e820.contains(&layout::E820Entry {
+            addr: 0xe000_0000,
+            size: 1 << 20,
+            kind: layout::E820Kind::Reserved,
+        }));
     }
 
     #[test]
