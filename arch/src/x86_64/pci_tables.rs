@@ -70,6 +70,8 @@ impl<'a> PciHost<'a> {
     }
 
     /// The ECAM window as a 32-bit base and length, for `Memory32Fixed`.
+    /// Linux would also ignore an MCFG allocation above 4 GiB unless DMI
+    /// dates the firmware 2010 or later, and tandem has no DMI.
     fn ecam_below_4g(&self) -> Result<(u32, u32)> {
         let end = self.ecam.base.checked_add(self.ecam.len);
         match (u32::try_from(self.ecam.base), u32::try_from(self.ecam.len)) {
@@ -212,9 +214,10 @@ impl<'a> PciHost<'a> {
 
     /// A motherboard-resources device (PNP0C02) claiming the ECAM window.
     /// Linux trusts an MCFG window only if firmware reserved it: once ACPI
-    /// is up it looks for it in PNP0C01/PNP0C02 `_CRS`, before that (and
-    /// only with working 0xcf8 ports) in e820, which `layout::e820_map`
-    /// also covers. Both, so neither path drops ECAM.
+    /// is up it looks for it in PNP0C01/PNP0C02 `_CRS` (recent kernels no
+    /// longer fall back to e820 there), before that (with working 0xcf8
+    /// ports and no DMI date from 2016 on) in e820, which
+    /// `layout::e820_map` covers. Both, so neither check drops ECAM.
     fn ecam_reservation(&self) -> Result<Vec<u8>> {
         let (base, len) = self.ecam_below_4g()?;
         let hid = EISAName::new("PNP0C02");
