@@ -16,7 +16,12 @@ With --count it instead counts in guest RAM at 2 MiB and writes each count's
 low byte to 0x3f8 with a short delay loop in between (1, 2, 3, …; tandem's
 TinyKernel::Counter): output that goes on shows a restored guest running.
 
-Usage: ci/tiny-pvh.py OUTPUT [--byte R|0xNN] [--halt | --count]
+With --exits N it writes N times to the UART's scratch register (--via pio)
+or to a virtio-mmio QueueSel register (--via mmio, tandem's first transport
+with --rng), then powers off through the ACPI sleep port: each write is one
+exit to the VMM (ci/bench-exit.sh).
+
+Usage: ci/tiny-pvh.py OUTPUT [--byte R|0xNN] [--halt | --count | --exits N [--via pio|mmio]]
 """
 import argparse
 import re
@@ -37,6 +42,27 @@ def code(byte: int, halt: bool) -> bytes:
 # mov $0x4000,%ecx; 2: loop 2b; jmp 1b
 COUNTER = bytes([0xBA, 0xF8, 0x03, 0x00, 0x00, 0xFF, 0x05, 0x00, 0x00, 0x20, 0x00, 0xA1, 0x00,
                  0x00, 0x20, 0x00, 0xEE, 0xB9, 0x00, 0x40, 0x00, 0x00, 0xE2, 0xFE, 0xEB, 0xEB])
+
+
+# The UART's scratch register (a claimed port that only stores the byte)
+# and a virtio-mmio transport's QueueSel (tandem's first slot with --rng).
+EXIT_PORT = 0x3FF
+EXIT_MMIO = 0xD000_0030
+POWER_OFF = bytes([0xB0, 0x34, 0x66, 0xBA, 0x00, 0x06, 0xEE, 0xF4, 0xEB, 0xFD])  # S5 on 0x600
+
+
+def exits(count: int, via: str) -> bytes:
+    """`count` write exits through a port or an MMIO address, then power-off."""
+    out = bytes([0x31, 0xC0])  # xor %eax,%eax
+    if count:
+        out += bytes([0xB9]) + struct.pack("<I", count)  # mov $count,%ecx
+        if via == "pio":
+            out += bytes([0xBA]) + struct.pack("<I", EXIT_PORT)  # mov $port,%edx
+            out += bytes([0xEE, 0x49, 0x75, 0xFC])  # 1: out %al,(%dx); dec %ecx; jnz 1b
+        else:
+            out += bytes([0xA3]) + struct.pack("<I", EXIT_MMIO)  # 1: mov %eax,addr
+            out += bytes([0x49, 0x75, 0xF8])  # dec %ecx; jnz 1b
+    return out + POWER_OFF
 
 
 def elf(text: bytes, paddr: int = LOAD) -> bytes:
@@ -60,6 +86,10 @@ def main() -> int:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--halt", action="store_true", help="hlt in a loop instead of spinning")
     mode.add_argument("--count", action="store_true", help="count on the serial port forever")
+    mode.add_argument("--exits", type=int, metavar="N",
+                      help="N write exits (see --via), then power off through the ACPI sleep port")
+    ap.add_argument("--via", choices=["pio", "mmio"], default="pio",
+                    help="--exits: the UART scratch register 0x3ff, or virtio-mmio QueueSel at 0xd0000030")
     args = ap.parse_args()
     if re.fullmatch(r"0x[0-9a-fA-F]{1,2}", args.byte):
         byte = int(args.byte, 16)
@@ -68,7 +98,10 @@ def main() -> int:
     else:
         ap.error("--byte takes one ASCII character or 0xNN")
     with open(args.output, "wb") as f:
-        f.write(elf(COUNTER if args.count else code(byte, args.halt)))
+        if args.exits is not None:
+            f.write(elf(exits(args.exits, args.via)))
+        else:
+            f.write(elf(COUNTER if args.count else code(byte, args.halt)))
     return 0
 
 
