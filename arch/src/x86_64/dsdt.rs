@@ -146,7 +146,10 @@ pub fn dsdt(devices: &[DeviceInfo]) -> Result<Vec<u8>> {
             DeviceKind::Serial | DeviceKind::VirtioMmio | DeviceKind::I8042 => {
                 return Err(config_err(device, "too many devices of this kind"))
             }
-            DeviceKind::Rtc | DeviceKind::AcpiSleep | DeviceKind::DebugExit => continue,
+            DeviceKind::Rtc
+            | DeviceKind::AcpiSleep
+            | DeviceKind::DebugExit
+            | DeviceKind::GicV2mFrame { .. } => continue,
             // Described by the PCI0 device and MCFG, not one by one.
             DeviceKind::PciEcam | DeviceKind::PciConfigPorts => continue,
         };
