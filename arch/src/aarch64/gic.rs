@@ -19,7 +19,7 @@ use kvm_ioctls::{DeviceFd, VmFd};
 
 use super::layout::{
     GICV2_CPU, GICV2_DIST_SIZE, GICV3_MAX_VCPUS, GIC_DIST, GIC_ITS, GIC_REDIST_BASE,
-    GIC_REDIST_SIZE, VGIC_NR_IRQS,
+    GIC_REDIST_SIZE, VGIC_NR_IRQS, VGIC_NR_IRQS_V2M,
 };
 use crate::{kvm_err, Error, GicChoice, Result};
 
@@ -71,6 +71,8 @@ pub struct Vgic {
     version: GicVersion,
     gic: DeviceFd,
     its: Option<DeviceFd>,
+    /// Interrupt IDs it has (KVM_DEV_ARM_VGIC_GRP_NR_IRQS).
+    nr_irqs: u32,
 }
 
 fn create_device(vm: &VmFd, type_: u32) -> std::result::Result<DeviceFd, kvm_ioctls::Error> {
@@ -101,8 +103,9 @@ fn set_attr(device: &DeviceFd, group: u32, attr: u32, addr: u64, what: &'static 
 
 impl Vgic {
     /// Creates the VGIC `choice` asks for (Auto: v3, else v2), places its
-    /// registers and sizes it; [`Vgic::init`] finishes it later.
-    pub fn create(vm: &VmFd, choice: GicChoice) -> Result<Self> {
+    /// registers and sizes it, with room for a GICv2m frame's SPIs when
+    /// the VM has `pci` and gets a GICv2; [`Vgic::init`] finishes it later.
+    pub fn create(vm: &VmFd, choice: GicChoice, pci: bool) -> Result<Self> {
         let v3 = || create_device(vm, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3);
         let v2 = || create_device(vm, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2);
         let (version, gic) = match choice {
@@ -128,11 +131,15 @@ impl Vgic {
                 None
             }
         };
+        let nr_irqs = match version {
+            GicVersion::V2 if pci => VGIC_NR_IRQS_V2M,
+            _ => VGIC_NR_IRQS,
+        };
         set_attr(
             &gic,
             KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
             0,
-            addr_of(&VGIC_NR_IRQS),
+            addr_of(&nr_irqs),
             "set VGIC interrupt count",
         )?;
         log::info!(
@@ -140,7 +147,12 @@ impl Vgic {
             version.name(),
             if its.is_some() { " with ITS" } else { "" }
         );
-        Ok(Self { version, gic, its })
+        Ok(Self {
+            version,
+            gic,
+            its,
+            nr_irqs,
+        })
     }
 
     fn place_v2(gic: &DeviceFd) -> Result<()> {
@@ -210,6 +222,11 @@ impl Vgic {
     /// The GIC architecture in use.
     pub fn version(&self) -> GicVersion {
         self.version
+    }
+
+    /// Interrupt IDs the VGIC has, private ones included.
+    pub fn nr_irqs(&self) -> u32 {
+        self.nr_irqs
     }
 
     /// The GIC device, for snapshots (see vgic_state.rs).

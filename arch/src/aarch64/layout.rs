@@ -65,9 +65,10 @@ pub const PCI_MMIO64_SIZE: u64 = 4 << 30;
 /// SPIs the GICv2m frame's MSIs set: 64, after the virtio SPIs (one
 /// per MSI-X vector, so a few virtio-pci devices with a vector per queue).
 pub const V2M_SPIS: Range<u32> = DEVICE_SPIS.end..DEVICE_SPIS.end + 64;
-/// Interrupt lines the VGIC is sized for: 32 private ones, then the SPIs
-/// up to the v2m frame's, on either GIC (a GICv3 simply leaves those idle).
-pub const VGIC_NR_IRQS: u32 = 32 + V2M_SPIS.end;
+/// Interrupt lines the VGIC is sized for: 32 private ones, then the SPIs.
+pub const VGIC_NR_IRQS: u32 = 32 + DEVICE_SPIS.end;
+/// The same on a GICv2 with a v2m frame, whose SPIs come last.
+pub const VGIC_NR_IRQS_V2M: u32 = 32 + V2M_SPIS.end;
 /// Start of RAM: 2 GiB, above every device.
 pub const RAM_BASE: u64 = 0x8000_0000;
 /// Smallest RAM a guest may have.
@@ -99,8 +100,8 @@ const _: () = {
     assert!(PCI_INTX_SPIS[3] < DEVICE_SPIS.start && DEVICE_SPIS.end <= V2M_SPIS.start);
     // KVM sizes the VGIC in multiples of 32 interrupts, and a GICv2 has
     // at most 1020 interrupt IDs (1020-1023 are special).
-    assert!(VGIC_NR_IRQS & 31 == 0);
-    assert!(VGIC_NR_IRQS <= 1020);
+    assert!(VGIC_NR_IRQS & 31 == 0 && VGIC_NR_IRQS_V2M & 31 == 0);
+    assert!(VGIC_NR_IRQS_V2M <= 1020);
 };
 
 /// Rounds `value` up to a multiple of `align` (a power of two).

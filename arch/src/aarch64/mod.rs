@@ -139,7 +139,7 @@ impl Arch for AArch64 {
         let vm = kvm
             .create_vm_with_type(vm_type)
             .map_err(crate::kvm_err("create VM"))?;
-        let vgic = Vgic::create(&vm, config.gic)?;
+        let vgic = Vgic::create(&vm, config.gic, config.pci)?;
         // Asked of the VM: KVM lowers the limit once a GICv2 exists.
         let kvm_max = match usize::try_from(vm.check_extension_int(Cap::MaxVcpus)) {
             Ok(max) if max > 0 => max,
