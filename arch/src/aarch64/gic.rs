@@ -18,8 +18,8 @@ use kvm_bindings::{
 use kvm_ioctls::{DeviceFd, VmFd};
 
 use super::layout::{
-    GICV2_CPU, GICV2_DIST_SIZE, GICV3_MAX_VCPUS, GIC_DIST, GIC_ITS, GIC_REDIST_BASE,
-    GIC_REDIST_SIZE, VGIC_NR_IRQS, VGIC_NR_IRQS_V2M,
+    vgic_nr_irqs, GICV2_CPU, GICV2_DIST_SIZE, GICV3_MAX_VCPUS, GIC_DIST, GIC_ITS, GIC_REDIST_BASE,
+    GIC_REDIST_SIZE,
 };
 use crate::{kvm_err, Error, GicChoice, Result};
 
@@ -39,6 +39,12 @@ impl GicVersion {
             GicVersion::V2 => fdt::GICV2_MAX_CPUS,
             GicVersion::V3 => GICV3_MAX_VCPUS,
         }
+    }
+
+    /// Whether a VM with this GIC and `pci` gets a GICv2m frame: a GICv2
+    /// has no ITS to send MSIs through (a GICv3 without one gets none).
+    pub fn has_v2m(self, pci: bool) -> bool {
+        pci && self == GicVersion::V2
     }
 
     /// Name for messages.
@@ -131,10 +137,7 @@ impl Vgic {
                 None
             }
         };
-        let nr_irqs = match version {
-            GicVersion::V2 if pci => VGIC_NR_IRQS_V2M,
-            _ => VGIC_NR_IRQS,
-        };
+        let nr_irqs = vgic_nr_irqs(version.has_v2m(pci));
         set_attr(
             &gic,
             KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
@@ -276,5 +279,14 @@ mod tests {
         assert_eq!(dist, fdt::Region::new(GIC_DIST.base, 0x1000));
         assert_eq!(cpu, GICV2_CPU);
         assert_eq!(GicVersion::V2.max_vcpus(), 8);
+    }
+
+    #[test]
+    fn only_a_gicv2_with_pci_gets_the_v2m_frame_and_its_spis() {
+        assert!(GicVersion::V2.has_v2m(true));
+        assert!(!GicVersion::V2.has_v2m(false));
+        assert!(!GicVersion::V3.has_v2m(true));
+        assert_eq!(vgic_nr_irqs(true), 192);
+        assert_eq!(vgic_nr_irqs(false), 128, "as before PCI");
     }
 }

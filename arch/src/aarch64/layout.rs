@@ -104,6 +104,16 @@ const _: () = {
     assert!(VGIC_NR_IRQS_V2M <= 1020);
 };
 
+/// Interrupt IDs the VGIC gets: room for the v2m frame's SPIs only when
+/// the VM has the frame, so every other VM's VGIC stays as it was.
+pub fn vgic_nr_irqs(has_v2m: bool) -> u32 {
+    if has_v2m {
+        VGIC_NR_IRQS_V2M
+    } else {
+        VGIC_NR_IRQS
+    }
+}
+
 /// Rounds `value` up to a multiple of `align` (a power of two).
 pub fn align_up(value: u64, align: u64) -> Option<u64> {
     Some(value.checked_add(align - 1)? & !(align - 1))
@@ -172,9 +182,10 @@ impl IpaTop {
             .map(|(start, size)| start.0 + size)
             .max()
             .unwrap_or(RAM_BASE);
-        match pci {
-            true if layout.pci.mmio64.end > ram_end => Self::PciWindow(layout.pci.mmio64.clone()),
-            _ => Self::Ram(ram_end),
+        if pci && layout.pci.mmio64.end > ram_end {
+            Self::PciWindow(layout.pci.mmio64.clone())
+        } else {
+            Self::Ram(ram_end)
         }
     }
 

@@ -181,9 +181,7 @@ impl Arch for AArch64 {
 
     fn platform_devices(&self) -> Vec<DeviceInfo> {
         let mut devices = platform_devices();
-        if self.pci {
-            devices.extend(pci_devices(&self.layout, self.vgic.version()));
-        }
+        devices.extend(pci_devices(&self.layout, self.vgic.version(), self.pci));
         devices
     }
 
@@ -289,12 +287,15 @@ impl Arch for AArch64 {
     }
 }
 
-/// The host bridge of a VM with PCI and, on a GICv2 (which has no ITS),
-/// the GICv2m frame its MSIs go through. A GICv3 with an ITS needs no
-/// device of ours; one without gets no MSI controller (INTx only).
-fn pci_devices(layout: &MemoryLayout, gic: GicVersion) -> Vec<DeviceInfo> {
+/// With `pci`, the host bridge and, on a GICv2 (which has no ITS), the
+/// GICv2m frame its MSIs go through. A GICv3 with an ITS needs no device
+/// of ours; one without gets no MSI controller (INTx only).
+fn pci_devices(layout: &MemoryLayout, gic: GicVersion, pci: bool) -> Vec<DeviceInfo> {
+    if !pci {
+        return Vec::new();
+    }
     let mut devices = vec![crate::pci_ecam_device(layout)];
-    if gic == GicVersion::V2 {
+    if gic.has_v2m(pci) {
         devices.push(DeviceInfo {
             kind: DeviceKind::GicV2mFrame {
                 spis: V2M_SPIS.end - V2M_SPIS.start,

@@ -40,17 +40,20 @@ fn try_tree(gic: GicVersion, its: bool, devices: &[DeviceInfo]) -> Result<Node> 
 /// lists for it.
 fn tree_with_pci(gic: GicVersion, its: bool) -> Node {
     let mut devices = platform_devices();
-    devices.extend(pci_devices(&machine_layout(), gic));
+    devices.extend(pci_devices(&machine_layout(), gic, true));
     try_tree(gic, its, &devices).unwrap()
 }
 
 #[test]
 fn the_back_end_lists_a_v2m_frame_only_on_a_gicv2() {
     let layout = machine_layout();
-    let v3 = pci_devices(&layout, GicVersion::V3);
+    let v3 = pci_devices(&layout, GicVersion::V3, true);
     assert_eq!(v3, [crate::pci_ecam_device(&layout)]);
-    let v2 = pci_devices(&layout, GicVersion::V2);
+    let v2 = pci_devices(&layout, GicVersion::V2, true);
     assert_eq!(v2[0], crate::pci_ecam_device(&layout));
+    for gic in [GicVersion::V2, GicVersion::V3] {
+        assert_eq!(pci_devices(&layout, gic, false), [], "no PCI, no devices");
+    }
     let frame = v2[1];
     assert_eq!(frame.kind, DeviceKind::GicV2mFrame { spis: 64 });
     assert_eq!(
@@ -155,7 +158,7 @@ fn without_the_ecam_device_there_is_no_pci() {
 
 #[test]
 fn a_v2m_frame_on_a_gicv3_or_a_second_bridge_is_refused() {
-    let frame = pci_devices(&machine_layout(), GicVersion::V2)[1];
+    let frame = pci_devices(&machine_layout(), GicVersion::V2, true)[1];
     let err = try_tree(GicVersion::V3, true, &[frame]).unwrap_err();
     assert!(err.to_string().contains("needs a GICv2"), "{err}");
     let ecam = crate::pci_ecam_device(&machine_layout());
