@@ -210,7 +210,9 @@ impl DeviceManager {
                     manager.place(info, Arc::new(Mutex::new(DebugExit::new(exit.clone()))))?;
                 }
                 DeviceKind::VirtioMmio => bail!("virtio devices are not platform devices"),
-                DeviceKind::PciEcam | DeviceKind::PciConfigPorts => {
+                DeviceKind::PciEcam
+                | DeviceKind::PciConfigPorts
+                | DeviceKind::GicV2mFrame { .. } => {
                     bail!("the PCI host bridge is not wired to the buses yet (docs/pci.md)")
                 }
             }

@@ -98,6 +98,14 @@ pub enum DeviceKind {
     PciEcam,
     /// x86's legacy PCI configuration ports 0xcf8-0xcff.
     PciConfigPorts,
+    /// A GICv2m MSI frame (aarch64 with a GICv2 and PCI): a write of an
+    /// SPI's INTID to its MSI_SETSPI_NS register raises that SPI, which
+    /// is how a GICv2 guest gets MSIs. It owns `spis` SPIs from the
+    /// device's `irq`: the VMM binds one irqfd to each of them.
+    GicV2mFrame {
+        /// How many SPIs, from `irq` on, MSIs may set.
+        spis: u32,
+    },
     /// The debug-exit port: a write ends the run with a status the guest
     /// chose.
     DebugExit,

@@ -18,8 +18,8 @@ use kvm_bindings::{
 use kvm_ioctls::{DeviceFd, VmFd};
 
 use super::layout::{
-    GICV2_CPU, GICV2_DIST_SIZE, GICV3_MAX_VCPUS, GIC_DIST, GIC_ITS, GIC_REDIST_BASE,
-    GIC_REDIST_SIZE, VGIC_NR_IRQS,
+    vgic_nr_irqs, GICV2_CPU, GICV2_DIST_SIZE, GICV3_MAX_VCPUS, GIC_DIST, GIC_ITS, GIC_REDIST_BASE,
+    GIC_REDIST_SIZE,
 };
 use crate::{kvm_err, Error, GicChoice, Result};
 
@@ -39,6 +39,12 @@ impl GicVersion {
             GicVersion::V2 => fdt::GICV2_MAX_CPUS,
             GicVersion::V3 => GICV3_MAX_VCPUS,
         }
+    }
+
+    /// Whether a VM with this GIC and `pci` gets a GICv2m frame: a GICv2
+    /// has no ITS to send MSIs through (a GICv3 without one gets none).
+    pub fn has_v2m(self, pci: bool) -> bool {
+        pci && self == GicVersion::V2
     }
 
     /// Name for messages.
@@ -71,6 +77,8 @@ pub struct Vgic {
     version: GicVersion,
     gic: DeviceFd,
     its: Option<DeviceFd>,
+    /// Interrupt IDs it has (KVM_DEV_ARM_VGIC_GRP_NR_IRQS).
+    nr_irqs: u32,
 }
 
 fn create_device(vm: &VmFd, type_: u32) -> std::result::Result<DeviceFd, kvm_ioctls::Error> {
@@ -101,8 +109,9 @@ fn set_attr(device: &DeviceFd, group: u32, attr: u32, addr: u64, what: &'static 
 
 impl Vgic {
     /// Creates the VGIC `choice` asks for (Auto: v3, else v2), places its
-    /// registers and sizes it; [`Vgic::init`] finishes it later.
-    pub fn create(vm: &VmFd, choice: GicChoice) -> Result<Self> {
+    /// registers and sizes it, with room for a GICv2m frame's SPIs when
+    /// the VM has `pci` and gets a GICv2; [`Vgic::init`] finishes it later.
+    pub fn create(vm: &VmFd, choice: GicChoice, pci: bool) -> Result<Self> {
         let v3 = || create_device(vm, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3);
         let v2 = || create_device(vm, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2);
         let (version, gic) = match choice {
@@ -128,11 +137,12 @@ impl Vgic {
                 None
             }
         };
+        let nr_irqs = vgic_nr_irqs(version.has_v2m(pci));
         set_attr(
             &gic,
             KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
             0,
-            addr_of(&VGIC_NR_IRQS),
+            addr_of(&nr_irqs),
             "set VGIC interrupt count",
         )?;
         log::info!(
@@ -140,7 +150,12 @@ impl Vgic {
             version.name(),
             if its.is_some() { " with ITS" } else { "" }
         );
-        Ok(Self { version, gic, its })
+        Ok(Self {
+            version,
+            gic,
+            its,
+            nr_irqs,
+        })
     }
 
     fn place_v2(gic: &DeviceFd) -> Result<()> {
@@ -212,6 +227,11 @@ impl Vgic {
         self.version
     }
 
+    /// Interrupt IDs the VGIC has, private ones included.
+    pub fn nr_irqs(&self) -> u32 {
+        self.nr_irqs
+    }
+
     /// The GIC device, for snapshots (see vgic_state.rs).
     pub fn device(&self) -> &DeviceFd {
         &self.gic
@@ -259,5 +279,14 @@ mod tests {
         assert_eq!(dist, fdt::Region::new(GIC_DIST.base, 0x1000));
         assert_eq!(cpu, GICV2_CPU);
         assert_eq!(GicVersion::V2.max_vcpus(), 8);
+    }
+
+    #[test]
+    fn only_a_gicv2_with_pci_gets_the_v2m_frame_and_its_spis() {
+        assert!(GicVersion::V2.has_v2m(true));
+        assert!(!GicVersion::V2.has_v2m(false));
+        assert!(!GicVersion::V3.has_v2m(true));
+        assert_eq!(vgic_nr_irqs(true), 192);
+        assert_eq!(vgic_nr_irqs(false), 128, "as before PCI");
     }
 }

@@ -1,11 +1,13 @@
 //! The aarch64 guest-physical memory map and the pure arithmetic around it:
-//! RAM sizing to the host page size, the IPA width the VM needs, the vCPU
-//! limit per GIC, and where the initrd and device tree go in RAM.
+//! RAM sizing to the host page size, the IPA width the VM needs (RAM, and
+//! with PCI the 64-bit BAR window above it), the vCPU limit per GIC, and
+//! where the initrd and device tree go in RAM.
 //!
 //! ```text
 //!   0x0800_0000  GIC distributor            64 KiB
 //!   0x0801_0000  GICv2 CPU interface        8 KiB (in a 64 KiB slot)
 //!   0x0802_0000  GICv3 ITS                  128 KiB
+//!     (GICv2)    GICv2m MSI frame           4 KiB (in a 64 KiB slot), SPIs 96..160
 //!   0x0804_0000  GICv3 redistributors       128 KiB per vCPU, up to 0x0900_0000
 //!   0x0900_0000  16550 UART                 4 KiB, SPI 1
 //!   0x0901_0000  PL031 RTC                  4 KiB, SPI 2
@@ -33,6 +35,9 @@ pub const GICV2_CPU: Region = Region::new(0x0801_0000, 0x2000);
 pub const GICV2_DIST_SIZE: u64 = 0x1000;
 /// GICv3 interrupt translation service (KVM_VGIC_V3_ITS_SIZE).
 pub const GIC_ITS: Region = Region::new(0x0802_0000, 0x2_0000);
+/// The emulated GICv2m MSI frame: a GICv2 has no ITS, so its slot is free.
+/// 4 KiB of registers; the rest of the 64 KiB slot stays unmapped.
+pub const GIC_V2M: Region = Region::new(GIC_ITS.base, 0x1000);
 /// First GICv3 redistributor; one frame pair per vCPU follows.
 pub const GIC_REDIST_BASE: u64 = 0x0804_0000;
 /// One vCPU's redistributor (RD_base + SGI_base frames).
@@ -57,8 +62,13 @@ pub const PCI_MMIO32: Range<u64> = 0x1000_0000..0x3000_0000;
 pub const PCI_INTX_SPIS: [u32; 4] = [4, 5, 6, 7];
 /// Size of the 64-bit BAR window, placed 1 GiB aligned above RAM.
 pub const PCI_MMIO64_SIZE: u64 = 4 << 30;
+/// SPIs the GICv2m frame's MSIs set: 64, after the virtio SPIs (one
+/// per MSI-X vector, so a few virtio-pci devices with a vector per queue).
+pub const V2M_SPIS: Range<u32> = DEVICE_SPIS.end..DEVICE_SPIS.end + 64;
 /// Interrupt lines the VGIC is sized for: 32 private ones, then the SPIs.
 pub const VGIC_NR_IRQS: u32 = 32 + DEVICE_SPIS.end;
+/// The same on a GICv2 with a v2m frame, whose SPIs come last.
+pub const VGIC_NR_IRQS_V2M: u32 = 32 + V2M_SPIS.end;
 /// Start of RAM: 2 GiB, above every device.
 pub const RAM_BASE: u64 = 0x8000_0000;
 /// Smallest RAM a guest may have.
@@ -81,13 +91,28 @@ const _: () = {
     assert!(GIC_DIST.base + GIC_DIST.size <= GICV2_CPU.base);
     assert!(GICV2_CPU.base + GICV2_CPU.size <= GIC_ITS.base);
     assert!(GIC_ITS.base + GIC_ITS.size <= GIC_REDIST_BASE);
+    assert!(GIC_V2M.base == GIC_ITS.base && GIC_V2M.size <= GIC_ITS.size);
     assert!(SERIAL.base + SERIAL.size <= RTC.base);
     assert!(RTC.base + RTC.size <= VIRTIO_MMIO.start);
     assert!(VIRTIO_MMIO.end <= RAM_BASE);
     assert!(SERIAL_SPI < DEVICE_SPIS.start && RTC_SPI < DEVICE_SPIS.start);
-    // KVM sizes the VGIC in multiples of 32 interrupts.
-    assert!(VGIC_NR_IRQS & 31 == 0);
+    assert!(PCI_INTX_SPIS[3] < SERIAL_SPI || PCI_INTX_SPIS[0] > RTC_SPI);
+    assert!(PCI_INTX_SPIS[3] < DEVICE_SPIS.start && DEVICE_SPIS.end <= V2M_SPIS.start);
+    // KVM sizes the VGIC in multiples of 32 interrupts, and a GICv2 has
+    // at most 1020 interrupt IDs (1020-1023 are special).
+    assert!(VGIC_NR_IRQS & 31 == 0 && VGIC_NR_IRQS_V2M & 31 == 0);
+    assert!(VGIC_NR_IRQS_V2M <= 1020);
 };
+
+/// Interrupt IDs the VGIC gets: room for the v2m frame's SPIs only when
+/// the VM has the frame, so every other VM's VGIC stays as it was.
+pub fn vgic_nr_irqs(has_v2m: bool) -> u32 {
+    if has_v2m {
+        VGIC_NR_IRQS_V2M
+    } else {
+        VGIC_NR_IRQS
+    }
+}
 
 /// Rounds `value` up to a multiple of `align` (a power of two).
 pub fn align_up(value: u64, align: u64) -> Option<u64> {
@@ -137,18 +162,62 @@ pub fn ipa_bits_needed(end: u64) -> u32 {
     bits.max(MIN_IPA_BITS)
 }
 
-/// The KVM_CREATE_VM type for a VM needing `needed_bits` of IPA, given the
+/// The highest thing in a VM's guest-physical map, which sets the IPA
+/// width it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IpaTop {
+    /// RAM, ending here (exclusive): a VM without PCI.
+    Ram(u64),
+    /// The PCI 64-bit BAR window, above RAM: a guest may place a BAR at
+    /// its last byte, so the VM must be able to map it.
+    PciWindow(Range<u64>),
+}
+
+impl IpaTop {
+    /// The top of `layout`'s map, with or without its PCI windows.
+    pub fn of(layout: &MemoryLayout, pci: bool) -> Self {
+        let ram_end = layout
+            .ram
+            .iter()
+            .map(|(start, size)| start.0 + size)
+            .max()
+            .unwrap_or(RAM_BASE);
+        if pci && layout.pci.mmio64.end > ram_end {
+            Self::PciWindow(layout.pci.mmio64.clone())
+        } else {
+            Self::Ram(ram_end)
+        }
+    }
+
+    /// IPA bits needed to reach it.
+    pub fn bits(&self) -> u32 {
+        match self {
+            Self::Ram(end) => ipa_bits_needed(*end),
+            Self::PciWindow(window) => ipa_bits_needed(window.end),
+        }
+    }
+}
+
+/// The KVM_CREATE_VM type for a VM whose map reaches `top`, given the
 /// host's KVM_CAP_ARM_VM_IPA_SIZE (`host_limit`, 0 when the capability is
 /// missing and the width is fixed at 40 bits).
-pub fn vm_type_for_ipa(needed_bits: u32, host_limit: i32) -> Result<u64> {
+pub fn vm_type_for_ipa(top: &IpaTop, host_limit: i32) -> Result<u64> {
+    let needed_bits = top.bits();
     let (limit, vm_type) = match u32::try_from(host_limit) {
         Ok(0) | Err(_) => (DEFAULT_IPA_BITS, 0),
         Ok(limit) => (limit, u64::from(needed_bits)),
     };
     if needed_bits > limit {
+        let (what, fix) = match top {
+            IpaTop::Ram(_) => ("guest memory".to_owned(), "use less memory"),
+            IpaTop::PciWindow(w) => (
+                format!("the PCI 64-bit BAR window {:#x}..{:#x}", w.start, w.end),
+                "use less memory (the window sits above RAM) or no PCI",
+            ),
+        };
         return Err(Error::Config(format!(
-            "guest memory ends above the host's {limit}-bit guest physical address \
-             space ({needed_bits} bits needed): use less memory"
+            "{what} ends above the host's {limit}-bit guest physical address \
+             space ({needed_bits} bits needed): {fix}"
         )));
     }
     Ok(vm_type)
@@ -268,18 +337,54 @@ mod tests {
 
     #[test]
     fn ipa_limit_check_picks_the_vm_type() {
+        let ram = |bits: u32| IpaTop::Ram(1 << bits);
         // Capability present: ask for exactly what is needed.
-        assert_eq!(vm_type_for_ipa(33, 44).unwrap(), 33);
-        assert_eq!(vm_type_for_ipa(44, 44).unwrap(), 44);
-        let err = vm_type_for_ipa(45, 44).unwrap_err().to_string();
+        assert_eq!(vm_type_for_ipa(&ram(33), 44).unwrap(), 33);
+        assert_eq!(vm_type_for_ipa(&ram(44), 44).unwrap(), 44);
+        let err = vm_type_for_ipa(&ram(45), 44).unwrap_err().to_string();
         assert!(err.contains("44-bit") && err.contains("45 bits"), "{err}");
+        assert!(err.starts_with("guest memory ends above"), "{err}");
         // Capability absent: default type, fixed 40 bits.
-        assert_eq!(vm_type_for_ipa(32, 0).unwrap(), 0);
-        assert_eq!(vm_type_for_ipa(40, 0).unwrap(), 0);
-        assert!(vm_type_for_ipa(41, 0)
+        assert_eq!(vm_type_for_ipa(&ram(32), 0).unwrap(), 0);
+        assert_eq!(vm_type_for_ipa(&ram(40), 0).unwrap(), 0);
+        assert!(vm_type_for_ipa(&ram(41), 0)
             .unwrap_err()
             .to_string()
             .contains("40-bit"));
+    }
+
+    #[test]
+    fn without_pci_the_ipa_covers_ram_only_as_before() {
+        let layout = memory_layout(1 << 30, 4096).unwrap();
+        let top = IpaTop::of(&layout, false);
+        assert_eq!(top, IpaTop::Ram(RAM_BASE + (1 << 30)));
+        assert_eq!(top.bits(), 32);
+        assert_eq!(vm_type_for_ipa(&top, 44).unwrap(), 32);
+    }
+
+    #[test]
+    fn with_pci_the_ipa_covers_the_64_bit_window_above_ram() {
+        // 1 GiB of RAM ends at 3 GiB (32 bits); the window is 3..7 GiB.
+        let layout = memory_layout(1 << 30, 4096).unwrap();
+        assert_eq!(layout.pci.mmio64, (3 << 30)..(7 << 30));
+        let top = IpaTop::of(&layout, true);
+        assert_eq!(top, IpaTop::PciWindow(layout.pci.mmio64.clone()));
+        assert_eq!(top.bits(), 33);
+        assert_eq!(vm_type_for_ipa(&top, 44).unwrap(), 33);
+        // 1 TiB - 2 GiB of RAM fills 40 bits; the window needs 41.
+        let big = memory_layout((1 << 40) - RAM_BASE, 4096).unwrap();
+        assert_eq!(IpaTop::of(&big, false).bits(), 40);
+        assert_eq!(vm_type_for_ipa(&IpaTop::of(&big, false), 0).unwrap(), 0);
+        let err = vm_type_for_ipa(&IpaTop::of(&big, true), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PCI 64-bit BAR window 0x10000000000..0x10100000000")
+                && err.contains("40-bit")
+                && err.contains("41 bits needed"),
+            "{err}"
+        );
+        assert!(vm_type_for_ipa(&IpaTop::of(&big, true), 41).is_ok());
     }
 
     #[test]

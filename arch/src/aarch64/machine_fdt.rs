@@ -1,43 +1,87 @@
 //! Turns what the back end knows at boot (vCPU MPIDRs, RAM, the VGIC, the
-//! devices the core built) into the `fdt` crate's machine description.
+//! devices the core built) into the `fdt` crate's machine description:
+//! plain devices become nodes of their own, the PCI host bridge (from its
+//! ECAM device and the layout's windows) and a GICv2m frame become the
+//! description's `pci` and `gic_v2m`.
 
-use fdt::{Chosen, FdtDevice, MachineDescription, PsciMethod, Region};
+use fdt::{Chosen, FdtDevice, MachineDescription, PciHost, PsciMethod, Region, V2mFrame};
 
-use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, Result};
+use crate::{AddressSpace, DeviceInfo, DeviceKind, Error, PciLayout, Result};
 
 /// Frequency of the fixed clock the PL031 is fed from (`apb_pclk`).
 pub const APB_PCLK_HZ: u32 = 24_000_000;
 /// The 16550's input clock: the classic 1.8432 MHz crystal.
 pub const UART_CLOCK_HZ: u32 = 1_843_200;
+/// ECAM bytes per bus.
+const ECAM_BUS_SIZE: u64 = 1 << 20;
+
+/// What one device the core built is to the device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdtView {
+    /// A node of its own.
+    Device(FdtDevice),
+    /// The PCIe host bridge's ECAM window.
+    PciEcam(Region),
+    /// A GICv2m MSI frame.
+    V2m(V2mFrame),
+}
+
+fn config_err(device: &DeviceInfo, what: &str) -> Error {
+    Error::Config(format!("{:?} at {:#x} {what}", device.kind, device.base))
+}
+
 /// The device tree view of one device the core built.
-pub fn fdt_device(device: &DeviceInfo) -> Result<FdtDevice> {
+pub fn fdt_device(device: &DeviceInfo) -> Result<FdtView> {
+    if device.space != AddressSpace::Mmio {
+        return Err(config_err(
+            device,
+            "is port I/O, which aarch64 does not have",
+        ));
+    }
+    let region = Region::new(device.base, device.len);
+    let spi = || {
+        device
+            .irq
+            .ok_or_else(|| config_err(device, "has no interrupt line"))
+    };
     let kind = match device.kind {
         DeviceKind::Serial => fdt::DeviceKind::Serial16550,
         DeviceKind::Rtc => fdt::DeviceKind::Pl031Rtc,
         DeviceKind::VirtioMmio => fdt::DeviceKind::VirtioMmio,
-        other => {
-            return Err(Error::Config(format!(
-                "{other:?} at {:#x} does not exist on aarch64",
-                device.base
-            )))
+        DeviceKind::PciEcam => return Ok(FdtView::PciEcam(region)),
+        DeviceKind::GicV2mFrame { spis } => {
+            return Ok(FdtView::V2m(V2mFrame {
+                frame: region,
+                first_spi: spi()?,
+                spis,
+            }))
         }
+        _ => return Err(config_err(device, "does not exist on aarch64")),
     };
-    if device.space != AddressSpace::Mmio {
+    Ok(FdtView::Device(FdtDevice {
+        kind,
+        region,
+        spi: spi()?,
+    }))
+}
+
+/// The host bridge over the ECAM window `ecam` (whole buses from 0), with
+/// the BAR windows and INTx lines of `layout`.
+fn pci_host(ecam: Region, layout: &PciLayout) -> Result<PciHost> {
+    let buses = ecam.size / ECAM_BUS_SIZE;
+    if buses == 0 || buses > 256 || !ecam.size.is_multiple_of(ECAM_BUS_SIZE) {
         return Err(Error::Config(format!(
-            "{:?} at {:#x} is port I/O, which aarch64 does not have",
-            device.kind, device.base
+            "ECAM window {:#x}+{:#x} is not a whole number of 1 MiB buses (1..=256)",
+            ecam.base, ecam.size
         )));
     }
-    let spi = device.irq.ok_or_else(|| {
-        Error::Config(format!(
-            "{:?} at {:#x} has no interrupt line",
-            device.kind, device.base
-        ))
-    })?;
-    Ok(FdtDevice {
-        kind,
-        region: Region::new(device.base, device.len),
-        spi,
+    let window = |w: &std::ops::Range<u64>| Region::new(w.start, w.end - w.start);
+    Ok(PciHost {
+        ecam,
+        buses: (0, (buses - 1) as u8),
+        mmio32: window(&layout.mmio32),
+        mmio64: (!layout.mmio64.is_empty()).then(|| window(&layout.mmio64)),
+        intx_spis: layout.intx_irqs,
     })
 }
 
@@ -57,15 +101,27 @@ pub struct BootMachine<'a> {
     pub initrd: Option<Region>,
     /// Devices the core built.
     pub devices: &'a [DeviceInfo],
+    /// Where a host bridge's BARs and INTx lines go; described only when
+    /// `devices` holds its ECAM window.
+    pub pci: &'a PciLayout,
 }
 
 /// The machine description for `machine`.
 pub fn describe(machine: &BootMachine<'_>) -> Result<MachineDescription> {
-    let devices = machine
-        .devices
-        .iter()
-        .map(fdt_device)
-        .collect::<Result<Vec<_>>>()?;
+    let mut devices = Vec::new();
+    let (mut pci, mut gic_v2m) = (None, None);
+    for device in machine.devices {
+        match fdt_device(device)? {
+            FdtView::Device(node) => devices.push(node),
+            FdtView::PciEcam(ecam) if pci.is_none() => {
+                pci = Some(pci_host(ecam, machine.pci)?);
+            }
+            FdtView::V2m(frame) if gic_v2m.is_none() => gic_v2m = Some(frame),
+            FdtView::PciEcam(_) | FdtView::V2m(_) => {
+                return Err(config_err(device, "is the machine's second of its kind"))
+            }
+        }
+    }
     Ok(MachineDescription {
         cpus: machine.mpidrs.clone(),
         memory: vec![machine.ram],
@@ -79,9 +135,8 @@ pub fn describe(machine: &BootMachine<'_>) -> Result<MachineDescription> {
         devices,
         apb_pclk_hz: APB_PCLK_HZ,
         uart_clock_hz: UART_CLOCK_HZ,
-        // No PCI yet (issue 11): no bridge, so no MSI frame either.
-        gic_v2m: None,
-        pci: None,
+        gic_v2m,
+        pci,
     })
 }
 

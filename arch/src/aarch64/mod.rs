@@ -16,6 +16,8 @@ mod vgic_plan;
 mod vgic_state;
 
 #[cfg(test)]
+mod pci_tests;
+#[cfg(test)]
 mod tests;
 
 use guest_memory::GuestMemoryMmap;
@@ -30,7 +32,7 @@ use crate::{
 };
 use fdt::Region;
 use gic::Vgic;
-use layout::{RAM_BASE, RTC, RTC_SPI, SERIAL, SERIAL_SPI};
+use layout::{GIC_V2M, RAM_BASE, RTC, RTC_SPI, SERIAL, SERIAL_SPI, V2M_SPIS};
 use machine_fdt::BootMachine;
 
 /// The aarch64 back end's state for one VM.
@@ -131,12 +133,13 @@ impl Arch for AArch64 {
         let page_size = crate::host_page_size()?;
         let layout = layout::memory_layout(config.memory_size, page_size)?;
         let ram = ram_region(&layout);
-        let ipa_bits = layout::ipa_bits_needed(ram.base + ram.size);
-        let vm_type = layout::vm_type_for_ipa(ipa_bits, kvm.get_host_ipa_limit())?;
+        let ipa_top = layout::IpaTop::of(&layout, config.pci);
+        let ipa_bits = ipa_top.bits();
+        let vm_type = layout::vm_type_for_ipa(&ipa_top, kvm.get_host_ipa_limit())?;
         let vm = kvm
             .create_vm_with_type(vm_type)
             .map_err(crate::kvm_err("create VM"))?;
-        let vgic = Vgic::create(&vm, config.gic)?;
+        let vgic = Vgic::create(&vm, config.gic, config.pci)?;
         // Asked of the VM: KVM lowers the limit once a GICv2 exists.
         let kvm_max = match usize::try_from(vm.check_extension_int(Cap::MaxVcpus)) {
             Ok(max) if max > 0 => max,
@@ -178,9 +181,7 @@ impl Arch for AArch64 {
 
     fn platform_devices(&self) -> Vec<DeviceInfo> {
         let mut devices = platform_devices();
-        if self.pci {
-            devices.push(crate::pci_ecam_device(&self.layout));
-        }
+        devices.extend(pci_devices(&self.layout, self.vgic.version(), self.pci));
         devices
     }
 
@@ -227,6 +228,7 @@ impl Arch for AArch64 {
             cmdline: &config.cmdline,
             initrd: placed.initrd,
             devices,
+            pci: &self.layout.pci,
         })?;
         mem.write_slice(&blob, GuestAddress(placed.fdt))
             .map_err(|e| Error::GuestMemory(format!("writing the device tree: {e}")))?;
@@ -283,6 +285,28 @@ impl Arch for AArch64 {
     fn seccomp_extras() -> crate::SeccompExtras {
         seccomp::extras()
     }
+}
+
+/// With `pci`, the host bridge and, on a GICv2 (which has no ITS), the
+/// GICv2m frame its MSIs go through. A GICv3 with an ITS needs no device
+/// of ours; one without gets no MSI controller (INTx only).
+fn pci_devices(layout: &MemoryLayout, gic: GicVersion, pci: bool) -> Vec<DeviceInfo> {
+    if !pci {
+        return Vec::new();
+    }
+    let mut devices = vec![crate::pci_ecam_device(layout)];
+    if gic.has_v2m(pci) {
+        devices.push(DeviceInfo {
+            kind: DeviceKind::GicV2mFrame {
+                spis: V2M_SPIS.end - V2M_SPIS.start,
+            },
+            space: AddressSpace::Mmio,
+            base: GIC_V2M.base,
+            len: GIC_V2M.size,
+            irq: Some(V2M_SPIS.start),
+        });
+    }
+    devices
 }
 
 /// The console UART and the RTC, at their fixed places.

@@ -16,7 +16,6 @@ use kvm_ioctls::VcpuFd;
 use serde::{Deserialize, Serialize};
 
 use super::gic::{GicVersion, Vgic};
-use super::layout::VGIC_NR_IRQS;
 use super::vcpu;
 use super::vgic_plan as plan;
 use super::vgic_state::{self as state, GicReg, ItsState};
@@ -152,7 +151,7 @@ pub fn save_vm(vgic: &Vgic, vcpus: &[&VcpuFd]) -> Result<VmState> {
             for &mpidr in &mpidrs {
                 plan.extend(plan::v3_redist(mpidr));
             }
-            plan.extend(plan::v3_dist_spis(VGIC_NR_IRQS, first));
+            plan.extend(plan::v3_dist_spis(vgic.nr_irqs(), first));
             for &mpidr in &mpidrs {
                 let ctlr = state::read_icc_ctlr(gic, mpidr)?;
                 plan.extend(plan::v3_cpu_sysregs(mpidr, ctlr));
@@ -160,7 +159,7 @@ pub fn save_vm(vgic: &Vgic, vcpus: &[&VcpuFd]) -> Result<VmState> {
             state::read_plan(gic, &plan)?
         }
         GicVersion::V2 => {
-            let mut plan = plan::v2_dist(mpidrs.len(), VGIC_NR_IRQS);
+            let mut plan = plan::v2_dist(mpidrs.len(), vgic.nr_irqs());
             for cpu in 0..mpidrs.len() {
                 plan.extend(plan::v2_cpu(cpu));
             }

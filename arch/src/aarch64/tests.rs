@@ -31,6 +31,7 @@ struct Shape {
 
 fn build_tree(shape: &Shape, devices: &[DeviceInfo]) -> Node {
     let ram = Region::new(RAM_BASE, 256 << 20);
+    let layout = memory_layout(ram.size, 4096).unwrap();
     let blob = build(&BootMachine {
         mpidrs: (0..shape.vcpus as u64)
             .map(|i| 0x8000_0000 | i)
@@ -41,6 +42,7 @@ fn build_tree(shape: &Shape, devices: &[DeviceInfo]) -> Node {
         cmdline: "root=/dev/vda quiet",
         initrd: shape.initrd,
         devices,
+        pci: &layout.pci,
     })
     .unwrap();
     decode(&blob).unwrap()
@@ -207,6 +209,7 @@ fn devices_the_machine_cannot_have_are_errors() {
             cmdline: "",
             initrd: None,
             devices: &[device],
+            pci: &memory_layout(64 << 20, 4096).unwrap().pci,
         })
         .unwrap_err();
         assert!(err.to_string().contains(words), "{err}");
@@ -222,6 +225,7 @@ fn a_nul_in_the_command_line_is_a_config_error() {
         cmdline: "a\0b",
         initrd: None,
         devices: &[],
+        pci: &memory_layout(64 << 20, 4096).unwrap().pci,
     })
     .unwrap_err();
     assert!(matches!(err, crate::Error::Config(_)), "{err}");

@@ -149,7 +149,10 @@ pub fn dsdt(devices: &[DeviceInfo], pci: &PciLayout) -> Result<Vec<u8>> {
             DeviceKind::Serial | DeviceKind::VirtioMmio | DeviceKind::I8042 => {
                 return Err(config_err(device, "too many devices of this kind"))
             }
-            DeviceKind::Rtc | DeviceKind::AcpiSleep | DeviceKind::DebugExit => continue,
+            DeviceKind::Rtc
+            | DeviceKind::AcpiSleep
+            | DeviceKind::DebugExit
+            | DeviceKind::GicV2mFrame { .. } => continue,
             // Described together by PCI0, below.
             DeviceKind::PciEcam | DeviceKind::PciConfigPorts => continue,
         };
