@@ -188,9 +188,12 @@ impl KvmMsiSink {
 
 /// Vector `vector`'s message and whether it is masked.
 fn read_entry(table: &MsixVectors, vector: usize) -> (MsiMessage, bool) {
-    let mut entry = [0u8; ENTRY_SIZE as usize];
-    table.read_table(vector as u64 * ENTRY_SIZE, &mut entry);
-    let word = |i: usize| u32::from_le_bytes(entry[i * 4..i * 4 + 4].try_into().unwrap());
+    // The table takes dword (or qword) accesses, as a guest makes them.
+    let word = |index: u64| {
+        let mut bytes = [0u8; 4];
+        table.read_table(vector as u64 * ENTRY_SIZE + index * 4, &mut bytes);
+        u32::from_le_bytes(bytes)
+    };
     let message = MsiMessage {
         address: u64::from(word(1)) << 32 | u64::from(word(0)),
         data: word(2),
