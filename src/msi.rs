@@ -150,7 +150,9 @@ impl KvmMsiSink {
 
     /// Each vector's irqfd and GSI, for KVM_IRQFD.
     pub fn irqfds(&self) -> impl Iterator<Item = (&IrqTrigger, u32)> {
-        (self.first_gsi..).zip(&self.irqfds).map(|(gsi, fd)| (fd, gsi))
+        (self.first_gsi..)
+            .zip(&self.irqfds)
+            .map(|(gsi, fd)| (fd, gsi))
     }
 
     /// After a guest write that may have changed `table`: routes every

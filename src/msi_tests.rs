@@ -62,7 +62,10 @@ fn each_vector_gets_its_own_gsi_and_functions_do_not_share() {
     let gsis = |sink: &KvmMsiSink| sink.irqfds().map(|(_, gsi)| gsi).collect::<Vec<_>>();
     assert_eq!(gsis(&a), vec![24, 25]);
     assert_eq!(gsis(&b), vec![26, 27]);
-    let fds: Vec<_> = a.irqfds().map(|(fd, _)| fd.event_fd().as_raw_fd()).collect();
+    let fds: Vec<_> = a
+        .irqfds()
+        .map(|(fd, _)| fd.event_fd().as_raw_fd())
+        .collect();
     assert_ne!(fds[0], fds[1]);
 }
 

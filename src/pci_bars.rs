@@ -47,11 +47,8 @@ impl BarMap {
     /// Whether `[base, base + len)` lies inside one window: the BARs
     /// tandem maps (elsewhere the guest would shadow RAM or devices).
     pub fn fits(&self, base: u64, len: u64) -> bool {
-        base.checked_add(len).is_some_and(|end| {
-            self.windows
-                .iter()
-                .any(|w| w.start <= base && end <= w.end)
-        })
+        base.checked_add(len)
+            .is_some_and(|end| self.windows.iter().any(|w| w.start <= base && end <= w.end))
     }
 
     /// Maps `target` at `[base, base + len)`; refused outside the windows

@@ -85,7 +85,10 @@ impl VirtioFunction {
     /// changed): BAR0 mapped, moved or unmapped with its ioeventfds, MSI
     /// routes updated. Called with no function lock held.
     pub fn config_written(&mut self, change: ConfigWrite, bars: &BarMap, vm: &dyn VmWiring) {
-        if matches!(change, ConfigWrite::Command { .. } | ConfigWrite::Bar { .. }) {
+        if matches!(
+            change,
+            ConfigWrite::Command { .. } | ConfigWrite::Bar { .. }
+        ) {
             self.remap(bars, vm);
         }
         self.bar0.msi.sync(&self.bar0.msix);

@@ -122,7 +122,11 @@ fn the_legacy_ports_select_with_0xcf8_and_read_at_0xcfc() {
     let f = fixture();
     let mut ports = ConfigPorts::new(f.host.clone());
     ports.write(0, &0x8000_0800u32.to_le_bytes());
-    assert_eq!(read(&mut ports, 0, 4), 0x8000_0800, "the address reads back");
+    assert_eq!(
+        read(&mut ports, 0, 4),
+        0x8000_0800,
+        "the address reads back"
+    );
     assert_eq!(read(&mut ports, 4, 4), 0x1044_1af4);
     assert_eq!(read(&mut ports, 6, 2), 0x1044, "0xcfe: the upper half");
     assert_eq!(read(&mut ports, 7, 1), 0x10);
@@ -160,10 +164,7 @@ fn a_bar_write_moves_the_mapping_and_the_ioeventfds() {
     f.ecam_write(ecam(1, 0x14), 0, 4);
     f.ecam_write(ecam(1, 0x10), 0xc000_8000, 4);
     assert_eq!(f.bars.mapped(), vec![(0xc000_8000, BAR_SIZE)]);
-    assert_eq!(
-        f.ioevents(),
-        BTreeSet::from([0xc000_8000 + NOTIFY])
-    );
+    assert_eq!(f.ioevents(), BTreeSet::from([0xc000_8000 + NOTIFY]));
     // Through the 32-bit window, BAR0 answers: num_queues is 1.
     let mut window = BarWindow::new(MMIO32.start, f.bars.clone());
     assert_eq!(read(&mut window, 0x8012, 2), 1);
