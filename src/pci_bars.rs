@@ -24,11 +24,14 @@ pub trait BarTarget: Send + Sync {
     fn write(&self, offset: u64, data: &[u8]);
 }
 
+/// Mapped BARs by base: their length and target.
+type Bars = BTreeMap<u64, (u64, Arc<dyn BarTarget>)>;
+
 /// The BARs mapped now, by guest address.
 #[derive(Default)]
 pub struct BarMap {
     windows: Vec<Range<u64>>,
-    bars: Mutex<BTreeMap<u64, (u64, Arc<dyn BarTarget>)>>,
+    bars: Mutex<Bars>,
 }
 
 impl BarMap {
@@ -40,7 +43,7 @@ impl BarMap {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (u64, Arc<dyn BarTarget>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bars> {
         self.bars.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -136,7 +139,7 @@ mod tests {
 
     #[test]
     fn accesses_reach_the_bar_at_its_offset_and_gaps_read_all_ones() {
-        let map = Arc::new(BarMap::new(vec![0x1000..0x9000]));
+        let map = Arc::new(BarMap::new(vec![0x1000..0x9000, 0x10_0000..0x20_0000]));
         let probe = Arc::new(Probe::default());
         map.insert(0x2000, 0x1000, probe.clone()).unwrap();
         let mut window = BarWindow::new(0x1000, map.clone());
