@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use devices::virtio::{parse_mac, BlockConfig, NetConfig};
 
 use crate::resources::{
-    BalloonDevice, BootSource, ConsoleKind, Drive, NetInterface, VmResources, VsockDevice,
+    BalloonDevice, BootSource, ConsoleKind, Drive, NetInterface, Transport, VmResources,
+    VsockDevice,
 };
 
 /// tandem: a virtual machine monitor for Linux guests on KVM.
@@ -255,6 +256,10 @@ pub struct RunArgs {
     /// use the TSC-deadline timer); older kernels and some test kernels do.
     #[arg(long)]
     pub legacy_pit: bool,
+    /// How virtio devices reach the guest: virtio-mmio windows, or
+    /// virtio-pci functions behind a PCIe host bridge (docs/pci.md).
+    #[arg(long, value_enum, default_value_t = TransportArg::Mmio)]
+    pub transport: TransportArg,
     /// A virtio-blk disk backed by a host file (repeatable).
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,id=ID]", value_parser = parse_disk)]
     pub disks: Vec<BlockConfig>,
@@ -318,6 +323,24 @@ impl From<GicArg> for GicChoice {
             GicArg::Auto => GicChoice::Auto,
             GicArg::V2 => GicChoice::V2,
             GicArg::V3 => GicChoice::V3,
+        }
+    }
+}
+
+/// `--transport` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    /// virtio-mmio.
+    Mmio,
+    /// virtio-pci behind a PCIe host bridge.
+    Pci,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(arg: TransportArg) -> Self {
+        match arg {
+            TransportArg::Mmio => Transport::Mmio,
+            TransportArg::Pci => Transport::Pci,
         }
     }
 }
@@ -519,6 +542,7 @@ impl RunArgs {
             dump_fdt: self.dump_fdt.clone(),
             debug_exit: self.debug_exit,
             legacy_pit: self.legacy_pit,
+            transport: self.transport.into(),
             ..VmResources::default()
         }
     }

@@ -114,6 +114,9 @@ impl Vmm {
                 if config.legacy_pit.is_some() {
                     merged.legacy_pit = config.legacy_pit;
                 }
+                if config.transport.is_some() {
+                    merged.transport = config.transport.clone();
+                }
                 convert::apply_machine_config(r, &merged)
             }),
             ApiRequest::PatchMachineConfig(update) => self.configure(|r| {

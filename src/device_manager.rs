@@ -7,22 +7,30 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
-use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout};
+use anyhow::{bail, Context, Result};
+use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout, MsiRouting, PciLayout};
 use devices::legacy::i8042::I8042State;
 use devices::legacy::rtc_pl031::Pl031State;
 use devices::legacy::serial::{SerialOutput, SerialState};
 use devices::legacy::{AcpiSleep, DebugExit, Pl031, Serial, I8042};
+use devices::virtio::pci::layout::BAR_SIZE;
+use devices::virtio::pci::VirtioPci;
 use devices::virtio::{
-    worker, BalloonControl, BalloonState, Interrupt, MmioState, MmioTransport, VirtioDevice,
-    MMIO_LEN, QUEUE_NOTIFY_OFFSET,
+    worker, BalloonControl, BalloonState, MmioState, MmioTransport, VirtioDevice, MMIO_LEN,
+    QUEUE_NOTIFY_OFFSET,
 };
 use devices::{BusDevice, ExitSignal, IrqTrigger};
 use guest_memory::GuestMemoryMmap;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use serde::{Deserialize, Serialize};
 
+use crate::msi::{KvmMsiSink, MsiRouter};
+use crate::pci_bars::{BarMap, BarWindow};
+use crate::pci_function::VirtioFunction;
+use crate::pci_host::{ConfigPorts, PciHost};
 use crate::vcpu::Buses;
+pub use crate::virtio_slot::{VirtioSlot, VirtioTransport};
+use crate::vm_wiring::VmWiring;
 
 /// The VM's devices and where they are.
 pub struct DeviceManager {
@@ -44,6 +52,23 @@ pub struct DeviceManager {
     free_irqs: Range<u32>,
     /// Triggers waiting for [`DeviceManager::connect_irqs`].
     unconnected: Vec<(IrqTrigger, u32, DeviceKind)>,
+    /// The PCI host bridge, when the VM has one: virtio devices go there.
+    pci: Option<PciParts>,
+}
+
+/// What the device manager needs from KVM and the back end for PCI.
+pub struct PciKvm {
+    /// Where ioeventfds and MSI routes go.
+    pub vm: Arc<dyn VmWiring>,
+    /// How MSIs are routed on this VM (`Arch::msi_routing`).
+    pub msi: MsiRouting,
+}
+
+/// The host bridge and what its functions share.
+struct PciParts {
+    host: Arc<Mutex<PciHost>>,
+    router: Arc<MsiRouter>,
+    layout: PciLayout,
 }
 
 /// What a snapshot holds of the devices. The ACPI sleep and debug-exit
@@ -78,16 +103,6 @@ pub struct VirtioState {
     pub balloon: Option<BalloonState>,
 }
 
-/// One virtio device behind its transport.
-pub struct VirtioSlot {
-    /// The device's name (a drive or interface id, `rng`, `console`).
-    pub name: String,
-    /// Its transport, on the MMIO bus.
-    pub transport: Arc<Mutex<MmioTransport>>,
-    /// Its interrupt state and counters, readable without the lock.
-    pub interrupt: Arc<Interrupt>,
-}
-
 /// Locks a device, whether or not an earlier holder panicked (the bus
 /// already turns a device panic into a failed access).
 fn lock<T: ?Sized>(device: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,17 +120,17 @@ impl DeviceManager {
             .virtio
             .iter()
             .map(|slot| {
-                let mut transport = lock(&slot.transport);
+                let transport = &slot.transport;
                 let balloon = (transport.device_type()
                     == devices::virtio::balloon::VIRTIO_ID_BALLOON)
                     .then(|| self.balloon.as_ref().map(BalloonControl::state))
                     .flatten();
-                let transport = transport.save_state();
                 Ok(VirtioState {
                     name: slot.name.clone(),
                     balloon,
                     transport: transport
-                        .map_err(|e| anyhow!("virtio device {}: {e}", slot.name))?,
+                        .save_state()
+                        .with_context(|| format!("virtio device {}", slot.name))?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -153,9 +168,9 @@ impl DeviceManager {
             bail!("the snapshot has virtio devices [{saved}], this VM [{built}]");
         }
         for (slot, saved) in self.virtio.iter().zip(&state.virtio) {
-            lock(&slot.transport)
+            slot.transport
                 .restore_state(&saved.transport)
-                .map_err(|e| anyhow!("virtio device {}: {e}", slot.name))?;
+                .with_context(|| format!("virtio device {}", slot.name))?;
             if let (Some(control), Some(state)) = (&self.balloon, &saved.balloon) {
                 control.restore(state);
             }
@@ -164,12 +179,14 @@ impl DeviceManager {
     }
 
     /// Creates the back end's platform devices. Guest console output goes
-    /// to `console_out`; reset and power-off requests to `exit`.
+    /// to `console_out`; reset and power-off requests to `exit`. A PCI
+    /// host bridge among them needs `pci`.
     pub fn new(
         layout: &MemoryLayout,
         platform: &[DeviceInfo],
         exit: &Arc<ExitSignal>,
         console_out: SerialOutput,
+        pci: Option<PciKvm>,
     ) -> Result<Self> {
         let mut manager = DeviceManager {
             buses: Buses::default(),
@@ -182,7 +199,9 @@ impl DeviceManager {
             free_irqs: layout.device_irqs.clone(),
             unconnected: Vec::new(),
             balloon: None,
+            pci: None,
         };
+        let mut pci = pci;
         let mut console_out = Some(console_out);
         for info in platform {
             match info.kind {
@@ -210,19 +229,43 @@ impl DeviceManager {
                     manager.place(info, Arc::new(Mutex::new(DebugExit::new(exit.clone()))))?;
                 }
                 DeviceKind::VirtioMmio => bail!("virtio devices are not platform devices"),
-                DeviceKind::PciEcam
-                | DeviceKind::PciConfigPorts
-                | DeviceKind::GicV2mFrame { .. } => {
-                    bail!("the PCI host bridge is not wired to the buses yet (docs/pci.md)")
+                DeviceKind::PciEcam => {
+                    let kvm = pci.take().context("a PCI host bridge without KVM wiring")?;
+                    let host = manager.add_pci_host(&layout.pci, kvm)?;
+                    manager.place(info, host)?;
+                }
+                DeviceKind::PciConfigPorts => {
+                    let parts = manager.pci.as_ref();
+                    let host = parts.context("PCI configuration ports before the ECAM window")?;
+                    let ports = ConfigPorts::new(host.host.clone());
+                    manager.place(info, Arc::new(Mutex::new(ports)))?;
+                }
+                DeviceKind::GicV2mFrame { .. } => {
+                    bail!("the GICv2m frame is not wired to the buses yet (docs/pci.md)")
                 }
             }
         }
         Ok(manager)
     }
 
+    /// Gives `device` its transport: a function on the PCI host bridge
+    /// when the VM has one, else a virtio-mmio window.
+    pub fn add_virtio(
+        &mut self,
+        vm: &VmFd,
+        mem: &GuestMemoryMmap,
+        name: String,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<()> {
+        match self.pci.is_some() {
+            true => self.add_virtio_pci(mem, name, device),
+            false => self.add_virtio_mmio(vm, mem, name, device),
+        }
+    }
+
     /// Gives `device` a virtio-mmio window and an interrupt line, binds its
     /// queue notifications to ioeventfds and its interrupt to an irqfd.
-    pub fn add_virtio(
+    fn add_virtio_mmio(
         &mut self,
         vm: &VmFd,
         mem: &GuestMemoryMmap,
@@ -260,17 +303,84 @@ impl DeviceManager {
         let transport = Arc::new(Mutex::new(transport));
         self.virtio.push(VirtioSlot {
             name,
-            transport: transport.clone(),
+            transport: VirtioTransport::Mmio(transport.clone()),
             interrupt,
         });
         self.place(&info, transport)
+    }
+
+    /// The host bridge, its BAR windows on the MMIO bus and the MSI router.
+    fn add_pci_host(&mut self, layout: &PciLayout, kvm: PciKvm) -> Result<Arc<Mutex<PciHost>>> {
+        let windows = vec![layout.mmio32.clone(), layout.mmio64.clone()];
+        let bars = Arc::new(BarMap::new(windows.clone()));
+        for window in windows {
+            let device = Arc::new(Mutex::new(BarWindow::new(window.start, bars.clone())));
+            self.buses
+                .mmio
+                .insert(device, window.start, window.end - window.start)
+                .with_context(|| format!("PCI BAR window {window:x?}"))?;
+        }
+        let host = Arc::new(Mutex::new(PciHost::new(kvm.vm.clone(), bars)));
+        self.pci = Some(PciParts {
+            host: host.clone(),
+            router: Arc::new(MsiRouter::new(kvm.vm, kvm.msi)),
+            layout: layout.clone(),
+        });
+        Ok(host)
+    }
+
+    /// Puts `device` behind a virtio-pci function in the next slot: BAR0
+    /// pre-assigned in the 64-bit window (decoding off until the guest
+    /// turns it on), an irqfd per MSI-X vector, INTA# on the swizzled
+    /// line.
+    fn add_virtio_pci(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        name: String,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<()> {
+        let parts = self.pci.as_ref().context("no PCI host bridge")?;
+        let slot = lock(&parts.host)
+            .next_slot()
+            .with_context(|| format!("no PCI slot left for {name}"))?;
+        let vectors = u16::try_from(device.queue_max_sizes().len() + 1)
+            .with_context(|| format!("{name} has too many queues"))?;
+        // Requester id: bus 0, this slot, function 0.
+        let msi = KvmMsiSink::new(parts.router.clone(), u32::from(slot) << 3, vectors)?;
+        let msi = Arc::new(msi);
+        let intx_gsi = parts.layout.intx_irqs[usize::from(slot) % 4];
+        let bar = parts.layout.mmio64.start + u64::from(slot - 1) * BAR_SIZE;
+        if bar + BAR_SIZE > parts.layout.mmio64.end {
+            bail!("no 64-bit BAR space left for {name}");
+        }
+        let host = parts.host.clone();
+        for (irqfd, gsi) in msi.irqfds() {
+            self.unconnected
+                .push((irqfd.clone(), gsi, DeviceKind::PciEcam));
+        }
+        let intx = IrqTrigger::new()?;
+        self.unconnected
+            .push((intx.clone(), intx_gsi, DeviceKind::PciEcam));
+        let function = VirtioPci::new(mem.clone(), intx, msi.clone(), device)
+            .with_context(|| format!("cannot create the virtio-pci function for {name}"))?;
+        let interrupt = function.interrupt();
+        let function = Arc::new(Mutex::new(function));
+        let wired = VirtioFunction::new(function.clone(), msi)?;
+        wired.assign_bar(bar);
+        lock(&host).add(wired)?;
+        self.virtio.push(VirtioSlot {
+            name,
+            transport: VirtioTransport::Pci(function),
+            interrupt,
+        });
+        Ok(())
     }
 
     /// Parks every virtio device's worker; the vCPUs must be parked
     /// already, or they could restart one through its registers.
     pub fn pause(&self) -> Result<()> {
         for slot in &self.virtio {
-            if !lock(&slot.transport).pause() {
+            if !slot.transport.pause() {
                 bail!("virtio device {} did not stop in time", slot.name);
             }
         }
@@ -282,7 +392,7 @@ impl DeviceManager {
     /// them back (see `VirtioDevice::hand_over`).
     pub fn hand_over(&self, release: bool) -> Result<()> {
         for slot in &self.virtio {
-            lock(&slot.transport)
+            slot.transport
                 .hand_over(release)
                 .with_context(|| format!("virtio device {}", slot.name))?;
         }
@@ -299,7 +409,7 @@ impl DeviceManager {
         let workers = self
             .virtio
             .iter()
-            .flat_map(|slot| lock(&slot.transport).stop_workers())
+            .flat_map(|slot| slot.transport.stop_workers())
             .collect();
         worker::finish_all(workers, deadline);
     }
@@ -307,7 +417,7 @@ impl DeviceManager {
     /// Lets every virtio device's worker go on.
     pub fn resume(&self) {
         for slot in &self.virtio {
-            lock(&slot.transport).resume();
+            slot.transport.resume();
         }
     }
 
@@ -384,6 +494,7 @@ mod tests {
             &[],
             &Arc::new(ExitSignal::new().unwrap()),
             SerialOutput::new(Box::new(std::io::sink())).unwrap(),
+            None,
         )
         .unwrap();
         for (base, irq) in [(0xd000_0000, 5), (0xd000_1000, 6)] {

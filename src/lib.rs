@@ -16,13 +16,19 @@ pub mod memory;
 pub mod metrics;
 pub mod metrics_line;
 pub mod migration;
+pub mod msi;
+pub mod pci_bars;
+pub mod pci_function;
+pub mod pci_host;
 pub mod resources;
 pub mod seccomp;
 pub mod signals;
 pub mod snapshot;
 pub mod vcpu;
 pub mod vcpus;
+pub mod virtio_slot;
 pub mod vm;
+pub mod vm_wiring;
 pub mod vmm;
 
 /// When the process started, for start-up timings in logs: the first call

@@ -22,7 +22,7 @@ use log::{info, warn};
 
 use crate::api::models::SnapshotType;
 use crate::console::InputTarget;
-use crate::device_manager::DeviceManager;
+use crate::device_manager::{DeviceManager, PciKvm};
 use crate::dirty::{save_dirty_memory, take_dirty_pages, DirtyPages};
 use crate::kvm_stats::KvmStats;
 use crate::memory::{
@@ -60,7 +60,9 @@ pub struct Machine {
     vcpus: Vcpus,
     devices: DeviceManager,
     context: Arc<VcpuContext>,
-    vm: VmFd,
+    /// Shared with the PCI host bridge, which moves ioeventfds and MSI
+    /// routes as the guest programs its functions.
+    vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     console: Option<InputTarget>,
     /// Where both consoles' guest output goes (stdout), without blocking.
@@ -130,6 +132,7 @@ impl Machine {
         warn_if_pvm();
         let kvm = open_kvm()?;
         let (mut arch, vm) = Host::create_vm(&kvm, &config)?;
+        let vm = Arc::new(vm);
         // A restored VM that logs dirty pages gets its RAM read into
         // anonymous memory: KVM's log misses pages of RAM mapped from a
         // file (docs/snapshots.md, "Dirty pages").
@@ -343,8 +346,7 @@ impl Machine {
         let Some(slot) = self.devices.virtio.iter().find(|slot| slot.name == id) else {
             bail!("no drive {id}");
         };
-        let mut transport = slot.transport.lock().unwrap_or_else(|p| p.into_inner());
-        transport
+        slot.transport
             .update_backend(path)
             .with_context(|| format!("drive {id}: {}", path.display()))
     }
@@ -399,18 +401,26 @@ type Platform = (
 fn build_platform(
     resources: &VmResources,
     arch: &mut Host,
-    vm: &VmFd,
+    vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     config: &mut VmConfig,
     exit: &Arc<ExitSignal>,
     origin: Origin,
 ) -> Result<Platform> {
     let console_output = crate::console::stdout_output().context("console output")?;
+    let pci = match config.pci {
+        true => Some(PciKvm {
+            vm: vm.clone(),
+            msi: arch.msi_routing()?,
+        }),
+        false => None,
+    };
     let mut devices = DeviceManager::new(
         arch.layout(),
         &arch.platform_devices(),
         exit,
         console_output.clone(),
+        pci,
     )?;
     let virtio_console = add_virtio_devices(resources, vm, mem, &mut devices, &console_output)?;
     if resources.virtio_cmdline {

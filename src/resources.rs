@@ -27,6 +27,16 @@ pub enum ConsoleKind {
     Virtio,
 }
 
+/// How virtio devices reach the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// virtio-mmio windows, one interrupt line each.
+    #[default]
+    Mmio,
+    /// virtio-pci functions behind a PCIe host bridge, with MSI-X.
+    Pci,
+}
+
 /// Kernel, initrd and command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BootSource {
@@ -118,6 +128,8 @@ pub struct VmResources {
     pub debug_exit: bool,
     /// An in-kernel 8254 PIT (x86_64), for guests that need one.
     pub legacy_pit: bool,
+    /// virtio-mmio or virtio-pci (docs/pci.md).
+    pub transport: Transport,
 }
 
 impl Default for VmResources {
@@ -139,6 +151,7 @@ impl Default for VmResources {
             dump_fdt: None,
             debug_exit: false,
             legacy_pit: false,
+            transport: Transport::Mmio,
         }
     }
 }
@@ -259,7 +272,7 @@ impl VmResources {
             dump_fdt: self.dump_fdt.clone(),
             debug_exit: self.debug_exit,
             legacy_pit: self.legacy_pit,
-            pci: false,
+            pci: self.transport == Transport::Pci,
         })
     }
 }

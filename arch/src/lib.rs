@@ -168,6 +168,33 @@ pub struct PciLayout {
     pub intx_irqs: [u32; 4],
 }
 
+/// How PCI functions' MSIs reach this VM's interrupt controller through
+/// KVM's GSI routing table ([`Arch::msi_routing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsiRouting {
+    /// The routes KVM starts with that the VM's irqfds use: a
+    /// KVM_SET_GSI_ROUTING table replaces the whole table, so the core
+    /// repeats them in every table it sets.
+    pub irqchip_routes: Vec<IrqchipRoute>,
+    /// GSIs from here up are free for MSI routes.
+    pub first_msi_gsi: u32,
+    /// Whether an MSI route names its function by requester id (bus << 8
+    /// | device << 3 | function) as KVM's device id (`KVM_MSI_VALID_DEVID`,
+    /// which the GICv3 ITS needs).
+    pub requester_id: bool,
+}
+
+/// A GSI routed to an interrupt controller's pin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqchipRoute {
+    /// The GSI.
+    pub gsi: u32,
+    /// KVM's irqchip number (x86: PIC master, PIC slave, IOAPIC; arm: 0).
+    pub irqchip: u32,
+    /// The pin on it.
+    pub pin: u32,
+}
+
 /// Guest time as it stood when the VM was paused, so that resume can hide
 /// the paused interval from the guest, and a snapshot can carry it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +361,10 @@ pub trait Arch: Sized + Send + Sync + 'static {
     /// Gives a freshly built VM (vCPUs created, no boot configured) the
     /// state [`Arch::save_vm`] saved; called before [`Arch::restore_vcpu`].
     fn restore_vm(&mut self, vm: &VmFd, vcpus: &[VcpuFd], state: &Self::VmState) -> Result<()>;
+
+    /// How PCI MSIs are routed on this VM; an error says why this VM's
+    /// interrupt controller takes none (a GICv2 without an MSI frame).
+    fn msi_routing(&self) -> Result<MsiRouting>;
 
     /// What this architecture adds to tandem's per-thread seccomp filters:
     /// the system calls and ioctls only it makes (src/seccomp/).

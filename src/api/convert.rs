@@ -13,7 +13,7 @@ use super::models::{
     Balloon, BootSource, Drive, EntropyDevice, FullVmConfiguration, MachineConfig,
     NetworkInterface, Vsock,
 };
-use crate::resources::{self, ConsoleKind, NetInterface, VmResources};
+use crate::resources::{self, ConsoleKind, NetInterface, Transport, VmResources};
 
 /// Firecracker's memory size before any `PUT /machine-config`.
 pub const FIRECRACKER_DEFAULT_MEMORY_MIB: u64 = 128;
@@ -53,6 +53,12 @@ pub fn apply_machine_config(r: &mut VmResources, config: &MachineConfig) -> Resu
     r.track_dirty_pages = config.track_dirty_pages;
     r.gic = gic;
     r.legacy_pit = config.legacy_pit.unwrap_or(false);
+    if let Some(transport) = config.transport.as_deref() {
+        r.transport = match transport {
+            "pci" => Transport::Pci,
+            _ => Transport::Mmio,
+        };
+    }
     if let Some(console) = config.console.as_deref() {
         r.console = match console {
             "virtio" => ConsoleKind::Virtio,
@@ -85,6 +91,13 @@ pub fn machine_config(r: &VmResources) -> MachineConfig {
             .into(),
         ),
         legacy_pit: Host::HAS_LEGACY_PIT.then_some(r.legacy_pit),
+        transport: Some(
+            match r.transport {
+                Transport::Mmio => "mmio",
+                Transport::Pci => "pci",
+            }
+            .into(),
+        ),
         ..MachineConfig::default()
     }
 }
@@ -338,5 +351,25 @@ mod tests {
             Ok(()) => assert!(Host::HAS_LEGACY_PIT && r.legacy_pit),
             Err(e) => assert!(!Host::HAS_LEGACY_PIT && e.contains("has no PIT"), "{e}"),
         }
+    }
+
+    #[test]
+    fn transport_is_shown_defaults_to_mmio_and_is_kept_when_omitted() {
+        let mut r = firecracker_defaults();
+        assert_eq!(machine_config(&r).transport.as_deref(), Some("mmio"));
+        let pci = MachineConfig {
+            transport: Some("pci".into()),
+            ..MachineConfig::default()
+        };
+        apply_machine_config(&mut r, &pci).unwrap();
+        assert_eq!(r.transport, Transport::Pci);
+        apply_machine_config(&mut r, &MachineConfig::default()).unwrap();
+        assert_eq!(r.transport, Transport::Pci, "omitted: unchanged");
+        assert_eq!(machine_config(&r).transport.as_deref(), Some("pci"));
+        let bad = MachineConfig {
+            transport: Some("isa".into()),
+            ..MachineConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("transport"));
     }
 }

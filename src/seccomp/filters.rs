@@ -33,6 +33,12 @@ pub(super) const KVM_GET_DIRTY_LOG: u64 = (1 << 30) | (16 << 16) | io(KVMIO, 0x4
 /// kvm_userspace_memory_region)` (32 bytes): a migration turns dirty-page
 /// logging on in the memory slots.
 pub(super) const KVM_SET_USER_MEMORY_REGION: u64 = (1 << 30) | (32 << 16) | io(KVMIO, 0x46);
+/// `KVM_IOEVENTFD` = `_IOW(KVMIO, 0x79, struct kvm_ioeventfd)` (64
+/// bytes): a guest moving a virtio-pci BAR moves its notify ioeventfds.
+pub(super) const KVM_IOEVENTFD: u64 = (1 << 30) | (64 << 16) | io(KVMIO, 0x79);
+/// `KVM_SET_GSI_ROUTING` = `_IOW(KVMIO, 0x6a, struct kvm_irq_routing)` (8
+/// bytes): a guest programming an MSI-X vector re-routes its GSI.
+pub(super) const KVM_SET_GSI_ROUTING: u64 = (1 << 30) | (8 << 16) | io(KVMIO, 0x6a);
 /// `BLKSSZGET`: a drive swapped to a host block device reads its block size.
 pub(super) const BLKSSZGET: u64 = io(0x12, 104);
 /// `BLKGETSIZE64` = `_IOR(0x12, 114, u64)`: the size of that device.
@@ -265,6 +271,9 @@ pub const REFUSED_ON_DEVICE_THREADS: &[i64] = &[libc::SYS_openat];
 /// Activating a virtio device happens here (a guest register write), so it
 /// also sets up the worker (eventfds, epoll, a thread) and the TAP's
 /// offloads, and everything the worker does is allowed too (inherited).
+/// PCI configuration and MSI-X table writes happen here too: BARs move
+/// their ioeventfds, vectors their GSI routes (workers only signal the
+/// irqfds).
 pub fn vcpu(extras: &SeccompExtras) -> Rules {
     let mut rules = vsock_worker(extras);
     rules
@@ -277,7 +286,13 @@ pub fn vcpu(extras: &SeccompExtras) -> Rules {
         .allow_arg(
             libc::SYS_ioctl,
             1,
-            &[KVM_RUN, libc::TUNSETOFFLOAD, libc::TUNSETVNETHDRSZ],
+            &[
+                KVM_RUN,
+                KVM_IOEVENTFD,
+                KVM_SET_GSI_ROUTING,
+                libc::TUNSETOFFLOAD,
+                libc::TUNSETVNETHDRSZ,
+            ],
         );
     rules
 }

@@ -237,6 +237,35 @@ fn a_device_thread_open_fails_with_eperm() {
 }
 
 #[test]
+fn the_pci_wiring_ioctls_have_their_kernel_numbers() {
+    // _IOW's size field is the argument's size.
+    let ioeventfd = std::mem::size_of::<kvm_bindings::kvm_ioeventfd>() as u64;
+    let routing = std::mem::size_of::<kvm_bindings::kvm_irq_routing>() as u64;
+    assert_eq!(super::filters::KVM_IOEVENTFD, 0x4000_ae79 | ioeventfd << 16);
+    assert_eq!(
+        super::filters::KVM_SET_GSI_ROUTING,
+        0x4000_ae6a | routing << 16
+    );
+    assert_eq!(super::filters::KVM_IOEVENTFD, 0x4040_ae79);
+    let vcpu = ThreadKind::Vcpu.rules();
+    let ioctls = vcpu.arg_values(libc::SYS_ioctl).unwrap();
+    assert!(ioctls.contains(&super::filters::KVM_IOEVENTFD));
+    assert!(ioctls.contains(&super::filters::KVM_SET_GSI_ROUTING));
+    for kind in [
+        ThreadKind::Worker,
+        ThreadKind::VsockWorker,
+        ThreadKind::Main,
+    ] {
+        let ioctls = kind.rules();
+        let ioctls = ioctls.arg_values(libc::SYS_ioctl).unwrap_or(&[]);
+        assert!(
+            !ioctls.contains(&super::filters::KVM_SET_GSI_ROUTING),
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
 fn the_block_size_ioctls_have_their_kernel_numbers() {
     assert_eq!(super::filters::BLKSSZGET, 0x1268);
     assert_eq!(super::filters::BLKGETSIZE64, 0x8008_1272);

@@ -282,6 +282,30 @@ impl Arch for AArch64 {
         snapshot::restore_vm(&self.vgic, vcpus, state)
     }
 
+    fn msi_routing(&self) -> Result<crate::MsiRouting> {
+        if self.vgic.its().is_none() {
+            return Err(Error::Config(format!(
+                "virtio-pci needs MSIs, and this {} has no ITS: it needs the GICv2m frame, which tandem does not emulate yet (use --transport mmio)",
+                self.vgic.version().name()
+            )));
+        }
+        // KVM's default table routes each SPI's GSI to that SPI; the
+        // ITS's MSIs go above them, named by requester id.
+        let spis = layout::VGIC_NR_IRQS - 32;
+        let irqchip_routes = (0..spis)
+            .map(|spi| crate::IrqchipRoute {
+                gsi: spi,
+                irqchip: 0,
+                pin: spi,
+            })
+            .collect();
+        Ok(crate::MsiRouting {
+            irqchip_routes,
+            first_msi_gsi: spis,
+            requester_id: true,
+        })
+    }
+
     fn seccomp_extras() -> crate::SeccompExtras {
         seccomp::extras()
     }

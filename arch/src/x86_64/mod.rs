@@ -416,6 +416,26 @@ impl Arch for X86_64 {
         snapshot::restore_vm(vm, self.legacy_pit, state)
     }
 
+    fn msi_routing(&self) -> Result<crate::MsiRouting> {
+        use kvm_bindings::{KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
+        // KVM's default table: GSIs 0-15 on a PIC and the IOAPIC, 16-23 on
+        // the IOAPIC alone; MSIs go above.
+        let route = |gsi, irqchip, pin| crate::IrqchipRoute { gsi, irqchip, pin };
+        let mut irqchip_routes = Vec::new();
+        for gsi in 0..24 {
+            irqchip_routes.push(route(gsi, KVM_IRQCHIP_IOAPIC, gsi));
+            if gsi < 16 {
+                let pic = [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE][gsi as usize / 8];
+                irqchip_routes.push(route(gsi, pic, gsi % 8));
+            }
+        }
+        Ok(crate::MsiRouting {
+            irqchip_routes,
+            first_msi_gsi: 24,
+            requester_id: false,
+        })
+    }
+
     fn seccomp_extras() -> crate::SeccompExtras {
         seccomp::extras()
     }

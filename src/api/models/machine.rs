@@ -1,6 +1,7 @@
 //! Machine shape and boot: `PUT`/`PATCH /machine-config` and
 //! `PUT /boot-source`, with Firecracker's ranges and defaults and tandem's
-//! platform extensions (`gic_version`, `console`, `legacy_pit`).
+//! platform extensions (`gic_version`, `console`, `legacy_pit`,
+//! `transport`).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,10 @@ pub struct MachineConfig {
     /// tandem extension: an in-kernel 8254 PIT (x86_64; default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy_pit: Option<bool>,
+    /// tandem extension: "mmio" (virtio-mmio) or "pci" (virtio-pci behind
+    /// a PCIe host bridge); default "mmio".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 impl Default for MachineConfig {
@@ -53,6 +58,7 @@ impl Default for MachineConfig {
             gic_version: None,
             console: None,
             legacy_pit: None,
+            transport: None,
         }
     }
 }
@@ -65,7 +71,8 @@ impl MachineConfig {
         check_cpu_template(self.cpu_template.as_deref())?;
         check_huge_pages(self.huge_pages.as_deref())?;
         check_choice("gic_version", self.gic_version.as_deref(), &GIC_VERSIONS)?;
-        check_choice("console", self.console.as_deref(), &CONSOLES)
+        check_choice("console", self.console.as_deref(), &CONSOLES)?;
+        check_choice("transport", self.transport.as_deref(), &TRANSPORTS)
     }
 
     /// This configuration with the fields `update` sets replaced.
@@ -92,6 +99,7 @@ impl MachineConfig {
         replace(&mut next.huge_pages, &update.huge_pages);
         replace(&mut next.gic_version, &update.gic_version);
         replace(&mut next.console, &update.console);
+        replace(&mut next.transport, &update.transport);
         if update.legacy_pit.is_some() {
             next.legacy_pit = update.legacy_pit;
         }
@@ -113,6 +121,7 @@ pub struct MachineConfigUpdate {
     pub gic_version: Option<String>,
     pub console: Option<String>,
     pub legacy_pit: Option<bool>,
+    pub transport: Option<String>,
 }
 
 impl MachineConfigUpdate {
@@ -130,7 +139,8 @@ impl MachineConfigUpdate {
         check_cpu_template(self.cpu_template.as_deref())?;
         check_huge_pages(self.huge_pages.as_deref())?;
         check_choice("gic_version", self.gic_version.as_deref(), &GIC_VERSIONS)?;
-        check_choice("console", self.console.as_deref(), &CONSOLES)
+        check_choice("console", self.console.as_deref(), &CONSOLES)?;
+        check_choice("transport", self.transport.as_deref(), &TRANSPORTS)
     }
 }
 
@@ -160,6 +170,7 @@ impl BootSource {
 
 const GIC_VERSIONS: [&str; 3] = ["auto", "v2", "v3"];
 const CONSOLES: [&str; 2] = ["serial", "virtio"];
+const TRANSPORTS: [&str; 2] = ["mmio", "pci"];
 
 fn check_vcpu_count(count: u8, smt: bool) -> Result<(), String> {
     if !(1..=MAX_VCPUS).contains(&count) {
