@@ -29,7 +29,7 @@ GUEST_INIT=$ROOT/ci/initramfs/guest-init
 CHECKS_SRC=$ROOT/ci/guest-checks.d
 
 # What the nested guest loads; their dependencies are added automatically.
-GUEST_MODULES=(virtio_ring virtio virtio_mmio virtio_blk failover net_failover
+GUEST_MODULES=(virtio_ring virtio virtio_mmio virtio_pci virtio_blk failover net_failover
                virtio_net virtio_console virtio_rng vmw_vsock_virtio_transport
                virtio_balloon)
 # What an emulated x86 KVM host loads (arm64 Debian kernels build KVM in).

@@ -11,6 +11,9 @@
 #!   net          8 MiB each way between guest and emulated host over a TAP
 #!   console      hvc0 is the guest's only console (--console virtio)
 #!   crash        (host) fsync'd regions (O_DIRECT, page cache, unaligned) are in the disk file after SIGKILL
+#!   pci          (*-virtio-pci rows, --transport pci) every device is a virtio-pci
+#!                function beside tandem's host bridge, with MSI-X vectors in run 1
+#!                and on INTx under pci=nomsi in run 2
 #! A row passes when every check printed `CHECK <name> PASS`.
 #! Sourced by ci/e2e.sh, this file only defines virtio_rows (rows named
 #! *-virtio*). Run directly, it runs those rows through ci/e2e.sh, which
@@ -19,7 +22,8 @@
 
 VIRTIO_CHECKS=(blk blk-file blk-ro blk-ro-file rng net console crash)
 # shellcheck disable=SC2034 # read by suite_main (a nameref)
-VIRTIO_ROWS=(x86-virtio a64-virtio-gicv3 a64-virtio-gicv2)
+VIRTIO_ROWS=(x86-virtio a64-virtio-gicv3 a64-virtio-gicv2 x86-virtio-pci a64-virtio-pci-gicv3
+             a64-virtio-pci-gicv2)
 
 # Registers the virtio rows with e2e.sh's row(). Host flavour: the host
 # script needs an emulated host of its own (TAP, addresses, SIGKILL).
@@ -31,6 +35,13 @@ virtio_rows() {
     row x86_64 x86-virtio host "${common[@]}"
     row aarch64 a64-virtio-gicv3 host "${common[@]}" --expect-host 'VHE mode initialized'
     row aarch64 a64-virtio-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m'
+    # The same devices as PCI functions (docs/pci.md), plus check pci: MSI-X
+    # in run 1, INTx under pci=nomsi in run 2.
+    local pci=("${common[@]/%--memory 512M/--memory 512M --transport pci}"
+               --expect "CHECK pci PASS 4 virtio functions:" --expect "CHECK pci PASS 2 virtio functions \\(pci=nomsi")
+    row x86_64 x86-virtio-pci host "${pci[@]}"
+    row aarch64 a64-virtio-pci-gicv3 host "${pci[@]}" --expect "in-kernel GICv3 with ITS"
+    row aarch64 a64-virtio-pci-gicv2 host --gic 2 "${pci[@]}" --expect "in-kernel GICv2"
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

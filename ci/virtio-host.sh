@@ -12,6 +12,8 @@
 #!   2. virtio console (hvc0) and vda; guest checks console, crash. On
 #!      CRASH-READY it SIGKILLs tandem and checks every region the guest
 #!      fsync'd (O_DIRECT, page cache, unaligned): crash.
+#! With --transport pci in tandem's arguments, run 1 also checks pci (its
+#! devices on PCI with MSI-X) and run 2 does with pci=nomsi (INTx).
 #! Shared helpers: ci/host-lib.sh, at /host-lib.sh beside this script.
 #! Prints CHECK <name> PASS|FAIL <detail> for its own checks; exits 0 when
 #! run 1 ended with tandem exiting 0 and run 2 reached CRASH-READY.
@@ -23,6 +25,16 @@ GUEST_CMDLINE="quiet panic=-1 tandem.mode=checks"
 HOST_LOG_PREFIX=virtio-host
 # shellcheck source=ci/host-lib.sh
 . "$(dirname "$0")/host-lib.sh"
+
+# With `--transport pci` among tandem's arguments both runs also check PCI:
+# run 1's four devices interrupt through MSI-X, run 2 boots with pci=nomsi
+# and its two devices work through INTx (guest check pci).
+PCI_RUN1="" PCI_RUN2=""
+case " $* $(cat /run.args 2>/dev/null) " in
+    *" --transport pci "*)
+        PCI_RUN1=",pci tandem.pci_functions=4"
+        PCI_RUN2=",pci tandem.pci_functions=2 pci=nomsi" ;;
+esac
 
 # The host end of net: address tap0 once tandem created it, then fetch the
 # guest's up.bin and publish the sum this side computed.
@@ -40,7 +52,7 @@ run_devices() {
     start_tandem /tmp/run1.out "$@" --stats \
         --disk "path=/tmp/vda.img,id=$VDA_ID" --disk path=/tmp/vdb.img,readonly=on \
         --net "tap=tap0,mac=$GUEST_MAC" --rng \
-        --cmdline "console=ttyS0 $GUEST_CMDLINE tandem.checks=blk,blk-ro,rng,net tandem.vda_id=$VDA_ID tandem.vdb_sum=$vdb_sum tandem.net_mac=$GUEST_MAC"
+        --cmdline "console=ttyS0 $GUEST_CMDLINE tandem.checks=blk,blk-ro,rng,net$PCI_RUN1 tandem.vda_id=$VDA_ID tandem.vdb_sum=$vdb_sum tandem.net_mac=$GUEST_MAC"
     serve_net
     finish_tandem "$RUN_TIMEOUT"
     RUN1_EXIT=$TANDEM_EXIT
@@ -63,7 +75,7 @@ run_devices() {
 run_console_crash() {
     local ready=0
     start_tandem /tmp/run2.out "$@" --disk path=/tmp/vda.img --console virtio \
-        --cmdline "console=hvc0 $GUEST_CMDLINE tandem.checks=console,crash"
+        --cmdline "console=hvc0 $GUEST_CMDLINE tandem.checks=console,crash$PCI_RUN2"
     if wait_until "$RUN_TIMEOUT" grep -q CRASH-READY /tmp/run2.out; then
         kill -9 "$TANDEM_PID"
         ready=1

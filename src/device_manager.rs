@@ -12,7 +12,7 @@ use arch::{AddressSpace, DeviceInfo, DeviceKind, MemoryLayout, MsiRouting, PciLa
 use devices::legacy::i8042::I8042State;
 use devices::legacy::rtc_pl031::Pl031State;
 use devices::legacy::serial::{SerialOutput, SerialState};
-use devices::legacy::{AcpiSleep, DebugExit, Pl031, Serial, I8042};
+use devices::legacy::{AcpiSleep, DebugExit, GicV2mFrame, Pl031, Serial, V2mWindow, I8042};
 use devices::virtio::pci::layout::BAR_SIZE;
 use devices::virtio::pci::VirtioPci;
 use devices::virtio::{
@@ -240,8 +240,22 @@ impl DeviceManager {
                     let ports = ConfigPorts::new(host.host.clone());
                     manager.place(info, Arc::new(Mutex::new(ports)))?;
                 }
-                DeviceKind::GicV2mFrame { .. } => {
-                    bail!("the GICv2m frame is not wired to the buses yet (docs/pci.md)")
+                DeviceKind::GicV2mFrame { spis } => {
+                    let first_spi = info.irq.context("a GICv2m frame without SPIs")?;
+                    let window = V2mWindow {
+                        base: info.base,
+                        first_spi,
+                        spis,
+                    };
+                    let parts = manager.pci.as_ref();
+                    let parts = parts.context("a GICv2m frame before the PCI host bridge")?;
+                    parts.router.through_v2m(window)?;
+                    let frame = GicV2mFrame::new(window).context("GICv2m frame")?;
+                    for (spi, trigger) in frame.spi_triggers() {
+                        let line = (trigger.clone(), spi, info.kind);
+                        manager.unconnected.push(line);
+                    }
+                    manager.place(info, Arc::new(Mutex::new(frame)))?;
                 }
             }
         }
@@ -330,7 +344,7 @@ impl DeviceManager {
     }
 
     /// Puts `device` behind a virtio-pci function in the next slot: BAR0
-    /// pre-assigned in the 64-bit window (decoding off until the guest
+    /// pre-assigned in the 32-bit window (decoding off until the guest
     /// turns it on), an irqfd per MSI-X vector, INTA# on the swizzled
     /// line.
     fn add_virtio_pci(
@@ -349,9 +363,12 @@ impl DeviceManager {
         let msi = KvmMsiSink::new(parts.router.clone(), u32::from(slot) << 3, vectors)?;
         let msi = Arc::new(msi);
         let intx_gsi = parts.layout.intx_irqs[usize::from(slot) % 4];
-        let bar = parts.layout.mmio64.start + u64::from(slot - 1) * BAR_SIZE;
-        if bar + BAR_SIZE > parts.layout.mmio64.end {
-            bail!("no 64-bit BAR space left for {name}");
+        // In the 32-bit window: BAR0 is not prefetchable (reading the ISR
+        // clears it), and Linux keeps a firmware-placed BAR only in a
+        // window of its kind — the 64-bit one is prefetchable.
+        let bar = parts.layout.mmio32.start + u64::from(slot - 1) * BAR_SIZE;
+        if bar + BAR_SIZE > parts.layout.mmio32.end {
+            bail!("no 32-bit BAR space left for {name}");
         }
         let host = parts.host.clone();
         for (irqfd, gsi) in msi.irqfds() {

@@ -5,6 +5,11 @@
 //! table, so [`MsiRouter`] keeps it: the back end's interrupt-controller
 //! routes, then every MSI route.
 //!
+//! On a GICv2 the MSI controller is a GICv2m frame: a message is a write
+//! of an SPI's INTID to the frame's doorbell, so its GSI is routed to that
+//! SPI instead ([`MsiRouter::through_v2m`]), and a message that names no
+//! SPI of the frame leaves its GSI unrouted.
+//!
 //! Routes are set on the vCPU thread that changed the table
 //! ([`KvmMsiSink::sync`], after each guest write to a function's MSI-X
 //! table or configuration space), never on a device worker. A message
@@ -16,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 use arch::MsiRouting;
+use devices::legacy::V2mWindow;
 use devices::virtio::pci::{MsiSink, MsixVectors};
 use devices::IrqTrigger;
 use log::{debug, warn};
@@ -31,6 +37,7 @@ const VECTOR_MASKED: u32 = 1;
 pub struct MsiRouter {
     vm: Arc<dyn VmWiring>,
     routing: MsiRouting,
+    v2m: std::sync::OnceLock<V2mWindow>,
     table: Mutex<RouterTable>,
 }
 
@@ -47,6 +54,7 @@ impl MsiRouter {
         Self {
             vm,
             routing,
+            v2m: std::sync::OnceLock::new(),
             table: Mutex::new(RouterTable {
                 next_gsi,
                 msi: Default::default(),
@@ -56,6 +64,33 @@ impl MsiRouter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RouterTable> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Routes every message as the GICv2m frame `window` would deliver it:
+    /// to the SPI its data names.
+    pub fn through_v2m(&self, window: V2mWindow) -> Result<()> {
+        if self.v2m.set(window).is_err() {
+            bail!("a second GICv2m frame");
+        }
+        Ok(())
+    }
+
+    /// The route of `gsi` for `message`, if it goes anywhere.
+    fn route_of(&self, gsi: u32, message: MsiMessage, device_id: Option<u32>) -> Option<GsiRoute> {
+        match self.v2m.get() {
+            Some(v2m) => v2m.spi_for(message).map(|spi| {
+                GsiRoute::Irqchip(arch::IrqchipRoute {
+                    gsi,
+                    irqchip: 0,
+                    pin: spi,
+                })
+            }),
+            None => Some(GsiRoute::Msi {
+                gsi,
+                message,
+                device_id,
+            }),
+        }
     }
 
     /// `count` GSIs of their own for a function's vectors.
@@ -78,14 +113,9 @@ impl MsiRouter {
             .iter()
             .map(|&route| GsiRoute::Irqchip(route))
             .chain(
-                table
-                    .msi
-                    .iter()
-                    .map(|(&gsi, &(message, device_id))| GsiRoute::Msi {
-                        gsi,
-                        message,
-                        device_id,
-                    }),
+                (table.msi.iter()).filter_map(|(&gsi, &(message, device_id))| {
+                    self.route_of(gsi, message, device_id)
+                }),
             )
             .collect();
         self.vm.set_gsi_routing(&routes)

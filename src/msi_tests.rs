@@ -133,3 +133,43 @@ fn a_message_ahead_of_its_route_is_held_back_until_the_route_is_set() {
     sink.sync(&table);
     assert_eq!(fired(&sink, 0), 0, "sent once only");
 }
+
+#[test]
+fn through_a_v2m_frame_a_message_is_routed_to_the_spi_it_names() {
+    let (vm, router) = router(false);
+    let window = V2mWindow {
+        base: 0x0802_0000,
+        first_spi: 96,
+        spis: 64,
+    };
+    router.through_v2m(window).unwrap();
+    assert!(router.through_v2m(window).is_err(), "one frame per VM");
+    let (sink, table) = function(&router, 8);
+    // What Linux's gic-v2m driver programs: the doorbell and an INTID.
+    let doorbell = |intid| MsiMessage {
+        address: 0x0802_0040,
+        data: intid,
+    };
+    program(&table, 0, doorbell(32 + 100), false);
+    sink.sync(&table);
+    let spi_100 = GsiRoute::Irqchip(IrqchipRoute {
+        gsi: 24,
+        irqchip: 0,
+        pin: 100,
+    });
+    assert_eq!(
+        vm.take(),
+        vec![Call::Routing(vec![GsiRoute::Irqchip(CHIP), spi_100])]
+    );
+    // An INTID outside the frame, or another address, goes nowhere.
+    program(&table, 1, doorbell(32 + 95), false);
+    program(&table, 0, MESSAGE, false);
+    sink.sync(&table);
+    let routes = vm.take();
+    assert!(
+        routes
+            .iter()
+            .all(|call| *call == Call::Routing(vec![GsiRoute::Irqchip(CHIP)])),
+        "{routes:?}"
+    );
+}

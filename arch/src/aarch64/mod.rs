@@ -283,15 +283,18 @@ impl Arch for AArch64 {
     }
 
     fn msi_routing(&self) -> Result<crate::MsiRouting> {
-        if self.vgic.its().is_none() {
+        let version = self.vgic.version();
+        let v2m = version.has_v2m(self.pci);
+        if self.vgic.its().is_none() && !v2m {
             return Err(Error::Config(format!(
-                "virtio-pci needs MSIs, and this {} has no ITS: it needs the GICv2m frame, which tandem does not emulate yet (use --transport mmio)",
-                self.vgic.version().name()
+                "virtio-pci needs MSIs, and this {} has neither an ITS nor a GICv2m frame (use --transport mmio)",
+                version.name()
             )));
         }
-        // KVM's default table routes each SPI's GSI to that SPI; the
-        // ITS's MSIs go above them, named by requester id.
-        let spis = layout::VGIC_NR_IRQS - 32;
+        // KVM's default table routes each SPI's GSI to that SPI (a v2m
+        // frame's too: its MSIs are SPIs); the MSI routes go above them,
+        // named by requester id for the ITS.
+        let spis = layout::vgic_nr_irqs(v2m) - 32;
         let irqchip_routes = (0..spis)
             .map(|spi| crate::IrqchipRoute {
                 gsi: spi,
@@ -302,7 +305,7 @@ impl Arch for AArch64 {
         Ok(crate::MsiRouting {
             irqchip_routes,
             first_msi_gsi: spis,
-            requester_id: true,
+            requester_id: !v2m,
         })
     }
 
