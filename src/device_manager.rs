@@ -375,7 +375,7 @@ impl DeviceManager {
             self.unconnected
                 .push((irqfd.clone(), gsi, DeviceKind::PciEcam));
         }
-        let intx = IrqTrigger::new()?;
+        let intx = IrqTrigger::level()?;
         self.unconnected
             .push((intx.clone(), intx_gsi, DeviceKind::PciEcam));
         let function = VirtioPci::new(mem.clone(), intx, msi.clone(), device)
@@ -482,8 +482,13 @@ impl DeviceManager {
     /// KVM delivers anything a device raised before then at binding time.
     pub fn connect_irqs(&mut self, vm: &VmFd) -> Result<()> {
         for (trigger, gsi, kind) in self.unconnected.drain(..) {
-            vm.register_irqfd(trigger.event_fd(), gsi)
-                .with_context(|| format!("KVM_IRQFD for {kind:?} on GSI {gsi}"))?;
+            match trigger.resample_fd() {
+                None => vm.register_irqfd(trigger.event_fd(), gsi),
+                Some(resample) => {
+                    vm.register_irqfd_with_resample(trigger.event_fd(), resample, gsi)
+                }
+            }
+            .with_context(|| format!("KVM_IRQFD for {kind:?} on GSI {gsi}"))?;
         }
         Ok(())
     }

@@ -239,6 +239,22 @@ impl Interrupt {
         }
     }
 
+    /// The line's resample `EventFd`, when it is level-triggered (INTx).
+    pub fn resample_fd(&self) -> Option<&vmm_sys_util::eventfd::EventFd> {
+        self.irq.resample_fd()
+    }
+
+    /// After the guest's EOI lowered a level-triggered line: raises it
+    /// again while ISR bits are still pending (an interrupt that came
+    /// between the driver's ISR read and its EOI).
+    pub fn resampled(&self) {
+        if let Some(resample) = self.irq.resample_fd() {
+            // WouldBlock: an earlier wake consumed it.
+            let _ = resample.read();
+        }
+        self.raise_pending();
+    }
+
     fn raise(&self, bit: u32, source: InterruptSource) {
         if self.vectors.as_ref().is_some_and(|v| v.route(source)) {
             return;
@@ -253,6 +269,25 @@ impl Interrupt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_level_line_is_raised_again_after_eoi_only_while_bits_are_pending() {
+        let irq = IrqTrigger::level().unwrap();
+        let interrupt = Interrupt::new(irq.clone());
+        let resample = interrupt.resample_fd().expect("a level line");
+        interrupt.signal_used(0);
+        assert_eq!(irq.event_fd().read().unwrap(), 1);
+        // KVM lowered the line at the guest's EOI, the ISR still unread.
+        resample.write(1).unwrap();
+        interrupt.resampled();
+        assert_eq!(irq.event_fd().read().unwrap(), 1, "raised again");
+        assert!(resample.read().is_err(), "the resample event was consumed");
+        interrupt.ack(INT_USED_BUFFER);
+        resample.write(1).unwrap();
+        interrupt.resampled();
+        assert!(irq.event_fd().read().is_err(), "nothing pending: stays low");
+        assert!(IrqTrigger::new().unwrap().resample_fd().is_none());
+    }
 
     #[test]
     fn bits_accumulate_until_acknowledged() {

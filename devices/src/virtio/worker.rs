@@ -105,6 +105,8 @@ static FAILED: LogLimit = LogLimit::new();
 
 const KILL_TOKEN: u64 = 0;
 const PAUSE_TOKEN: u64 = 1;
+/// The interrupt line's resample event (level-triggered INTx only).
+const RESAMPLE_TOKEN: u64 = u64::MAX;
 /// Queue `i` uses token `FIRST_QUEUE_TOKEN + i`; backend fds follow.
 const FIRST_QUEUE_TOKEN: u64 = 2;
 
@@ -283,6 +285,9 @@ impl Worker {
         };
         watch(kill.as_raw_fd(), EventSet::IN, KILL_TOKEN)?;
         watch(pause.as_raw_fd(), EventSet::IN, PAUSE_TOKEN)?;
+        if let Some(resample) = interrupt.resample_fd() {
+            watch(resample.as_raw_fd(), EventSet::IN, RESAMPLE_TOKEN)?;
+        }
         for (i, kick) in kicks.iter().enumerate() {
             watch(kick.as_raw_fd(), EventSet::IN, FIRST_QUEUE_TOKEN + i as u64)?;
         }
@@ -538,6 +543,10 @@ impl<H: WorkerHandler> EventLoop<H> {
                     // Events of this batch may be stale after a long pause:
                     // poll again rather than serve them.
                     break;
+                }
+                if token == RESAMPLE_TOKEN {
+                    self.interrupt.resampled();
+                    continue;
                 }
                 let index = (token - FIRST_QUEUE_TOKEN) as usize;
                 if let Some(kick) = self.kicks.get(index) {
