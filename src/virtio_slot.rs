@@ -34,53 +34,46 @@ fn lock<T>(device: &Mutex<T>) -> MutexGuard<'_, T> {
     device.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Calls the same method on whichever transport it is (both have it with
+/// the same signature, over their shared core).
+macro_rules! on_either {
+    ($transport:expr, $t:ident => $call:expr) => {
+        match $transport {
+            VirtioTransport::Mmio($t) => $call,
+            VirtioTransport::Pci($t) => $call,
+        }
+    };
+}
+
 impl VirtioTransport {
     /// The virtio device id behind it.
     pub fn device_type(&self) -> u32 {
-        match self {
-            Self::Mmio(t) => lock(t).device_type(),
-            Self::Pci(t) => lock(t).device_type(),
-        }
+        on_either!(self, t => lock(t).device_type())
     }
 
     /// Parks the device's worker; false if it did not stop in time.
     pub fn pause(&self) -> bool {
-        match self {
-            Self::Mmio(t) => lock(t).pause(),
-            Self::Pci(t) => lock(t).pause(),
-        }
+        on_either!(self, t => lock(t).pause())
     }
 
     /// Lets the worker go on.
     pub fn resume(&self) {
-        match self {
-            Self::Mmio(t) => lock(t).resume(),
-            Self::Pci(t) => lock(t).resume(),
-        }
+        on_either!(self, t => lock(t).resume())
     }
 
     /// See `VirtioDevice::hand_over`.
     pub fn hand_over(&self, release: bool) -> std::io::Result<()> {
-        match self {
-            Self::Mmio(t) => lock(t).hand_over(release),
-            Self::Pci(t) => lock(t).hand_over(release),
-        }
+        on_either!(self, t => lock(t).hand_over(release))
     }
 
     /// Tells the workers to stop and hands them over.
     pub fn stop_workers(&self) -> Vec<Worker> {
-        match self {
-            Self::Mmio(t) => lock(t).stop_workers(),
-            Self::Pci(t) => lock(t).stop_workers(),
-        }
+        on_either!(self, t => lock(t).stop_workers())
     }
 
     /// See `VirtioDevice::update_backend`.
     pub fn update_backend(&self, path: &Path) -> std::io::Result<()> {
-        match self {
-            Self::Mmio(t) => lock(t).update_backend(path),
-            Self::Pci(t) => lock(t).update_backend(path),
-        }
+        on_either!(self, t => lock(t).update_backend(path))
     }
 
     /// The transport's saved state (virtio-mmio only so far).
