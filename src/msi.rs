@@ -23,12 +23,15 @@ use anyhow::{bail, Result};
 use arch::MsiRouting;
 use devices::legacy::V2mWindow;
 use devices::virtio::pci::{MsiSink, MsixVectors};
-use devices::IrqTrigger;
+use devices::{IrqTrigger, LogLimit};
 use log::{debug, warn};
 use pci::msix::ENTRY_SIZE;
 use pci::MsiMessage;
 
 use crate::vm_wiring::{GsiRoute, VmWiring};
+
+/// A route KVM refused: the guest can retry it with every table write.
+static ROUTE_FAILED: LogLimit = LogLimit::new();
 
 /// Vector control: masked.
 const VECTOR_MASKED: u32 = 1;
@@ -201,7 +204,9 @@ impl KvmMsiSink {
             let gsi = self.first_gsi + vector as u32;
             match self.router.route(gsi, message, self.requester_id) {
                 Ok(()) => state.routed[vector] = Some(message),
-                Err(e) => warn!("MSI-X vector {vector} (GSI {gsi}): {e:#}"),
+                Err(e) => {
+                    ROUTE_FAILED.warn(format_args!("MSI-X vector {vector} (GSI {gsi}): {e:#}"))
+                }
             }
         }
         for vector in 0..self.irqfds.len() {

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{Context, Result};
 use devices::virtio::pci::layout::{BAR_SIZE, MSIX_PBA, MSIX_TABLE};
 use devices::virtio::pci::{MsixVectors, VirtioPci};
-use devices::BusDevice;
-use log::warn;
+use devices::{BusDevice, LogLimit};
 use pci::{ConfigWrite, PciFunction};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -20,6 +19,10 @@ use crate::pci_bars::{BarMap, BarTarget};
 use crate::vm_wiring::VmWiring;
 
 /// BAR0's address registers (low, high) in configuration space.
+/// A BAR the guest placed where it cannot be mapped (over another BAR,
+/// an ioeventfd KVM refused): the guest can repeat it at will.
+static BAR_MOVE_FAILED: LogLimit = LogLimit::new();
+
 const BAR0_LOW: u16 = 0x10;
 const BAR0_HIGH: u16 = 0x14;
 
@@ -111,19 +114,19 @@ impl VirtioFunction {
             bars.remove(old);
             for (offset, kick) in &self.notify {
                 if let Err(e) = vm.unregister_ioevent(kick, old + offset) {
-                    warn!("virtio-pci: {e:#}");
+                    BAR_MOVE_FAILED.warn(format_args!("virtio-pci: {e:#}"));
                 }
             }
         }
         let Some(new) = wanted else { return };
         if let Err(e) = bars.insert(new, BAR_SIZE, self.bar0.clone()) {
-            warn!("virtio-pci: BAR0 not mapped: {e:#}");
+            BAR_MOVE_FAILED.warn(format_args!("virtio-pci: BAR0 not mapped: {e:#}"));
             return;
         }
         for (offset, kick) in &self.notify {
             if let Err(e) = vm.register_ioevent(kick, new + offset) {
                 // The kick still arrives, as a BAR0 write on the vCPU.
-                warn!("virtio-pci: {e:#}");
+                BAR_MOVE_FAILED.warn(format_args!("virtio-pci: {e:#}"));
             }
         }
         self.mapped = Some(new);
