@@ -38,6 +38,20 @@ const COMMAND_WRITABLE: u16 =
     COMMAND_IO | COMMAND_MEMORY | COMMAND_BUS_MASTER | 0x0140 | COMMAND_INTX_DISABLE;
 /// Status register: a capability list exists.
 const STATUS_CAPABILITIES: u16 = 1 << 4;
+/// Status register: the function's INTx is pending (disabled or not).
+const STATUS_INTERRUPT: u8 = 1 << 3;
+
+/// Sets the status register's Interrupt Status bit in `data`, what a
+/// configuration read at `register` returned, if the read covers it: the
+/// owner knows whether its interrupt is pending, the header does not.
+pub fn show_interrupt_pending(register: u16, data: &mut [u8]) {
+    if let Some(byte) = (STATUS as u16)
+        .checked_sub(register)
+        .and_then(|at| data.get_mut(usize::from(at)))
+    {
+        *byte |= STATUS_INTERRUPT;
+    }
+}
 
 /// What a function is, for its header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -259,3 +259,23 @@ fn a_bar_of_a_size_that_is_no_power_of_two_is_a_bug() {
         },
     );
 }
+
+#[test]
+fn interrupt_status_shows_in_any_read_that_covers_the_status_register() {
+    let mut dword = 0x0010_0006u32.to_le_bytes();
+    show_interrupt_pending(0x04, &mut dword);
+    assert_eq!(
+        u32::from_le_bytes(dword),
+        0x0018_0006,
+        "status bit 3, command untouched"
+    );
+    let mut status = [0x10, 0];
+    show_interrupt_pending(0x06, &mut status);
+    assert_eq!(status, [0x18, 0]);
+    let mut command = [0u8; 2];
+    show_interrupt_pending(0x04, &mut command);
+    assert_eq!(command, [0; 2], "a read of the command register alone");
+    let mut header = [0u8; 1];
+    show_interrupt_pending(0x08, &mut header);
+    assert_eq!(header, [0], "a read past it");
+}

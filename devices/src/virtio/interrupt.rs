@@ -8,7 +8,8 @@
 //! configuration), so a transport with a vector per source (virtio-pci's
 //! MSI-X, [`VectorRouting`]) can send it there; otherwise, and whenever
 //! that transport says so (MSI-X off), it sets an ISR bit and raises the
-//! one line.
+//! one line — unless the transport disabled the line (PCI's INTx-disable
+//! bit): the bits then wait, and the line rises when it is enabled again.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -101,6 +102,7 @@ pub struct Interrupt {
     needs_reset: AtomicBool,
     config_generation: AtomicU32,
     irq: IrqTrigger,
+    line_disabled: AtomicBool,
     vectors: Option<Arc<dyn VectorRouting>>,
     stats: Stats,
     io_stats: IoStats,
@@ -114,6 +116,7 @@ impl Interrupt {
             needs_reset: AtomicBool::new(false),
             config_generation: AtomicU32::new(0),
             irq,
+            line_disabled: AtomicBool::new(false),
             vectors: None,
             stats: Stats::default(),
             io_stats: IoStats::default(),
@@ -233,9 +236,26 @@ impl Interrupt {
     /// driver finds nothing new in the ISR then and ignores it).
     pub fn raise_pending(&self) {
         if self.status() != 0 {
-            if let Err(e) = self.irq.trigger() {
-                warn!("virtio: cannot raise interrupt: {e}");
-            }
+            self.trigger_line();
+        }
+    }
+
+    /// Enables or disables the line (PCI's INTx-disable bit). Disabled, it
+    /// stays low while ISR bits accumulate; enabled again, it rises if any
+    /// are pending, as a level-triggered INTx# would.
+    pub fn set_line_enabled(&self, enabled: bool) {
+        self.line_disabled.store(!enabled, Ordering::Release);
+        if enabled {
+            self.raise_pending();
+        }
+    }
+
+    fn trigger_line(&self) {
+        if self.line_disabled.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.irq.trigger() {
+            warn!("virtio: cannot raise interrupt: {e}");
         }
     }
 
@@ -260,9 +280,7 @@ impl Interrupt {
             return;
         }
         self.status.fetch_or(bit, Ordering::AcqRel);
-        if let Err(e) = self.irq.trigger() {
-            warn!("virtio: cannot raise interrupt: {e}");
-        }
+        self.trigger_line();
     }
 }
 
@@ -287,6 +305,25 @@ mod tests {
         interrupt.resampled();
         assert!(irq.event_fd().read().is_err(), "nothing pending: stays low");
         assert!(IrqTrigger::new().unwrap().resample_fd().is_none());
+    }
+
+    #[test]
+    fn a_disabled_line_stays_low_and_rises_when_enabled_with_bits_pending() {
+        let irq = IrqTrigger::level().unwrap();
+        let interrupt = Interrupt::new(irq.clone());
+        interrupt.set_line_enabled(false);
+        interrupt.signal_used(0);
+        assert_eq!(interrupt.status(), INT_USED_BUFFER, "the ISR bit is set");
+        assert!(irq.event_fd().read().is_err(), "but the line stays low");
+        interrupt.resample_fd().unwrap().write(1).unwrap();
+        interrupt.resampled();
+        assert!(irq.event_fd().read().is_err(), "an EOI does not raise it");
+        interrupt.set_line_enabled(true);
+        assert_eq!(irq.event_fd().read().unwrap(), 1, "enabled: it rises");
+        interrupt.ack(INT_USED_BUFFER);
+        interrupt.set_line_enabled(false);
+        interrupt.set_line_enabled(true);
+        assert!(irq.event_fd().read().is_err(), "nothing pending: stays low");
     }
 
     #[test]

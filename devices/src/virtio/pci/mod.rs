@@ -7,7 +7,9 @@
 //! Interrupts: with MSI-X on, each queue and the configuration send the
 //! vector the driver assigned them through an [`MsiSink`]; with it off,
 //! the ISR byte and the INTx line ([`IrqTrigger`]) carry them, and
-//! reading the ISR clears it.
+//! reading the ISR clears it. The command register's INTx-disable bit
+//! holds the line low; the status register's Interrupt Status bit shows
+//! ISR bits pending either way.
 //!
 //! The integration side: the function goes on a [`pci::PciBus`] (it is a
 //! [`PciFunction`]) and, while memory decoding is on, BAR0 on the MMIO bus
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 use guest_memory::GuestMemoryMmap;
 use log::debug;
+use pci::config::{show_interrupt_pending, COMMAND_INTX_DISABLE};
 use pci::{ConfigSpace, ConfigWrite, PciFunction};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -223,7 +226,12 @@ impl PciFunction for VirtioPci {
     fn read_config(&self, register: u16, data: &mut [u8]) {
         match self.pci_cfg_window(register, data.len()) {
             Some(offset) => self.read_bar(offset, data),
-            None => self.config.read(register, data),
+            None => {
+                self.config.read(register, data);
+                if self.core.interrupt.status() != 0 {
+                    show_interrupt_pending(register, data);
+                }
+            }
         }
     }
 
@@ -233,13 +241,15 @@ impl PciFunction for VirtioPci {
             return ConfigWrite::Nothing;
         }
         let change = self.config.write(register, data);
-        if change
-            == (ConfigWrite::Capability {
-                offset: self.msix_capability,
-            })
-        {
-            self.msix
-                .control_written(&self.config, self.msix_capability);
+        match change {
+            ConfigWrite::Command { new, .. } => self
+                .core
+                .interrupt
+                .set_line_enabled(new & COMMAND_INTX_DISABLE == 0),
+            ConfigWrite::Capability { offset } if offset == self.msix_capability => self
+                .msix
+                .control_written(&self.config, self.msix_capability),
+            _ => {}
         }
         change
     }

@@ -204,6 +204,22 @@ fn without_msix_the_isr_and_intx_carry_the_interrupt() {
 }
 
 #[test]
+fn the_intx_disable_bit_holds_the_line_low_while_status_shows_it_pending() {
+    let (mut d, mut ring) = started(1, false);
+    let command = d.cfg_read(0x04, 2);
+    d.cfg_write(0x04, 2, command | 1 << 10);
+    ring.add_chain(&[(BUFFER, 8, true)]);
+    d.kick(0);
+    wait_for("the used buffer", || ring.used().len() == 1);
+    assert!(d.intx.event_fd().read().is_err(), "INTx disabled: no line");
+    assert_eq!(d.cfg_read(0x06, 2) & 1 << 3, 1 << 3, "Interrupt Status");
+    d.cfg_write(0x04, 2, command);
+    assert_eq!(d.intx.event_fd().read().unwrap(), 1, "enabled: it rises");
+    assert_eq!(d.isr(), INT_USED_BUFFER as u8);
+    assert_eq!(d.cfg_read(0x06, 2) & 1 << 3, 0, "acknowledged");
+}
+
+#[test]
 fn reset_stops_the_device_and_forgets_the_driver() {
     let (mut d, mut ring) = started(1, true);
     ring.add_chain(&[(BUFFER, 8, true)]);
