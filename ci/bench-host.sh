@@ -33,8 +33,12 @@ bench_prepare_chroot() {
     mount -o bind /guest "/hostroot$QEMU_GUEST" && mount -o bind /tmp /hostroot/tmp
 }
 
-# Per-VM KVM counters read around a guest workload (kvm_vcpu_stat names).
-KVM_COUNTERS="exits io_exits mmio_exits irq_injections halt_exits"
+# Per-VM KVM counters read around a guest workload (kvm_vcpu_stat names,
+# which differ per arch: arm64 has no PIO and counts no injections).
+case $(uname -m) in
+    aarch64) KVM_COUNTERS="exits mmio_exit_user mmio_exit_kernel wfi_exit_stat" ;;
+    *) KVM_COUNTERS="exits io_exits mmio_exits irq_injections halt_exits" ;;
+esac
 
 bench_mount_debugfs() {
     [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug
@@ -135,4 +139,11 @@ bench_qemu_microvm() {
         -smp "$cpus" -m "$memory" -nodefaults -no-user-config -display none \
         -serial stdio -monitor none -no-reboot \
         -kernel "$QEMU_GUEST/$kernel" -initrd "$QEMU_GUEST/$initrd" -append "$cmdline" "$@"
+}
+
+# The same machine with its PCIe host bridge (ECAM in ACPI's MCFG), for
+# virtio-pci devices. bench_run runs it in a subshell: nothing leaks.
+bench_qemu_pci() {
+    BENCH_QEMU_MACHINE=$BENCH_QEMU_MACHINE,pcie=on
+    bench_qemu_microvm "$@"
 }

@@ -1,35 +1,41 @@
 #!/usr/bin/env bash
 #! virtio I/O benchmark; results go to docs/benchmarks.md. Inside one
-#! emulated x86 KVM host (QEMU TCG, nested SVM), tandem and QEMU (-M microvm
-#! -accel kvm, virtio-mmio devices, modern, no vhost) boot the same guest
-#! kernel (the PVH vmlinux) and initramfs with the same disk file (tmpfs) and
-#! the same persistent TAP (10.0.0.1/24 on the host side); each boot runs one
-#! guest workload (ci/bench-io-guest.sh): virtio-blk sequential write / read
-#! with O_DIRECT, bs=1M; TCP over virtio-net guest→host and host→guest with
-#! busybox nc; idle (boot + 1 s) as the baseline. Runs interleave tandem and
-#! QEMU; run 0 (idle only) is a warm-up. Reported per workload: guest-timed
-#! throughput, and the emulated host's KVM counters over the workload (exits,
-#! userspace I/O and MMIO exits, interrupt injections) for both VMMs; for
-#! tandem also its own --stats (userspace exits, kicks, interrupts), minus
-#! the idle runs' median, per second and per MB.
+#! emulated KVM host (QEMU TCG: x86 with nested SVM, or arm64 with EL2),
+#! the VMMs boot the same guest kernel and initramfs with the same disk file
+#! (tmpfs) and the same persistent TAP (10.0.0.1/24 on the host side); each
+#! boot runs one guest workload (ci/bench-io-guest.sh): virtio-blk
+#! sequential write / read with O_DIRECT, bs=1M; TCP over virtio-net
+#! guest→host and host→guest with busybox nc; idle (boot + 1 s) as the
+#! baseline. The VMMs: tandem with virtio-mmio (`tandem`) and virtio-pci
+#! (`tandem-pci`, MSI-X); on x86 also QEMU with KVM, virtio-mmio on
+#! microvm (`qemu-microvm`) and modern virtio-pci on microvm's PCIe host
+#! (`qemu-pci`), both without vhost. Runs interleave the VMMs; run 0 (idle
+#! only) is a warm-up. Reported per workload: guest-timed throughput, the
+#! emulated host's KVM counters over the workload (exits, userspace I/O and
+#! MMIO exits, interrupt injections) and the interrupts the guest took, for
+#! every VMM; for tandem also its own --stats (userspace exits, kicks,
+#! interrupts), minus the idle runs' median, per second and per MB.
 #! Usage: ci/bench-io.sh [options]
+#!   --arch ARCH       x86_64 (default) or aarch64 (tandem only: the arm64
+#!                     emulated host has no arm64 QEMU to run)
 #!   --runs N          runs per workload and VMM (default 3)
 #!   --blk-mb N        MiB written and read (default 256)
 #!   --net-mb N        MiB sent each way (default 64)
 #!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx (or info)
-#!   --vmms "V…"       subset of: tandem qemu-microvm
-#!   --suffix NAME     results in target/bench/io-x86_64-NAME.txt
+#!   --vmms "V…"       subset of: tandem tandem-pci qemu-microvm qemu-pci
+#!                     (default: tandem qemu-microvm; aarch64: tandem tandem-pci)
+#!   --suffix NAME     results in target/bench/io-ARCH-NAME.txt
 #!   --summary FILE    only print the tables for the raw lines in FILE
 #!   --wait-quiet MIN  wait up to MIN minutes for other QEMUs to end (default 10)
 #!   --no-build        use the existing static tandem
-#! Prints the raw lines and a summary; keeps both in target/bench/io-x86_64.txt.
+#! Prints the raw lines and a summary; keeps both in target/bench/io-ARCH.txt.
 set -euo pipefail
 LOG_PREFIX=bench-io
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/ci/bench-lib.sh"
 
 RUNS=3 BLK_MB=256 NET_MB=64 WORKLOADS="idle blk-write blk-read net-tx net-rx" WAIT_QUIET=10 BUILD=1
-VMMS="tandem qemu-microvm" SUFFIX="" SUMMARY_OF=""
+ARCH=x86_64 VMMS="" SUFFIX="" SUMMARY_OF=""
 CPUS=1 MEMORY=512M
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1 rdinit=/bench-init"
 OUT_DIR=$ROOT/target/bench
@@ -37,6 +43,7 @@ OUT_DIR=$ROOT/target/bench
 parse_args() {
     while [ $# -gt 0 ]; do
         case $1 in
+            --arch) ARCH=$2; shift ;;
             --runs) RUNS=$2; shift ;;
             --blk-mb) BLK_MB=$2; shift ;;
             --net-mb) NET_MB=$2; shift ;;
@@ -51,6 +58,13 @@ parse_args() {
         esac
         shift
     done
+    check_arch "$ARCH"
+    if [ "$ARCH" = aarch64 ]; then
+        KERNEL=vmlinuz VMMS=${VMMS:-tandem tandem-pci}
+        case $VMMS in *qemu*) die "no QEMU in the arm64 emulated host (--vmms)" ;; esac
+    else
+        KERNEL=vmlinux VMMS=${VMMS:-tandem qemu-microvm}
+    fi
 }
 
 # The test guest's initramfs with /bench-init added: a second gzip'd cpio
@@ -70,7 +84,7 @@ build_bench_initramfs() {
 write_io_host_script() {
     cat >"$1" <<EOF
 . /bench/host-lib.sh
-bench_prepare_chroot || exit 1
+case "$VMMS" in *qemu*) bench_prepare_chroot || exit 1 ;; esac
 bench_mount_debugfs
 tunctl -t bench0 >/dev/null && ip addr add 10.0.0.1/24 dev bench0 && ip link set bench0 up || exit 1
 dd if=/dev/zero of=/tmp/disk.img bs=1M count=$BLK_MB 2>/dev/null || exit 1
@@ -116,16 +130,25 @@ one() {
     label="bench=io vmm=\$vmm workload=\$workload run=\$run"
     listen \$workload
     case \$vmm in
-        tandem) bench_run "\$label" /bin/tandem run --kernel /guest/vmlinux \\
-                    --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS --memory $MEMORY \\
-                    --cmdline "\$cmdline" --disk path=/tmp/disk.img --net tap=bench0 \\
-                    --stats --log-level info ;;
+        tandem|tandem-pci)
+            transport=mmio
+            [ \$vmm = tandem ] || transport=pci
+            bench_run "\$label" /bin/tandem run --kernel /guest/$KERNEL \\
+                --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS --memory $MEMORY \\
+                --cmdline "\$cmdline" --transport \$transport --disk path=/tmp/disk.img \\
+                --net tap=bench0 --stats --log-level info ;;
         qemu-microvm) bench_run "\$label" bench_qemu_microvm vmlinux bench-initramfs.cpio.gz \\
                     $CPUS $MEMORY "\$cmdline" -global virtio-mmio.force-legacy=false \\
                     -drive id=disk0,file=/tmp/disk.img,format=raw,if=none \\
                     -device virtio-blk-device,drive=disk0 \\
                     -netdev tap,id=net0,ifname=bench0,script=no,downscript=no \\
                     -device virtio-net-device,netdev=net0 ;;
+        qemu-pci) bench_run "\$label" bench_qemu_pci vmlinux bench-initramfs.cpio.gz \\
+                    $CPUS $MEMORY "\$cmdline" \\
+                    -drive id=disk0,file=/tmp/disk.img,format=raw,if=none \\
+                    -device virtio-blk-pci,drive=disk0,disable-legacy=on \\
+                    -netdev tap,id=net0,ifname=bench0,script=no,downscript=no \\
+                    -device virtio-net-pci,netdev=net0,disable-legacy=on ;;
     esac
     unlisten
 }
@@ -140,22 +163,23 @@ EOF
 }
 
 run_emulated() {
-    local out=$1 guest script=$OUT_DIR/io-host-script.sh log=$ROOT/target/e2e-logs/bench-io-x86_64$SUFFIX.log
-    local initrd=$OUT_DIR/io-initramfs.cpio.gz boots status=0
-    command -v qemu-system-x86_64 >/dev/null || skip_or_fail "qemu-system-x86_64 not installed (ci/setup-host.sh)"
-    guest=$("$ROOT/ci/guest-assets.sh" x86_64 | tail -n 1)
+    local out=$1 guest script=$OUT_DIR/io-host-script.sh name=bench-io-$ARCH$SUFFIX
+    local initrd=$OUT_DIR/io-initramfs.cpio.gz boots status=0 share=()
+    command -v "$(qemu_binary "$ARCH")" >/dev/null || skip_or_fail "$(qemu_binary "$ARCH") not installed (ci/setup-host.sh)"
+    guest=$("$ROOT/ci/guest-assets.sh" "$ARCH" | tail -n 1)
     build_bench_initramfs "$guest" "$initrd"
     write_io_host_script "$script"
+    case $VMMS in *qemu*) share=(--share-root) ;; esac
     boots=$(($(wc -w <<<"$VMMS") * (1 + RUNS * $(wc -w <<<"$WORKLOADS"))))
     bench_wait_quiet "$WAIT_QUIET"
     bench_machine_line >>"$out"
     bench_load_start "$out" 1
-    "$ROOT/ci/emulated-host.sh" x86_64 --name "bench-io-x86_64$SUFFIX" --share-root --memory 2560 \
+    "$ROOT/ci/emulated-host.sh" "$ARCH" --name "$name" ${share[@]+"${share[@]}"} --memory 2560 \
         --host-script "$script" --add "$ROOT/ci/bench-host.sh:/bench/host-lib.sh" \
         --add "$initrd:/guest/bench-initramfs.cpio.gz" --timeout $((240 + 90 * boots)) >&2 || status=$?
     bench_load_stop
-    tr -d '\r' <"$log" | grep -a '^BENCH ' >>"$out" || true
-    [ "$status" = 0 ] || die "the emulated host run failed (log $log)"
+    tr -d '\r' <"$ROOT/target/e2e-logs/$name.log" | grep -a '^BENCH ' >>"$out" || true
+    [ "$status" = 0 ] || die "the emulated host run failed (log target/e2e-logs/$name.log)"
 }
 
 # Median of KEY for VMM and WORKLOAD over the runs that succeeded.
@@ -167,54 +191,98 @@ over_idle() {
         if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/) print a - b; else print "n/a" }'
 }
 
+# The pairs compared, as A/B, of the VMMs measured.
+ratio_pairs() {
+    local pair
+    for pair in tandem/qemu-microvm tandem-pci/qemu-pci tandem-pci/tandem qemu-pci/qemu-microvm; do
+        case " $VMMS " in *" ${pair%/*} "*) ;; *) continue ;; esac
+        case " $VMMS " in *" ${pair#*/} "*) echo "$pair" ;; esac
+    done
+}
+
+# The KVM counters the emulated host's KVM has (they differ per arch).
+kvm_keys() {
+    local key
+    for key in kvm_exits kvm_io_exits kvm_mmio_exits kvm_mmio_exit_user kvm_mmio_exit_kernel \
+        kvm_irq_injections; do
+        grep -q " $key=[0-9]" "$OUT" && echo "$key"
+    done
+    echo guest_irqs
+}
+
+# One table row: "| A | B |" then each VMM's value of "COMMAND VMM", then
+# each ratio pair's ratio when RATIO is 1.
+row() {
+    local head=$1 command=$2 ratios=$3 vmm pair line
+    line="| $head |"
+    declare -A value
+    for vmm in $VMMS; do
+        value[$vmm]=$($command "$vmm")
+        line="$line ${value[$vmm]} |"
+    done
+    if [ "$ratios" = 1 ]; then
+        for pair in $(ratio_pairs); do line="$line $(bench_ratio "${value[${pair%/*}]}" "${value[${pair#*/}]}") |"; done
+    fi
+    echo "$line"
+}
+
 summarise() {
-    local w mb t_s q_s t_mbs q_mbs key dev
-    echo "SUMMARY io: medians of $RUNS runs; throughput timed in the guest; nested guest $CPUS vCPU, $MEMORY"
-    echo "| workload | MB | tandem MB/s | QEMU microvm MB/s | tandem/QEMU |"
-    echo "|---|---|---|---|---|"
+    local w mb key dev vmm pair tandems="" header="" ratios=""
+    for vmm in $VMMS; do
+        header="$header $vmm |"
+        case $vmm in tandem*) tandems="$tandems $vmm" ;; esac
+    done
+    for pair in $(ratio_pairs); do ratios="$ratios $pair |"; done
+    mbs() { bench_per "$mb" "$(med "$1" "$w" guest_s)" 1 1; }
+    boot_s() { med "$1" "$w" "$key"; }
+    per_mb() { bench_per "$(med "$1" "$w" "$key")" "$mb" 1 1; }
+    stats_per_mb() { bench_per "$(over_idle "$1" "$w" "$key")" "$mb" 1 1; }
+
+    echo "SUMMARY io: medians of $RUNS runs; throughput timed in the guest (MB/s); nested guest $CPUS vCPU, $MEMORY"
+    echo "| workload (MB) |$header$ratios"
+    echo "|---|$(for _ in $VMMS $(ratio_pairs); do printf -- '---|'; done)"
     for w in $WORKLOADS; do
         case $w in idle|info) continue ;; esac
         mb=$(bench_median "$OUT" "workload=$w rc=0" mb)
-        t_s=$(med tandem "$w" guest_s)
-        q_s=$(med qemu-microvm "$w" guest_s)
-        t_mbs=$(bench_per "$mb" "$t_s" 1 1)
-        q_mbs=$(bench_per "$mb" "$q_s" 1 1)
-        echo "| $w | $mb | $t_mbs | $q_mbs | $(bench_ratio "$t_mbs" "$q_mbs") |"
+        row "$w ($mb)" mbs 1
     done
+    case " $WORKLOADS " in *" idle "*)
+        echo
+        echo "The idle runs' boots, s from launch (the emulated host's clock) to the guest's marker:"
+        echo "| |$header$ratios"
+        echo "|---|$(for _ in $VMMS $(ratio_pairs); do printf -- '---|'; done)"
+        w=idle key=marker_s
+        row "launch → marker" boot_s 1
+        key=guest_uptime_s
+        row "guest uptime at the marker" boot_s 1 ;;
+    esac
     echo
-    echo "KVM counters in the emulated host over each workload (per second of workload / per MB):"
-    echo "| workload | counter | tandem /s | QEMU /s | tandem /MB | QEMU /MB |"
-    echo "|---|---|---|---|---|---|"
-    for w in $WORKLOADS; do
-        mb=$(bench_median "$OUT" "workload=$w rc=0" mb)
-        t_s=$(med tandem "$w" guest_s)
-        q_s=$(med qemu-microvm "$w" guest_s)
-        for key in kvm_exits kvm_io_exits kvm_mmio_exits kvm_irq_injections guest_irqs; do
-            echo "| $w | $key | $(bench_per "$(med tandem "$w" "$key")" "$t_s" 1 0)" \
-                 "| $(bench_per "$(med qemu-microvm "$w" "$key")" "$q_s" 1 0)" \
-                 "| $(bench_per "$(med tandem "$w" "$key")" "$mb" 1 1)" \
-                 "| $(bench_per "$(med qemu-microvm "$w" "$key")" "$mb" 1 1) |"
-        done
-    done
-    echo
-    echo "tandem --stats over the whole run minus the idle runs' median (per second of workload / per MB):"
-    echo "| workload | counter | over idle | /s | /MB |"
-    echo "|---|---|---|---|---|"
+    echo "Per MB moved: the emulated host's KVM counters over each workload, and the interrupts the guest took:"
+    echo "| workload | counter |$header$ratios"
+    echo "|---|---|$(for _ in $VMMS $(ratio_pairs); do printf -- '---|'; done)"
     for w in $WORKLOADS; do
         case $w in idle|info) continue ;; esac
         mb=$(bench_median "$OUT" "workload=$w rc=0" mb)
-        t_s=$(med tandem "$w" guest_s)
+        for key in $(kvm_keys); do row "$w | $key" per_mb 1; done
+    done
+    [ -n "$tandems" ] || return 0
+    echo
+    echo "tandem --stats over the whole run minus the idle runs' median, per MB:"
+    echo "| workload | counter |$(for vmm in $tandems; do printf ' %s |' "$vmm"; done)"
+    echo "|---|---|$(for _ in $tandems; do printf -- '---|'; done)"
+    for w in $WORKLOADS; do
+        case $w in idle|info) continue ;; esac
+        mb=$(bench_median "$OUT" "workload=$w rc=0" mb)
         case $w in blk-*) dev=disk0 ;; *) dev=net0 ;; esac
         for key in exits pio mmio $dev.kicks $dev.interrupts $dev.suppressed; do
-            local d
-            d=$(over_idle tandem "$w" "$key")
-            echo "| $w | $key | $d | $(bench_per "$d" "$t_s" 1 0) | $(bench_per "$d" "$mb" 1 1) |"
+            VMMS=$tandems row "$w | $key" stats_per_mb 0
         done
     done
     echo
     echo "runs counted (rc=0): $(for w in $WORKLOADS; do
-        printf '%s tandem %s qemu %s; ' "$w" "$(bench_count "$OUT" "vmm=tandem workload=$w rc=0")" \
-            "$(bench_count "$OUT" "vmm=qemu-microvm workload=$w rc=0")"; done)"
+        printf '%s:' "$w"
+        for vmm in $VMMS; do printf ' %s %s' "$vmm" "$(bench_count "$OUT" "vmm=$vmm workload=$w rc=0")"; done
+        printf '; '; done)"
 }
 
 main() {
@@ -222,13 +290,14 @@ main() {
     if [ -n "$SUMMARY_OF" ]; then
         OUT=$SUMMARY_OF
         WORKLOADS=$(grep -o ' workload=[a-z-]*' "$OUT" | cut -d= -f2 | awk '!seen[$0]++' | xargs)
+        VMMS=$(grep -o ' vmm=[a-z-]*' "$OUT" | cut -d= -f2 | awk '!seen[$0]++' | xargs)
         summarise
         return
     fi
     mkdir -p "$OUT_DIR"
-    if [ "$BUILD" = 1 ]; then "$ROOT/ci/build-static.sh" x86_64 >/dev/null; fi
-    [ -x "$(default_tandem x86_64)" ] || die "no static tandem (ci/build-static.sh x86_64)"
-    OUT=$OUT_DIR/io-x86_64$SUFFIX.txt
+    if [ "$BUILD" = 1 ]; then "$ROOT/ci/build-static.sh" "$ARCH" >/dev/null; fi
+    [ -x "$(default_tandem "$ARCH")" ] || die "no static tandem for $ARCH (ci/build-static.sh $ARCH)"
+    OUT=$OUT_DIR/io-$ARCH$SUFFIX.txt
     : >"$OUT"
     run_emulated "$OUT"
     bench_append_summary "$OUT" summarise
