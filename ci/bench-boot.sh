@@ -4,9 +4,11 @@
 #!             and peak RSS beyond guest memory, with a tiny PVH payload that
 #!             powers off at once through the ACPI sleep port (any KVM runs it,
 #!             PVM included; no Linux needed).
-#!   emulated  tandem vs QEMU (-M microvm -accel kvm) booting the Debian test
-#!             guest inside one emulated x86 KVM host (QEMU TCG, nested SVM;
-#!             the host runs this machine's QEMU over a 9p share): launch →
+#!   emulated  tandem vs QEMU (-M microvm -accel kvm) and, with --vmms, also
+#!             Firecracker v1.16.1 (ci/peer-firecracker.sh --static; vmlinux
+#!             only) booting the Debian test guest inside one emulated x86
+#!             KVM host (QEMU TCG, nested SVM; the host runs this machine's
+#!             QEMU over a 9p share): launch →
 #!             TANDEM-GUEST-UP, the guest's own uptime there, launch → exit,
 #!             peak RSS, interleaved runs, one warm-up each.
 #!   The aarch64 variant (--arch aarch64) boots the arm64 guest under tandem
@@ -18,6 +20,7 @@
 #!   --cpus N            nested guest vCPUs (default 1)
 #!   --memory SIZE       nested guest memory (default 512M)
 #!   --kernels "K..."    emulated: vmlinux (PVH ELF) and/or vmlinuz (bzImage) (default both)
+#!   --vmms "V..."       emulated x86: tandem, qemu-microvm, firecracker (default the first two)
 #!   --guest-args "W..." emulated: words added to the guest's command line (both VMMs)
 #!   --suffix NAME       emulated: results in boot-emulated-x86_64-NAME.txt
 #!   --wait-quiet MIN    wait up to MIN minutes for other QEMUs to end (default 10)
@@ -28,7 +31,7 @@ LOG_PREFIX=bench-boot
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/ci/bench-lib.sh"
 
-PART=all RUNS=5 CPUS=1 MEMORY=512M KERNELS="" WAIT_QUIET=10 BUILD=1 SUFFIX="" ARCH=x86_64
+PART=all RUNS=5 CPUS=1 MEMORY=512M KERNELS="" WAIT_QUIET=10 BUILD=1 SUFFIX="" ARCH=x86_64 VMMS=""
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 OUT_DIR=$ROOT/target/bench
 
@@ -41,6 +44,7 @@ parse_args() {
             --memory) MEMORY=$2; shift ;;
             --kernels) KERNELS=$2; shift ;;
             --arch) ARCH=$2; shift ;;
+            --vmms) VMMS=$2; shift ;;
             --guest-args) GUEST_CMDLINE="$GUEST_CMDLINE $2"; shift ;;
             --suffix) SUFFIX=-$2; shift ;;
             --wait-quiet) WAIT_QUIET=$2; shift ;;
@@ -56,7 +60,12 @@ parse_args() {
         [ "$PART" != all ] || PART=emulated
         [ "$PART" = emulated ] || die "the local part runs on x86_64 only"
     else
-        KERNELS=${KERNELS:-vmlinux vmlinuz} VMMS="tandem qemu-microvm"
+        VMMS=${VMMS:-tandem qemu-microvm}
+        case $VMMS in
+            *firecracker*) KERNELS=${KERNELS:-vmlinux}
+                           [ "$KERNELS" = vmlinux ] || die "Firecracker boots the ELF vmlinux only (--kernels vmlinux)" ;;
+            *) KERNELS=${KERNELS:-vmlinux vmlinuz} ;;
+        esac
     fi
 }
 
@@ -137,13 +146,18 @@ case "$VMMS" in *qemu*) bench_prepare_chroot || exit 1 ;; esac
 status=0
 for kernel in $KERNELS; do
     for run in \$(seq 0 $RUNS); do
-        bench_run "bench=boot arch=$ARCH vmm=tandem kernel=\$kernel run=\$run" /bin/tandem run \\
-            --kernel /guest/\$kernel --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS \\
-            --memory $MEMORY --cmdline "$GUEST_CMDLINE" --stats --log-level info || status=1
-        case "$VMMS" in *qemu*)
-            bench_run "bench=boot arch=$ARCH vmm=qemu-microvm kernel=\$kernel run=\$run" bench_qemu_microvm \\
-                \$kernel bench-initramfs.cpio.gz $CPUS $MEMORY "$GUEST_CMDLINE" || status=1 ;;
-        esac
+        for vmm in $VMMS; do
+            label="bench=boot arch=$ARCH vmm=\$vmm kernel=\$kernel run=\$run"
+            case \$vmm in
+                tandem) bench_run "\$label" /bin/tandem run --kernel /guest/\$kernel \\
+                    --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS --memory $MEMORY \\
+                    --cmdline "$GUEST_CMDLINE" --stats --log-level info ;;
+                qemu-microvm) bench_run "\$label" bench_qemu_microvm \$kernel bench-initramfs.cpio.gz \\
+                    $CPUS $MEMORY "$GUEST_CMDLINE" ;;
+                firecracker) bench_run "\$label" bench_firecracker \$kernel bench-initramfs.cpio.gz \\
+                    $CPUS $MEMORY "$GUEST_CMDLINE tandem.mode=reboot" ;;
+            esac || status=1
+        done
     done
 done
 exit \$status
@@ -159,6 +173,7 @@ run_emulated() {
     bench_padded_initramfs "$guest/initramfs.cpio.gz" "$initrd"
     write_boot_host_script "$script"
     [ "$VMMS" = tandem ] || share=(--share-root)
+    case $VMMS in *firecracker*) share+=(--add "$("$ROOT/ci/peer-firecracker.sh" --static | tail -n 1):/bin/firecracker") ;; esac
     runs_total=$(($(wc -w <<<"$KERNELS") * $(wc -w <<<"$VMMS") * (RUNS + 1)))
     bench_wait_quiet "$WAIT_QUIET"
     bench_machine_line >>"$out"
@@ -172,21 +187,31 @@ run_emulated() {
 }
 
 summarise_emulated() {
-    local out=$1 kernel key t q
+    local out=$1 kernel key vmm peer line peers
+    declare -A value
+    peers=$(for vmm in $VMMS; do [ "$vmm" = tandem ] || echo "$vmm"; done)
     echo "SUMMARY boot-emulated: medians of $RUNS runs (after a warm-up), nested guest $CPUS vCPU, $MEMORY, command line \"$GUEST_CMDLINE\""
-    echo "| kernel | measurement | tandem | QEMU microvm | tandem/QEMU |"
-    echo "|---|---|---|---|---|"
+    line="| kernel | measurement |"
+    for vmm in $VMMS; do line="$line $vmm |"; done
+    for peer in $peers; do line="$line tandem/$peer |"; done
+    echo "$line"
+    echo "|---|---|$(for _ in $VMMS $peers; do printf -- '---|'; done)"
     for kernel in $KERNELS; do
         for key in marker_s guest_uptime_s exit_s hwm_kib; do
-            t=$(bench_median "$out" "vmm=tandem kernel=$kernel code=0" "$key")
-            q=$(bench_median "$out" "vmm=qemu-microvm kernel=$kernel code=0" "$key")
-            echo "| $kernel | $key | $t | $q | $(bench_ratio "$t" "$q") |"
+            line="| $kernel | $key |"
+            for vmm in $VMMS; do
+                value[$vmm]=$(bench_median "$out" "vmm=$vmm kernel=$kernel code=0" "$key")
+                line="$line ${value[$vmm]} |"
+            done
+            for peer in $peers; do line="$line $(bench_ratio "${value[tandem]}" "${value[$peer]}") |"; done
+            echo "$line"
         done
         for key in first_kvm_run_ms vmm_peak_rss_kib exits; do
-            echo "| $kernel | tandem $key | $(bench_median "$out" "vmm=tandem kernel=$kernel code=0" "$key") | | |"
+            echo "| $kernel | tandem $key | $(bench_median "$out" "vmm=tandem kernel=$kernel code=0" "$key") |"
         done
-        echo "| $kernel | runs counted (tandem, QEMU) | $(bench_count "$out" "vmm=tandem kernel=$kernel code=0")" \
-             "| $(bench_count "$out" "vmm=qemu-microvm kernel=$kernel code=0") | |"
+        line="| $kernel | runs counted |"
+        for vmm in $VMMS; do line="$line $(bench_count "$out" "vmm=$vmm kernel=$kernel code=0") |"; done
+        echo "$line"
     done
 }
 

@@ -141,6 +141,37 @@ bench_qemu_microvm() {
         -kernel "$QEMU_GUEST/$kernel" -initrd "$QEMU_GUEST/$initrd" -append "$cmdline" "$@"
 }
 
+# Firecracker (/bin/firecracker, a static build of ci/peer-firecracker.sh)
+# from a config file, without an API socket: the nested guest's kernel (a
+# file in /guest; an ELF vmlinux), initramfs, vCPUs, memory (512M),
+# command line, then `disk` and/or `net` for /tmp/disk.img and the TAP
+# bench0. Its log goes to /tmp/firecracker.log, not among the console
+# lines. Firecracker has no ACPI power-off: the guest ends it by
+# rebooting, through the i8042 (reboot=k, as Firecracker's own default
+# command line says; the ACPI reset Linux tries first hangs there). For
+# bench_run only: it execs.
+bench_firecracker() {
+    kernel=$1 initrd=$2 cpus=$3 memory=$4 cmdline=$5
+    shift 5
+    drives="" nets=""
+    for device in "$@"; do
+        case $device in
+            disk) drives='{"drive_id": "disk0", "path_on_host": "/tmp/disk.img", "is_root_device": false, "is_read_only": false}' ;;
+            net) nets='{"iface_id": "net0", "host_dev_name": "bench0"}' ;;
+        esac
+    done
+    cat >/tmp/firecracker.json <<JSON
+{
+  "boot-source": {"kernel_image_path": "/guest/$kernel", "initrd_path": "/guest/$initrd", "boot_args": "$cmdline reboot=k"},
+  "machine-config": {"vcpu_count": $cpus, "mem_size_mib": ${memory%M}},
+  "drives": [$drives],
+  "network-interfaces": [$nets]
+}
+JSON
+    : >/tmp/firecracker.log
+    exec /bin/firecracker --no-api --config-file /tmp/firecracker.json --log-path /tmp/firecracker.log
+}
+
 # The same machine with its PCIe host bridge (ECAM in ACPI's MCFG), for
 # virtio-pci devices. bench_run runs it in a subshell: nothing leaks.
 bench_qemu_pci() {

@@ -9,7 +9,8 @@
 #! baseline. The VMMs: tandem with virtio-mmio (`tandem`) and virtio-pci
 #! (`tandem-pci`, MSI-X); on x86 also QEMU with KVM, virtio-mmio on
 #! microvm (`qemu-microvm`) and modern virtio-pci on microvm's PCIe host
-#! (`qemu-pci`), both without vhost. Runs interleave the VMMs; run 0 (idle
+#! (`qemu-pci`), both without vhost, and Firecracker v1.16.1 (`firecracker`,
+#! virtio-mmio; ci/peer-firecracker.sh --static). Runs interleave the VMMs; run 0 (idle
 #! only) is a warm-up. Reported per workload: guest-timed throughput, the
 #! emulated host's KVM counters over the workload (exits, userspace I/O and
 #! MMIO exits, interrupt injections) and the interrupts the guest took, for
@@ -18,11 +19,13 @@
 #! Usage: ci/bench-io.sh [options]
 #!   --arch ARCH       x86_64 (default) or aarch64 (tandem only: the arm64
 #!                     emulated host has no arm64 QEMU to run)
+#!   --gic 2|3         aarch64: the emulated host's GIC (default 3, with an
+#!                     ITS; 2 is Raspberry Pi-like: MSIs through a GICv2m frame)
 #!   --runs N          runs per workload and VMM (default 3)
 #!   --blk-mb N        MiB written and read (default 256)
 #!   --net-mb N        MiB sent each way (default 64)
 #!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx (or info)
-#!   --vmms "V…"       subset of: tandem tandem-pci qemu-microvm qemu-pci
+#!   --vmms "V…"       subset of: tandem tandem-pci qemu-microvm qemu-pci firecracker
 #!                     (default: tandem qemu-microvm; aarch64: tandem tandem-pci)
 #!   --suffix NAME     results in target/bench/io-ARCH-NAME.txt
 #!   --summary FILE    only print the tables for the raw lines in FILE
@@ -35,7 +38,7 @@ LOG_PREFIX=bench-io
 . "$ROOT/ci/bench-lib.sh"
 
 RUNS=3 BLK_MB=256 NET_MB=64 WORKLOADS="idle blk-write blk-read net-tx net-rx" WAIT_QUIET=10 BUILD=1
-ARCH=x86_64 VMMS="" SUFFIX="" SUMMARY_OF=""
+ARCH=x86_64 GIC=3 VMMS="" SUFFIX="" SUMMARY_OF=""
 CPUS=1 MEMORY=512M
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1 rdinit=/bench-init"
 OUT_DIR=$ROOT/target/bench
@@ -44,6 +47,7 @@ parse_args() {
     while [ $# -gt 0 ]; do
         case $1 in
             --arch) ARCH=$2; shift ;;
+            --gic) GIC=$2; shift ;;
             --runs) RUNS=$2; shift ;;
             --blk-mb) BLK_MB=$2; shift ;;
             --net-mb) NET_MB=$2; shift ;;
@@ -61,7 +65,7 @@ parse_args() {
     check_arch "$ARCH"
     if [ "$ARCH" = aarch64 ]; then
         KERNEL=vmlinuz VMMS=${VMMS:-tandem tandem-pci}
-        case $VMMS in *qemu*) die "no QEMU in the arm64 emulated host (--vmms)" ;; esac
+        case $VMMS in *qemu*|*firecracker*) die "tandem only in the arm64 emulated host (--vmms)" ;; esac
     else
         KERNEL=vmlinux VMMS=${VMMS:-tandem qemu-microvm}
     fi
@@ -86,6 +90,7 @@ write_io_host_script() {
 . /bench/host-lib.sh
 case "$VMMS" in *qemu*) bench_prepare_chroot || exit 1 ;; esac
 bench_mount_debugfs
+[ -c /dev/net/tun ] || insmod /lib/modules/extra/tun.ko || exit 1
 tunctl -t bench0 >/dev/null && ip addr add 10.0.0.1/24 dev bench0 && ip link set bench0 up || exit 1
 dd if=/dev/zero of=/tmp/disk.img bs=1M count=$BLK_MB 2>/dev/null || exit 1
 mkfifo /tmp/hold /tmp/net.pipe
@@ -149,6 +154,8 @@ one() {
                     -device virtio-blk-pci,drive=disk0,disable-legacy=on \\
                     -netdev tap,id=net0,ifname=bench0,script=no,downscript=no \\
                     -device virtio-net-pci,netdev=net0,disable-legacy=on ;;
+        firecracker) bench_run "\$label" bench_firecracker vmlinux bench-initramfs.cpio.gz \\
+                    $CPUS $MEMORY "\$cmdline tandem.end=reboot" disk net ;;
     esac
     unlisten
 }
@@ -164,17 +171,19 @@ EOF
 
 run_emulated() {
     local out=$1 guest script=$OUT_DIR/io-host-script.sh name=bench-io-$ARCH$SUFFIX
-    local initrd=$OUT_DIR/io-initramfs.cpio.gz boots status=0 share=()
+    local initrd=$OUT_DIR/io-initramfs.cpio.gz boots status=0 host_args=()
+    [ "$ARCH" = x86_64 ] || host_args=(--gic "$GIC")
     command -v "$(qemu_binary "$ARCH")" >/dev/null || skip_or_fail "$(qemu_binary "$ARCH") not installed (ci/setup-host.sh)"
     guest=$("$ROOT/ci/guest-assets.sh" "$ARCH" | tail -n 1)
     build_bench_initramfs "$guest" "$initrd"
     write_io_host_script "$script"
-    case $VMMS in *qemu*) share=(--share-root) ;; esac
+    case $VMMS in *qemu*) host_args+=(--share-root) ;; esac
+    case $VMMS in *firecracker*) host_args+=(--add "$("$ROOT/ci/peer-firecracker.sh" --static | tail -n 1):/bin/firecracker") ;; esac
     boots=$(($(wc -w <<<"$VMMS") * (1 + RUNS * $(wc -w <<<"$WORKLOADS"))))
     bench_wait_quiet "$WAIT_QUIET"
     bench_machine_line >>"$out"
     bench_load_start "$out" 1
-    "$ROOT/ci/emulated-host.sh" "$ARCH" --name "$name" ${share[@]+"${share[@]}"} --memory 2560 \
+    "$ROOT/ci/emulated-host.sh" "$ARCH" --name "$name" ${host_args[@]+"${host_args[@]}"} --memory 2560 \
         --host-script "$script" --add "$ROOT/ci/bench-host.sh:/bench/host-lib.sh" \
         --add "$initrd:/guest/bench-initramfs.cpio.gz" --timeout $((240 + 90 * boots)) >&2 || status=$?
     bench_load_stop
@@ -194,7 +203,8 @@ over_idle() {
 # The pairs compared, as A/B, of the VMMs measured.
 ratio_pairs() {
     local pair
-    for pair in tandem/qemu-microvm tandem-pci/qemu-pci tandem-pci/tandem qemu-pci/qemu-microvm; do
+    for pair in tandem/qemu-microvm tandem/firecracker tandem-pci/qemu-pci tandem-pci/tandem \
+        qemu-pci/qemu-microvm; do
         case " $VMMS " in *" ${pair%/*} "*) ;; *) continue ;; esac
         case " $VMMS " in *" ${pair#*/} "*) echo "$pair" ;; esac
     done
