@@ -23,15 +23,17 @@ pub fn create_guest_memory(vm: &VmFd, regions: &[(GuestAddress, u64)]) -> Result
     Ok(mem)
 }
 
-/// Maps `regions` (start, size) in this process.
+/// Maps `regions` (start, size) in this process, each where KVM can give
+/// the guest 2 MiB pages ([`guest_memory::map_anonymous`]).
 pub fn map_guest_memory(regions: &[(GuestAddress, u64)]) -> Result<GuestMemoryMmap> {
-    let ranges: Vec<(GuestAddress, usize)> = regions
+    let mapped = regions
         .iter()
-        .map(|&(start, size)| Ok((start, usize::try_from(size)?)))
-        .collect::<Result<_>>()?;
-    let total: u64 = regions.iter().map(|r| r.1).sum();
-    GuestMemoryMmap::from_ranges(&ranges)
-        .with_context(|| format!("cannot map {} MiB of guest memory", total >> 20))
+        .map(|&(start, size)| {
+            guest_memory::map_anonymous(start, usize::try_from(size)?)
+                .with_context(|| format!("cannot map {} MiB of guest memory", size >> 20))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    GuestMemoryMmap::from_regions(mapped).context("guest memory regions overlap")
 }
 
 /// Anonymous RAM for `regions` (start, size) holding what `file` holds

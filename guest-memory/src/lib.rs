@@ -3,25 +3,28 @@
 //! vCPUs write (KVM_GET_DIRTY_LOG); the bitmap records the ones tandem
 //! itself writes through vm-memory — devices filling buffers and used
 //! rings, loaders — which KVM never sees. Diff snapshots (and migration)
-//! need both. Also here: filling guest memory from a file, which the boot
+//! need both. Also here: anonymous RAM mapped so that KVM can use 2 MiB
+//! pages for it, and filling guest memory from a file, which the boot
 //! loaders and the block device both do.
 
+mod aligned;
 mod read;
 
+pub use aligned::{map_anonymous, RegionBitmap, RAM_ALIGN};
 pub use read::read_into_guest;
 pub use vm_memory::bitmap::AtomicBitmap;
 
 /// Guest RAM: mmap'ed regions, each with its dirty-page bitmap.
-pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<AtomicBitmap>;
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<RegionBitmap>;
 /// One region of [`GuestMemoryMmap`].
-pub type GuestRegionMmap = vm_memory::GuestRegionMmap<AtomicBitmap>;
+pub type GuestRegionMmap = vm_memory::GuestRegionMmap<RegionBitmap>;
 /// The mapping behind a [`GuestRegionMmap`].
-pub type MmapRegion = vm_memory::MmapRegion<AtomicBitmap>;
+pub type MmapRegion = vm_memory::MmapRegion<RegionBitmap>;
 
 /// The pages of `region` tandem wrote through vm-memory since the bitmap
 /// was last reset, one bit per host page from the region's start.
 pub fn dirty_bitmap(region: &GuestRegionMmap) -> &AtomicBitmap {
-    MmapRegion::bitmap(region)
+    MmapRegion::bitmap(region).dirty()
 }
 
 #[cfg(test)]
