@@ -19,6 +19,7 @@ pub mod pci;
 mod ring;
 pub mod rng;
 pub mod tap;
+mod timer;
 mod transport;
 pub mod vsock;
 pub mod worker;

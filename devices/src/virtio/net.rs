@@ -13,6 +13,8 @@
 //! chains); a frame those cannot hold is dropped and the chains kept for
 //! smaller ones.
 //!
+//! Transmit completions are returned in batches (see `net_tx.rs`).
+//!
 //! Frames are counted in the device's [`IoStats`](super::IoStats) both
 //! ways, by their Ethernet bytes (without the virtio-net header): received
 //! frames as `bytes_read`, transmitted ones as `bytes_written`, and frames
@@ -21,7 +23,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use guest_memory::GuestMemoryMmap;
 use libc::c_uint;
@@ -32,11 +34,14 @@ use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::timerfd::TimerFd;
 
+use super::ring::take_available;
 use super::tap::{Tap, VNET_HDR_LEN};
+use super::timer::nonblocking_timer;
 use super::worker::{publish, should_yield, QueuePosition, Worker, WorkerError, WorkerHandler};
 use super::{
-    add_used_batch, check_queue_count, drain_queue, feature, guarded, notify_since, pop_chain,
+    add_used_batch, check_queue_count, feature, guarded, notify_since, pop_chain,
     read_config_bytes, ActivateContext, ActivateError, Chain, ChainError, Interrupt, LogLimit,
     Segments, VirtioDevice,
 };
@@ -47,6 +52,8 @@ static SHORT_WRITE: LogLimit = LogLimit::new();
 const QUEUE_SIZE: u16 = 256;
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
+/// Backend fds: the TAP, then the transmit batch's timer.
+const TAP_FD: usize = 0;
 /// Header plus the largest frame a TAP with TSO hands over (64 KiB of IP
 /// plus Ethernet and VLAN headers).
 const MAX_FRAME: usize = VNET_HDR_LEN + 0x1_0000 + 64;
@@ -92,12 +99,17 @@ pub enum NetError {
     /// No randomness for a MAC address.
     #[error("cannot generate a MAC address: {0}")]
     Mac(#[source] io::Error),
+    /// No timerfd for the transmit batches.
+    #[error("cannot create the transmit timer: {0}")]
+    Timer(#[source] io::Error),
 }
 
 /// A virtio-net device.
 pub struct Net {
     tap: Arc<Tap>,
     config: [u8; 8],
+    /// Closes transmit batches; made here, before the threads are confined.
+    tx_timer: Arc<Mutex<TimerFd>>,
     worker: Option<Worker>,
 }
 
@@ -112,18 +124,20 @@ impl Net {
             Some(mac) => mac,
             None => random_mac().map_err(NetError::Mac)?,
         };
-        Ok(Self::with_tap(tap, mac))
+        Self::with_tap(tap, mac)
     }
 
-    fn with_tap(tap: Tap, mac: [u8; 6]) -> Self {
+    fn with_tap(tap: Tap, mac: [u8; 6]) -> Result<Self, NetError> {
         let mut config = [0u8; 8];
         config[..6].copy_from_slice(&mac);
         config[6..].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
-        Self {
+        let tx_timer = nonblocking_timer().map_err(NetError::Timer)?;
+        Ok(Self {
             tap: Arc::new(tap),
             config,
+            tx_timer: Arc::new(Mutex::new(tx_timer)),
             worker: None,
-        }
+        })
     }
 
     /// The guest's MAC address.
@@ -209,10 +223,16 @@ impl VirtioDevice for Net {
             .map_err(ActivateError::Backend)?;
         let mergeable = ctx.features & feature(VIRTIO_NET_F_MRG_RXBUF) != 0;
         let (queues, kicks) = ctx.queues.into_iter().map(|q| (q.queue, q.kick)).unzip();
-        let handler = NetHandler::new(self.tap.clone(), ctx.mem, queues, ctx.interrupt.clone());
+        let tx_batch = TxBatch::new(self.tx_timer.clone());
         let handler = NetHandler {
             mergeable,
-            ..handler
+            ..NetHandler::new(
+                self.tap.clone(),
+                ctx.mem,
+                queues,
+                ctx.interrupt.clone(),
+                tx_batch,
+            )
         };
         let worker = Worker::spawn("virtio-net", ctx.start, kicks, ctx.interrupt, handler);
         self.worker = Some(worker.map_err(ActivateError::Worker)?);
@@ -228,6 +248,7 @@ impl VirtioDevice for Net {
 /// handler over a TAP stand-in (`tap`: one end of a datagram socket pair),
 /// serving `queues` (receive, transmit) in `mem` on the caller's thread.
 /// [`Net::activate`] cannot be used there: TUNSETOFFLOAD needs a real TAP.
+/// Transmit completions are held until [`WorkerHandler::flush`].
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_handler(
@@ -236,12 +257,13 @@ pub fn fuzz_handler(
     queues: Vec<Queue>,
     interrupt: Arc<Interrupt>,
     mergeable: bool,
-) -> impl WorkerHandler {
+) -> io::Result<impl WorkerHandler> {
     let tap = Arc::new(Tap::from_file(tap, "fuzz0"));
-    NetHandler {
+    let tx_batch = TxBatch::new(Arc::new(Mutex::new(nonblocking_timer()?)));
+    Ok(NetHandler {
         mergeable,
-        ..NetHandler::new(tap, mem, queues, interrupt)
-    }
+        ..NetHandler::new(tap, mem, queues, interrupt, tx_batch)
+    })
 }
 
 struct NetHandler {
@@ -258,10 +280,17 @@ struct NetHandler {
     /// Segments in `rx_held`, at most [`MAX_RX_HELD_SEGMENTS`].
     rx_held_segments: usize,
     tx_frame: Vec<u8>,
+    tx_batch: TxBatch,
 }
 
 impl NetHandler {
-    fn new(tap: Arc<Tap>, mem: GuestMemoryMmap, queues: Vec<Queue>, irq: Arc<Interrupt>) -> Self {
+    fn new(
+        tap: Arc<Tap>,
+        mem: GuestMemoryMmap,
+        queues: Vec<Queue>,
+        irq: Arc<Interrupt>,
+        tx_batch: TxBatch,
+    ) -> Self {
         Self {
             tap,
             mem,
@@ -273,32 +302,51 @@ impl NetHandler {
             rx_held: VecDeque::new(),
             rx_held_segments: 0,
             tx_frame: vec![0; MAX_FRAME],
+            tx_batch,
         }
     }
 
+    /// Sends every queued frame; completions go into the batch, which is
+    /// published when full and otherwise by its timer.
     fn transmit(&mut self) -> Result<(), WorkerError> {
         let (mem, tap, frame) = (&self.mem, &self.tap, &mut self.tx_frame);
-        let io = self.interrupt.io_stats();
-        drain_queue(
-            TX_QUEUE,
-            &mut self.queues[TX_QUEUE],
-            mem,
-            &self.interrupt,
-            |chain| {
-                match send_frame(mem, tap, frame, chain) {
-                    Ok(len) => io.record(0, len - VNET_HDR_LEN),
-                    Err(e) => {
-                        debug!("virtio-net: frame {} dropped: {e}", chain.head);
-                        io.record_error();
-                    }
-                }
-                0
-            },
-        )
-        .map_err(|source| WorkerError::Queue {
+        let (interrupt, batch) = (&self.interrupt, &mut self.tx_batch);
+        let io = interrupt.io_stats();
+        let queue_error = |source| WorkerError::Queue {
             index: TX_QUEUE,
             source,
+        };
+        take_available(&mut self.queues[TX_QUEUE], mem, |queue, chain| {
+            let bytes = match send_frame(mem, tap, frame, &chain) {
+                Ok(len) => {
+                    io.record(0, len - VNET_HDR_LEN);
+                    len
+                }
+                Err(e) => {
+                    debug!("virtio-net: frame {} dropped: {e}", chain.head);
+                    io.record_error();
+                    0
+                }
+            };
+            if batch.hold(queue, chain.head, bytes) {
+                return batch.publish(TX_QUEUE, queue, mem, interrupt);
+            }
+            Ok(true)
         })
+        .map_err(queue_error)?;
+        self.tx_batch.arm().map_err(WorkerError::Backend)
+    }
+
+    /// Publishes the transmit completions held.
+    fn publish_transmitted(&mut self) -> Result<(), WorkerError> {
+        let queue = &mut self.queues[TX_QUEUE];
+        self.tx_batch
+            .publish(TX_QUEUE, queue, &self.mem, &self.interrupt)
+            .map(drop)
+            .map_err(|source| WorkerError::Queue {
+                index: TX_QUEUE,
+                source,
+            })
     }
 }
 
@@ -345,24 +393,41 @@ impl WorkerHandler for NetHandler {
     }
 
     fn backend_fds(&self) -> Vec<(RawFd, EventSet)> {
-        // Edge-triggered: the TAP is drained until it would block or the
-        // buffers run out, and a receive kick resumes it.
-        vec![(
-            self.tap.as_raw_fd(),
-            EventSet::IN | EventSet::EDGE_TRIGGERED,
-        )]
+        let timer = self.tx_batch.timer_fd();
+        // The TAP is edge-triggered: it is drained until it would block or
+        // the buffers run out, and a receive kick resumes it.
+        vec![
+            (
+                self.tap.as_raw_fd(),
+                EventSet::IN | EventSet::EDGE_TRIGGERED,
+            ),
+            (timer, EventSet::IN),
+        ]
     }
 
-    fn backend_event(&mut self, _index: usize, _events: EventSet) -> Result<(), WorkerError> {
-        self.receive()
+    fn backend_event(&mut self, index: usize, _events: EventSet) -> Result<(), WorkerError> {
+        match index {
+            TAP_FD => self.receive(),
+            _ => {
+                self.tx_batch.timer_fired();
+                self.publish_transmitted()
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        self.publish_transmitted()
     }
 }
 
 #[path = "net_rx.rs"]
 mod rx;
+#[path = "net_tx.rs"]
+mod tx;
 #[cfg(test)]
 use rx::split_frame;
 use rx::RxBuffer;
+use tx::TxBatch;
 
 #[cfg(test)]
 #[path = "net_tests.rs"]

@@ -39,9 +39,10 @@ fn fixture_sized(mergeable: bool, rx_size: u16) -> Fixture {
     let irq = IrqTrigger::new().unwrap();
     let interrupt = Arc::new(Interrupt::new(irq.clone()));
     let queues = vec![rx.queue(true), tx.queue(true)];
+    let tx_batch = TxBatch::new(Arc::new(Mutex::new(nonblocking_timer().unwrap())));
     let handler = NetHandler {
         mergeable,
-        ..NetHandler::new(Arc::new(tap), mem.clone(), queues, interrupt)
+        ..NetHandler::new(Arc::new(tap), mem.clone(), queues, interrupt, tx_batch)
     };
     Fixture {
         mem,
@@ -88,6 +89,8 @@ fn transmit_sends_header_and_frame_to_the_tap() {
     let n = f.host.recv(&mut got).unwrap();
     assert_eq!(&got[..n], frame.as_slice());
     assert!(f.host.recv(&mut got).is_err(), "runt not sent");
+    assert!(f.tx.used().is_empty(), "completions held for a batch");
+    f.handler.flush().unwrap();
     assert_eq!(f.tx.used(), vec![(0, 0), (2, 0)]);
     assert_eq!(f.irq.event_fd().read().unwrap(), 1);
     let io = f.handler.interrupt.io_stats().snapshot();
@@ -220,7 +223,7 @@ fn offloads_follow_the_guest_receive_features() {
 fn config_space_holds_mac_and_link_status() {
     let (end, _peer) = UnixDatagram::pair().unwrap();
     let tap = Tap::from_file(File::from(OwnedFd::from(end)), "fake0");
-    let net = Net::with_tap(tap, [2, 0, 0, 0, 0, 7]);
+    let net = Net::with_tap(tap, [2, 0, 0, 0, 0, 7]).unwrap();
     let mut config = [0u8; 8];
     net.read_config(0, &mut config);
     assert_eq!(config, [2, 0, 0, 0, 0, 7, 1, 0]);
@@ -312,3 +315,6 @@ fn held_receive_buffers_are_given_back_in_the_saved_positions() {
     };
     assert_eq!(positions, vec![rx, QueuePosition::default()]);
 }
+
+#[path = "net_tx_tests.rs"]
+mod tx_tests;

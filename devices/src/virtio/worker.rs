@@ -97,6 +97,14 @@ pub trait WorkerHandler: Send + 'static {
         let _ = (index, events);
         Ok(())
     }
+
+    /// Returns whatever the handler holds back for a later batch (used
+    /// entries, say) through the rings now. Called before the worker
+    /// parks, so that a paused device, and the snapshot of one, owes the
+    /// driver nothing.
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        Ok(())
+    }
 }
 
 /// Workers that failed (a driver that broke its rings can make one fail
@@ -350,7 +358,9 @@ impl Worker {
         interrupt: &Interrupt,
         mut handler: H,
     ) -> io::Result<Self> {
-        let served = (0..queues).try_for_each(|index| handler.queue_event(index));
+        let served = (0..queues)
+            .try_for_each(|index| handler.queue_event(index))
+            .and_then(|()| handler.flush());
         // Inline there is no later: a budget stop just ends the pass.
         wants_to_come_back();
         if let Err(e) = served {
@@ -536,6 +546,7 @@ impl<H: WorkerHandler> EventLoop<H> {
                 if token == PAUSE_TOKEN {
                     // WouldBlock: a pause already served by an earlier wake.
                     let _ = self.pause.read();
+                    self.handler.flush()?;
                     self.control.park(self.handler.queue_positions());
                     if !self.stopping() {
                         self.serve_everything()?;

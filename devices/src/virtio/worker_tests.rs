@@ -213,6 +213,63 @@ fn a_parked_worker_tells_where_its_queue_stands() {
     assert_eq!(worker.parked_positions(), None, "running again");
 }
 
+/// Counts queue events as served but publishes them only on flush, as
+/// virtio-net's transmit batches do; its position is what it published.
+struct Batching {
+    held: u16,
+    published: u16,
+    served: Sender<usize>,
+}
+
+impl WorkerHandler for Batching {
+    fn queue_positions(&self) -> Vec<QueuePosition> {
+        let published = self.published;
+        vec![QueuePosition {
+            next_avail: published + self.held,
+            next_used: published,
+        }]
+    }
+
+    fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
+        self.held += 1;
+        let _ = self.served.send(index);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        self.published += std::mem::take(&mut self.held);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_worker_flushes_its_handler_before_it_parks() {
+    let interrupt = Arc::new(Interrupt::new(IrqTrigger::new().unwrap()));
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    let (served, events) = channel();
+    let handler = Batching {
+        held: 0,
+        published: 0,
+        served,
+    };
+    let kicks = vec![kick.try_clone().unwrap()];
+    let worker = Worker::spawn("batching", Start::Serving, kicks, interrupt, handler).unwrap();
+    let wait = Duration::from_secs(5);
+    assert_eq!(events.recv_timeout(wait), Ok(0), "initial pass");
+    kick.write(1).unwrap();
+    assert_eq!(events.recv_timeout(wait), Ok(0), "the kick");
+    assert!(worker.pause());
+    let position = QueuePosition {
+        next_avail: 2,
+        next_used: 2,
+    };
+    assert_eq!(
+        worker.parked_positions(),
+        Some(vec![position]),
+        "the start-up pass and the kick, both published before parking"
+    );
+}
+
 /// Blocks in its first queue event for 10 s.
 struct Stuck;
 

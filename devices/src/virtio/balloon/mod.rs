@@ -28,6 +28,7 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
+use super::timer::nonblocking_timer;
 use super::worker::Worker;
 use super::{
     check_queue_count, feature, read_config_bytes, ActivateContext, ActivateError, VirtioDevice,
@@ -36,7 +37,7 @@ use control::Shared;
 pub use control::{BalloonControl, BalloonState, BalloonStats, StatsIntervalError};
 use handler::{BalloonHandler, QueueRoles};
 use pages::BALLOON_PAGE;
-use stats::{arm, nonblocking_timer, StatsProtocol};
+use stats::{arm, StatsProtocol};
 
 /// virtio device ID of the traditional memory balloon.
 pub const VIRTIO_ID_BALLOON: u32 = 5;

@@ -7,7 +7,6 @@
 //! interval's timer.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -260,18 +259,6 @@ impl StatsProtocol {
             next
         }
     }
-}
-
-/// A timerfd whose reads never block: after a pause the worker looks at
-/// every backend fd whether it fired or not.
-pub fn nonblocking_timer() -> io::Result<TimerFd> {
-    let timer = TimerFd::new().map_err(io::Error::from)?;
-    // SAFETY: F_SETFL on an fd this function owns; no memory is passed.
-    let set = unsafe { libc::fcntl(timer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    if set < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(timer)
 }
 
 /// Sets the stats timer to fire every `seconds` (0 stops it).
