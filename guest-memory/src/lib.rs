@@ -4,14 +4,17 @@
 //! itself writes through vm-memory — devices filling buffers and used
 //! rings, loaders — which KVM never sees. Diff snapshots (and migration)
 //! need both. Also here: anonymous RAM mapped so that KVM can use 2 MiB
-//! pages for it, and filling guest memory from a file, which the boot
-//! loaders and the block device both do.
+//! pages for it, filling guest memory from a file, which the boot loaders
+//! do, and moving guest buffers to and from a file at an offset in one
+//! vectored call, which the block device does.
 
 mod aligned;
 mod read;
+mod vectored;
 
 pub use aligned::{map_anonymous, RegionBitmap, RAM_ALIGN};
 pub use read::read_into_guest;
+pub use vectored::{read_guest_from, write_guest_to};
 pub use vm_memory::bitmap::AtomicBitmap;
 
 /// Guest RAM: mmap'ed regions, each with its dirty-page bitmap.

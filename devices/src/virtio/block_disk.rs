@@ -7,7 +7,7 @@
 //! in the device's [`IoStats`].
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -228,10 +228,8 @@ impl Disk {
                 if !readable.is_empty() {
                     return Err(RequestError::Direction(request_type));
                 }
-                let mut file = self.seek_to(sector, writable.len())?;
-                for (addr, len) in writable.parts() {
-                    guest_memory::read_into_guest(mem, addr, &mut file, len)?;
-                }
+                let offset = self.offset_of(sector, writable.len())?;
+                guest_memory::read_guest_from(mem, writable.parts(), &self.file, offset)?;
                 Ok(Done::read(writable.len()))
             }
             VIRTIO_BLK_T_OUT => {
@@ -244,10 +242,8 @@ impl Disk {
                 if self.flush_failed() {
                     return Err(RequestError::FlushFailed);
                 }
-                let mut file = self.seek_to(sector, readable.len())?;
-                for (addr, len) in readable.parts() {
-                    mem.write_all_volatile_to(addr, &mut file, len)?;
-                }
+                let offset = self.offset_of(sector, readable.len())?;
+                guest_memory::write_guest_to(mem, readable.parts(), &self.file, offset)?;
                 Ok(Done::written(readable.len()))
             }
             VIRTIO_BLK_T_FLUSH => {
@@ -268,8 +264,8 @@ impl Disk {
         }
     }
 
-    /// Checks `len` bytes at `sector` and positions the file there.
-    fn seek_to(&self, sector: u64, len: usize) -> Result<&File, RequestError> {
+    /// Checks `len` bytes at `sector`; returns their offset in the file.
+    fn offset_of(&self, sector: u64, len: usize) -> Result<u64, RequestError> {
         // (Not `is_multiple_of`: the workspace supports Rust 1.85.)
         let partial_sector = len as u64 % SECTOR_SIZE;
         if partial_sector != 0 {
@@ -280,8 +276,6 @@ impl Disk {
         if end.is_none_or(|end| end > self.capacity) {
             return Err(RequestError::OutOfRange { sector, len });
         }
-        let mut file = &self.file;
-        file.seek(SeekFrom::Start(sector * SECTOR_SIZE))?;
-        Ok(file)
+        Ok(sector * SECTOR_SIZE)
     }
 }
