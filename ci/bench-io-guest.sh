@@ -2,8 +2,9 @@
 #! The nested guest's init for ci/bench-io.sh (/bench-init, started with
 #! rdinit=/bench-init from an overlay on the test guest's initramfs): the
 #! stock init's set-up and marker, then one workload, then power-off.
-#! Kernel arguments: tandem.bench=idle|info|blk-write|blk-read|net-tx|net-rx
-#! (info: what the guest sees of its CPU and paravirtual features),
+#! Kernel arguments: tandem.bench=idle|info|blk-write|blk-read|net-tx|net-rx|
+#! net-tx-big (info: what the guest sees of its CPU and paravirtual
+#! features; net-tx-big: net-tx with 256 KiB writes, /bin/tcp-send),
 #! tandem.bench_mb=N (MiB moved). The disk is /dev/vda; the network is eth0
 #! at 10.0.0.2/24 with the emulated host at 10.0.0.1, listening on 5001
 #! (takes what the guest sends) and 5002 (sends N MiB). Prints
@@ -84,6 +85,8 @@ case $bench in
     blk-write) dd if=/dev/zero of=/dev/vda bs=1M count="$mb" oflag=direct 2>/tmp/dd.err ;;
     blk-read) dd if=/dev/vda of=/dev/null bs=1M count="$mb" iflag=direct 2>/tmp/dd.err ;;
     net-tx) dd if=/dev/zero bs=1M count="$mb" 2>/dev/null | nc 10.0.0.1 5001 ;;
+    # nc writes what each read of its stdin gives; tcp-send writes 256 KiB.
+    net-tx-big) tcp-send 10.0.0.1 5001 "$mb" ;;
     net-rx)
         # nc must not see EOF on its stdin (it would half-close the
         # connection and the host would stop sending): a FIFO held open.

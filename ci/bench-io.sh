@@ -5,8 +5,9 @@
 #! (tmpfs) and the same persistent TAP (10.0.0.1/24 on the host side); each
 #! boot runs one guest workload (ci/bench-io-guest.sh): virtio-blk
 #! sequential write / read with O_DIRECT, bs=1M; TCP over virtio-net
-#! guest→host and host→guest with busybox nc; idle (boot + 1 s) as the
-#! baseline. The VMMs: tandem with virtio-mmio (`tandem`) and virtio-pci
+#! guest→host and host→guest with busybox nc, and guest→host with 256 KiB
+#! writes (net-tx-big, ci/initramfs/tcp-send.c, opt-in); idle (boot + 1 s)
+#! as the baseline. The VMMs: tandem with virtio-mmio (`tandem`) and virtio-pci
 #! (`tandem-pci`, MSI-X); on x86 also QEMU with KVM, virtio-mmio on
 #! microvm (`qemu-microvm`) and modern virtio-pci on microvm's PCIe host
 #! (`qemu-pci`), both without vhost, and Firecracker v1.16.1 (`firecracker`,
@@ -24,7 +25,8 @@
 #!   --runs N          runs per workload and VMM (default 3)
 #!   --blk-mb N        MiB written and read (default 256)
 #!   --net-mb N        MiB sent each way (default 64)
-#!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx (or info)
+#!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx, or
+#!                     net-tx-big, info (default: all but those two)
 #!   --vmms "V…"       subset of: tandem tandem-pci qemu-microvm qemu-pci firecracker
 #!                     (default: tandem qemu-microvm; aarch64: tandem tandem-pci)
 #!   --suffix NAME     results in target/bench/io-ARCH-NAME.txt
@@ -71,16 +73,23 @@ parse_args() {
     fi
 }
 
-# The test guest's initramfs with /bench-init added: a second gzip'd cpio
-# appended, which the kernel unpacks over the first.
+# The test guest's initramfs with /bench-init and /bin/tcp-send (net-tx-big's
+# sender, built static for ARCH) added: a second gzip'd cpio appended, which
+# the kernel unpacks over the first.
 build_bench_initramfs() {
-    local guest=$1 out=$2 stage=$OUT_DIR/io-overlay
+    local guest=$1 out=$2 stage=$OUT_DIR/io-overlay cc=gcc
+    [ "$ARCH" = x86_64 ] || cc=aarch64-linux-gnu-gcc
+    command -v "$cc" >/dev/null || die "$cc not installed (ci/setup-host.sh)"
     rm -rf "$stage"
-    mkdir -p "$stage"
+    mkdir -p "$stage/bin"
     cp "$ROOT/ci/bench-io-guest.sh" "$stage/bench-init"
     chmod 755 "$stage/bench-init"
+    "$cc" -static -O2 -Wall -Werror -o "$stage/bin/tcp-send" "$ROOT/ci/initramfs/tcp-send.c" ||
+        die "$cc could not build ci/initramfs/tcp-send.c (static libc: ci/setup-host.sh)"
     cp "$guest/initramfs.cpio.gz" "$out.tmp"
-    (cd "$stage" && echo bench-init | cpio --quiet -o -H newc --owner=0:0) | gzip -9 -n >>"$out.tmp"
+    # Not bin itself: it exists in the main archive.
+    (cd "$stage" && printf '%s\n' bench-init bin/tcp-send | cpio --quiet -o -H newc --owner=0:0) |
+        gzip -9 -n >>"$out.tmp"
     bench_padded_initramfs "$out.tmp" "$out"
     rm -f "$out.tmp"
 }
@@ -101,7 +110,7 @@ exec 3<>/tmp/hold
 listen() {
     nc_pid="" helper_pid="" progress_pid=""
     case \$1 in
-        net-tx)
+        net-tx|net-tx-big)
             wc -c </tmp/net.pipe >/tmp/host-received & helper_pid=\$!
             nc -l -p 5001 <&3 >/tmp/net.pipe & nc_pid=\$! ;;
         net-rx)
