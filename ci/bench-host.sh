@@ -20,17 +20,31 @@
 BENCH_RUN_LIMIT=${BENCH_RUN_LIMIT:-600}
 
 # The nested guest's files are /guest for tandem and, bind-mounted, $QEMU_GUEST
-# inside /hostroot, where this machine's QEMU runs (emulated-host.sh --share-root).
+# inside the root where QEMU runs: /hostroot, this machine's root, for its
+# x86 QEMU (emulated-host.sh --share-root); in an arm64 host, the arm64
+# folder ci/arm64-qemu-root.sh builds, seen through the same share, which the
+# host script names before it calls bench_prepare_chroot:
+#   BENCH_QEMU_ROOT=/hostroot<the path ci/arm64-qemu-root.sh prints>
 QEMU_GUEST=/mnt
+BENCH_QEMU_ROOT=${BENCH_QEMU_ROOT:-/hostroot}
 CR=$(printf '\r')
 
-# Makes /guest and /tmp visible at the same places inside the chroot.
+# Makes /guest and /tmp visible at the same places inside the chroot; gives
+# an arm64 QEMU root its own proc, sys and dev (/dev/kvm).
 bench_prepare_chroot() {
     if [ ! -d /hostroot/proc/1 ]; then
         echo "bench: /hostroot is not mounted (emulated-host.sh --share-root)"
         return 1
     fi
-    mount -o bind /guest "/hostroot$QEMU_GUEST" && mount -o bind /tmp /hostroot/tmp
+    if [ "$BENCH_QEMU_ROOT" != /hostroot ]; then
+        if [ ! -d "$BENCH_QEMU_ROOT/proc" ]; then
+            echo "bench: no QEMU root at $BENCH_QEMU_ROOT (ci/arm64-qemu-root.sh)"
+            return 1
+        fi
+        mount -t proc proc "$BENCH_QEMU_ROOT/proc" && mount -t sysfs sysfs "$BENCH_QEMU_ROOT/sys" &&
+            mount -t devtmpfs devtmpfs "$BENCH_QEMU_ROOT/dev" || return 1
+    fi
+    mount -o bind /guest "$BENCH_QEMU_ROOT$QEMU_GUEST" && mount -o bind /tmp "$BENCH_QEMU_ROOT/tmp"
 }
 
 # Per-VM KVM counters read around a guest workload (kvm_vcpu_stat names,
@@ -135,9 +149,31 @@ BENCH_QEMU_MACHINE=${BENCH_QEMU_MACHINE:-microvm,pic=off,rtc=off}
 bench_qemu_microvm() {
     kernel=$1 initrd=$2 cpus=$3 memory=$4 cmdline=$5
     shift 5
-    exec chroot /hostroot qemu-system-x86_64 -M "$BENCH_QEMU_MACHINE" -accel kvm -cpu host \
+    exec chroot "$BENCH_QEMU_ROOT" qemu-system-x86_64 -M "$BENCH_QEMU_MACHINE" -accel kvm -cpu host \
         -smp "$cpus" -m "$memory" -nodefaults -no-user-config -display none \
         -serial stdio -monitor none -no-reboot \
+        -kernel "$QEMU_GUEST/$kernel" -initrd "$QEMU_GUEST/$initrd" -append "$cmdline" "$@"
+}
+
+# QEMU's arm64 machine: virt with the host's GIC (as tandem takes the
+# in-kernel VGIC the host has).
+BENCH_QEMU_VIRT_MACHINE=${BENCH_QEMU_VIRT_MACHINE:-virt,gic-version=host}
+
+# The arm64 peer of bench_qemu_microvm, same arguments: QEMU from the arm64
+# root ($BENCH_QEMU_ROOT, prepared by bench_prepare_chroot) with KVM on
+# $BENCH_QEMU_VIRT_MACHINE. Its UART is a PL011, so console=ttyS0 (tandem's
+# 8250) in the command line becomes console=ttyAMA0. For bench_run only: it
+# execs.
+bench_qemu_virt_arm64() {
+    kernel=$1 initrd=$2 cpus=$3 memory=$4 cmdline=
+    for word in $5; do
+        [ "$word" != console=ttyS0 ] || word=console=ttyAMA0
+        cmdline="${cmdline:+$cmdline }$word"
+    done
+    shift 5
+    exec chroot "$BENCH_QEMU_ROOT" /usr/bin/qemu-system-aarch64 -M "$BENCH_QEMU_VIRT_MACHINE" \
+        -accel kvm -cpu host -smp "$cpus" -m "$memory" -nodefaults -no-user-config \
+        -display none -serial stdio -monitor none -no-reboot \
         -kernel "$QEMU_GUEST/$kernel" -initrd "$QEMU_GUEST/$initrd" -append "$cmdline" "$@"
 }
 
