@@ -41,7 +41,9 @@ build() {
         --aptopt='APT::Default-Release "bookworm-backports"' \
         --aptopt='Acquire::Languages "none"' \
         bookworm "$dir" "deb $MIRROR bookworm main" "deb $MIRROR bookworm-backports main" >&2
-    rm -rf "$dir"/usr/share/{doc,man,locale,info}
+    # qemu-system-arm is the 32-bit Arm emulator: not needed.
+    rm -rf "$dir"/usr/share/{doc,man,locale,info} "$dir/usr/bin/qemu-system-arm"
+    find "$dir/usr/bin" -xtype l -delete
     mkdir -p "$dir"/{proc,sys,dev,tmp,mnt}
     [ -x "$dir/usr/bin/qemu-system-aarch64" ] || die "no usr/bin/qemu-system-aarch64 in $dir"
     [ -e "$dir/lib/ld-linux-aarch64.so.1" ] || die "no arm64 dynamic loader in $dir"

@@ -11,16 +11,18 @@
 #!             QEMU over a 9p share): launch →
 #!             TANDEM-GUEST-UP, the guest's own uptime there, launch → exit,
 #!             peak RSS, interleaved runs, one warm-up each.
-#!   The aarch64 variant (--arch aarch64) boots the arm64 guest under tandem
-#!   only, in an emulated arm64 KVM host: its QEMU peer would need an arm64
-#!   userland to share, and the 9p share carries this machine's x86 one.
+#!   The aarch64 variant (--arch aarch64) boots the arm64 guest in an
+#!   emulated arm64 KVM host, under tandem and, with --vmms "tandem
+#!   qemu-virt", also under QEMU (-M virt -accel kvm) run from the arm64
+#!   root ci/arm64-qemu-root.sh builds, seen through the 9p share.
 #! Usage: ci/bench-boot.sh [local|emulated|all] [options]     (default: all)
 #!   --arch ARCH         emulated: x86_64 (default) or aarch64
 #!   --runs N            measured runs per configuration (default 5)
 #!   --cpus N            nested guest vCPUs (default 1)
 #!   --memory SIZE       nested guest memory (default 512M)
 #!   --kernels "K..."    emulated: vmlinux (PVH ELF) and/or vmlinuz (bzImage) (default both)
-#!   --vmms "V..."       emulated x86: tandem, qemu-microvm, firecracker (default the first two)
+#!   --vmms "V..."       emulated x86: tandem, qemu-microvm, firecracker (default the first two);
+#!                       aarch64: tandem, qemu-virt (default tandem)
 #!   --guest-args "W..." emulated: words added to the guest's command line (both VMMs)
 #!   --suffix NAME       emulated: results in boot-emulated-x86_64-NAME.txt
 #!   --wait-quiet MIN    wait up to MIN minutes for other QEMUs to end (default 10)
@@ -32,6 +34,7 @@ LOG_PREFIX=bench-boot
 . "$ROOT/ci/bench-lib.sh"
 
 PART=all RUNS=5 CPUS=1 MEMORY=512M KERNELS="" WAIT_QUIET=10 BUILD=1 SUFFIX="" ARCH=x86_64 VMMS=""
+QEMU_ROOT=""
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 OUT_DIR=$ROOT/target/bench
 
@@ -56,7 +59,10 @@ parse_args() {
     done
     check_arch "$ARCH"
     if [ "$ARCH" = aarch64 ]; then
-        KERNELS=${KERNELS:-vmlinuz} VMMS=tandem
+        KERNELS=${KERNELS:-vmlinuz} VMMS=${VMMS:-tandem}
+        for vmm in $VMMS; do
+            case $vmm in tandem|qemu-virt) ;; *) die "--arch aarch64 runs tandem and qemu-virt, not $vmm" ;; esac
+        done
         [ "$PART" != all ] || PART=emulated
         [ "$PART" = emulated ] || die "the local part runs on x86_64 only"
     else
@@ -142,6 +148,7 @@ summarise_local() {
 write_boot_host_script() {
     cat >"$1" <<EOF
 . /bench/host-lib.sh
+${QEMU_ROOT:+BENCH_QEMU_ROOT=/hostroot$QEMU_ROOT}
 case "$VMMS" in *qemu*) bench_prepare_chroot || exit 1 ;; esac
 status=0
 for kernel in $KERNELS; do
@@ -153,6 +160,8 @@ for kernel in $KERNELS; do
                     --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS --memory $MEMORY \\
                     --cmdline "$GUEST_CMDLINE" --stats --log-level info ;;
                 qemu-microvm) bench_run "\$label" bench_qemu_microvm \$kernel bench-initramfs.cpio.gz \\
+                    $CPUS $MEMORY "$GUEST_CMDLINE" ;;
+                qemu-virt) bench_run "\$label" bench_qemu_virt_arm64 \$kernel bench-initramfs.cpio.gz \\
                     $CPUS $MEMORY "$GUEST_CMDLINE" ;;
                 firecracker) bench_run "\$label" bench_firecracker \$kernel bench-initramfs.cpio.gz \\
                     $CPUS $MEMORY "$GUEST_CMDLINE tandem.mode=reboot" ;;
@@ -171,6 +180,7 @@ run_emulated() {
     command -v "$(qemu_binary "$ARCH")" >/dev/null || skip_or_fail "$(qemu_binary "$ARCH") not installed (ci/setup-host.sh)"
     guest=$("$ROOT/ci/guest-assets.sh" "$ARCH" | tail -n 1)
     bench_padded_initramfs "$guest/initramfs.cpio.gz" "$initrd"
+    case $VMMS in *qemu-virt*) QEMU_ROOT=$("$ROOT/ci/arm64-qemu-root.sh" | tail -n 1) ;; esac
     write_boot_host_script "$script"
     [ "$VMMS" = tandem ] || share=(--share-root)
     case $VMMS in *firecracker*) share+=(--add "$("$ROOT/ci/peer-firecracker.sh" --static | tail -n 1):/bin/firecracker") ;; esac
