@@ -8,18 +8,20 @@
 #! guest→host and host→guest with busybox nc, and guest→host with 256 KiB
 #! writes (net-tx-big, ci/initramfs/tcp-send.c, opt-in); idle (boot + 1 s)
 #! as the baseline. The VMMs: tandem with virtio-mmio (`tandem`) and virtio-pci
-#! (`tandem-pci`, MSI-X); on x86 also QEMU with KVM, virtio-mmio on
-#! microvm (`qemu-microvm`) and modern virtio-pci on microvm's PCIe host
-#! (`qemu-pci`), both without vhost, and Firecracker v1.16.1 (`firecracker`,
-#! virtio-mmio; ci/peer-firecracker.sh --static). Runs interleave the VMMs; run 0 (idle
-#! only) is a warm-up. Reported per workload: guest-timed throughput, the
-#! emulated host's KVM counters over the workload (exits, userspace I/O and
-#! MMIO exits, interrupt injections) and the interrupts the guest took, for
-#! every VMM; for tandem also its own --stats (userspace exits, kicks,
-#! interrupts), minus the idle runs' median, per second and per MB.
+#! (`tandem-pci`, MSI-X); QEMU with KVM and userspace virtio (no vhost),
+#! default cache and aio: on x86, virtio-mmio on microvm (`qemu-microvm`)
+#! and modern virtio-pci on microvm's PCIe host (`qemu-pci`); on arm64, the
+#! same on virt (`qemu-virt`, `qemu-virt-pci`), run from the arm64 root
+#! ci/arm64-qemu-root.sh builds; on x86 also Firecracker v1.16.1
+#! (`firecracker`, virtio-mmio; ci/peer-firecracker.sh --static). Runs
+#! interleave the VMMs; run 0 (idle only) is a warm-up. Reported per
+#! workload: guest-timed throughput, the emulated host's KVM counters over
+#! the workload (exits, userspace I/O and MMIO exits, interrupt injections)
+#! and the interrupts the guest took, for every VMM; for tandem also its own
+#! --stats (userspace exits, kicks, interrupts), minus the idle runs'
+#! median, per second and per MB.
 #! Usage: ci/bench-io.sh [options]
-#!   --arch ARCH       x86_64 (default) or aarch64 (tandem only: the arm64
-#!                     emulated host has no arm64 QEMU to run)
+#!   --arch ARCH       x86_64 (default) or aarch64
 #!   --gic 2|3         aarch64: the emulated host's GIC (default 3, with an
 #!                     ITS; 2 is Raspberry Pi-like: MSIs through a GICv2m frame)
 #!   --runs N          runs per workload and VMM (default 3)
@@ -27,8 +29,10 @@
 #!   --net-mb N        MiB sent each way (default 64)
 #!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx, or
 #!                     net-tx-big, info (default: all but those two)
-#!   --vmms "V…"       subset of: tandem tandem-pci qemu-microvm qemu-pci firecracker
-#!                     (default: tandem qemu-microvm; aarch64: tandem tandem-pci)
+#!   --vmms "V…"       x86: subset of tandem tandem-pci qemu-microvm qemu-pci
+#!                     firecracker (default: tandem qemu-microvm); aarch64:
+#!                     of tandem tandem-pci qemu-virt qemu-virt-pci (default:
+#!                     tandem tandem-pci)
 #!   --suffix NAME     results in target/bench/io-ARCH-NAME.txt
 #!   --summary FILE    only print the tables for the raw lines in FILE
 #!   --wait-quiet MIN  wait up to MIN minutes for other QEMUs to end (default 10)
@@ -40,7 +44,7 @@ LOG_PREFIX=bench-io
 . "$ROOT/ci/bench-lib.sh"
 
 RUNS=3 BLK_MB=256 NET_MB=64 WORKLOADS="idle blk-write blk-read net-tx net-rx" WAIT_QUIET=10 BUILD=1
-ARCH=x86_64 GIC=3 VMMS="" SUFFIX="" SUMMARY_OF=""
+ARCH=x86_64 GIC=3 VMMS="" SUFFIX="" SUMMARY_OF="" QEMU_ROOT=""
 CPUS=1 MEMORY=512M
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1 rdinit=/bench-init"
 OUT_DIR=$ROOT/target/bench
@@ -65,12 +69,15 @@ parse_args() {
         shift
     done
     check_arch "$ARCH"
+    local vmm known="tandem tandem-pci qemu-microvm qemu-pci firecracker"
     if [ "$ARCH" = aarch64 ]; then
-        KERNEL=vmlinuz VMMS=${VMMS:-tandem tandem-pci}
-        case $VMMS in *qemu*|*firecracker*) die "tandem only in the arm64 emulated host (--vmms)" ;; esac
+        KERNEL=vmlinuz VMMS=${VMMS:-tandem tandem-pci} known="tandem tandem-pci qemu-virt qemu-virt-pci"
     else
         KERNEL=vmlinux VMMS=${VMMS:-tandem qemu-microvm}
     fi
+    for vmm in $VMMS; do
+        case " $known " in *" $vmm "*) ;; *) die "--arch $ARCH runs $known, not $vmm" ;; esac
+    done
 }
 
 # The test guest's initramfs with /bench-init and /bin/tcp-send (net-tx-big's
@@ -97,6 +104,7 @@ build_bench_initramfs() {
 write_io_host_script() {
     cat >"$1" <<EOF
 . /bench/host-lib.sh
+${QEMU_ROOT:+BENCH_QEMU_ROOT=/hostroot$QEMU_ROOT}
 case "$VMMS" in *qemu*) bench_prepare_chroot || exit 1 ;; esac
 bench_mount_debugfs
 [ -c /dev/net/tun ] || insmod /lib/modules/extra/tun.ko || exit 1
@@ -163,6 +171,21 @@ one() {
                     -device virtio-blk-pci,drive=disk0,disable-legacy=on \\
                     -netdev tap,id=net0,ifname=bench0,script=no,downscript=no \\
                     -device virtio-net-pci,netdev=net0,disable-legacy=on ;;
+        # virt's own virtio-mmio slots, and its PCIe host bridge. No
+        # option ROM for the NIC: the arm64 root has none, and nothing runs
+        # one on a direct kernel boot.
+        qemu-virt) bench_run "\$label" bench_qemu_virt_arm64 vmlinuz bench-initramfs.cpio.gz \\
+                    $CPUS $MEMORY "\$cmdline" -global virtio-mmio.force-legacy=false \\
+                    -drive id=disk0,file=/tmp/disk.img,format=raw,if=none \\
+                    -device virtio-blk-device,drive=disk0 \\
+                    -netdev tap,id=net0,ifname=bench0,script=no,downscript=no \\
+                    -device virtio-net-device,netdev=net0 ;;
+        qemu-virt-pci) bench_run "\$label" bench_qemu_virt_arm64 vmlinuz bench-initramfs.cpio.gz \\
+                    $CPUS $MEMORY "\$cmdline" \\
+                    -drive id=disk0,file=/tmp/disk.img,format=raw,if=none \\
+                    -device virtio-blk-pci,drive=disk0,disable-legacy=on \\
+                    -netdev tap,id=net0,ifname=bench0,script=no,downscript=no \\
+                    -device virtio-net-pci,netdev=net0,disable-legacy=on,romfile= ;;
         firecracker) bench_run "\$label" bench_firecracker vmlinux bench-initramfs.cpio.gz \\
                     $CPUS $MEMORY "\$cmdline tandem.end=reboot" disk net ;;
     esac
@@ -185,6 +208,7 @@ run_emulated() {
     command -v "$(qemu_binary "$ARCH")" >/dev/null || skip_or_fail "$(qemu_binary "$ARCH") not installed (ci/setup-host.sh)"
     guest=$("$ROOT/ci/guest-assets.sh" "$ARCH" | tail -n 1)
     build_bench_initramfs "$guest" "$initrd"
+    case $VMMS in *qemu-virt*) QEMU_ROOT=$("$ROOT/ci/arm64-qemu-root.sh" | tail -n 1) ;; esac
     write_io_host_script "$script"
     case $VMMS in *qemu*) host_args+=(--share-root) ;; esac
     case $VMMS in *firecracker*) host_args+=(--add "$("$ROOT/ci/peer-firecracker.sh" --static | tail -n 1):/bin/firecracker") ;; esac
@@ -212,8 +236,8 @@ over_idle() {
 # The pairs compared, as A/B, of the VMMs measured.
 ratio_pairs() {
     local pair
-    for pair in tandem/qemu-microvm tandem/firecracker tandem-pci/qemu-pci tandem-pci/tandem \
-        qemu-pci/qemu-microvm; do
+    for pair in tandem/qemu-microvm tandem/qemu-virt tandem/firecracker tandem-pci/qemu-pci \
+        tandem-pci/qemu-virt-pci tandem-pci/tandem qemu-pci/qemu-microvm qemu-virt-pci/qemu-virt; do
         case " $VMMS " in *" ${pair%/*} "*) ;; *) continue ;; esac
         case " $VMMS " in *" ${pair#*/} "*) echo "$pair" ;; esac
     done
