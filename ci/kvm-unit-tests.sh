@@ -26,10 +26,13 @@
 #!     .flat booted as a raw binary; the test's status is its
 #!     `EXIT: STATUS=N` line (it then powers off through PSCI).
 #!   An emulated host (ci/emulated-host.sh) runs the whole plan with
-#!   ci/kvm-unit-tests-host.sh; with --with-qemu (x86_64) it runs every test
-#!   under this machine's QEMU too (over the 9p share, with KVM, as the
-#!   suite's x86/run does: pc-testdev, isa-debug-exit, pci-testdev and the
-#!   cfg's qemu_params), printed as `QEMU <test> …` lines beside tandem's.
+#!   ci/kvm-unit-tests-host.sh; with --with-qemu it runs every test under
+#!   QEMU too, with KVM, as the suite's own <arch>/run does, printed as
+#!   `QEMU <test> …` lines beside tandem's: x86_64, this machine's QEMU over
+#!   the 9p share (pc-testdev, isa-debug-exit, pci-testdev and the cfg's
+#!   qemu_params); aarch64, the arm64 QEMU of ci/arm64-qemu-root.sh over
+#!   the same share (virt with the host's GIC, -cpu host, chr-testdev,
+#!   pci-testdev and the cfg's qemu_params), judged by the same EXIT line.
 #! Status 1 is a pass, 77 a skip (the suite writes 38), anything else (or
 #! none) a fail.
 #! Logs: target/kvm-unit-tests/logs/<flavour>/<test>[.qemu].log; an
@@ -39,7 +42,7 @@
 #!   --arch A       x86_64 (default) or aarch64
 #!   --gic N        aarch64: the emulated host's GIC, 3 (default, with ITS) or 2
 #!   --emulated     x86_64: in an emulated host rather than on this machine
-#!   --with-qemu    x86_64: in an emulated host, QEMU beside tandem
+#!   --with-qemu    in an emulated host, QEMU beside tandem
 #!   --host-smp N   an emulated host's CPUs (default 2; 1 leaves a core free)
 #!   --tandem PATH  the binary (x86_64: default target/release/tandem, else
 #!                  target/debug/tandem; aarch64: ci/build-static.sh's, built)
@@ -49,6 +52,9 @@
 #!   --timeout S    cap every test's timeout at S seconds (default: the cfg's,
 #!                  90 s if none; in an emulated host at least 60 s, it
 #!                  being slow)
+#!   --min-timeout S  raise every test's timeout to at least S seconds
+#!                  (default 60 in an emulated host; the nodefault
+#!                  micro-bench wants several minutes there)
 #!   --expect FILE  afterwards, fail (exit 1) unless every test FILE lists for
 #!                  this host flavour (x86_64, x86_64-emulated,
 #!                  aarch64-gicv3, aarch64-gicv2)
@@ -81,7 +87,7 @@ EMULATED_MIN_TIMEOUT=60
 # the status (38 << 1) | 1 is 77, the usual "skipped".
 SKIP_EXIT_STATUS=77
 ARCH=x86_64 GIC=3 TANDEM="" SUITE="" GROUP="" TIMEOUT_CAP="" BUILD_ONLY=0 ONLY=()
-EXPECT_FILE="" ONLY_EXPECTED=0 EMULATED=0 WITH_QEMU=0 HOST_SMP=2
+EXPECT_FILE="" ONLY_EXPECTED=0 EMULATED=0 WITH_QEMU=0 HOST_SMP=2 MIN_TIMEOUT=""
 # $MAX_SMP in the cfg: this machine's CPUs when run here; 4 in an emulated
 # host (2 CPUs, but vCPU threads may outnumber them, and the arm64 ITS
 # tests want 4).
@@ -96,6 +102,7 @@ while [ $# -gt 0 ]; do
         --build-only) BUILD_ONLY=1 ;;
         --group) GROUP=$2; shift ;;
         --timeout) TIMEOUT_CAP=$2; shift ;;
+        --min-timeout) MIN_TIMEOUT=$2; shift ;;
         --expect) EXPECT_FILE=$2; shift ;;
         --only-expected) ONLY_EXPECTED=1 ;;
         --emulated) EMULATED=1 ;;
@@ -114,12 +121,11 @@ case $ARCH in
     aarch64) TESTDIR=arm CFG_ARCH=arm64 EMULATED=1 FLAVOUR=aarch64-gicv$GIC
              CONFIGURE=(--arch=arm64 --cross-prefix=aarch64-linux-gnu- --target=qemu) ;;
 esac
-[ "$WITH_QEMU" = 0 ] || [ "$ARCH" = x86_64 ] ||
-    die "--with-qemu: the emulated arm64 hosts have no arm64 QEMU to run"
 if [ "$EMULATED" = 1 ]; then
     # shellcheck disable=SC2034 # read by the cfg's smp expressions (eval)
     MAX_SMP=4
     [ "$ARCH" = aarch64 ] || FLAVOUR=x86_64-emulated
+    MIN_TIMEOUT=${MIN_TIMEOUT:-$EMULATED_MIN_TIMEOUT}
 fi
 OUT=$ROOT/target/kvm-unit-tests
 LOGS=$OUT/logs/$FLAVOUR
@@ -234,8 +240,9 @@ read_planned_run() {
         return 0
     fi
     case $ARCH/$vmm in
+        # QEMU prints the line on its PL011 before chr-testdev ends it.
         aarch64/*) CODE=$(sed -n 's/^EXIT: STATUS=\([0-9]*\).*/\1/p' "$log" | tail -n 1)
-                   WHY_NONE="tandem exited $STATUS without an EXIT: STATUS line" ;;
+                   WHY_NONE="$([ "$vmm" = qemu ] && echo QEMU || echo tandem) exited $STATUS without an EXIT: STATUS line" ;;
         x86_64/tandem)
             CODE=$(debug_exit_code "$STATUS" "$log")
             WHY_NONE="tandem exited $STATUS without a debug-exit write" ;;
@@ -261,9 +268,17 @@ run_emulated_plan() {
     case $ARCH in
         aarch64) host_args=(--gic "$GIC") ;;
         # Room for the tests that ask for 4 GiB.
-        x86_64) host_args=(--memory 6144)
-                [ "$WITH_QEMU" = 0 ] || host_args+=(--share-root) ;;
+        x86_64) host_args=(--memory 6144) ;;
     esac
+    if [ "$WITH_QEMU" = 1 ]; then
+        host_args+=(--share-root)
+        # The arm64 host runs QEMU from this folder, seen through the share.
+        if [ "$ARCH" = aarch64 ]; then
+            "$ROOT/ci/arm64-qemu-root.sh" | tail -n 1 >"$plan.qemu-root" ||
+                die "ci/arm64-qemu-root.sh could not build the arm64 QEMU"
+            adds+=(--add "$plan.qemu-root:/kut/qemu-root")
+        fi
+    fi
     "$ROOT/ci/emulated-host.sh" "$ARCH" --name "kut-$FLAVOUR" --smp "$HOST_SMP" "${host_args[@]}" \
         --tandem "$TANDEM" --host-script "$ROOT/ci/kvm-unit-tests-host.sh" \
         --timeout $((total + 120)) --no-guest-marker --expect KUT-PLAN-DONE \
@@ -294,7 +309,7 @@ take_test() {
     smp=$(eval "echo ${smp:-1}")
     timeout=${timeout%s}
     timeout=${timeout:-$DEFAULT_TIMEOUT}
-    if [ "$EMULATED" = 1 ] && [ "$timeout" -lt "$EMULATED_MIN_TIMEOUT" ]; then timeout=$EMULATED_MIN_TIMEOUT; fi
+    if [ -n "$MIN_TIMEOUT" ] && [ "$timeout" -lt "$MIN_TIMEOUT" ]; then timeout=$MIN_TIMEOUT; fi
     if [ -n "$TIMEOUT_CAP" ] && [ "$timeout" -gt "$TIMEOUT_CAP" ]; then timeout=$TIMEOUT_CAP; fi
     memory=$(memory_of "$params")
     # Evaluated as run_tests.sh does (one test's args hold `date +%s`).
@@ -307,7 +322,9 @@ take_test() {
     local env run="$name|$file|$smp|$memory|$timeout|$check"
     env="NR_CPUS=$smp MEMSIZE=$(mib_of "$memory")"
     case $ARCH in
-        aarch64) echo "tandem|$run|$env||$args" >>"$PLAN" ;;
+        aarch64) echo "tandem|$run|$env||$args" >>"$PLAN"
+                 [ "$WITH_QEMU" = 0 ] ||
+                     echo "qemu|$run|$env|$(tr '|' ' ' <<<"$params")|$args" >>"$PLAN" ;;
         x86_64)
             # The suite's x86 tests skip argv[0]: QEMU's multiboot puts the
             # file name first, tandem is given it.
