@@ -37,6 +37,9 @@
 #!   --summary FILE    only print the tables for the raw lines in FILE
 #!   --wait-quiet MIN  wait up to MIN minutes for other QEMUs to end (default 10)
 #!   --no-build        use the existing static tandem
+#!   --baseline FILE   another static tandem (say, built from an older commit) run
+#!                     as VMMs `base` (virtio-mmio) and `base-pci`, for A/B
+#!                     comparisons of a change: tandem/base, tandem-pci/base-pci
 #! Prints the raw lines and a summary; keeps both in target/bench/io-ARCH.txt.
 set -euo pipefail
 LOG_PREFIX=bench-io
@@ -44,7 +47,7 @@ LOG_PREFIX=bench-io
 . "$ROOT/ci/bench-lib.sh"
 
 RUNS=3 BLK_MB=256 NET_MB=64 WORKLOADS="idle blk-write blk-read net-tx net-rx" WAIT_QUIET=10 BUILD=1
-ARCH=x86_64 GIC=3 VMMS="" SUFFIX="" SUMMARY_OF="" QEMU_ROOT=""
+ARCH=x86_64 GIC=3 VMMS="" SUFFIX="" SUMMARY_OF="" QEMU_ROOT="" BASELINE=""
 CPUS=1 MEMORY=512M
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1 rdinit=/bench-init"
 OUT_DIR=$ROOT/target/bench
@@ -63,6 +66,7 @@ parse_args() {
             --summary) SUMMARY_OF=$2; shift ;;
             --wait-quiet) WAIT_QUIET=$2; shift ;;
             --no-build) BUILD=0 ;;
+            --baseline) BASELINE=$2; shift ;;
             -h|--help) sed -n '2,$s/^#! \{0,1\}//p' "$0"; exit 0 ;;
             *) die "unknown argument $1 (--help)" ;;
         esac
@@ -75,6 +79,7 @@ parse_args() {
     else
         KERNEL=vmlinux VMMS=${VMMS:-tandem qemu-microvm}
     fi
+    [ -z "$BASELINE" ] || known="$known base base-pci"
     for vmm in $VMMS; do
         case " $known " in *" $vmm "*) ;; *) die "--arch $ARCH runs $known, not $vmm" ;; esac
     done
@@ -152,10 +157,11 @@ one() {
     label="bench=io vmm=\$vmm workload=\$workload run=\$run"
     listen \$workload
     case \$vmm in
-        tandem|tandem-pci)
-            transport=mmio
-            [ \$vmm = tandem ] || transport=pci
-            bench_run "\$label" /bin/tandem run --kernel /guest/$KERNEL \\
+        tandem|tandem-pci|base|base-pci)
+            transport=mmio binary=/bin/tandem
+            case \$vmm in *-pci) transport=pci ;; esac
+            case \$vmm in base*) binary=/bin/tandem-base ;; esac
+            bench_run "\$label" \$binary run --kernel /guest/$KERNEL \\
                 --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS --memory $MEMORY \\
                 --cmdline "\$cmdline" --transport \$transport --disk path=/tmp/disk.img \\
                 --net tap=bench0 --stats --log-level info ;;
@@ -211,6 +217,7 @@ run_emulated() {
     case $VMMS in *qemu-virt*) QEMU_ROOT=$("$ROOT/ci/arm64-qemu-root.sh" | tail -n 1) ;; esac
     write_io_host_script "$script"
     case $VMMS in *qemu*) host_args+=(--share-root) ;; esac
+    [ -z "$BASELINE" ] || host_args+=(--add "$BASELINE:/bin/tandem-base")
     case $VMMS in *firecracker*) host_args+=(--add "$("$ROOT/ci/peer-firecracker.sh" --static | tail -n 1):/bin/firecracker") ;; esac
     boots=$(($(wc -w <<<"$VMMS") * (1 + RUNS * $(wc -w <<<"$WORKLOADS"))))
     bench_wait_quiet "$WAIT_QUIET"
@@ -237,7 +244,8 @@ over_idle() {
 ratio_pairs() {
     local pair
     for pair in tandem/qemu-microvm tandem/qemu-virt tandem/firecracker tandem-pci/qemu-pci \
-        tandem-pci/qemu-virt-pci tandem-pci/tandem qemu-pci/qemu-microvm qemu-virt-pci/qemu-virt; do
+        tandem-pci/qemu-virt-pci tandem-pci/tandem qemu-pci/qemu-microvm qemu-virt-pci/qemu-virt \
+        tandem/base tandem-pci/base-pci; do
         case " $VMMS " in *" ${pair%/*} "*) ;; *) continue ;; esac
         case " $VMMS " in *" ${pair#*/} "*) echo "$pair" ;; esac
     done
@@ -273,7 +281,7 @@ summarise() {
     local w mb key dev vmm pair tandems="" header="" ratios=""
     for vmm in $VMMS; do
         header="$header $vmm |"
-        case $vmm in tandem*) tandems="$tandems $vmm" ;; esac
+        case $vmm in tandem* | base*) tandems="$tandems $vmm" ;; esac
     done
     for pair in $(ratio_pairs); do ratios="$ratios $pair |"; done
     mbs() { bench_per "$mb" "$(med "$1" "$w" guest_s)" 1 1; }
