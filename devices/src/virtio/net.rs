@@ -407,7 +407,10 @@ impl WorkerHandler for NetHandler {
 
     fn backend_event(&mut self, index: usize, _events: EventSet) -> Result<(), WorkerError> {
         match index {
-            TAP_FD => self.receive(),
+            // Frames from the network (a bulk sender's ACKs, say) mean what
+            // was sent has left: its completions go out with them, without
+            // waiting for the timer, which a busy host may serve late.
+            TAP_FD => self.receive().and_then(|()| self.publish_transmitted()),
             _ => {
                 self.tx_batch.timer_fired();
                 self.publish_transmitted()

@@ -1,8 +1,9 @@
 //! virtio-net's transmit queue. Each frame goes to the TAP as soon as the
 //! driver queues it; its completion (the used entry) is held back and
 //! returned in a batch, with one interrupt: once half the ring or
-//! [`BATCH_BYTES`] of frames is held, [`HOLD`] after the first was held
-//! (a timerfd), or before the worker parks.
+//! [`BATCH_BYTES`] of frames is held, when frames arrive from the TAP,
+//! [`HOLD`] after the first was held (a timerfd), or before the worker
+//! parks.
 //!
 //! Why hold them: the guest's TCP keeps little data queued below the
 //! socket and merges small writes into larger segments only while earlier

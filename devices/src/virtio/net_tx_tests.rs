@@ -57,6 +57,19 @@ fn completions_wait_for_the_timer_and_share_one_interrupt() {
 }
 
 #[test]
+fn frames_from_the_tap_take_held_completions_along() {
+    let mut f = fixture(false);
+    queue_frames(&mut f, 2, 100);
+    f.handler.queue_event(TX_QUEUE).unwrap();
+    assert!(f.tx.used().is_empty());
+    f.rx.add_chain(&[(0x10000, 1000, true)]);
+    f.host.send(&tap_frame(60)).unwrap();
+    f.handler.backend_event(0, EventSet::IN).unwrap();
+    assert_eq!(f.rx.used().len(), 1, "the frame was received");
+    assert_eq!(f.tx.used(), vec![(0, 0), (1, 0)], "and the batch published");
+}
+
+#[test]
 fn half_a_ring_is_published_at_once() {
     let mut f = fixture(false);
     queue_frames(&mut f, 9, 100);
