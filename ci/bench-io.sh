@@ -89,7 +89,7 @@ parse_args() {
 # sender, built static for ARCH) added: a second gzip'd cpio appended, which
 # the kernel unpacks over the first.
 build_bench_initramfs() {
-    local guest=$1 out=$2 stage=$OUT_DIR/io-overlay cc=gcc
+    local guest=$1 out=$2 stage=$OUT_DIR/io-overlay-$ARCH$SUFFIX cc=gcc
     [ "$ARCH" = x86_64 ] || cc=aarch64-linux-gnu-gcc
     command -v "$cc" >/dev/null || die "$cc not installed (ci/setup-host.sh)"
     rm -rf "$stage"
@@ -208,8 +208,9 @@ EOF
 }
 
 run_emulated() {
-    local out=$1 guest script=$OUT_DIR/io-host-script.sh name=bench-io-$ARCH$SUFFIX
-    local initrd=$OUT_DIR/io-initramfs.cpio.gz boots status=0 host_args=()
+    # Files named per run, so that runs side by side keep their own.
+    local out=$1 guest script=$OUT_DIR/io-host-script-$ARCH$SUFFIX.sh name=bench-io-$ARCH$SUFFIX
+    local initrd=$OUT_DIR/io-initramfs-$ARCH$SUFFIX.cpio.gz boots status=0 host_args=()
     [ "$ARCH" = x86_64 ] || host_args=(--gic "$GIC")
     command -v "$(qemu_binary "$ARCH")" >/dev/null || skip_or_fail "$(qemu_binary "$ARCH") not installed (ci/setup-host.sh)"
     guest=$("$ROOT/ci/guest-assets.sh" "$ARCH" | tail -n 1)
