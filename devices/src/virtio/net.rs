@@ -306,16 +306,12 @@ impl NetHandler {
         }
     }
 
-    /// Sends every queued frame; completions go into the batch, which is
-    /// published when full and otherwise by its timer.
+    /// Sends every queued frame; their completions go into the batch
+    /// (`net_tx.rs` says when it is published).
     fn transmit(&mut self) -> Result<(), WorkerError> {
         let (mem, tap, frame) = (&self.mem, &self.tap, &mut self.tx_frame);
         let (interrupt, batch) = (&self.interrupt, &mut self.tx_batch);
         let io = interrupt.io_stats();
-        let queue_error = |source| WorkerError::Queue {
-            index: TX_QUEUE,
-            source,
-        };
         take_available(&mut self.queues[TX_QUEUE], mem, |queue, chain| {
             let bytes = match send_frame(mem, tap, frame, &chain) {
                 Ok(len) => {
@@ -333,7 +329,7 @@ impl NetHandler {
             }
             Ok(true)
         })
-        .map_err(queue_error)?;
+        .map_err(tx_queue_error)?;
         self.tx_batch.arm().map_err(WorkerError::Backend)
     }
 
@@ -343,10 +339,14 @@ impl NetHandler {
         self.tx_batch
             .publish(TX_QUEUE, queue, &self.mem, &self.interrupt)
             .map(drop)
-            .map_err(|source| WorkerError::Queue {
-                index: TX_QUEUE,
-                source,
-            })
+            .map_err(tx_queue_error)
+    }
+}
+
+fn tx_queue_error(source: virtio_queue::Error) -> WorkerError {
+    WorkerError::Queue {
+        index: TX_QUEUE,
+        source,
     }
 }
 
