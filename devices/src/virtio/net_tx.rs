@@ -9,7 +9,7 @@
 //! socket and merges small writes into larger segments only while earlier
 //! ones are still in the device (TCP small queues and autocorking). A
 //! device that completes each frame at once gets one segment per write —
-//! busybox `nc` writes 1 KiB at a time — and an interrupt per segment.
+//! busybox `nc` copies in small chunks — and an interrupt per segment.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
