@@ -41,9 +41,17 @@ declare -A SELECTED_ARCH=()
 # Registers a row: ARCH NAME FLAVOUR [emulated-host.sh options...]. FLAVOUR
 # "guest" rows run directly on hardware KVM of their arch when there is one;
 # "host" rows are about a particular host, so they always run emulated.
+#
+# x86 emulated hosts run without transparent huge pages. With them, KVM
+# maps tandem's 2 MiB-aligned guest RAM with 2 MiB nested pages, and nested
+# SVM under TCG then resets write-heavy guests now and then (x86-many,
+# x86-snapshot's RAM rewriter, benchmark guests of tandem and QEMU alike;
+# docs/testing.md). These rows test function; the benchmarks keep THP.
 row() {
     ROW_ARCHES+=("$1") ROW_NAMES+=("$2") ROW_FLAVOUR+=("$3")
+    local arch=$1
     shift 3
+    [ "$arch" != x86_64 ] || set -- --host-thp never "$@"
     ROW_ARGS+=("$(printf '%q ' "$@")")
 }
 

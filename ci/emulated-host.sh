@@ -18,6 +18,8 @@
 #!   --gic 2|3                   aarch64: the emulated host's GIC (default 3)
 #!   --host-args "ARGS"          extra host kernel arguments, e.g. kvm-arm.mode=nvhe
 #!   --smp N / --memory MIB      emulated host size (default 2 / 2048)
+#!   --host-thp never|madvise|always  the emulated host's transparent huge pages
+#!                               (default: its kernel's, always on Debian)
 #!   --expect-exit N|nonzero     tandem's expected exit status (default 0)
 #!   --expect REGEX              the log must match REGEX (repeatable)
 #!   --expect-host REGEX         same, but only checked in an emulated host (host dmesg)
@@ -41,7 +43,7 @@ LOG_PREFIX=emulated-host
 . "$(dirname "$0")/lib.sh"
 
 ARCH="" NAME="" TANDEM="" RUN_ARGS="run --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz"
-HOST_KVER=6.1 GUEST_KVER=6.1 CPU="" GIC=3 HOST_ARGS="" SMP=2 MEMORY=2048
+HOST_KVER=6.1 GUEST_KVER=6.1 CPU="" GIC=3 HOST_ARGS="" HOST_THP="" SMP=2 MEMORY=2048
 EXPECT_EXIT=0 EXPECT_STDERR_LINES="" GUEST_MARKER=1 HOST_ONLY=0 TIMEOUT=300
 DIRECT=0 VERBOSE=0 SHARE_ROOT=0 HOST_SCRIPT=""
 EXPECT=() EXPECT_HOST=() ADD=() GUEST_CPUS=""
@@ -59,6 +61,7 @@ parse_args() {
             --cpu) CPU=$2; shift ;;
             --gic) GIC=$2; shift ;;
             --host-args) HOST_ARGS=$2; shift ;;
+            --host-thp) HOST_THP=$2; shift ;;
             --smp) SMP=$2; shift ;;
             --memory) MEMORY=$2; shift ;;
             --expect-exit) EXPECT_EXIT=$2; shift ;;
@@ -156,7 +159,7 @@ qemu_command() {
     QEMU_CMD+=(-accel tcg -smp "$SMP" -m "$MEMORY" -display none -nodefaults
                -no-reboot -serial stdio -monitor none
                -kernel "$host/vmlinuz" -initrd "$initrd"
-               -append "console=$console panic=-1 rdinit=/init quiet $HOST_ARGS")
+               -append "console=$console panic=-1 rdinit=/init quiet $HOST_ARGS${HOST_THP:+ transparent_hugepage=$HOST_THP}")
     [ "$SHARE_ROOT" = 0 ] ||
         QEMU_CMD+=(-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on")
 }
