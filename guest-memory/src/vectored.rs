@@ -24,11 +24,7 @@ pub fn write_guest_to(
 ) -> io::Result<()> {
     let slices = slices(mem, parts)?;
     let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard()).collect();
-    let iovecs = guards
-        .iter()
-        .zip(&slices)
-        .map(|(guard, slice)| iovec(guard.as_ptr(), slice.len()))
-        .collect();
+    let iovecs = guards.iter().map(|g| iovec(g.as_ptr(), g.len())).collect();
     transfer(iovecs, offset, io::ErrorKind::WriteZero, |iov, at| {
         // SAFETY: every iovec covers part of a guest-memory slice that
         // `guards` keep mapped; the kernel only reads them.
@@ -48,11 +44,7 @@ pub fn read_guest_from(
 ) -> io::Result<()> {
     let slices = slices(mem, parts)?;
     let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
-    let iovecs = guards
-        .iter()
-        .zip(&slices)
-        .map(|(guard, slice)| iovec(guard.as_ptr(), slice.len()))
-        .collect();
+    let iovecs = guards.iter().map(|g| iovec(g.as_ptr(), g.len())).collect();
     let done = transfer(iovecs, offset, io::ErrorKind::UnexpectedEof, |iov, at| {
         // SAFETY: every iovec covers part of a guest-memory slice that
         // `guards` keep mapped for writing; the kernel writes only there.
