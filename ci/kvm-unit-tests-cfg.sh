@@ -6,14 +6,14 @@
 
 # unittests.cfg as one line per test, fields split by \037 (tabs would
 # merge empty fields in `read`): name file smp test_args qemu_params groups
-# arch timeout check disabled_if. Outer quotes are stripped.
+# arch timeout check disabled_if kvmtool_params. Outer quotes are stripped.
 parse_cfg() {
     awk '
         function flush() {
             if (name != "")
-                printf "%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\n", name, v["file"],
+                printf "%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\n", name, v["file"],
                     v["smp"], v["test_args"], v["qemu_params"], v["groups"],
-                    v["arch"], v["timeout"], v["check"], v["disabled_if"]
+                    v["arch"], v["timeout"], v["check"], v["disabled_if"], v["kvmtool_params"]
             delete v
         }
         /^[ \t]*#/ || /^[ \t]*$/ { next }
@@ -53,6 +53,12 @@ memory_of() {
 # default).
 pit_flag() {
     case $1 in *pit=off*) ;; *) echo --legacy-pit ;; esac
+}
+
+# tandem's flags for what kvmtool_params ask of kvmtool: the PMU tests'
+# `--pmu` is tandem's flag too (aarch64).
+vmm_flags_of_kvmtool() {
+    case " $1 " in *" --pmu "*) echo --pmu ;; esac
 }
 
 # What of qemu_params tandem cannot honour (the GIC version is the host's).

@@ -13,7 +13,8 @@
 #! default), `gic-version=N` in it (aarch64: the test runs only on a GICv<N>
 #! host), `arch`, `check`, `groups` (nodefault tests only when their group
 #! is asked for; the migration group needs the suite's migration harness,
-#! which this runner does not have) and `timeout`. The rest of `qemu_params`
+#! which this runner does not have), `timeout` and `--pmu` in
+#! `kvmtool_params` (aarch64: tandem's --pmu, kvmtool's flag). The rest of `qemu_params`
 #! (-cpu models, -device, -machine options) has no tandem equivalent: it
 #! is named in the result's detail. Each test gets its environment
 #! (NR_CPUS, MEMSIZE; x86 also TEST_DEVICE=0: no fw_cfg, no pc-testdev;
@@ -299,7 +300,7 @@ run_emulated_plan() {
 # check|environment|VMM arguments|command line` (ci/kvm-unit-tests-host.sh).
 take_test() {
     local name=$1 file=$2 smp=$3 args=$4 params=$5 groups=$6 arch=$7 timeout=$8 check=$9 disabled_if=${10}
-    local why memory
+    local kvmtool=${11} why memory
     why=$(not_run_because "$name" "$params" "$groups" "$arch" "$check" "$disabled_if")
     case $why in
         -) return ;;
@@ -322,7 +323,7 @@ take_test() {
     local env run="$name|$file|$smp|$memory|$timeout|$check"
     env="NR_CPUS=$smp MEMSIZE=$(mib_of "$memory")"
     case $ARCH in
-        aarch64) echo "tandem|$run|$env||$args" >>"$PLAN"
+        aarch64) echo "tandem|$run|$env|$(vmm_flags_of_kvmtool "$kvmtool")|$args" >>"$PLAN"
                  [ "$WITH_QEMU" = 0 ] ||
                      echo "qemu|$run|$env|$(tr '|' ' ' <<<"$params")|$args" >>"$PLAN" ;;
         x86_64)
@@ -366,8 +367,8 @@ log "tandem $TANDEM, suite $SUITE, host flavour $FLAVOUR$([ "$WITH_QEMU" = 0 ] |
 RESULTS=$OUT/results-$FLAVOUR.txt
 {
     parse_cfg "$SUITE/$TESTDIR/unittests.cfg" |
-        while IFS=$'\037' read -r name file smp args params groups arch timeout check disabled_if; do
-            take_test "$name" "$file" "$smp" "$args" "$params" "$groups" "$arch" "$timeout" "$check" "$disabled_if"
+        while IFS=$'\037' read -r name file smp args params groups arch timeout check disabled_if kvmtool; do
+            take_test "$name" "$file" "$smp" "$args" "$params" "$groups" "$arch" "$timeout" "$check" "$disabled_if" "$kvmtool"
         done
     [ "$EMULATED" = 0 ] || run_emulated_plan "$PLAN"
 } | tee "$RESULTS"

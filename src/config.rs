@@ -256,12 +256,16 @@ pub struct RunArgs {
     /// use the TSC-deadline timer); older kernels and some test kernels do.
     #[arg(long)]
     pub legacy_pit: bool,
+    /// A PMUv3 in each vCPU (aarch64), backed by the host's counters, for
+    /// `perf` in the guest; an error where the host's KVM offers none.
+    #[arg(long)]
+    pub pmu: bool,
     /// How virtio devices reach the guest: virtio-mmio windows, or
     /// virtio-pci functions behind a PCIe host bridge (docs/pci.md).
     #[arg(long, value_enum, default_value_t = TransportArg::Mmio)]
     pub transport: TransportArg,
     /// A virtio-blk disk backed by a host file (repeatable).
-    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,id=ID]", value_parser = parse_disk)]
+    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,id=ID][,io_engine=sync|async]", value_parser = parse_disk)]
     pub disks: Vec<BlockConfig>,
     /// A virtio-net interface on a host TAP device, created if missing
     /// (repeatable).
@@ -542,6 +546,7 @@ impl RunArgs {
             dump_fdt: self.dump_fdt.clone(),
             debug_exit: self.debug_exit,
             legacy_pit: self.legacy_pit,
+            pmu: self.pmu,
             transport: self.transport.into(),
             ..VmResources::default()
         }

@@ -114,6 +114,9 @@ impl Vmm {
                 if config.legacy_pit.is_some() {
                     merged.legacy_pit = config.legacy_pit;
                 }
+                if config.pmu.is_some() {
+                    merged.pmu = config.pmu;
+                }
                 if config.transport.is_some() {
                     merged.transport = config.transport.clone();
                 }

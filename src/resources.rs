@@ -128,6 +128,8 @@ pub struct VmResources {
     pub debug_exit: bool,
     /// An in-kernel 8254 PIT (x86_64), for guests that need one.
     pub legacy_pit: bool,
+    /// A PMUv3 in each vCPU (aarch64).
+    pub pmu: bool,
     /// virtio-mmio or virtio-pci (docs/pci.md).
     pub transport: Transport,
 }
@@ -151,6 +153,7 @@ impl Default for VmResources {
             dump_fdt: None,
             debug_exit: false,
             legacy_pit: false,
+            pmu: false,
             transport: Transport::Mmio,
         }
     }
@@ -273,6 +276,7 @@ impl VmResources {
             debug_exit: self.debug_exit,
             legacy_pit: self.legacy_pit,
             pci: self.transport == Transport::Pci,
+            pmu: self.pmu,
         })
     }
 }

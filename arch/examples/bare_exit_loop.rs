@@ -33,6 +33,7 @@ fn main() {
         debug_exit: false,
         legacy_pit: false,
         pci: false,
+        pmu: false,
     };
     let kvm = Kvm::new().expect("/dev/kvm");
     let (mut arch, vm) = X86_64::create_vm(&kvm, &config).expect("create_vm");

@@ -66,6 +66,9 @@ pub struct VmConfig {
     /// A PCIe host bridge ([`MemoryLayout::pci`]): virtio devices are
     /// PCI functions on it instead of virtio-mmio transports.
     pub pci: bool,
+    /// A PMUv3 in each vCPU, backed by the host's counters (aarch64; an
+    /// error where KVM offers none).
+    pub pmu: bool,
 }
 
 /// The address space a device is reached through.
@@ -297,6 +300,9 @@ pub trait Arch: Sized + Send + Sync + 'static {
     const HAS_GIC_CHOICE: bool;
     /// Whether the architecture has a legacy PIT ([`VmConfig::legacy_pit`]).
     const HAS_LEGACY_PIT: bool;
+    /// Whether a PMU is the VMM's choice ([`VmConfig::pmu`]); x86_64
+    /// guests get the one KVM lists in CPUID.
+    const HAS_PMU_CHOICE: bool;
 
     /// Everything the guest can observe of one vCPU, for snapshots.
     type VcpuState: Serialize + DeserializeOwned + std::fmt::Debug + Send;

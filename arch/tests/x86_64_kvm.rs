@@ -45,6 +45,7 @@ fn config(vcpus: u8, kernel: PathBuf) -> VmConfig {
         debug_exit: false,
         legacy_pit: false,
         pci: false,
+        pmu: false,
     }
 }
 

@@ -19,6 +19,10 @@ mod tests;
 /// physical, virtual, hypervisor (the numbers QEMU and KVM use).
 pub const ARMV8_TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
 
+/// The PMUv3 overflow interrupt's PPI (INTID 23), where QEMU's `virt` and
+/// kvmtool put it.
+pub const PMU_PPI: u32 = 7;
+
 /// Highest SPI number a GIC can have (INTID 1019).
 pub const MAX_SPI: u32 = 987;
 
@@ -146,6 +150,9 @@ pub struct MachineDescription {
     pub gic: Gic,
     /// Generic timer PPIs, usually [`ARMV8_TIMER_PPIS`].
     pub timer_ppis: [u32; 4],
+    /// The PMUv3's overflow interrupt PPI, when the CPUs have a PMU
+    /// (usually [`PMU_PPI`]).
+    pub pmu_ppi: Option<u32>,
     /// PSCI conduit. PSCI 0.2+ is assumed (KVM_ARM_VCPU_PSCI_0_2).
     pub psci: PsciMethod,
     /// Command line and initrd.
@@ -210,6 +217,11 @@ fn validate(m: &MachineDescription) -> Result<()> {
     }
     if let Some(ppi) = m.timer_ppis.iter().find(|&&p| p >= 16) {
         return invalid(format!("timer PPI {ppi} is not a PPI (0..16)"));
+    }
+    if let Some(ppi) = m.pmu_ppi {
+        if ppi >= 16 || m.timer_ppis.contains(&ppi) {
+            return invalid(format!("PMU PPI {ppi} is not a free PPI (0..16)"));
+        }
     }
     for d in &m.devices {
         if d.spi > MAX_SPI {

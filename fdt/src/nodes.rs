@@ -43,6 +43,9 @@ pub(crate) fn write(m: &MachineDescription) -> Result<Vec<u8>> {
     write_psci(&mut fdt, m.psci)?;
     write_gic(&mut fdt, &m.gic, m.gic_v2m, m.pci.is_some())?;
     write_timer(&mut fdt, m)?;
+    if let Some(ppi) = m.pmu_ppi {
+        write_pmu(&mut fdt, ppi, m)?;
+    }
     write_apb_pclk(&mut fdt, m.apb_pclk_hz)?;
     for device in &m.devices {
         write_device(&mut fdt, device, m.uart_clock_hz)?;
@@ -170,7 +173,8 @@ fn write_gic(fdt: &mut FdtWriter, gic: &Gic, v2m: Option<V2mFrame>, pci: bool) -
     Ok(())
 }
 
-/// Trigger cell of the timer PPIs: level-high, plus the CPU mask on GICv2.
+/// Trigger cell of the timer and PMU PPIs: level-high, plus the CPU mask
+/// on GICv2.
 pub(crate) fn timer_ppi_flags(gic: &Gic, cpus: usize) -> u32 {
     match gic {
         Gic::V2 { .. } => {
@@ -193,6 +197,15 @@ fn write_timer(fdt: &mut FdtWriter, m: &MachineDescription) -> Result<()> {
     fdt.property_array_u32("interrupts", &cells)?;
     // KVM keeps the timer running in every guest power state.
     fdt.property_null("always-on")?;
+    fdt.end_node(node)?;
+    Ok(())
+}
+
+fn write_pmu(fdt: &mut FdtWriter, ppi: u32, m: &MachineDescription) -> Result<()> {
+    let flags = timer_ppi_flags(&m.gic, m.cpus.len());
+    let node = fdt.begin_node("pmu")?;
+    fdt.property_string("compatible", "arm,armv8-pmuv3")?;
+    fdt.property_array_u32("interrupts", &[GIC_PPI, ppi, flags])?;
     fdt.end_node(node)?;
     Ok(())
 }

@@ -40,6 +40,7 @@ pub(crate) fn machine(gic: Gic, cpus: usize) -> MachineDescription {
         memory: vec![RAM],
         gic,
         timer_ppis: ARMV8_TIMER_PPIS,
+        pmu_ppi: None,
         psci: PsciMethod::Hvc,
         chosen: Chosen {
             bootargs: "console=ttyS0 quiet".into(),
@@ -122,6 +123,19 @@ fn timer_lists_the_four_ppis_level_high_and_always_on() {
     assert!(timer.has("always-on"));
     let expected = vec![1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4];
     assert_eq!(timer.u32s("interrupts"), Some(expected));
+}
+
+#[test]
+fn pmu_node_only_with_a_pmu_and_its_ppi_masked_as_the_timers() {
+    assert!(built(&machine(gic_v3(None), 2)).find("/pmu").is_none());
+    for (gic, flags) in [(gic_v3(None), 4), (gic_v2(), 0x304)] {
+        let mut m = machine(gic, 2);
+        m.pmu_ppi = Some(PMU_PPI);
+        let root = built(&m);
+        let pmu = root.find("/pmu").unwrap();
+        assert_eq!(pmu.string("compatible"), Some("arm,armv8-pmuv3"));
+        assert_eq!(pmu.u32s("interrupts"), Some(vec![1, 7, flags]));
+    }
 }
 
 #[test]
@@ -229,6 +243,8 @@ fn invalid_descriptions_are_refused() {
         ("share an MPIDR", Box::new(|m| m.cpus = vec![0, 1, 0])),
         ("SPI 988", Box::new(|m| m.devices[0].spi = 988)),
         ("not a PPI", Box::new(|m| m.timer_ppis[0] = 16)),
+        ("not a free PPI", Box::new(|m| m.pmu_ppi = Some(11))),
+        ("not a free PPI", Box::new(|m| m.pmu_ppi = Some(16))),
         (
             "empty initrd",
             Box::new(|m| m.chosen.initrd = Some(Region::new(0x9000_0000, 0))),

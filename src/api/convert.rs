@@ -47,12 +47,19 @@ pub fn apply_machine_config(r: &mut VmResources, config: &MachineConfig) -> Resu
     if config.legacy_pit == Some(true) && !Host::HAS_LEGACY_PIT {
         return Err(format!("legacy_pit: {} has no PIT", Host::NAME));
     }
+    if config.pmu == Some(true) && !Host::HAS_PMU_CHOICE {
+        return Err(format!(
+            "pmu: a {} guest gets the PMU KVM lists in its CPUID",
+            Host::NAME
+        ));
+    }
     r.vcpus = config.vcpu_count;
     r.memory_size = config.mem_size_mib << 20;
     r.smt = config.smt;
     r.track_dirty_pages = config.track_dirty_pages;
     r.gic = gic;
     r.legacy_pit = config.legacy_pit.unwrap_or(false);
+    r.pmu = config.pmu.unwrap_or(false);
     if let Some(transport) = config.transport.as_deref() {
         r.transport = match transport {
             "pci" => Transport::Pci,
@@ -91,6 +98,7 @@ pub fn machine_config(r: &VmResources) -> MachineConfig {
             .into(),
         ),
         legacy_pit: Host::HAS_LEGACY_PIT.then_some(r.legacy_pit),
+        pmu: Host::HAS_PMU_CHOICE.then_some(r.pmu),
         transport: Some(
             match r.transport {
                 Transport::Mmio => "mmio",
@@ -335,6 +343,24 @@ mod tests {
             apply_machine_config(&mut r, &gic).is_ok(),
             Host::HAS_GIC_CHOICE
         );
+    }
+
+    #[test]
+    fn pmu_is_an_aarch64_extension_off_by_default() {
+        let mut r = firecracker_defaults();
+        assert!(!r.pmu);
+        assert_eq!(
+            machine_config(&r).pmu,
+            Host::HAS_PMU_CHOICE.then_some(false)
+        );
+        let pmu = MachineConfig {
+            pmu: Some(true),
+            ..MachineConfig::default()
+        };
+        match apply_machine_config(&mut r, &pmu) {
+            Ok(()) => assert!(Host::HAS_PMU_CHOICE && r.pmu),
+            Err(e) => assert!(!Host::HAS_PMU_CHOICE && e.contains("CPUID"), "{e}"),
+        }
     }
 
     #[test]

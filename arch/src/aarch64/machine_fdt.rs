@@ -104,6 +104,8 @@ pub struct BootMachine<'a> {
     /// Where a host bridge's BARs and INTx lines go; described only when
     /// `devices` holds its ECAM window.
     pub pci: &'a PciLayout,
+    /// Whether the vCPUs have a PMU.
+    pub pmu: bool,
 }
 
 /// The machine description for `machine`.
@@ -127,6 +129,7 @@ pub fn describe(machine: &BootMachine<'_>) -> Result<MachineDescription> {
         memory: vec![machine.ram],
         gic: machine.gic,
         timer_ppis: fdt::ARMV8_TIMER_PPIS,
+        pmu_ppi: machine.pmu.then_some(fdt::PMU_PPI),
         psci: PsciMethod::Hvc,
         chosen: Chosen {
             bootargs: machine.cmdline.to_owned(),

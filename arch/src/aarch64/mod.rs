@@ -9,6 +9,7 @@ mod gic;
 mod image;
 pub mod layout;
 mod machine_fdt;
+mod pmu;
 mod seccomp;
 mod snapshot;
 mod vcpu;
@@ -43,6 +44,8 @@ pub struct AArch64 {
     vgic: Vgic,
     /// Whether the VM has a PCI host bridge.
     pci: bool,
+    /// Whether each vCPU has a PMU.
+    pmu: bool,
 }
 
 /// The single RAM region of `layout`.
@@ -107,6 +110,7 @@ impl Arch for AArch64 {
     const NAME: &'static str = "aarch64";
     const HAS_GIC_CHOICE: bool = true;
     const HAS_LEGACY_PIT: bool = false;
+    const HAS_PMU_CHOICE: bool = true;
     type VcpuState = snapshot::VcpuState;
     type VmState = snapshot::VmState;
 
@@ -120,6 +124,9 @@ impl Arch for AArch64 {
             return Err(Error::Config(
                 "--legacy-pit applies only to x86_64 (arm64 has no PIT)".into(),
             ));
+        }
+        if config.pmu {
+            pmu::check_available(kvm)?;
         }
         image::check_kernel(&config.kernel)?;
         let host_memory = crate::host_memory_limit();
@@ -164,6 +171,7 @@ impl Arch for AArch64 {
                 page_size,
                 vgic,
                 pci: config.pci,
+                pmu: config.pmu,
             },
             vm,
         ))
@@ -186,7 +194,7 @@ impl Arch for AArch64 {
     }
 
     fn create_vcpu(&self, vm: &VmFd, index: u8) -> Result<VcpuFd> {
-        vcpu::create(vm, index)
+        vcpu::create(vm, index, self.pmu)
     }
 
     fn configure_boot(
@@ -202,6 +210,9 @@ impl Arch for AArch64 {
         };
         let mpidrs = vcpus.iter().map(vcpu::mpidr).collect::<Result<Vec<_>>>()?;
         self.vgic.init()?;
+        if self.pmu {
+            pmu::init(vcpus)?;
+        }
         counter::zero_guest_counter(vm, vcpus)?;
 
         let ram = ram_region(&self.layout);
@@ -229,6 +240,7 @@ impl Arch for AArch64 {
             initrd: placed.initrd,
             devices,
             pci: &self.layout.pci,
+            pmu: self.pmu,
         })?;
         mem.write_slice(&blob, GuestAddress(placed.fdt))
             .map_err(|e| Error::GuestMemory(format!("writing the device tree: {e}")))?;
@@ -279,7 +291,11 @@ impl Arch for AArch64 {
         vcpus: &[VcpuFd],
         state: &snapshot::VmState,
     ) -> Result<()> {
-        snapshot::restore_vm(&self.vgic, vcpus, state)
+        snapshot::restore_vm(&self.vgic, vcpus, state)?;
+        if self.pmu {
+            pmu::init(vcpus)?;
+        }
+        Ok(())
     }
 
     fn msi_routing(&self) -> Result<crate::MsiRouting> {

@@ -32,6 +32,7 @@ fn try_tree(gic: GicVersion, its: bool, devices: &[DeviceInfo]) -> Result<Node> 
         initrd: None,
         devices,
         pci: &layout.pci,
+        pmu: false,
     })?;
     Ok(decode(&blob).unwrap())
 }

@@ -43,6 +43,7 @@ fn build_tree(shape: &Shape, devices: &[DeviceInfo]) -> Node {
         initrd: shape.initrd,
         devices,
         pci: &layout.pci,
+        pmu: false,
     })
     .unwrap();
     decode(&blob).unwrap()
@@ -210,6 +211,7 @@ fn devices_the_machine_cannot_have_are_errors() {
             initrd: None,
             devices: &[device],
             pci: &memory_layout(64 << 20, 4096).unwrap().pci,
+            pmu: false,
         })
         .unwrap_err();
         assert!(err.to_string().contains(words), "{err}");
@@ -226,6 +228,7 @@ fn a_nul_in_the_command_line_is_a_config_error() {
         initrd: None,
         devices: &[],
         pci: &memory_layout(64 << 20, 4096).unwrap().pci,
+        pmu: false,
     })
     .unwrap_err();
     assert!(matches!(err, crate::Error::Config(_)), "{err}");

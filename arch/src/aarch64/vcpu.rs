@@ -1,12 +1,12 @@
 //! vCPU set-up: KVM_ARM_VCPU_INIT with PSCI 0.2 (secondaries powered off
-//! until PSCI CPU_ON), ONE_REG register ids, MPIDR, and the boot CPU's
-//! entry state per the arm64 boot protocol.
+//! until PSCI CPU_ON) and, when asked, a PMU; ONE_REG register ids, MPIDR,
+//! and the boot CPU's entry state per the arm64 boot protocol.
 
 use std::mem::offset_of;
 
 use kvm_bindings::{
-    kvm_regs, kvm_vcpu_init, user_pt_regs, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2,
-    KVM_REG_ARM64, KVM_REG_ARM64_SYSREG, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64,
+    kvm_regs, kvm_vcpu_init, user_pt_regs, KVM_ARM_VCPU_PMU_V3, KVM_ARM_VCPU_POWER_OFF,
+    KVM_ARM_VCPU_PSCI_0_2, KVM_REG_ARM64, KVM_REG_ARM64_SYSREG, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64,
 };
 use kvm_ioctls::{VcpuFd, VmFd};
 
@@ -50,8 +50,9 @@ pub const MPIDR_EL1: u64 = sys_reg(3, 0, 0, 0, 5);
 pub const TIMER_CNT: u64 = sys_reg(3, 3, 14, 3, 2);
 
 /// Creates vCPU `index` and initialises it as the host's preferred CPU
-/// with PSCI 0.2; every vCPU but the first starts powered off.
-pub fn create(vm: &VmFd, index: u8) -> Result<VcpuFd> {
+/// with PSCI 0.2, and a PMU with `pmu` (see [`super::pmu`]); every vCPU
+/// but the first starts powered off.
+pub fn create(vm: &VmFd, index: u8, pmu: bool) -> Result<VcpuFd> {
     let vcpu = vm
         .create_vcpu(u64::from(index))
         .map_err(kvm_err("create vCPU"))?;
@@ -61,6 +62,9 @@ pub fn create(vm: &VmFd, index: u8) -> Result<VcpuFd> {
     init.features[0] |= 1 << KVM_ARM_VCPU_PSCI_0_2;
     if index > 0 {
         init.features[0] |= 1 << KVM_ARM_VCPU_POWER_OFF;
+    }
+    if pmu {
+        init.features[0] |= 1 << KVM_ARM_VCPU_PMU_V3;
     }
     vcpu.vcpu_init(&init).map_err(kvm_err("initialise vCPU"))?;
     Ok(vcpu)

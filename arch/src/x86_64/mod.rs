@@ -98,6 +98,12 @@ fn validate_config(config: &VmConfig, kvm_max_vcpus: usize, host_memory: u64) ->
     if config.dump_fdt.is_some() {
         return Err(Error::Config("--dump-fdt applies only to aarch64".into()));
     }
+    if config.pmu {
+        return Err(Error::Config(
+            "--pmu applies only to aarch64 (an x86_64 guest gets the PMU KVM lists in its CPUID)"
+                .into(),
+        ));
+    }
     let max = MAX_VCPUS.min(kvm_max_vcpus);
     if config.vcpus == 0 || usize::from(config.vcpus) > max {
         return Err(Error::Config(format!(
@@ -211,6 +217,7 @@ impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
     const HAS_GIC_CHOICE: bool = false;
     const HAS_LEGACY_PIT: bool = true;
+    const HAS_PMU_CHOICE: bool = false;
     type VcpuState = snapshot::VcpuState;
     type VmState = snapshot::VmState;
 
@@ -459,6 +466,7 @@ mod tests {
             debug_exit: false,
             legacy_pit: false,
             pci: false,
+            pmu: false,
         }
     }
 
@@ -483,6 +491,10 @@ mod tests {
         c.dump_fdt = Some(PathBuf::from("/tmp/x.dtb"));
         let err = validate_config(&c, 8, u64::MAX).unwrap_err().to_string();
         assert_eq!(err, "--dump-fdt applies only to aarch64");
+        let mut c = config(1, 128 << 20);
+        c.pmu = true;
+        let err = validate_config(&c, 8, u64::MAX).unwrap_err().to_string();
+        assert!(err.starts_with("--pmu applies only to aarch64"), "{err}");
     }
 
     #[test]

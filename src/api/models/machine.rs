@@ -1,6 +1,6 @@
 //! Machine shape and boot: `PUT`/`PATCH /machine-config` and
 //! `PUT /boot-source`, with Firecracker's ranges and defaults and tandem's
-//! platform extensions (`gic_version`, `console`, `legacy_pit`,
+//! platform extensions (`gic_version`, `console`, `legacy_pit`, `pmu`,
 //! `transport`).
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,9 @@ pub struct MachineConfig {
     /// tandem extension: an in-kernel 8254 PIT (x86_64; default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy_pit: Option<bool>,
+    /// tandem extension: a PMUv3 in each vCPU (aarch64; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pmu: Option<bool>,
     /// tandem extension: "mmio" (virtio-mmio) or "pci" (virtio-pci behind
     /// a PCIe host bridge); default "mmio".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,7 @@ impl Default for MachineConfig {
             gic_version: None,
             console: None,
             legacy_pit: None,
+            pmu: None,
             transport: None,
         }
     }
@@ -103,6 +107,9 @@ impl MachineConfig {
         if update.legacy_pit.is_some() {
             next.legacy_pit = update.legacy_pit;
         }
+        if update.pmu.is_some() {
+            next.pmu = update.pmu;
+        }
         next
     }
 }
@@ -121,6 +128,7 @@ pub struct MachineConfigUpdate {
     pub gic_version: Option<String>,
     pub console: Option<String>,
     pub legacy_pit: Option<bool>,
+    pub pmu: Option<bool>,
     pub transport: Option<String>,
 }
 
