@@ -13,7 +13,10 @@
 #!      CRASH-READY it SIGKILLs tandem and checks every region the guest
 #!      fsync'd (O_DIRECT, page cache, unaligned): crash.
 #! With --transport pci in tandem's arguments, run 1 also checks pci (its
-#! devices on PCI with MSI-X) and run 2 does with pci=nomsi (INTx).
+#! devices on PCI with MSI-X) and run 2 does with pci=nomsi (INTx); vda
+#! then runs on io_engine=async (io_uring) in both runs, so the e2e rows
+#! cover both disk engines, crash consistency included; check blk-engine
+#! (host) sees tandem's ring.
 #! Shared helpers: ci/host-lib.sh, at /host-lib.sh beside this script.
 #! Prints CHECK <name> PASS|FAIL <detail> for its own checks; exits 0 when
 #! run 1 ended with tandem exiting 0 and run 2 reached CRASH-READY.
@@ -29,17 +32,28 @@ HOST_LOG_PREFIX=virtio-host
 # With `--transport pci` among tandem's arguments both runs also check PCI:
 # run 1's four devices interrupt through MSI-X, run 2 boots with pci=nomsi
 # and its two devices work through INTx (guest check pci).
-PCI_RUN1="" PCI_RUN2=""
+PCI_RUN1="" PCI_RUN2="" VDA_ENGINE=sync
 case " $* $(cat /run.args 2>/dev/null) " in
     *" --transport pci "*)
         PCI_RUN1=",pci tandem.pci_functions=4"
-        PCI_RUN2=",pci tandem.pci_functions=2 pci=nomsi" ;;
+        PCI_RUN2=",pci tandem.pci_functions=2 pci=nomsi"
+        VDA_ENGINE=async ;;
 esac
 
 # The host end of net: address tap0 once tandem created it, then fetch the
 # guest's up.bin and publish the sum this side computed.
 serve_net() {
     net_tap_up && net_fetch_up /tmp/run1.out
+}
+
+# Check blk-engine: the running tandem holds an io_uring ring (vda's
+# engine), seen among its open files.
+check_uring() {
+    if wait_until 30 sh -c "ls -l /proc/$TANDEM_PID/fd 2>/dev/null | grep -q 'io_uring'"; then
+        check_result blk-engine PASS "vda on io_engine=async: tandem holds an io_uring ring"
+    else
+        check_result blk-engine FAIL "vda on io_engine=async, but tandem (pid $TANDEM_PID) holds no io_uring ring"
+    fi
 }
 
 run_devices() {
@@ -50,9 +64,10 @@ run_devices() {
     net_files
 
     start_tandem /tmp/run1.out "$@" --stats \
-        --disk "path=/tmp/vda.img,id=$VDA_ID" --disk path=/tmp/vdb.img,readonly=on \
+        --disk "path=/tmp/vda.img,id=$VDA_ID,io_engine=$VDA_ENGINE" --disk path=/tmp/vdb.img,readonly=on \
         --net "tap=tap0,mac=$GUEST_MAC" --rng \
         --cmdline "console=ttyS0 $GUEST_CMDLINE tandem.checks=blk,blk-ro,rng,net$PCI_RUN1 tandem.vda_id=$VDA_ID tandem.vdb_sum=$vdb_sum tandem.net_mac=$GUEST_MAC"
+    [ "$VDA_ENGINE" = sync ] || check_uring
     serve_net
     finish_tandem "$RUN_TIMEOUT"
     RUN1_EXIT=$TANDEM_EXIT
@@ -74,7 +89,7 @@ run_devices() {
 
 run_console_crash() {
     local ready=0
-    start_tandem /tmp/run2.out "$@" --disk path=/tmp/vda.img --console virtio \
+    start_tandem /tmp/run2.out "$@" --disk path=/tmp/vda.img,io_engine=$VDA_ENGINE --console virtio \
         --cmdline "console=hvc0 $GUEST_CMDLINE tandem.checks=console,crash$PCI_RUN2"
     if wait_until "$RUN_TIMEOUT" grep -q CRASH-READY /tmp/run2.out; then
         kill -9 "$TANDEM_PID"

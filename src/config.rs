@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use arch::GicChoice;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use devices::virtio::{parse_mac, BlockConfig, NetConfig};
+use devices::virtio::{parse_mac, BlockConfig, IoEngine, NetConfig};
 
 use crate::resources::{
     BalloonDevice, BootSource, ConsoleKind, Drive, NetInterface, Transport, VmResources,
@@ -379,11 +379,19 @@ pub fn parse_disk(text: &str) -> Result<BlockConfig, String> {
         path: PathBuf::new(),
         readonly: false,
         id: None,
+        io_engine: IoEngine::Sync,
     };
-    for (key, value) in parse_keys(text, &["path", "readonly", "id"])? {
+    for (key, value) in parse_keys(text, &["path", "readonly", "id", "io_engine"])? {
         match key {
             "path" => disk.path = PathBuf::from(value),
             "readonly" => disk.readonly = parse_switch(key, value)?,
+            "io_engine" => {
+                disk.io_engine = match value {
+                    "sync" => IoEngine::Sync,
+                    "async" => IoEngine::Async,
+                    _ => return Err(format!("io_engine={value}: use sync or async")),
+                }
+            }
             _ => disk.id = Some(value.to_string()),
         }
     }
@@ -633,6 +641,13 @@ mod tests {
         assert!(disk.readonly);
         assert_eq!(disk.id.as_deref(), Some("data"));
         assert!(!parse_disk("path=/x").unwrap().readonly);
+        assert_eq!(parse_disk("path=/x").unwrap().io_engine, IoEngine::Sync);
+        let engine = |text| parse_disk(text).map(|disk| disk.io_engine);
+        assert_eq!(engine("path=/x,io_engine=async"), Ok(IoEngine::Async));
+        assert_eq!(engine("path=/x,io_engine=sync"), Ok(IoEngine::Sync));
+        assert!(engine("path=/x,io_engine=uring")
+            .unwrap_err()
+            .contains("sync or async"));
         assert!(parse_disk("readonly=on").unwrap_err().contains("path=FILE"));
         assert!(parse_disk("path=/x,readonly=maybe")
             .unwrap_err()

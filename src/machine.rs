@@ -493,7 +493,7 @@ fn add_virtio_devices(
     console_output: &ConsoleOutput,
 ) -> Result<Option<VirtioConsoleInput>> {
     for drive in resources.drives_in_guest_order() {
-        let block = Block::new(&drive.block)?;
+        let block = Block::new(&drive.block).with_context(|| format!("drive {}", drive.id))?;
         devices.add_virtio(vm, mem, drive.id.clone(), Box::new(block))?;
     }
     for iface in &resources.nets {

@@ -293,6 +293,7 @@ mod tests {
                 path: PathBuf::from(format!("/tmp/{id}.img")),
                 readonly: false,
                 id: Some(id.into()),
+                io_engine: Default::default(),
             },
         }
     }

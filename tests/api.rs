@@ -156,7 +156,10 @@ fn bad_requests_get_400_and_the_vm_carries_on() {
     );
     vmm.ok("PUT", "/boot-source", json!({"kernel_image_path": kernel}));
     let disk = vmm.file("disk.img", &[0u8; 4096]);
-    let drive = json!({"drive_id": "data", "path_on_host": disk, "is_root_device": false});
+    // io_uring (Async), as Firecracker's orchestrators may ask: its ring is
+    // made at InstanceStart, and the swap below waits on it.
+    let drive = json!({"drive_id": "data", "path_on_host": disk, "is_root_device": false,
+                       "io_engine": "Async"});
     vmm.ok("PUT", "/drives/data", drive);
     vmm.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
     vmm.fault(
@@ -197,6 +200,7 @@ fn bad_requests_get_400_and_the_vm_carries_on() {
     );
     let (_, config) = vmm.call("GET", "/vm/config", None);
     assert_eq!(config["drives"][0]["drive_id"], "data");
+    assert_eq!(config["drives"][0]["io_engine"], "Async");
     assert_eq!(vmm.state(), "Running");
     let (code, stderr) = vmm.terminate();
     assert_eq!(code, Some(143), "{stderr}");

@@ -15,7 +15,9 @@ use std::fs::File;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use devices::virtio::{Block, BlockConfig, Console, MmioTransport, Rng, VirtioDevice};
+use devices::virtio::{
+    Block, BlockConfig, Console, IoEngine, MmioTransport, Rng, VirtioDevice,
+};
 use devices::{BusDevice, IrqTrigger};
 use libfuzzer_sys::fuzz_target;
 use tandem_fuzz::*;
@@ -77,6 +79,7 @@ fn device(kind: &DeviceKind) -> Box<dyn VirtioDevice> {
                 path: disk_path().into(),
                 readonly: true,
                 id: None,
+                io_engine: IoEngine::Sync,
             };
             Box::new(Block::new(&config).expect("disk"))
         }

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use devices::virtio::block::MAX_REQUEST_BYTES;
-use devices::virtio::{Block, BlockConfig, MmioTransport};
+use devices::virtio::{Block, BlockConfig, IoEngine, MmioTransport};
 use devices::IrqTrigger;
 use libfuzzer_sys::fuzz_target;
 use tandem_fuzz::*;
@@ -51,6 +51,7 @@ fuzz_target!(|input: Input| {
         path: path.clone(),
         readonly: input.readonly,
         id: input.id.filter(|id| id.len() <= 20),
+        io_engine: IoEngine::Sync,
     };
     let device = Block::new(&config).expect("open the disk");
     let mem = guest_memory();

@@ -14,7 +14,7 @@ mod vectored;
 
 pub use aligned::{map_anonymous, RegionBitmap, RAM_ALIGN};
 pub use read::read_into_guest;
-pub use vectored::{read_guest_from, write_guest_to};
+pub use vectored::{mark_dirty, read_guest_from, write_guest_to, GuestIovecs, MAX_IOVECS};
 pub use vm_memory::bitmap::AtomicBitmap;
 
 /// Guest RAM: mmap'ed regions, each with its dirty-page bitmap.

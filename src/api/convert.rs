@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use arch::{Arch, GicChoice, Host};
-use devices::virtio::{parse_mac, BlockConfig, NetConfig};
+use devices::virtio::{parse_mac, BlockConfig, IoEngine, NetConfig};
 
 use super::models::{
     Balloon, BootSource, Drive, EntropyDevice, FullVmConfiguration, MachineConfig,
@@ -128,6 +128,7 @@ pub fn apply_drive(r: &mut VmResources, drive: &Drive) -> Result<(), String> {
             path: PathBuf::from(&drive.path_on_host),
             readonly: drive.read_only(),
             id: Some(drive.drive_id.clone()),
+            io_engine: drive.engine(),
         },
     })
     .map_err(|e| e.to_string())
@@ -241,7 +242,8 @@ pub fn full_config(r: &VmResources) -> FullVmConfiguration {
             partuuid: None,
             cache_type: None,
             rate_limiter: None,
-            io_engine: None,
+            // Sync stays implicit, as it was before Async existed.
+            io_engine: (d.block.io_engine == IoEngine::Async).then(|| "Async".to_string()),
             socket: None,
         })
         .collect();
@@ -289,7 +291,9 @@ mod tests {
             "boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0"},
             "machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
             "drives": [{"drive_id": "rootfs", "path_on_host": "/r.img",
-                        "is_root_device": true, "is_read_only": true}],
+                        "is_root_device": true, "is_read_only": true},
+                       {"drive_id": "data", "path_on_host": "/d.img",
+                        "is_root_device": false, "io_engine": "Async"}],
             "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
                                     "guest_mac": "06:00:ac:10:00:02"}],
             "entropy": {},
@@ -317,6 +321,12 @@ mod tests {
             .unwrap_err()
             .contains("256 MiB"));
         assert_eq!(back.drives[0].path_on_host, "/r.img");
+        // io_engine is carried (a snapshot's configuration is this one);
+        // a drive without it, as in snapshots from before Async, is Sync.
+        let engines: Vec<_> = r.drives.iter().map(|d| d.block.io_engine).collect();
+        assert_eq!(engines, [IoEngine::Sync, IoEngine::Async]);
+        assert_eq!(back.drives[0].io_engine, None);
+        assert_eq!(back.drives[1].io_engine.as_deref(), Some("Async"));
         assert_eq!(
             back.network_interfaces[0].guest_mac.as_deref(),
             Some("06:00:ac:10:00:02")

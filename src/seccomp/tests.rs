@@ -74,9 +74,18 @@ fn ioctls_are_filtered_by_request() {
     // vCPU it starts under: Unix only) open sockets.
     for kind in ThreadKind::ALL {
         let rules = kind.rules();
-        for call in [libc::SYS_execve, libc::SYS_ptrace] {
+        // An io_uring ring is made and restricted at configuration; a
+        // filtered thread making or changing one could bypass its filter.
+        for call in [
+            libc::SYS_execve,
+            libc::SYS_ptrace,
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_register,
+        ] {
             assert!(!rules.allows(call), "{kind:?} allows {call}");
         }
+        let enters = kind != ThreadKind::Main && kind != ThreadKind::Api;
+        assert_eq!(rules.allows(libc::SYS_io_uring_enter), enters, "{kind:?}");
         let sockets = rules.arg_values(libc::SYS_socket);
         match kind {
             ThreadKind::Main => {
@@ -155,6 +164,127 @@ fn refused_call_child() {
     }
     let err = std::fs::File::open("/dev/null").expect_err("a worker opened /dev/null");
     println!("OPEN-REFUSED: {:?}", err.raw_os_error());
+}
+
+/// Runs only as the child of [`a_worker_drives_an_io_uring_ring_but_cannot_make_one`]:
+/// with a ring made (as an Async disk's is) before its filter, confines
+/// its thread like a disk worker, reads a file through the ring
+/// (`io_uring_enter`, all the Async engine calls there), then, in scenario
+/// `uring-setup`, makes a ring of its own, which the filter traps.
+#[test]
+fn uring_child() {
+    let scenario = std::env::var(CHILD).unwrap_or_default();
+    if !scenario.starts_with("uring") {
+        return;
+    }
+    let mut ring = match io_uring::IoUring::new(8) {
+        Ok(ring) => ring,
+        Err(e) => {
+            println!("URING-UNSUPPORTED: {e}");
+            return;
+        }
+    };
+    let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+    if !confine_child(ThreadKind::Worker, "virtio-blk") {
+        return;
+    }
+    let mut buf = [0u8; 4];
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let fd = io_uring::types::Fd(std::os::fd::AsRawFd::as_raw_fd(&file));
+    let sqe = io_uring::opcode::Readv::new(fd, &iov, 1).build();
+    // SAFETY: `iov` and `buf` live until the completion is reaped below.
+    unsafe { ring.submission().push(&sqe) }.unwrap();
+    ring.submit_and_wait(1).unwrap();
+    let read = ring.completion().next().unwrap().result();
+    println!("URING-READ: {read} {:?}", &buf[1..4]);
+    if scenario == "uring-setup" {
+        let made = io_uring::IoUring::new(8);
+        panic!("io_uring_setup under the worker filter: {:?}", made.is_ok());
+    }
+}
+
+#[test]
+fn a_worker_drives_an_io_uring_ring_but_cannot_make_one() {
+    if let Some(e) = seccomp_unsupported() {
+        eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {e}");
+        return;
+    }
+    for scenario in ["uring-read", "uring-setup"] {
+        let Some(output) = run_child("seccomp::tests::uring_child", scenario) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stdout.contains("URING-UNSUPPORTED") {
+            eprintln!("skipping: no io_uring here: {stdout}");
+            return;
+        }
+        // The test binary is an ELF file: "\x7fELF".
+        assert!(
+            stdout.contains("URING-READ: 4 [69, 76, 70]"),
+            "{scenario}: stdout: {stdout}\nstderr: {stderr}"
+        );
+        if scenario == "uring-read" {
+            assert!(output.status.success(), "stderr: {stderr}");
+            continue;
+        }
+        let expected = format!(
+            "tandem: seccomp: thread virtio-blk called forbidden system call {} (io_uring_setup)",
+            libc::SYS_io_uring_setup
+        );
+        assert!(
+            stderr.lines().any(|l| l == expected),
+            "stderr: {stderr}\nstdout: {stdout}"
+        );
+        assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    }
+}
+
+/// What `io_engine` Async does where the kernel refuses io_uring
+/// (`kernel.io_uring_disabled`, a container's seccomp policy): on a thread
+/// whose filter answers `io_uring_setup` with EPERM, the disk is refused
+/// with the reason, and nothing ends the process.
+#[test]
+fn an_async_disk_where_io_uring_is_refused_fails_with_the_reason() {
+    if let Some(e) = seccomp_unsupported() {
+        eprintln!("skipping: seccomp filters cannot be installed here (qemu-user?): {e}");
+        return;
+    }
+    let disk = vmm_sys_util::tempfile::TempFile::new().unwrap();
+    disk.as_file().set_len(4096).unwrap();
+    let path = disk.as_path().to_path_buf();
+    let refused = std::thread::spawn(move || {
+        let rules = [(libc::SYS_io_uring_setup, Vec::new())]
+            .into_iter()
+            .collect();
+        let arch = TargetArch::try_from(std::env::consts::ARCH).unwrap();
+        let errno = SeccompAction::Errno(libc::EPERM as u32);
+        let filter = SeccompFilter::new(rules, SeccompAction::Allow, errno, arch).unwrap();
+        // This thread only: the filter ends with it.
+        seccompiler::apply_filter(&BpfProgram::try_from(filter).unwrap()).unwrap();
+        let config = devices::virtio::BlockConfig {
+            path,
+            readonly: false,
+            id: None,
+            io_engine: devices::virtio::IoEngine::Async,
+        };
+        devices::virtio::Block::new(&config)
+            .err()
+            .map(|e| e.to_string())
+    })
+    .join()
+    .unwrap()
+    .expect("an Async disk without io_uring");
+    let file = disk.as_path().display().to_string();
+    assert!(refused.contains(&file), "{refused}");
+    assert!(
+        refused.contains("io_engine Async needs io_uring")
+            && refused.contains("io_uring_setup: Operation not permitted"),
+        "{refused}"
+    );
 }
 
 /// Runs the child test `name` with scenario `scenario`; None where the

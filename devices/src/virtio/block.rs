@@ -6,6 +6,11 @@
 //! counted in the device's [`IoStats`](super::IoStats): data bytes read
 //! and written, and the requests that failed.
 //!
+//! Requests are served by the disk's engine ([`IoEngine`],
+//! `block_engine.rs`): on the worker thread (Sync), or through io_uring
+//! with several in flight (Async, `block_uring.rs`). A swap of the backing
+//! file, like a pause, first lets every request in flight complete.
+//!
 //! Request size is bounded before the disk is touched: the device
 //! advertises `seg_max` ([`SEG_MAX`]) and `size_max` ([`SIZE_MAX`]), so a
 //! driver never sends more than [`MAX_REQUEST_BYTES`] of data; a chain
@@ -22,18 +27,24 @@ use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::Queue;
 use vm_memory::{Address, Bytes};
 
 use super::worker::{QueuePosition, Worker, WorkerError, WorkerHandler};
 use super::{
-    check_queue_count, drain_queue, feature, read_config_bytes, ActivateContext, ActivateError,
-    Chain, Interrupt, IoStats, LogLimit, VirtioDevice,
+    check_queue_count, feature, read_config_bytes, ActivateContext, ActivateError, Chain,
+    Interrupt, IoStats, LogLimit, VirtioDevice,
 };
 
 #[path = "block_disk.rs"]
 mod block_disk;
 use block_disk::{lock, open_backing, Disk};
+#[path = "block_engine.rs"]
+mod engine;
+pub use engine::IoEngine;
+use engine::{Active, Engine, Side};
+#[path = "block_uring.rs"]
+mod uring;
+pub use uring::DEPTH as ASYNC_QUEUE_DEPTH;
 
 /// Bytes per virtio-blk sector, whatever the backing file's block size.
 pub const SECTOR_SIZE: u64 = 512;
@@ -54,7 +65,8 @@ const ID_LEN: usize = VIRTIO_BLK_ID_BYTES as usize;
 /// capacity (8), size_max (4), seg_max (4), geometry (4), blk_size (4).
 const CONFIG_LEN: usize = 24;
 
-/// How the user described a disk (`--disk path=FILE[,readonly=on][,id=ID]`).
+/// How the user described a disk
+/// (`--disk path=FILE[,readonly=on][,id=ID][,io_engine=sync|async]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockConfig {
     /// Backing file or block device.
@@ -64,6 +76,8 @@ pub struct BlockConfig {
     /// Serial number returned by GET_ID (at most 20 bytes); defaults to
     /// the file name.
     pub id: Option<String>,
+    /// How requests reach the file.
+    pub io_engine: IoEngine,
 }
 
 /// Why a disk could not be set up.
@@ -86,6 +100,16 @@ pub enum BlockError {
     /// The serial number does not fit in 20 bytes.
     #[error("disk id {0:?} is longer than 20 bytes")]
     IdTooLong(String),
+    /// `io_engine` Async, and the kernel refuses io_uring (ENOSYS: too old
+    /// or built without it; EPERM: `kernel.io_uring_disabled`, a seccomp
+    /// policy or a container runtime).
+    #[error("disk {}: io_engine Async needs io_uring, which this host refuses: {reason}", path.display())]
+    Uring {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: io::Error,
+    },
 }
 
 /// A virtio-blk device.
@@ -99,6 +123,7 @@ pub struct Block {
     worker: Option<Worker>,
     /// From activation on: where config changes are signalled.
     interrupt: Option<Arc<Interrupt>>,
+    engine: Engine,
 }
 
 impl Block {
@@ -122,12 +147,16 @@ impl Block {
         }
         let mut id_bytes = [0u8; ID_LEN];
         id_bytes[..id.len()].copy_from_slice(id.as_bytes());
+        let engine = Engine::new(config.io_engine).map_err(|reason| BlockError::Uring {
+            path: config.path.clone(),
+            reason,
+        })?;
         let backing = open_backing(&config.path, config.readonly, None)?;
         let disk = Disk::new(backing, config.readonly, id_bytes);
-        Ok(Self::with_disk(disk))
+        Ok(Self::with_disk(disk, engine))
     }
 
-    fn with_disk(disk: Disk) -> Self {
+    fn with_disk(disk: Disk, engine: Engine) -> Self {
         let mut features = feature(VIRTIO_F_VERSION_1)
             | feature(VIRTIO_RING_F_EVENT_IDX)
             | feature(VIRTIO_RING_F_INDIRECT_DESC)
@@ -151,6 +180,7 @@ impl Block {
             config,
             worker: None,
             interrupt: None,
+            engine,
         }
     }
 
@@ -181,10 +211,13 @@ impl VirtioDevice for Block {
         check_queue_count(&ctx, 1)?;
         let active = ctx.queues.remove(0);
         let handler = BlockHandler {
-            disk: self.disk.clone(),
-            mem: ctx.mem,
-            queue: active.queue,
-            interrupt: ctx.interrupt.clone(),
+            engine: self.engine.activate().map_err(ActivateError::Backend)?,
+            side: Side {
+                disk: self.disk.clone(),
+                mem: ctx.mem,
+                queue: active.queue,
+                interrupt: ctx.interrupt.clone(),
+            },
         };
         self.interrupt = Some(ctx.interrupt.clone());
         let worker = Worker::spawn(
@@ -215,24 +248,19 @@ impl VirtioDevice for Block {
 
     fn update_backend(&mut self, path: &Path) -> io::Result<()> {
         let readonly = self.features & feature(VIRTIO_BLK_F_RO) != 0;
-        let capacity = {
-            let mut disk = lock(&self.disk);
-            // The driver's next flush goes to the new file: make the writes
-            // it saw acknowledged on the old one durable first.
-            if let Err(e) = disk.sync() {
-                warn!("virtio-blk: cannot flush the old backing file: {e}");
+        // No request may be in flight on the old file: a running worker
+        // parks for the swap, completing them (a paused one did already).
+        let parked = self.worker.as_ref().filter(|w| !w.pause_requested());
+        if let Some(worker) = parked {
+            if !worker.pause() {
+                warn!("virtio-blk: the worker did not park for the swap in time");
             }
-            let backing = open_backing(path, readonly, Some(&disk)).map_err(|e| {
-                let kind = match &e {
-                    BlockError::Open { reason, .. } => reason.kind(),
-                    _ => io::ErrorKind::ResourceBusy,
-                };
-                io::Error::new(kind, e.to_string())
-            })?;
-            let capacity = backing.capacity;
-            *disk = Disk::new(backing, readonly, disk.id);
-            capacity
-        };
+        }
+        let swapped = self.swap_backend(path, readonly);
+        if let Some(worker) = parked {
+            worker.resume();
+        }
+        let capacity = swapped?;
         self.config[0..8].copy_from_slice(&capacity.to_le_bytes());
         info!(
             "virtio-blk: backing file now {}, {capacity} sectors",
@@ -245,24 +273,59 @@ impl VirtioDevice for Block {
     }
 }
 
+impl Block {
+    /// Replaces the backing file with `path`; returns its capacity.
+    fn swap_backend(&self, path: &Path, readonly: bool) -> io::Result<u64> {
+        let mut disk = lock(&self.disk);
+        // The driver's next flush goes to the new file: make the writes
+        // it saw acknowledged on the old one durable first.
+        if let Err(e) = disk.sync() {
+            warn!("virtio-blk: cannot flush the old backing file: {e}");
+        }
+        let backing = open_backing(path, readonly, Some(&disk)).map_err(|e| {
+            let kind = match &e {
+                BlockError::Open { reason, .. } => reason.kind(),
+                _ => io::ErrorKind::ResourceBusy,
+            };
+            io::Error::new(kind, e.to_string())
+        })?;
+        let capacity = backing.capacity;
+        *disk = Disk::new(backing, readonly, disk.id);
+        Ok(capacity)
+    }
+}
+
+/// A worker's half of the device. The engine comes first: dropped first,
+/// it waits for the requests in flight while the rest is still there.
 struct BlockHandler {
-    disk: Arc<Mutex<Disk>>,
-    mem: GuestMemoryMmap,
-    queue: Queue,
-    interrupt: Arc<Interrupt>,
+    engine: Active,
+    side: Side,
 }
 
 impl WorkerHandler for BlockHandler {
     fn queue_positions(&self) -> Vec<QueuePosition> {
-        vec![QueuePosition::of(&self.queue)]
+        vec![QueuePosition::of(&self.side.queue)]
     }
 
-    fn queue_event(&mut self, index: usize) -> Result<(), WorkerError> {
-        let (disk, mem, io) = (&self.disk, &self.mem, self.interrupt.io_stats());
-        drain_queue(index, &mut self.queue, mem, &self.interrupt, |chain| {
-            refuse_oversized(mem, chain, io).unwrap_or_else(|| lock(disk).serve(mem, chain, io))
-        })
-        .map_err(|source| WorkerError::Queue { index, source })
+    fn queue_event(&mut self, _index: usize) -> Result<(), WorkerError> {
+        self.engine.queue_event(&mut self.side)
+    }
+
+    fn backend_fds(&self) -> Vec<(std::os::fd::RawFd, vmm_sys_util::epoll::EventSet)> {
+        self.engine.fds()
+    }
+
+    fn backend_event(
+        &mut self,
+        _index: usize,
+        _events: vmm_sys_util::epoll::EventSet,
+    ) -> Result<(), WorkerError> {
+        self.engine.fd_event(&mut self.side)
+    }
+
+    /// Before the worker parks: nothing stays in flight.
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        self.engine.drain(&mut self.side)
     }
 }
 
@@ -318,3 +381,7 @@ mod tests;
 #[cfg(test)]
 #[path = "block_limits_tests.rs"]
 mod limits_tests;
+
+#[cfg(test)]
+#[path = "block_uring_tests.rs"]
+mod uring_tests;

@@ -10,12 +10,12 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use guest_memory::GuestMemoryMmap;
 use log::{debug, warn};
 use virtio_bindings::virtio_blk::*;
-use vm_memory::{Address, Bytes};
+use vm_memory::{Address, Bytes, GuestAddress};
 
 use super::{BlockError, ID_LEN, SECTOR_SIZE};
 use crate::virtio::{Chain, ChainError, IoStats};
@@ -99,9 +99,96 @@ impl Done {
     }
 }
 
+/// A checked request that needs the file: what an engine does.
+pub(super) enum Op {
+    /// Fill the guest's writable buffers from the file.
+    Read(Transfer),
+    /// Write the guest's readable buffers to the file.
+    Write(Transfer),
+    /// Make acknowledged writes durable (fdatasync).
+    Flush,
+}
+
+/// The guest buffers of a read or a write and where they go in the file.
+pub(super) struct Transfer {
+    /// Byte offset in the file.
+    pub(super) offset: u64,
+    /// The data buffers, in order.
+    parts: Vec<(GuestAddress, usize)>,
+    /// Their total length.
+    pub(super) len: usize,
+}
+
+impl Transfer {
+    fn new(offset: u64, data: &crate::virtio::Segments) -> Self {
+        Self {
+            offset,
+            parts: data.parts().collect(),
+            len: data.len(),
+        }
+    }
+
+    /// The data buffers, in order.
+    pub(super) fn parts(&self) -> impl Iterator<Item = (GuestAddress, usize)> + '_ {
+        self.parts.iter().copied()
+    }
+}
+
+/// A request being served: its chain's head, its status byte, its I/O.
+pub(super) struct Request {
+    /// The chain's head, for the used ring.
+    pub(super) head: u16,
+    /// The chain's status byte.
+    status: GuestAddress,
+    /// What it does to the file.
+    pub(super) op: Op,
+}
+
+/// What [`Disk::start`] made of a request.
+pub(super) enum Step {
+    /// Served already: the bytes written into the chain.
+    Done(u32),
+    /// File I/O to do, then to hand to [`Disk::finish`].
+    Io(Request),
+}
+
+/// What [`Disk::check`] made of a request.
+enum Checked {
+    Done(Done),
+    Io(Op),
+}
+
+/// Writes the status byte (at `status_addr`) of request `head` for `result` and counts it in `io`;
+/// returns the bytes written into the chain (0 if the status byte could
+/// not be written).
+fn conclude(
+    mem: &GuestMemoryMmap,
+    (head, status_addr): (u16, GuestAddress),
+    result: Result<Done, RequestError>,
+    io: &IoStats,
+) -> u32 {
+    let (status, written) = match result {
+        Ok(done) => {
+            io.record(done.read, done.written);
+            (VIRTIO_BLK_S_OK as u8, done.to_chain)
+        }
+        Err(e) => {
+            debug!("virtio-blk: request {head} failed: {e}");
+            io.record_error();
+            (e.status(), 0)
+        }
+    };
+    match mem.write_obj(status, status_addr) {
+        Ok(()) => written.saturating_add(1),
+        Err(_) => 0,
+    }
+}
+
 /// The backing file and what the guest may do with it.
 pub(super) struct Disk {
-    file: File,
+    /// Shared with the requests in flight on it (the Async engine), so
+    /// that its descriptor stays open until the last one completes.
+    file: Arc<File>,
     path: PathBuf,
     /// Size in 512-byte sectors.
     pub(super) capacity: u64,
@@ -124,7 +211,7 @@ pub(super) struct Disk {
 impl Disk {
     pub(super) fn new(backing: Backing, readonly: bool, id: [u8; ID_LEN]) -> Self {
         Self {
-            file: backing.file,
+            file: Arc::new(backing.file),
             path: backing.path,
             capacity: backing.capacity,
             block_size: backing.block_size.min(MAX_BLK_SIZE),
@@ -169,16 +256,50 @@ impl Disk {
         if self.flush_failed() {
             return Err(io::Error::other("an earlier flush failed"));
         }
-        (self.fdatasync)(&self.file).inspect_err(|e| {
+        self.flushed((self.fdatasync)(&self.file))
+    }
+
+    /// Records how a flush of the file ended, whichever engine made it:
+    /// the first failure marks the disk failed for good.
+    fn flushed(&self, result: io::Result<()>) -> io::Result<()> {
+        result.inspect_err(|e| {
             // Logged once per disk: the flag stops every later attempt.
             warn!("virtio-blk: flush failed ({e}); the disk now fails every flush and write");
             self.flush_failed.store(true, Ordering::Relaxed);
         })
     }
 
-    /// Serves one request and counts it in `io`; returns the bytes written
-    /// into the chain.
+    /// The open backing file, for an engine to do a request's I/O on.
+    pub(super) fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Serves one request on this thread (the Sync engine) and counts it
+    /// in `io`; returns the bytes written into the chain.
     pub(super) fn serve(&self, mem: &GuestMemoryMmap, chain: &Chain, io: &IoStats) -> u32 {
+        match self.start(mem, chain, io) {
+            Step::Done(len) => len,
+            Step::Io(request) => {
+                let result = match &request.op {
+                    Op::Read(t) => {
+                        guest_memory::read_guest_from(mem, t.parts(), &self.file, t.offset)
+                    }
+                    Op::Write(t) => {
+                        guest_memory::write_guest_to(mem, t.parts(), &self.file, t.offset)
+                    }
+                    Op::Flush => (self.fdatasync)(&self.file),
+                };
+                self.finish(mem, &request, result, io)
+            }
+        }
+    }
+
+    /// Checks a request and serves what needs no file I/O (GET_ID, a bad
+    /// request, a flush of a read-only or failed disk): `Step::Done` with
+    /// the bytes written into the chain, the request counted in `io`.
+    /// Otherwise returns the I/O for an engine to do, then to hand to
+    /// [`Disk::finish`].
+    pub(super) fn start(&self, mem: &GuestMemoryMmap, chain: &Chain, io: &IoStats) -> Step {
         // The status byte is the chain's last byte and must be writable.
         let status_addr = match chain.buffers.last() {
             Some(last) if last.writable && last.len > 0 => {
@@ -186,33 +307,54 @@ impl Disk {
             }
             _ => None,
         };
-        let Some(status_addr) = status_addr.filter(|&a| mem.read_obj::<u8>(a).is_ok()) else {
+        let Some(status) = status_addr.filter(|&a| mem.read_obj::<u8>(a).is_ok()) else {
             NO_STATUS.warn(format_args!(
                 "virtio-blk: request {} has no status byte",
                 chain.head
             ));
             io.record_error();
-            return 0;
+            return Step::Done(0);
         };
-        let (status, written) = match self.execute(mem, chain) {
-            Ok(done) => {
-                io.record(done.read, done.written);
-                (VIRTIO_BLK_S_OK as u8, done.to_chain)
+        let result = match self.check(mem, chain) {
+            Ok(Checked::Io(op)) => {
+                return Step::Io(Request {
+                    head: chain.head,
+                    status,
+                    op,
+                })
             }
-            Err(e) => {
-                debug!("virtio-blk: request {} failed: {e}", chain.head);
-                io.record_error();
-                (e.status(), 0)
-            }
+            Ok(Checked::Done(done)) => Ok(done),
+            Err(e) => Err(e),
         };
-        match mem.write_obj(status, status_addr) {
-            Ok(()) => written.saturating_add(1),
-            Err(_) => 0,
-        }
+        Step::Done(conclude(mem, (chain.head, status), result, io))
     }
 
-    /// Executes a request.
-    fn execute(&self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<Done, RequestError> {
+    /// Ends a request whose I/O `result` is in: writes its status byte,
+    /// counts it in `io`, returns the bytes written into the chain. A read
+    /// marks the guest pages it filled dirty; a failed flush fails the
+    /// disk for good.
+    pub(super) fn finish(
+        &self,
+        mem: &GuestMemoryMmap,
+        request: &Request,
+        result: io::Result<()>,
+        io: &IoStats,
+    ) -> u32 {
+        let done = match &request.op {
+            Op::Read(t) => {
+                // Whatever the outcome, as vm-memory does after a failed read.
+                let marked = guest_memory::mark_dirty(mem, t.parts());
+                result.and(marked).map(|()| Done::read(t.len))
+            }
+            Op::Write(t) => result.map(|()| Done::written(t.len)),
+            Op::Flush => self.flushed(result).map(|()| Done::default()),
+        };
+        let status = (request.head, request.status);
+        conclude(mem, status, done.map_err(RequestError::Io), io)
+    }
+
+    /// Checks a request: what it does, or why it fails.
+    fn check(&self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<Checked, RequestError> {
         chain.validate(mem)?;
         let mut readable = chain.readable();
         let mut writable = chain.writable();
@@ -229,8 +371,7 @@ impl Disk {
                     return Err(RequestError::Direction(request_type));
                 }
                 let offset = self.offset_of(sector, writable.len())?;
-                guest_memory::read_guest_from(mem, writable.parts(), &self.file, offset)?;
-                Ok(Done::read(writable.len()))
+                Ok(Checked::Io(Op::Read(Transfer::new(offset, &writable))))
             }
             VIRTIO_BLK_T_OUT => {
                 if !writable.is_empty() {
@@ -243,22 +384,20 @@ impl Disk {
                     return Err(RequestError::FlushFailed);
                 }
                 let offset = self.offset_of(sector, readable.len())?;
-                guest_memory::write_guest_to(mem, readable.parts(), &self.file, offset)?;
-                Ok(Done::written(readable.len()))
+                Ok(Checked::Io(Op::Write(Transfer::new(offset, &readable))))
             }
-            VIRTIO_BLK_T_FLUSH => {
-                self.sync()?;
-                Ok(Done::default())
-            }
+            VIRTIO_BLK_T_FLUSH if self.readonly => Ok(Checked::Done(Done::default())),
+            VIRTIO_BLK_T_FLUSH if self.flush_failed() => Err(RequestError::FlushFailed),
+            VIRTIO_BLK_T_FLUSH => Ok(Checked::Io(Op::Flush)),
             VIRTIO_BLK_T_GET_ID => {
                 if !readable.is_empty() {
                     return Err(RequestError::Direction(request_type));
                 }
                 let len = writable.write_from(mem, &self.id)?;
-                Ok(Done {
+                Ok(Checked::Done(Done {
                     to_chain: len as u32,
                     ..Done::default()
-                })
+                }))
             }
             other => Err(RequestError::Unsupported(other)),
         }

@@ -52,15 +52,11 @@ fn fixture_on(file: TempFile, path: &Path, readonly: bool) -> Result<Fixture, Bl
         path: path.to_path_buf(),
         readonly,
         id: None,
+        io_engine: IoEngine::Sync,
     })?;
     let mem = test_memory();
     let ring = TestRing::new(&mem, 0, 16);
-    let handler = BlockHandler {
-        disk: block.disk.clone(),
-        mem: mem.clone(),
-        queue: ring.queue(false),
-        interrupt: Arc::new(Interrupt::new(IrqTrigger::new().unwrap())),
-    };
+    let handler = handler_for(&block, &mem, &ring);
     Ok(Fixture {
         file,
         block,
@@ -140,6 +136,7 @@ fn config(file: &TempFile, readonly: bool) -> BlockConfig {
         path: file.as_path().to_path_buf(),
         readonly,
         id: None,
+        io_engine: IoEngine::Sync,
     }
 }
 
@@ -230,6 +227,7 @@ fn hold_a_disk_open() {
         path: path.into(),
         readonly: false,
         id: None,
+        io_engine: IoEngine::Sync,
     };
     let _block = Block::new(&config).unwrap();
     println!("holding the disk");

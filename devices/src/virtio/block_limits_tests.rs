@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::tempfile::TempFile;
 
+use super::tests::{handler_for, write_header};
 use super::*;
 use crate::test_log::{assert_few, Capture};
 use crate::virtio::testing::{test_memory, TestRing};
-use crate::IrqTrigger;
 
 const HDR: u64 = 0x10000;
 const DATA: u64 = 0x20000;
@@ -38,19 +38,13 @@ fn fixture() -> Fixture {
         path: file.as_path().to_path_buf(),
         readonly: false,
         id: None,
+        io_engine: IoEngine::Sync,
     };
     let block = Block::new(&config).unwrap();
     let mem = test_memory();
     let ring = TestRing::new(&mem, 0, 256);
-    let handler = BlockHandler {
-        disk: block.disk.clone(),
-        mem: mem.clone(),
-        queue: ring.queue(false),
-        interrupt: Arc::new(Interrupt::new(IrqTrigger::new().unwrap())),
-    };
-    let mut header = [0u8; 16];
-    header[0..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
-    mem.write_slice(&header, GuestAddress(HDR)).unwrap();
+    let handler = handler_for(&block, &mem, &ring);
+    write_header(&mem, HDR, VIRTIO_BLK_T_IN, 0);
     mem.write_obj(0xaau8, GuestAddress(STATUS)).unwrap();
     Fixture {
         _file: file,
@@ -73,7 +67,7 @@ impl Fixture {
     }
 
     fn bytes_read(&self) -> u64 {
-        self.handler.interrupt.io_stats().snapshot().bytes_read
+        self.handler.side.interrupt.io_stats().snapshot().bytes_read
     }
 }
 
@@ -158,6 +152,7 @@ fn the_limits_are_advertised() {
         path: file.as_path().to_path_buf(),
         readonly: false,
         id: None,
+        io_engine: IoEngine::Sync,
     };
     let block = Block::new(&config).unwrap();
     let wanted = feature(VIRTIO_BLK_F_SEG_MAX) | feature(VIRTIO_BLK_F_SIZE_MAX);

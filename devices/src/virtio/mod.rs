@@ -43,7 +43,7 @@ pub use pci::{MsiSink, MsixVectors, VirtioPci, NO_VECTOR};
 pub use ring::{add_used_batch, drain_queue, guarded, notify_since, pop_chain};
 
 pub use balloon::{Balloon, BalloonConfig, BalloonControl, BalloonState, BalloonStats};
-pub use block::{Block, BlockConfig, BlockError};
+pub use block::{Block, BlockConfig, BlockError, IoEngine};
 pub use console::{Console, ConsoleInput, ConsoleOutput};
 pub use net::{parse_mac, random_mac, Net, NetConfig, NetError};
 pub use rng::Rng;

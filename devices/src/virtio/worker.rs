@@ -401,6 +401,12 @@ impl Worker {
         (state.parked && !state.finished).then(|| state.positions.clone())
     }
 
+    /// Whether a pause is in force ([`Worker::pause`] without a
+    /// [`Worker::resume`] since).
+    pub fn pause_requested(&self) -> bool {
+        self.control.lock().requested
+    }
+
     /// Lets a paused thread go on serving events.
     pub fn resume(&self) {
         let mut state = self.control.lock();

@@ -3,6 +3,7 @@
 //! drives, io_uring, MTU) are refused by name; rate limiters are accepted
 //! and logged as not enforced.
 
+use devices::virtio::IoEngine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -32,7 +33,7 @@ pub struct Drive {
     /// Accepted for compatibility, not enforced yet (logged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limiter: Option<Value>,
-    /// "Sync" only; "Async" (io_uring) is refused.
+    /// "Sync" (default) or "Async" (io_uring).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_engine: Option<String>,
     /// vhost-user-blk socket: refused.
@@ -41,6 +42,14 @@ pub struct Drive {
 }
 
 impl Drive {
+    /// The engine `io_engine` names (checked by [`Drive::validate`]).
+    pub fn engine(&self) -> IoEngine {
+        match self.io_engine.as_deref() {
+            Some("Async") => IoEngine::Async,
+            _ => IoEngine::Sync,
+        }
+    }
+
     /// Whether the guest may only read this drive.
     pub fn read_only(&self) -> bool {
         self.is_read_only.unwrap_or(false)
@@ -63,22 +72,7 @@ impl Drive {
             self.cache_type.as_deref(),
             &["Unsafe", "Writeback"],
         )?;
-        if let Some(engine) = self.io_engine.as_deref() {
-            match engine {
-                "Sync" => {}
-                "Async" => {
-                    return Err(format!(
-                    "drive {}: io_engine \"Async\" is not supported by tandem yet; use \"Sync\"",
-                    self.drive_id
-                ))
-                }
-                other => {
-                    return Err(format!(
-                        "io_engine {other:?} is not one of \"Sync\", \"Async\""
-                    ))
-                }
-            }
-        }
+        check_choice("io_engine", self.io_engine.as_deref(), &["Sync", "Async"])?;
         check_rate_limiter(&self.drive_id, "rate_limiter", &self.rate_limiter)
     }
 }

@@ -91,6 +91,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use ::devices::virtio::IoEngine;
 
     fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
         serde_json::from_value(value).map_err(|e| e.to_string())
@@ -189,7 +190,16 @@ mod tests {
         let drive: Drive = parse(body.clone()).unwrap();
         drive.validate().unwrap();
         assert!(!drive.read_only());
+        assert_eq!(drive.engine(), IoEngine::Sync);
         assert_eq!(serde_json::to_value(&drive).unwrap(), body);
+        // Async (io_uring) is accepted; absent means Sync.
+        let mut body = body;
+        body["io_engine"] = json!("Async");
+        let drive: Drive = parse(body).unwrap();
+        drive.validate().unwrap();
+        assert_eq!(drive.engine(), IoEngine::Async);
+        let plain = json!({"drive_id": "d1", "path_on_host": "/img", "is_root_device": false});
+        assert_eq!(parse::<Drive>(plain).unwrap().engine(), IoEngine::Sync);
 
         let refused = |patch: Value| {
             let mut body =
@@ -199,7 +209,8 @@ mod tests {
             }
             parse::<Drive>(body).and_then(|d| d.validate()).unwrap_err()
         };
-        assert!(refused(json!({"io_engine": "Async"})).contains("not supported by tandem"));
+        assert!(refused(json!({"io_engine": "Bogus"})).contains("io_engine"));
+        assert!(refused(json!({"io_engine": "async"})).contains("io_engine"));
         assert!(refused(json!({"socket": "/vhost.sock"})).contains("vhost-user"));
         assert!(refused(json!({"cache_type": "None"})).contains("cache_type"));
         assert!(refused(json!({"drive_id": "a-b"})).contains("letters, digits and _"));

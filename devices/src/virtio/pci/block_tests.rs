@@ -10,7 +10,7 @@ use vmm_sys_util::tempfile::TempFile;
 
 use super::driver::*;
 use crate::virtio::testing::TestRing;
-use crate::virtio::{feature, Block, BlockConfig};
+use crate::virtio::{feature, Block, BlockConfig, IoEngine};
 
 const SECTORS: u64 = 8;
 const RING: u64 = 0x10000;
@@ -28,6 +28,7 @@ fn block() -> (Driver, TempFile) {
         path: file.as_path().to_path_buf(),
         readonly: false,
         id: None,
+        io_engine: IoEngine::Sync,
     };
     let device = Block::new(&config).unwrap();
     (Driver::new(Box::new(device)), file)
