@@ -53,7 +53,7 @@ api_rows() {
         case $name in
             x86-api) row "$arch" "$name" host "${common[@]}" "${checks[@]}" ;;
             a64-api-gicv3) row "$arch" "$name" host "${common[@]}" "${checks[@]}" --expect-host 'VHE mode initialized' ;;
-            a64-api-gicv2) row "$arch" "$name" host --gic 2 "${common[@]}" "${checks[@]}" --expect-host 'GICv2m' ;;
+            a64-api-gicv2) extended row "$arch" "$name" host --gic 2 "${common[@]}" "${checks[@]}" --expect-host 'GICv2m' ;;
         esac
     done
 }

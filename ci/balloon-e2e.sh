@@ -25,8 +25,8 @@ balloon_rows() {
         case $arch in
             x86_64) row x86_64 x86-balloon host "${common[@]}" ;;
             aarch64)
-                row aarch64 a64-balloon-gicv3 host "${common[@]}" --expect-host 'VHE mode initialized'
-                row aarch64 a64-balloon-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m' ;;
+                extended row aarch64 a64-balloon-gicv3 host "${common[@]}" --expect-host 'VHE mode initialized'
+                extended row aarch64 a64-balloon-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m' ;;
         esac
     done
 }

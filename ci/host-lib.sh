@@ -88,11 +88,41 @@ crash_check_regions() {
     CRASH_DETAIL="all present:$CRASH_DETAIL"
 }
 
+# Whether tandem's output FILE says its guest triple-faulted. Nested SVM
+# under TCG resets a guest now and then, QEMU's guests as well
+# (docs/testing.md, "Many VMs at once"); the x86 host scripts run such a
+# guest once more, and say so.
+triple_faulted() { grep -aq 'guest triple fault (KVM_EXIT_SHUTDOWN)' "$1"; }
+
 # The host's uptime in whole seconds.
 uptime_s() {
     local uptime
     read -r uptime _ </proc/uptime
     echo "${uptime%.*}"
+}
+
+# What each of PID's threads is doing: comm:state:wchan:CPU ticks (user +
+# system), one per thread on one line.
+thread_states() {
+    local task
+    for task in /proc/"$1"/task/*; do
+        echo "$(cat "$task/comm" 2>/dev/null):$(cut -d' ' -f3 "$task/stat" 2>/dev/null):$(cat "$task/wchan" 2>/dev/null):$(awk '{ print $14 + $15 }' "$task/stat" 2>/dev/null)"
+    done | tr '\n' ' '
+}
+
+# A stuck tandem PID, in a note: its threads twice, 2 s apart (a vCPU
+# spinning in the guest gains CPU ticks; one halted waiting for an
+# interrupt sleeps in kvm_vcpu_block), and its VM's KVM counters
+# (debugfs) at both times.
+# shellcheck disable=SC2086 # $counters: one word per file
+note_stuck() {
+    local dir="" before after counters="exits halt_exits irq_injections irq_window_exits io_exits mmio_exits"
+    [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+    for before in /sys/kernel/debug/kvm/"$1"-*; do [ ! -d "$before" ] || dir=$before; done
+    before="$(thread_states "$1"); KVM $(cd "$dir" 2>/dev/null && cat $counters 2>/dev/null | tr '\n' ' ')"
+    sleep 2
+    after="$(thread_states "$1"); KVM $(cd "$dir" 2>/dev/null && cat $counters 2>/dev/null | tr '\n' ' ')"
+    note "stuck: threads comm:state:wchan:ticks, KVM $counters: $before; 2 s later: $after"
 }
 
 # Loads tun unless /dev/net/tun exists (a module in Debian's kernels;

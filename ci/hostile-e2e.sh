@@ -34,7 +34,7 @@ hostile_rows() {
             x86_64) row x86_64 x86-hostile host "${common[@]}" ;;
             aarch64)
                 row aarch64 a64-hostile-gicv3 host "${common[@]}" --expect-host 'VHE mode initialized'
-                row aarch64 a64-hostile-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m' ;;
+                extended row aarch64 a64-hostile-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m' ;;
         esac
     done
 }

@@ -26,12 +26,12 @@ MANY_ROWS=(x86-many a64-many)
 # time they do not run beside each other (20 guests on 2 cores).
 many_rows() {
     local check common=(--host-script "$ROOT/ci/many-host.sh" --add "$ROOT/ci/host-lib.sh:/host-lib.sh"
-                        --memory 3072 --timeout 900 --guest-cpus 1
+                        --memory 3072 --timeout 1500 --guest-cpus 1
                         --run "run --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz --cpus 1 --memory 160M")
     for check in "${MANY_CHECKS[@]}"; do common+=(--expect "CHECK $check PASS"); done
     case $1 in
-        x86_64) row x86_64 x86-many host "${common[@]}" ;;
-        aarch64) row aarch64 a64-many host "${common[@]}" --expect-host 'VHE mode initialized' ;;
+        x86_64) extended row x86_64 x86-many host "${common[@]}" ;;
+        aarch64) extended row aarch64 a64-many host "${common[@]}" --expect-host 'VHE mode initialized' ;;
     esac
 }
 

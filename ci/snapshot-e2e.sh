@@ -20,11 +20,11 @@ snapshot_rows() {
     local check expects=()
     for check in "${SNAPSHOT_CHECKS[@]}"; do expects+=(--expect "CHECK $check PASS"); done
     local common=(--host-script "$ROOT/ci/snapshot-host.sh" --add "$ROOT/ci/host-lib.sh:/host-lib.sh"
-                  --timeout 900 --memory 3072 --guest-cpus 2 "${expects[@]}")
+                  --timeout 1200 --memory 3072 --guest-cpus 2 "${expects[@]}")
     row x86_64 x86-snapshot host "${common[@]}"
     row aarch64 a64-snapshot-gicv3 host "${common[@]}" --expect-host 'VHE mode initialized' \
         --expect 'in-kernel GICv3 with ITS'
-    row aarch64 a64-snapshot-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m' \
+    extended row aarch64 a64-snapshot-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m' \
         --expect 'in-kernel GICv2'
 }
 

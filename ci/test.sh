@@ -8,8 +8,8 @@
 #! end-to-end boots (directly on hardware KVM, else in emulated KVM hosts),
 #! including a hostile guest attacking tandem beside a neighbour VM
 #! (ci/hostile-e2e.sh), 10 VMs at once and a short crash-consistency soak
-#! per arch; then kvm-unit-tests (ci/kvm-unit-tests.sh), each test that
-#! ci/kvm-unit-tests.expected lists required to pass.
+#! per arch, and kvm-unit-tests (ci/kvm-unit-tests.sh; rows of ci/e2e.sh),
+#! each test that ci/kvm-unit-tests.expected lists required to pass.
 #! Usage: ci/test.sh [--quick]   (--quick: everything but the end-to-end
 #! boots and kvm-unit-tests)
 set -euo pipefail
@@ -48,12 +48,5 @@ if [ "${1:-}" = --quick ]; then
     exit 0
 fi
 
-step "end-to-end"
-bash ci/e2e.sh all
-
-step "kvm-unit-tests: arm64 in emulated GICv3 and GICv2 hosts, x86_64 on this machine's KVM"
-bash ci/kvm-unit-tests.sh --arch aarch64 --gic 3 --expect ci/kvm-unit-tests.expected
-bash ci/kvm-unit-tests.sh --arch aarch64 --gic 2 --expect ci/kvm-unit-tests.expected
-# Only the tests that pass on PVM: the others hang there until their timeout.
-bash ci/kvm-unit-tests.sh --tandem target/x86_64-unknown-linux-gnu/release/tandem \
-    --expect ci/kvm-unit-tests.expected --only-expected
+step "end-to-end, and kvm-unit-tests on the three host flavours and this machine's KVM"
+bash ci/e2e.sh ci

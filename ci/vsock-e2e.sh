@@ -39,12 +39,12 @@ vsock_rows() {
     for arch in x86_64 aarch64; do
         common=(--host-script "$ROOT/ci/vsock-host.sh" --add "$ROOT/ci/host-lib.sh:/host-lib.sh"
                 --add "$(vsock_cpio "$arch"):/guest/vsock.cpio.gz"
-                --add "$(vsock_bin "$arch"):/bin/tandem-vsock-e2e" --timeout 600 --guest-cpus 2)
+                --add "$(vsock_bin "$arch"):/bin/tandem-vsock-e2e" --timeout 900 --guest-cpus 2)
         for check in "${VSOCK_CHECKS[@]}"; do common+=(--expect "CHECK $check PASS"); done
         case $arch in
             x86_64) row x86_64 x86-vsock host "${common[@]}" ;;
-            aarch64) row aarch64 a64-vsock-gicv3 host "${common[@]}" --expect-host 'VHE mode initialized'
-                     row aarch64 a64-vsock-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m' \
+            aarch64) extended row aarch64 a64-vsock-gicv3 host "${common[@]}" --expect-host 'VHE mode initialized'
+                     extended row aarch64 a64-vsock-gicv2 host --gic 2 "${common[@]}" --expect-host 'GICv2m' \
                          --expect 'in-kernel GICv2' ;;
         esac
     done
