@@ -2,9 +2,11 @@
 #! The nested guest's init for ci/bench-io.sh (/bench-init, started with
 #! rdinit=/bench-init from an overlay on the test guest's initramfs): the
 #! stock init's set-up and marker, then one workload, then power-off.
-#! Kernel arguments: tandem.bench=idle|info|blk-write|blk-read|net-tx|net-rx|
-#! net-tx-big (info: what the guest sees of its CPU and paravirtual
-#! features; net-tx-big: net-tx with 256 KiB writes, /bin/tcp-send),
+#! Kernel arguments: tandem.bench=idle|info|blk-write|blk-read|blk-write-4|
+#! blk-read-4|net-tx|net-rx|net-tx-big (info: what the guest sees of its CPU
+#! and paravirtual features; blk-*-4: four dd at once, each over a quarter
+#! of the N MiB, so four requests are in flight; net-tx-big: net-tx with
+#! 256 KiB writes, /bin/tcp-send),
 #! tandem.bench_mb=N (MiB moved). The disk is /dev/vda; the network is eth0
 #! at 10.0.0.2/24 with the emulated host at 10.0.0.1, listening on 5001
 #! (takes what the guest sends) and 5002 (sends N MiB). Prints
@@ -84,6 +86,20 @@ case $bench in
         echo "bench-init: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" ;;
     blk-write) dd if=/dev/zero of=/dev/vda bs=1M count="$mb" oflag=direct 2>/tmp/dd.err ;;
     blk-read) dd if=/dev/vda of=/dev/null bs=1M count="$mb" iflag=direct 2>/tmp/dd.err ;;
+    # Four requests in flight: four dd, each over its own quarter.
+    blk-write-4|blk-read-4)
+        quarter=$((mb / 4)) pids=""
+        for i in 0 1 2 3; do
+            if [ "$bench" = blk-write-4 ]; then
+                dd if=/dev/zero of=/dev/vda bs=1M count=$quarter seek=$((i * quarter)) oflag=direct 2>>/tmp/dd.err &
+            else
+                dd if=/dev/vda of=/dev/null bs=1M count=$quarter skip=$((i * quarter)) iflag=direct 2>>/tmp/dd.err &
+            fi
+            pids="$pids $!"
+        done
+        rc=0
+        for pid in $pids; do wait "$pid" || rc=1; done
+        [ "$rc" = 0 ] ;;
     net-tx) dd if=/dev/zero bs=1M count="$mb" 2>/dev/null | nc 10.0.0.1 5001 ;;
     # nc writes what each read of its stdin gives; tcp-send writes 256 KiB.
     net-tx-big) tcp-send 10.0.0.1 5001 "$mb" ;;

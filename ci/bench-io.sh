@@ -8,7 +8,9 @@
 #! guest→host and host→guest with busybox nc, and guest→host with 256 KiB
 #! writes (net-tx-big, ci/initramfs/tcp-send.c, opt-in); idle (boot + 1 s)
 #! as the baseline. The VMMs: tandem with virtio-mmio (`tandem`) and virtio-pci
-#! (`tandem-pci`, MSI-X); QEMU with KVM and userspace virtio (no vhost),
+#! (`tandem-pci`, MSI-X), and `tandem-async`: `tandem` with its disk on the
+#! io_uring engine (`io_engine=async`, docs/devices.md); QEMU with KVM and
+#! userspace virtio (no vhost),
 #! default cache and aio: on x86, virtio-mmio on microvm (`qemu-microvm`)
 #! and modern virtio-pci on microvm's PCIe host (`qemu-pci`); on arm64, the
 #! same on virt (`qemu-virt`, `qemu-virt-pci`), run from the arm64 root
@@ -28,11 +30,13 @@
 #!   --blk-mb N        MiB written and read (default 256)
 #!   --net-mb N        MiB sent each way (default 64)
 #!   --workloads "W…"  subset of: idle blk-write blk-read net-tx net-rx, or
-#!                     net-tx-big, info (default: all but those two)
-#!   --vmms "V…"       x86: subset of tandem tandem-pci qemu-microvm qemu-pci
-#!                     firecracker (default: tandem qemu-microvm); aarch64:
-#!                     of tandem tandem-pci qemu-virt qemu-virt-pci (default:
-#!                     tandem tandem-pci)
+#!                     blk-write-4 blk-read-4 (four dd at once), net-tx-big,
+#!                     info (default: all but those five)
+#!   --vmms "V…"       x86: subset of tandem tandem-pci tandem-async
+#!                     qemu-microvm qemu-pci firecracker (default: tandem
+#!                     qemu-microvm); aarch64: of tandem tandem-pci
+#!                     tandem-async qemu-virt qemu-virt-pci (default: tandem
+#!                     tandem-pci)
 #!   --suffix NAME     results in target/bench/io-ARCH-NAME.txt
 #!   --summary FILE    only print the tables for the raw lines in FILE
 #!   --wait-quiet MIN  wait up to MIN minutes for other QEMUs to end (default 10)
@@ -73,9 +77,9 @@ parse_args() {
         shift
     done
     check_arch "$ARCH"
-    local vmm known="tandem tandem-pci qemu-microvm qemu-pci firecracker"
+    local vmm known="tandem tandem-pci tandem-async qemu-microvm qemu-pci firecracker"
     if [ "$ARCH" = aarch64 ]; then
-        KERNEL=vmlinuz VMMS=${VMMS:-tandem tandem-pci} known="tandem tandem-pci qemu-virt qemu-virt-pci"
+        KERNEL=vmlinuz VMMS=${VMMS:-tandem tandem-pci} known="tandem tandem-pci tandem-async qemu-virt qemu-virt-pci"
     else
         KERNEL=vmlinux VMMS=${VMMS:-tandem qemu-microvm}
     fi
@@ -157,13 +161,14 @@ one() {
     label="bench=io vmm=\$vmm workload=\$workload run=\$run"
     listen \$workload
     case \$vmm in
-        tandem|tandem-pci|base|base-pci)
-            transport=mmio binary=/bin/tandem
+        tandem|tandem-pci|tandem-async|base|base-pci)
+            transport=mmio binary=/bin/tandem disk=path=/tmp/disk.img
             case \$vmm in *-pci) transport=pci ;; esac
+            case \$vmm in *-async) disk=\$disk,io_engine=async ;; esac
             case \$vmm in base*) binary=/bin/tandem-base ;; esac
             bench_run "\$label" \$binary run --kernel /guest/$KERNEL \\
                 --initrd /guest/bench-initramfs.cpio.gz --cpus $CPUS --memory $MEMORY \\
-                --cmdline "\$cmdline" --transport \$transport --disk path=/tmp/disk.img \\
+                --cmdline "\$cmdline" --transport \$transport --disk \$disk \\
                 --net tap=bench0 --stats --log-level info ;;
         qemu-microvm) bench_run "\$label" bench_qemu_microvm vmlinux bench-initramfs.cpio.gz \\
                     $CPUS $MEMORY "\$cmdline" -global virtio-mmio.force-legacy=false \\
@@ -246,7 +251,7 @@ ratio_pairs() {
     local pair
     for pair in tandem/qemu-microvm tandem/qemu-virt tandem/firecracker tandem-pci/qemu-pci \
         tandem-pci/qemu-virt-pci tandem-pci/tandem qemu-pci/qemu-microvm qemu-virt-pci/qemu-virt \
-        tandem/base tandem-pci/base-pci; do
+        tandem/base tandem-pci/base-pci tandem-async/tandem; do
         case " $VMMS " in *" ${pair%/*} "*) ;; *) continue ;; esac
         case " $VMMS " in *" ${pair#*/} "*) echo "$pair" ;; esac
     done
@@ -341,7 +346,7 @@ main() {
     parse_args "$@"
     if [ -n "$SUMMARY_OF" ]; then
         OUT=$SUMMARY_OF
-        WORKLOADS=$(grep -o ' workload=[a-z-]*' "$OUT" | cut -d= -f2 | awk '!seen[$0]++' | xargs)
+        WORKLOADS=$(grep -o ' workload=[a-z0-9-]*' "$OUT" | cut -d= -f2 | awk '!seen[$0]++' | xargs)
         VMMS=$(grep -o ' vmm=[a-z-]*' "$OUT" | cut -d= -f2 | awk '!seen[$0]++' | xargs)
         summarise
         return
