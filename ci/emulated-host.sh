@@ -188,6 +188,17 @@ host_vanished() {
         ! grep -aq 'Kernel panic' "$LOG"
 }
 
+# The emulated host's own kernel panic, when it panicked while tandem ran
+# (KVM up, no exit reported): a user process cannot do that to a sound
+# kernel, but the x86 host's 6.1 kernel under TCG's nested SVM overflows a
+# vCPU thread's kernel stack now and then (docs/testing.md, "When a row
+# fails"). Prints the panic line; false when there was none.
+host_panic() {
+    [ "$DIRECT" = 0 ] && [ "$HOST_ONLY" = 0 ] || return 1
+    grep -aq 'TANDEM-HOST-KVM=yes' "$LOG" && ! grep -aq 'TANDEM-EXIT=' "$LOG" &&
+        tr -d '\r' <"$LOG" | grep -a -m 1 -o 'Kernel panic - not syncing: .*'
+}
+
 # Whether a guest triple-faulted in an emulated x86 host. Nested SVM under
 # TCG resets a guest now and then under heavy I/O, QEMU's guests as well as
 # tandem's (docs/benchmarks.md, "Problems found while measuring"); a fault
@@ -318,12 +329,14 @@ main() {
         TAIL_PID=$!
     fi
     if [ "$DIRECT" = 1 ]; then run_direct "$RUN_ARGS"; else run_emulated; fi
-    # One more try, reported as such, when the emulated host itself died, or
-    # when a failed row's guest triple-faulted in an emulated x86 host; the
-    # first attempt's log is kept beside the row's.
-    local retried=""
+    # One more try, reported as such, when the emulated host itself died or
+    # panicked, or when a failed row's guest triple-faulted in an emulated
+    # x86 host; the first attempt's log is kept beside the row's.
+    local retried="" panic
     if host_vanished; then
         run_again "the first emulated host stopped after $((SECONDS - start)) s, QEMU status $RUN_STATUS"
+    elif panic=$(host_panic); then
+        run_again "the first emulated host's own kernel panicked after $((SECONDS - start)) s: $panic"
     fi
     judge
     if [ -n "$WHY" ] && [ -z "$retried" ] && nested_guest_reset; then

@@ -33,7 +33,7 @@
 SIGTERM_MAX_MS=1000
 VMM_PEAK_RSS_MIB=32
 LOG_MAX_LINES=200
-NEIGHBOUR_MIN_PERCENT=25
+NEIGHBOUR_MIN_PERCENT=15
 # Every attack tandem-hostile runs (hostile/src/attacks/mod.rs; a unit
 # test there checks this list).
 HOSTILE_ATTACKS="queue-setup-flood rings-outside-ram activate-reset-cycles chain-loop
@@ -52,7 +52,7 @@ HOST_LOG_PREFIX=hostile-host
 # shellcheck source=ci/host-lib.sh
 . "$(dirname "$0")/host-lib.sh"
 
-ATTACKER_PID="" PING_PID="" SAMPLER_PID=""
+ATTACKER_PID="" PING_PID="" SAMPLER_PID="" ATTACKER_CPUS=""
 FAILED=0
 # The guests run again after a triple fault, for the checks' details.
 RERUNS=""
@@ -74,6 +74,13 @@ alive() {
     local state
     state=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)
     [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# CPU time process PID used so far, all its threads, in clock ticks of
+# USER_HZ, 100 on Linux (utime + stime of /proc/PID/stat; fields counted
+# after the name). The host's root has no getconf.
+cpu_ticks() {
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
 }
 
 # Field NAME (kB) of /proc/PID/status.
@@ -161,7 +168,13 @@ attack_and_neighbour() {
     else
         echo "hostile-host: [$(uptime_s) s] the attacker never finished a round"
     fi
+    local ticks0 cs0
+    ticks0=$(cpu_ticks "$ATTACKER_PID") cs0=$(uptime_cs)
     neighbour_run /tmp/beside.out
+    # CPUs the attacker's tandem (vCPU and device threads) used meanwhile.
+    ATTACKER_CPUS=$(awk -v t="$(($(cpu_ticks "$ATTACKER_PID") - ${ticks0:-0}))" \
+        -v hz=100 -v cs="$(($(uptime_cs) - cs0))" \
+        'BEGIN { printf "%.2f", (cs > 0 ? t / hz / (cs / 100) : 0) }')
 }
 
 check_attacks() {
@@ -188,6 +201,7 @@ check_neighbour() {
     fi
     local detail="disk ${BESIDE_DISK:-?} kB/s beside the attacker, ${ALONE_DISK:-?} alone ($disk_pct %);"
     detail="$detail net ${BESIDE_NET:-?} kB/s, ${ALONE_NET:-?} alone ($net_pct %); at least $NEIGHBOUR_MIN_PERCENT % needed;"
+    detail="$detail the attacker's tandem used ${ATTACKER_CPUS:-?} CPUs meanwhile;"
     detail="$detail disk file as written: alone $ALONE_FILE_OK, beside $BESIDE_FILE_OK${RERUNS:+; run again after a triple fault:$RERUNS}"
     if [ "$disk_pct" -ge "$NEIGHBOUR_MIN_PERCENT" ] && [ "$net_pct" -ge "$NEIGHBOUR_MIN_PERCENT" ] &&
         [ "$ALONE_FILE_OK" = 1 ] && [ "$BESIDE_FILE_OK" = 1 ]; then
