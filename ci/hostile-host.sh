@@ -168,13 +168,15 @@ attack_and_neighbour() {
     else
         echo "hostile-host: [$(uptime_s) s] the attacker never finished a round"
     fi
-    local ticks0 cs0
+    local ticks0 cs0 ticks1
     ticks0=$(cpu_ticks "$ATTACKER_PID") cs0=$(uptime_cs)
     neighbour_run /tmp/beside.out
-    # CPUs the attacker's tandem (vCPU and device threads) used meanwhile.
-    ATTACKER_CPUS=$(awk -v t="$(($(cpu_ticks "$ATTACKER_PID") - ${ticks0:-0}))" \
-        -v hz=100 -v cs="$(($(uptime_cs) - cs0))" \
-        'BEGIN { printf "%.2f", (cs > 0 ? t / hz / (cs / 100) : 0) }')
+    # CPUs the attacker's tandem (vCPU and device threads) used meanwhile:
+    # ticks and centiseconds are both hundredths of a second.
+    ticks1=$(cpu_ticks "$ATTACKER_PID")
+    [ -n "$ticks0" ] && [ -n "$ticks1" ] || return 0
+    ATTACKER_CPUS=$(awk -v t="$((ticks1 - ticks0))" -v cs="$(($(uptime_cs) - cs0))" \
+        'BEGIN { printf "%.2f", (cs > 0 ? t / cs : 0) }')
 }
 
 check_attacks() {
